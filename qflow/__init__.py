@@ -1,0 +1,10 @@
+"""qflow: a workflow (DAG) orchestrator on Celery.
+
+Author workflows with :func:`task` and :func:`workflow`; run them with the ``qflow`` CLI.
+"""
+from .authoring import task, workflow
+from .context import TaskContext, context
+from .errors import Fail
+
+__all__ = ["task", "workflow", "Fail", "context", "TaskContext"]
+__version__ = "0.1.0"

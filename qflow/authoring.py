@@ -1,0 +1,269 @@
+"""The authoring API: ``@task``, ``@workflow`` and the node handles a workflow body builds."""
+from __future__ import annotations
+
+import contextvars
+import functools
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import dag, params as P
+from .errors import UserError
+from .states import TRIGGER_RULES
+
+TASK_OPTIONS = frozenset({
+    "name", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
+    "retry_on", "timeout", "queue", "trigger_rule", "pool", "priority", "isolation",
+    "on_failure", "on_success", "on_retry", "result_max_bytes",
+})
+WORKFLOW_OPTIONS = frozenset({
+    "name", "schedule", "timezone", "start_date", "end_date", "catchup", "max_active_runs",
+    "max_active_tasks", "fail_fast", "on_failure", "on_success", "description",
+})
+# Options that go into each task row (JSON), as opposed to callables kept in the process.
+_ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
+                "timeout", "pool", "priority", "isolation", "result_max_bytes")
+
+TASKS: dict[str, "TaskDef"] = {}
+WORKFLOWS: dict[str, "WorkflowDef"] = {}
+
+_builder: contextvars.ContextVar["_Builder | None"] = contextvars.ContextVar(
+    "qflow_builder", default=None)
+
+
+class OptionError(UserError, TypeError):
+    """An unknown or ill-typed decorator option."""
+
+
+def _check_options(kind: str, target: str, given: dict, allowed: frozenset) -> None:
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise OptionError(f"@{kind} on {target!r}: unknown option {unknown[0]!r} "
+                          f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _identity(fn: Callable) -> tuple[str, str]:
+    code = getattr(fn, "__code__", None)
+    return (code.co_filename if code else fn.__module__, fn.__qualname__)
+
+
+@dataclass(eq=False)
+class TaskDef:
+    """A decorated task function. Called in a workflow body it adds a node."""
+
+    fn: Callable
+    options: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+
+    @property
+    def name(self) -> str:
+        return self.options.get("name") or self.fn.__name__
+
+    def __call__(self, *args, **kwargs):
+        builder = _builder.get()
+        if builder is None:
+            return self.fn(*args, **kwargs)
+        return builder.add(self, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<qflow task {self.key}>"
+
+
+def task(fn: Callable | None = None, /, **options) -> Any:
+    """Declare a task. Works bare (``@task``) and with options (``@task(retries=3)``)."""
+    def wrap(f: Callable) -> TaskDef:
+        _check_options("task", getattr(f, "__name__", repr(f)), options, TASK_OPTIONS)
+        _validate_task_options(f.__name__, options)
+        tdef = TaskDef(f, dict(options))
+        functools.update_wrapper(tdef, f, updated=())
+        TASKS[tdef.key] = tdef
+        return tdef
+    if fn is not None:
+        if not callable(fn):
+            raise OptionError(f"@task takes options as keywords, got {fn!r}")
+        return wrap(fn)
+    return wrap
+
+
+def _validate_task_options(name: str, options: dict) -> None:
+    rule = options.get("trigger_rule", "all_success")
+    if rule not in TRIGGER_RULES:
+        raise OptionError(f"@task on {name!r}: unknown trigger_rule {rule!r} "
+                          f"(one of: {', '.join(TRIGGER_RULES)})")
+    for key in ("retries", "timeout", "retry_delay", "retry_backoff", "max_retry_delay",
+                "priority", "result_max_bytes"):
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or value < 0):
+            raise OptionError(f"@task on {name!r}: {key} must be a number >= 0, got {value!r}")
+    queue = options.get("queue")
+    if queue is not None and (not isinstance(queue, str) or not queue):
+        raise OptionError(f"@task on {name!r}: queue must be a non-empty string")
+
+
+class Handle:
+    """What a task call returns inside a workflow body: a reference to a node."""
+
+    __slots__ = ("node_id", "_builder")
+
+    def __init__(self, node_id: str, builder: "_Builder"):
+        self.node_id = node_id
+        self._builder = builder
+
+    def __rshift__(self, other):          # self >> other: other runs after self
+        self._builder.order(self, other)
+        return other
+
+    def __lshift__(self, other):          # self << other: self runs after other
+        self._builder.order(other, self)
+        return other
+
+    def __rrshift__(self, other):         # [a, b] >> self
+        self._builder.order(other, self)
+        return self
+
+    def __rlshift__(self, other):         # [a, b] << self
+        self._builder.order(self, other)
+        return self
+
+    def __repr__(self) -> str:
+        return f"<qflow node {self.node_id}>"
+
+    def __bool__(self) -> bool:
+        raise UserError(f"node {self.node_id!r} has no value while the workflow is built; "
+                        "pass it to a task instead of testing it in the workflow body")
+
+
+class _Builder:
+    """Collects the nodes and edges while a workflow body runs."""
+
+    def __init__(self, workflow: str):
+        self.workflow = workflow
+        self.nodes: dict[str, dag.Node] = {}
+        self.order_edges: list[tuple[str, str]] = []
+        self._next: dict[str, int] = {}
+
+    def add(self, tdef: TaskDef, args: tuple, kwargs: dict) -> Handle:
+        node_id = self._new_id(tdef.name)
+        opts = tdef.options
+        self.nodes[node_id] = dag.Node(
+            id=node_id, task=tdef.key,
+            args=self._template(list(args), node_id),
+            kwargs=self._template(kwargs, node_id),
+            trigger_rule=opts.get("trigger_rule", "all_success"),
+            queue=opts.get("queue"),
+            options={k: opts[k] for k in _ROW_OPTIONS if opts.get(k) is not None},
+        )
+        return Handle(node_id, self)
+
+    def _new_id(self, name: str) -> str:
+        n = self._next.get(name, 0)
+        self._next[name] = n + 1
+        node_id = name if n == 0 else f"{name}__{n}"
+        while node_id in self.nodes:
+            n += 1
+            self._next[name] = n + 1
+            node_id = f"{name}__{n}"
+        return node_id
+
+    def _template(self, value: Any, node_id: str) -> Any:
+        if isinstance(value, Handle):
+            return {dag.REF_KEY: value.node_id}
+        if isinstance(value, TaskDef):
+            raise UserError(f"node {node_id!r}: got task {value.name!r} itself; call it "
+                            f"({value.name}(...)) to use its result")
+        if isinstance(value, (list, tuple)):
+            return [self._template(v, node_id) for v in value]
+        if isinstance(value, dict):
+            return {str(k): self._template(v, node_id) for k, v in value.items()}
+        value = P.to_json(value)
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            raise UserError(f"node {node_id!r}: argument {value!r} is not JSON-serialisable"
+                            ) from None
+        return value
+
+    def order(self, before: Any, after: Any) -> None:
+        for b in self._handles(before):
+            for a in self._handles(after):
+                self.order_edges.append((b.node_id, a.node_id))
+
+    def _handles(self, value: Any) -> list[Handle]:
+        items = value if isinstance(value, (list, tuple, set)) else [value]
+        if not all(isinstance(h, Handle) for h in items):
+            raise UserError(f"workflow {self.workflow!r}: >> and << take task calls "
+                            f"(or lists of them), got {value!r}")
+        return list(items)
+
+
+@dataclass(eq=False)
+class WorkflowDef:
+    """A decorated workflow body plus its options."""
+
+    fn: Callable
+    name: str
+    options: dict
+    params: dict[str, P.Param]
+
+    def resolve_params(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Validated, coerced, JSON-ready parameter values (defaults filled in)."""
+        return P.resolve(self.params, given or {}, self.name)
+
+    def expand(self, stored_params: dict[str, Any] | None = None) -> dag.Graph:
+        """Run the body with a run's parameters and return the validated graph."""
+        values = P.body_values(self.params, stored_params or self.resolve_params())
+        builder = _Builder(self.name)
+        token = _builder.set(builder)
+        try:
+            self.fn(**values)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise UserError(f"workflow {self.name!r}: body raised "
+                            f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            _builder.reset(token)
+        if not builder.nodes:
+            raise UserError(f"workflow {self.name!r} has no tasks")
+        return dag.build_graph(self.name, builder.nodes, builder.order_edges)
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def workflow(fn: Callable | None = None, /, **options) -> Any:
+    """Declare a workflow. Works bare and with options (``@workflow(name=..., schedule=...)``)."""
+    def wrap(f: Callable) -> WorkflowDef:
+        _check_options("workflow", getattr(f, "__name__", repr(f)), options, WORKFLOW_OPTIONS)
+        name = options.get("name") or f.__name__
+        wdef = WorkflowDef(f, name, dict(options), P.params_of(f))
+        functools.update_wrapper(wdef, f, updated=())
+        register_workflow(wdef)
+        return wdef
+    if fn is not None:
+        if not callable(fn):
+            raise OptionError(f"@workflow takes options as keywords, got {fn!r}")
+        return wrap(fn)
+    return wrap
+
+
+def register_workflow(wdef: WorkflowDef) -> None:
+    """Add to the registry; the same function loaded again replaces itself."""
+    existing = WORKFLOWS.get(wdef.name)
+    if existing is not None and _identity(existing.fn) != _identity(wdef.fn):
+        where = f"{existing.fn.__module__}.{existing.fn.__qualname__}"
+        raise UserError(f"duplicate workflow name {wdef.name!r} (also defined by {where})")
+    WORKFLOWS[wdef.name] = wdef
+
+
+def find_task(key: str) -> TaskDef | None:
+    """The task registered under ``key``, else the only one with that qualified name."""
+    found = TASKS.get(key)
+    if found is not None:
+        return found
+    matches = [t for t in TASKS.values() if key.endswith("." + t.fn.__qualname__)]
+    return matches[0] if len(matches) == 1 else None

@@ -1,0 +1,294 @@
+"""The `qflow` command line: thin click commands over the engine."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import OperationalError as DBOperationalError
+
+from . import authoring, render
+from .config import load_config
+from .errors import QflowError, UnreachableError, UserError
+from .loader import load_app
+from .runtime import Runtime
+from .store import read
+from .store.migrate import upgrade
+from .states import SUCCEEDED, TASK_STATES, RUN_STATES
+
+
+class Obj:
+    """Per-invocation state: global flags, and the runtime built from them on demand."""
+
+    def __init__(self, flags: dict[str, Any]):
+        self.flags = flags
+        self._rt: Runtime | None = None
+
+    def runtime(self, **more: Any) -> Runtime:
+        if self._rt is None:
+            flags = {**self.flags, **more}
+            path = flags.pop("config_path")
+            self._rt = Runtime(load_config(path, **flags))
+        return self._rt
+
+    def app(self, **more: Any) -> Runtime:
+        """The runtime with the user's workflows imported."""
+        rt = self.runtime(**more)
+        if not rt.config.app:
+            raise UserError("no workflows loaded: pass -A/--app TARGET or set QFLOW_APP")
+        load_app(rt.config.app)
+        return rt
+
+
+class QflowGroup(click.Group):
+    """Turns qflow's errors into one-line messages and the contract's exit codes."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QflowError as exc:
+            _fail(str(exc), exc.exit_code)
+        except DBOperationalError as exc:
+            rt = ctx.obj._rt if ctx.obj else None
+            url = rt.config.database_url if rt else "?"
+            _fail(str(UnreachableError("results DB", url, exc.orig or exc)), 3)
+        except KombuOperationalError as exc:
+            rt = ctx.obj._rt if ctx.obj else None
+            url = rt.config.broker_url if rt else "?"
+            _fail(str(UnreachableError("broker", url, exc)), 3)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"qflow: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _params(pairs: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad parameter {pair!r}: expected -p name=value")
+        out[key.strip()] = value
+    return out
+
+
+param_option = click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE",
+                            help="A workflow parameter (repeatable).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group(cls=QflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-A", "--app", envvar="QFLOW_APP", help="Module, .py file or directory of "
+              "workflows (comma-separated).")
+@click.option("--config", "config_path", envvar="QFLOW_CONFIG", help="Config file (TOML).")
+@click.option("--broker-url", envvar="QFLOW_BROKER_URL", help="Broker URL; none = embedded.")
+@click.option("--database-url", envvar="QFLOW_DATABASE_URL", help="Results DB URL.")
+@click.version_option(package_name="qflow")
+@click.pass_context
+def cli(ctx: click.Context, app, config_path, broker_url, database_url) -> None:
+    """qflow: workflows of Python tasks on Celery."""
+    ctx.obj = Obj(dict(app=app, config_path=config_path, broker_url=broker_url,
+                       database_url=database_url))
+
+
+def main() -> None:
+    cli.main(prog_name="qflow")
+
+
+# -- running -----------------------------------------------------------------------
+@cli.command()
+@click.argument("workflow")
+@param_option
+@click.option("--timeout", type=float, default=None, help="Give up waiting after SECONDS.")
+@click.pass_obj
+def run(obj: Obj, workflow: str, params: tuple[str, ...], timeout: float | None) -> None:
+    """Trigger WORKFLOW and wait for it (embedded worker when no broker is set)."""
+    rt = obj.app()
+    rt.ready_store()
+    given = _params(params)
+    rt.engine.workflow(workflow).resolve_params(given)      # fail before starting a worker
+    with rt.embedded():
+        run_id = rt.engine.trigger(workflow, given)
+        click.echo(f"run {run_id} of {workflow} started"
+                   + (" (embedded worker, " + rt.config.database_url + ")"
+                      if rt.config.embedded else ""))
+        final = _wait(rt, run_id, timeout)
+    _summary(rt, final)
+    sys.exit(0 if final["state"] == SUCCEEDED else 1)
+
+
+@cli.command()
+@click.argument("workflow")
+@param_option
+@click.option("--wait", is_flag=True, help="Wait for the run to end; exit 1 if it fails.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after SECONDS.")
+@json_option
+@click.pass_obj
+def trigger(obj: Obj, workflow: str, params: tuple[str, ...], wait: bool,
+            timeout: float | None, as_json: bool) -> None:
+    """Record a run of WORKFLOW and enqueue its first tasks; print the run id."""
+    rt = obj.app()
+    if rt.config.embedded:
+        raise UserError("trigger needs a broker that workers listen on (set "
+                        "QFLOW_BROKER_URL); use `qflow run` for the embedded default")
+    rt.ready_store()
+    run_id = rt.engine.trigger(workflow, _params(params))
+    click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+    if wait:
+        final = _wait(rt, run_id, timeout, quiet=as_json)
+        if not as_json:
+            _summary(rt, final)
+        sys.exit(0 if final["state"] == SUCCEEDED else 1)
+
+
+def _wait(rt: Runtime, run_id: str, timeout: float | None, quiet: bool = False) -> dict:
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+
+    def on_poll(run: dict) -> None:
+        if quiet:
+            return
+        with rt.store.read() as conn:
+            tasks = read.task_rows(conn, run_id) if run["tasks_total"] <= 200 else []
+        for t in tasks:
+            if seen.get(t["node"]) != t["state"] and t["state"] not in ("pending",):
+                seen[t["node"]] = t["state"]
+                err = f"  {t['error']}" if t["error"] else ""
+                click.echo(f"[{time.monotonic() - started:6.2f}s] {t['node']}: {t['state']}{err}")
+        if not tasks and seen.get("") != str(run["tasks_done"]):
+            seen[""] = str(run["tasks_done"])
+            click.echo(f"[{time.monotonic() - started:6.2f}s] {run['tasks_done']}/"
+                       f"{run['tasks_total']} tasks done")
+
+    try:
+        return rt.engine.wait(run_id, on_poll, timeout)
+    except TimeoutError as exc:
+        raise QflowError(str(exc)) from None
+
+
+def _summary(rt: Runtime, run: dict) -> None:
+    with rt.store.read() as conn:
+        leaves = read.leaves(conn, run["run_id"])
+        values = read.results(conn, run["run_id"], leaves)
+    took = render._seconds(run["started_at"], run["finished_at"])
+    click.echo(f"run {run['run_id']} {run['state']} ({run['tasks_done']}/{run['tasks_total']} "
+               f"tasks{', ' + took if took else ''})")
+    for node in leaves:
+        if node in values:
+            text = json.dumps(values[node], indent=2, default=str)
+            if len(text) > 2000:
+                text = text[:2000] + " …"
+            click.echo(f"{node} returned:\n{text}")
+
+
+@cli.command()
+@click.option("-Q", "--queues", default=None, help="Comma-separated queues (default queue "
+              "when omitted).")
+@click.option("-c", "--concurrency", type=int, default=None, help="Worker processes.")
+@click.option("-n", "--hostname", default=None, help="Worker name, e.g. w1@%h.")
+@click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.pass_obj
+def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str | None,
+           loglevel: str) -> None:
+    """Start a worker that executes tasks from the given queues."""
+    rt = obj.app(worker_concurrency=concurrency)
+    if rt.config.embedded:
+        raise UserError("a worker needs a broker (set QFLOW_BROKER_URL or --broker-url)")
+    rt.ready_store()
+    rt.engine.dispatcher.check()
+    names = [q.strip() for q in (queues or rt.config.default_queue).split(",") if q.strip()]
+    sys.exit(rt.celery and __import__("qflow.celery_app", fromlist=["run_worker"]).run_worker(
+        rt.celery, names, rt.config.worker_concurrency, hostname, loglevel))
+
+
+# -- seeing ------------------------------------------------------------------------
+@cli.command()
+@click.argument("run_id")
+@json_option
+@click.pass_obj
+def status(obj: Obj, run_id: str, as_json: bool) -> None:
+    """Show a run and every task in it."""
+    store = obj.runtime().ready_store()
+    with store.read() as conn:
+        run = read.get_run(conn, run_id)
+    if run is None:
+        raise UserError(f"unknown run {run_id!r}")
+    click.echo(json.dumps(run, indent=2) if as_json else render.status_text(run))
+
+
+@cli.command()
+@click.option("--workflow", default=None, help="Only this workflow's runs.")
+@click.option("--state", type=click.Choice(RUN_STATES), default=None)
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
+@json_option
+@click.pass_obj
+def runs(obj: Obj, workflow: str | None, state: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    store = obj.runtime().ready_store()
+    with store.read() as conn:
+        rows = read.list_runs(conn, workflow, state, limit)
+    click.echo(json.dumps(rows, indent=2) if as_json else render.runs_text(rows))
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def workflows(obj: Obj, as_json: bool) -> None:
+    """List the registered workflows with their parameters, tasks and schedules."""
+    obj.app()
+    out = []
+    for name in sorted(authoring.WORKFLOWS):
+        wdef = authoring.WORKFLOWS[name]
+        try:
+            nodes = list(wdef.expand().nodes)
+        except UserError:
+            nodes = None                       # needs parameters without defaults
+        out.append({"name": name, "schedule": _jsonable(wdef.options.get("schedule")),
+                    "params": {p: v.describe() for p, v in wdef.params.items()},
+                    "tasks": nodes, "module": wdef.fn.__module__})
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        click.echo("no workflows")
+    for w in out:
+        params = ", ".join(f"{k}: {v}" for k, v in w["params"].items()) or "-"
+        tasks = f"{len(w['tasks'])} tasks" if w["tasks"] is not None else "tasks depend on params"
+        click.echo(f"{w['name']}  ({tasks}; schedule: {w['schedule'] or '-'})\n  params: {params}")
+
+
+def _jsonable(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float)) else str(value)
+
+
+@cli.command()
+@click.argument("workflow")
+@param_option
+@click.option("--format", "fmt", type=click.Choice(list(render.GRAPH_FORMATS)), default="text",
+              show_default=True)
+@click.pass_obj
+def graph(obj: Obj, workflow: str, params: tuple[str, ...], fmt: str) -> None:
+    """Print WORKFLOW's DAG (built with default parameters unless -p is given)."""
+    rt = obj.app()
+    wdef = rt.engine.workflow(workflow)
+    click.echo(render.GRAPH_FORMATS[fmt](wdef.expand(wdef.resolve_params(_params(params)))))
+
+
+@cli.group()
+def db() -> None:
+    """Manage the results DB."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(obj: Obj) -> None:
+    """Create or migrate the results DB schema."""
+    rt = obj.runtime()
+    rt.store.ping()
+    revision = upgrade(rt.store)
+    click.echo(f"results DB at {UnreachableError('', rt.config.database_url, '').url} "
+               f"is at revision {revision}")

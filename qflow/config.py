@@ -1,0 +1,81 @@
+"""Configuration: built once from file, environment and flags (flags win), then passed in."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from .errors import UserError
+
+DEFAULT_DATABASE_URL = "sqlite:///qflow.db"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything qflow reads from the outside. Empty ``broker_url`` = embedded default."""
+
+    app: str = ""
+    broker_url: str = ""
+    database_url: str = DEFAULT_DATABASE_URL
+    default_queue: str = "default"
+    result_max_bytes: int = 1024 * 1024
+    worker_concurrency: int = 0               # 0: number of CPUs
+    embedded_concurrency: int = 4
+    wait_poll_interval: float = 0.2
+    db_pool_size: int = 5
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker_url or self.broker_url.startswith("memory://")
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def load_config(path: str | None = None, env: Mapping[str, str] | None = None,
+                **flags: Any) -> Config:
+    """Read the config file (``path``, else ``$QFLOW_CONFIG``), then ``QFLOW_*``, then flags."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = path or env.get("QFLOW_CONFIG")
+    if path:
+        values.update(_read_file(path))
+    for name in _FIELDS:
+        key = "QFLOW_" + name.upper()
+        if env.get(key, "") != "":
+            values[name] = env[key]
+    values.update({k: v for k, v in flags.items() if v is not None and v != ""})
+    return replace(Config(), **{k: _typed(k, v, path) for k, v in values.items()})
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"config file {path}: {exc}") from None
+    section = data.get("qflow", data)
+    unknown = sorted(k for k, v in section.items() if k not in _FIELDS and not isinstance(v, dict))
+    if unknown:
+        raise UserError(f"config file {path}: unknown key {unknown[0]!r} "
+                        f"(known: {', '.join(_FIELDS)})")
+    return {k: v for k, v in section.items() if k in _FIELDS}
+
+
+def _typed(name: str, value: Any, path: str | None) -> Any:
+    if name not in _FIELDS:
+        raise UserError(f"unknown setting {name!r}")
+    kind = type(getattr(Config(), name))
+    try:
+        if kind is int and not isinstance(value, bool):
+            return int(value)
+        if kind is float and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, str):
+            return value
+    except ValueError:
+        pass
+    raise UserError(f"setting {name!r} must be {kind.__name__}, got {value!r}")

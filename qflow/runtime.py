@@ -1,0 +1,46 @@
+"""Wires config, store, Celery app and engine together, once per process."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Iterator
+
+from .celery_app import CeleryDispatcher, embedded_worker, make_celery
+from .config import Config
+from .engine import Engine
+from .store import Store
+from .store.migrate import ensure_schema
+
+
+class Runtime:
+    """Everything a command needs, built lazily from one Config."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.config.database_url, pool_size=self.config.db_pool_size)
+
+    @cached_property
+    def celery(self):
+        return make_celery(self.config, lambda: self.engine)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return Engine(self.config, self.store, CeleryDispatcher(self.celery, self.config))
+
+    def ready_store(self) -> Store:
+        """The store, reachable and with an up-to-date schema."""
+        self.store.ping()
+        ensure_schema(self.store)
+        return self.store
+
+    @contextmanager
+    def embedded(self) -> Iterator[None]:
+        """Run an in-process worker when no broker is configured; no-op otherwise."""
+        if not self.config.embedded:
+            yield
+            return
+        with embedded_worker(self.celery, self.config.embedded_concurrency):
+            yield

@@ -1,0 +1,114 @@
+"""Task and run states, the allowed transitions and the trigger rules (pure)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PENDING = "pending"
+QUEUED = "queued"
+RUNNING = "running"
+RETRYING = "retrying"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UPSTREAM_FAILED = "upstream_failed"
+SKIPPED = "skipped"
+CANCELED = "canceled"
+
+TASK_STATES = (PENDING, QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED,
+               UPSTREAM_FAILED, SKIPPED, CANCELED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELED})
+RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
+
+# Every task state write is checked against this table (DESIGN.md invariant 4).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({QUEUED, UPSTREAM_FAILED, SKIPPED, CANCELED}),
+    QUEUED: frozenset({RUNNING, CANCELED, QUEUED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED, QUEUED}),
+    RETRYING: frozenset({QUEUED, CANCELED}),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset({QUEUED}),           # resumed by `qflow retry`
+    UPSTREAM_FAILED: frozenset({PENDING}),
+    SKIPPED: frozenset(),
+    CANCELED: frozenset({PENDING, QUEUED}),
+}
+
+
+class TransitionError(Exception):
+    """A state write that the transitions table does not allow."""
+
+
+def check_transition(old: str, new: str) -> None:
+    """Raise TransitionError unless ``old -> new`` is allowed."""
+    if new not in TRANSITIONS.get(old, frozenset()):
+        raise TransitionError(f"task state {old!r} cannot become {new!r}")
+
+
+def sources_of(new: str) -> tuple[str, ...]:
+    """States from which ``new`` may be reached (for conditional updates)."""
+    return tuple(s for s in TASK_STATES if new in TRANSITIONS[s])
+
+
+TRIGGER_RULES = ("all_success", "all_done", "all_failed", "one_success", "one_failed",
+                 "none_failed", "none_failed_min_one_success", "always")
+
+# What a trigger rule decides about a pending task.
+WAIT, RUN, SKIP, UPSTREAM = "wait", "run", SKIPPED, UPSTREAM_FAILED
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """How a task's parents have ended so far."""
+
+    total: int
+    succeeded: int = 0
+    failed: int = 0           # failed or upstream_failed
+    skipped: int = 0          # skipped or canceled
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.skipped
+
+
+def decide(rule: str, up: Upstream) -> str:
+    """Decide, per Airflow's semantics, whether a pending task runs, waits or ends.
+
+    Returns ``"run"``, ``"wait"``, ``"skipped"`` or ``"upstream_failed"``.
+    """
+    if rule == "always" or up.total == 0:
+        return RUN
+    all_done = up.done == up.total
+    if rule == "one_success":
+        if up.succeeded:
+            return RUN
+        if not all_done:
+            return WAIT
+        return SKIP if up.skipped == up.total else UPSTREAM
+    if rule == "one_failed":
+        if up.failed:
+            return RUN
+        return SKIP if all_done else WAIT
+    if not all_done:
+        return WAIT
+    if rule == "all_done":
+        return RUN
+    if rule == "all_success":
+        if up.failed:
+            return UPSTREAM
+        return SKIP if up.skipped else RUN
+    if rule == "all_failed":
+        return RUN if up.failed == up.total else SKIP
+    if rule == "none_failed":
+        return UPSTREAM if up.failed else RUN
+    if rule == "none_failed_min_one_success":
+        if up.failed:
+            return UPSTREAM
+        return RUN if up.succeeded else SKIP
+    raise ValueError(f"unknown trigger rule {rule!r}")
+
+
+def run_state(failed: int, canceled: int) -> str:
+    """Final state of a run whose tasks have all ended."""
+    if failed:
+        return FAILED
+    if canceled:
+        return CANCELED
+    return SUCCEEDED

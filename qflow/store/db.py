@@ -1,0 +1,132 @@
+"""Engines and transactions: WAL + busy timeout + BEGIN IMMEDIATE on SQLite, pooled PostgreSQL."""
+from __future__ import annotations
+
+import os
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from ..errors import UnreachableError, UserError
+
+BUSY_TIMEOUT_MS = 30_000
+_RETRY_SQLSTATES = {"40001", "40P01"}     # serialization failure, deadlock detected
+
+
+class Store:
+    """The results DB of one process. Create the engine lazily: workers fork."""
+
+    def __init__(self, url: str, pool_size: int = 5):
+        self.url = url
+        self.pool_size = pool_size
+        self._engine: Engine | None = None
+        self._pid = 0
+        try:
+            self.dialect = make_url(url).get_backend_name()
+        except ArgumentError:
+            raise UserError(f"bad database URL {url!r}") from None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None or self._pid != os.getpid():
+            # A forked child must not reuse the parent's pooled connections.
+            if self._engine is not None:
+                self._engine.dispose(close=False)
+            self._engine = self._make_engine()
+            self._pid = os.getpid()
+        return self._engine
+
+    def _make_engine(self) -> Engine:
+        try:
+            if self.dialect == "sqlite":
+                return _sqlite_engine(self.url)
+            return create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size,
+                                 max_overflow=self.pool_size)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise UserError(f"database URL {self.url!r}: {exc} "
+                            "(for PostgreSQL: pip install 'qflow[postgres]')") from None
+
+    def dispose(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (a deferred transaction, rolled back at the end)."""
+        with self._connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+        with self._connect() as conn:
+            conn.execution_options(qflow_write=True)
+            with conn.begin():
+                yield conn
+
+    def transact(self, fn, *args, retries: int = 8):
+        """Run ``fn(conn, *args)`` in a write transaction, retrying deadlocks and busy DBs."""
+        for attempt in range(retries + 1):
+            try:
+                with self.write() as conn:
+                    return fn(conn, *args)
+            except DBAPIError as exc:
+                if attempt == retries or not _retryable(exc):
+                    raise
+                time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            conn = self.engine.connect()
+        except OperationalError as exc:
+            raise UnreachableError("results DB", self.url, exc.orig or exc) from None
+        with conn:
+            yield conn
+
+    def ping(self) -> None:
+        """Raise UnreachableError unless the DB answers."""
+        with self.read() as conn:
+            conn.execute(text("SELECT 1"))
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
+def _sqlite_engine(url: str) -> Engine:
+    db = make_url(url).database
+    if db and db != ":memory:":
+        Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000,
+                                              "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own is deferred).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        # A deferred transaction that reads then writes fails at once with "database is
+        # locked", ignoring the busy timeout; writers take the lock up front instead.
+        write = conn.get_execution_options().get("qflow_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine

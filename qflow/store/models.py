@@ -1,0 +1,110 @@
+"""SQLAlchemy 2 models of the results DB. Times are naive UTC."""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    """One triggered execution of a workflow."""
+
+    __tablename__ = "qflow_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workflow: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    params: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[dt.datetime]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    logical_time: Mapped[dt.datetime | None]
+    # Counters kept by the completion callback so run state never needs a scan.
+    tasks_total: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_left: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_failed: Mapped[int] = mapped_column(Integer, default=0)
+    tasks_canceled: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
+        Index("ix_qflow_runs_state", "state"),
+        Index("ix_qflow_runs_created", "created_at"),
+    )
+
+
+class TaskInstance(Base):
+    """One node of one run, with its latest state and outcome."""
+
+    __tablename__ = "qflow_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("qflow_runs.id", ondelete="CASCADE"))
+    node: Mapped[str] = mapped_column(String(250))
+    task: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(20))
+    trigger_rule: Mapped[str] = mapped_column(String(40), default="all_success")
+    queue: Mapped[str | None] = mapped_column(String(200))
+    call: Mapped[str] = mapped_column(Text, default="{}")
+    options: Mapped[str | None] = mapped_column(Text)
+    # How the parents have ended so far (see qflow.states.Upstream).
+    n_parents: Mapped[int] = mapped_column(Integer, default=0)
+    up_succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    up_failed: Mapped[int] = mapped_column(Integer, default=0)
+    up_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    celery_id: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
+        Index("ix_qflow_tasks_state", "state"),
+    )
+
+
+class Edge(Base):
+    """A dependency: ``child`` waits on ``parent`` within one run."""
+
+    __tablename__ = "qflow_edges"
+
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("qflow_runs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    parent: Mapped[str] = mapped_column(String(250), primary_key=True)
+    child: Mapped[str] = mapped_column(String(250), primary_key=True)
+
+    __table_args__ = (Index("ix_qflow_edges_child", "run_id", "child"),)
+
+
+class Attempt(Base):
+    """Every execution attempt of a task instance is a row."""
+
+    __tablename__ = "qflow_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("qflow_tasks.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    celery_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("task_id", "number", name="uq_qflow_attempts_task_number"),)
+
+
+runs = Run.__table__
+tasks = TaskInstance.__table__
+edges = Edge.__table__
+attempts = Attempt.__table__

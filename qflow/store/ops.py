@@ -1,0 +1,223 @@
+"""The state-changing queries. Each function takes a connection inside a write transaction.
+
+Every task state write goes through :func:`set_task_state`, which checks the transitions
+table and makes the write conditional on the current state, so the row count says who won
+(DESIGN.md invariants 3 and 4).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, insert, select, update
+
+from .. import states as S
+from ..dag import Graph, refs_in
+from .models import attempts, edges, runs, tasks
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A task instance to publish: the message carries ids only."""
+
+    run_id: str
+    node: str
+    attempt: int
+    queue: str | None
+    workflow: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to execute one attempt."""
+
+    task_id: int
+    task: str
+    call: dict
+    options: dict
+    workflow: str
+    params: dict
+    logical_time: dt.datetime | None
+    inputs: dict[str, Any]
+
+
+def set_task_state(conn: Connection, run_id: str, node: str, new: str,
+                   expect: Iterable[str] | None = None, attempt: int | None = None,
+                   returning: tuple = (tasks.c.id,), **values: Any) -> Any:
+    """Move one task to ``new`` if it is in an allowed (or the ``expect``ed) state.
+
+    With ``attempt``, only if that is still the task's current attempt (fencing). Returns
+    the ``returning`` columns of the row when this call made the change, else None.
+    """
+    allowed = tuple(expect) if expect is not None else S.sources_of(new)
+    for old in allowed:
+        S.check_transition(old, new)
+    cond = [tasks.c.run_id == run_id, tasks.c.node == node, tasks.c.state.in_(allowed)]
+    if attempt is not None:
+        cond.append(tasks.c.attempts == attempt)
+    stmt = update(tasks).where(*cond).values(state=new, **values).returning(*returning)
+    return conn.execute(stmt).first()
+
+
+def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
+               logical_time: dt.datetime | None = None) -> list[Dispatch]:
+    """Record a run with all its task rows and edges; return the roots to publish."""
+    now = utcnow()
+    n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
+    for _, child in graph.edges:
+        n_parents[child] += 1
+    conn.execute(insert(runs).values(
+        id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(params),
+        created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
+        tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
+    rows, roots = [], []
+    for node in graph.nodes.values():
+        ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
+        rows.append(dict(
+            run_id=run_id, node=node.id, task=node.task,
+            state=S.QUEUED if ready else S.PENDING, trigger_rule=node.trigger_rule,
+            queue=node.queue, call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
+            options=json.dumps(node.options) if node.options else None,
+            n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
+            attempts=0, queued_at=now if ready else None))
+        if ready:
+            roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow))
+    conn.execute(insert(tasks), rows)
+    if graph.edges:
+        conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
+                                     for p, c in sorted(graph.edges)])
+    return roots
+
+
+def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
+          celery_id: str | None) -> Claimed | None:
+    """Mark ``attempt`` of a queued task running; None if it is not ours to run."""
+    now = utcnow()
+    row = set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED,),
+                         attempt=attempt - 1, attempts=attempt, started_at=now,
+                         finished_at=None, worker=worker, celery_id=celery_id,
+                         returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options))
+    if row is None:
+        return None
+    conn.execute(insert(attempts).values(task_id=row.id, number=attempt, state=S.RUNNING,
+                                         worker=worker, celery_id=celery_id, started_at=now))
+    conn.execute(update(runs).where(runs.c.id == run_id, runs.c.state == S.QUEUED)
+                 .values(state=S.RUNNING, started_at=now))
+    run = conn.execute(select(runs.c.workflow, runs.c.params, runs.c.logical_time)
+                       .where(runs.c.id == run_id)).one()
+    call = json.loads(row.call)
+    return Claimed(row.id, row.task, call, json.loads(row.options or "{}"), run.workflow,
+                   json.loads(run.params), run.logical_time, _inputs(conn, run_id, call))
+
+
+def _inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Any]:
+    """The stored results of the data parents; None for a parent that did not succeed."""
+    parents = refs_in(call)
+    if not parents:
+        return {}
+    rows = conn.execute(select(tasks.c.node, tasks.c.state, tasks.c.result)
+                        .where(tasks.c.run_id == run_id, tasks.c.node.in_(parents)))
+    return {r.node: json.loads(r.result) if r.state == S.SUCCEEDED and r.result else None
+            for r in rows}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    state: str                       # succeeded or failed
+    result: str | None = None        # JSON text
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+def finish(conn: Connection, run_id: str, node: str, attempt: int,
+           outcome: Outcome) -> list[Dispatch] | None:
+    """Record an attempt's outcome and release the children it makes ready.
+
+    Returns the tasks to publish after commit, or None when the report is stale (the
+    task is no longer running this attempt), so a redelivered message releases nothing.
+    """
+    now = utcnow()
+    row = set_task_state(conn, run_id, node, outcome.state, expect=(S.RUNNING,),
+                         attempt=attempt, finished_at=now, result=outcome.result,
+                         error=outcome.error)
+    if row is None:
+        return None
+    conn.execute(update(attempts)
+                 .where(attempts.c.task_id == row.id, attempts.c.number == attempt)
+                 .values(state=outcome.state, finished_at=now, error_type=outcome.error_type,
+                         error=outcome.error, traceback=outcome.traceback))
+    return propagate(conn, run_id, [(node, outcome.state)], now)
+
+
+_COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
+            S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
+
+
+def propagate(conn: Connection, run_id: str, ended: list[tuple[str, str]],
+              now: dt.datetime) -> list[Dispatch]:
+    """Count each ended task in its children; release or end the children it decides.
+
+    The counter update is one statement per parent; its row locks serialise parents that
+    end at the same moment, so exactly one of them sees the last count.
+    """
+    released: list[Dispatch] = []
+    todo = list(ended)
+    n_failed = n_canceled = 0
+    workflow = None
+    for node, state in todo:                      # todo grows while we walk it
+        n_failed += state in (S.FAILED, S.UPSTREAM_FAILED)
+        n_canceled += state == S.CANCELED
+        counter = _COUNTER[state]
+        children = select(edges.c.child).where(edges.c.run_id == run_id,
+                                               edges.c.parent == node)
+        rows = conn.execute(
+            update(tasks)
+            .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
+            .values({counter: getattr(tasks.c, counter) + 1})
+            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+                       tasks.c.n_parents, tasks.c.up_succeeded, tasks.c.up_failed,
+                       tasks.c.up_skipped)).all()
+        for child in rows:
+            if child.state != S.PENDING:
+                continue
+            verdict = S.decide(child.trigger_rule, S.Upstream(
+                child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+            if verdict == S.RUN:
+                if set_task_state(conn, run_id, child.node, S.QUEUED, expect=(S.PENDING,),
+                                  queued_at=now) is not None:
+                    workflow = workflow or _workflow(conn, run_id)
+                    released.append(Dispatch(run_id, child.node, 1, child.queue, workflow))
+            elif verdict != S.WAIT:
+                if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
+                                  finished_at=now) is not None:
+                    todo.append((child.node, verdict))
+    _count_ended(conn, run_id, len(todo), n_failed, n_canceled, now)
+    return released
+
+
+def _workflow(conn: Connection, run_id: str) -> str:
+    return conn.execute(select(runs.c.workflow).where(runs.c.id == run_id)).scalar_one()
+
+
+def _count_ended(conn: Connection, run_id: str, n: int, failed: int, canceled: int,
+                 now: dt.datetime) -> None:
+    """Decrement the run's open-task counter; the update that reaches 0 ends the run."""
+    row = conn.execute(
+        update(runs).where(runs.c.id == run_id)
+        .values(tasks_left=runs.c.tasks_left - n, tasks_failed=runs.c.tasks_failed + failed,
+                tasks_canceled=runs.c.tasks_canceled + canceled)
+        .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled)).one()
+    if row.tasks_left == 0:
+        conn.execute(update(runs)
+                     .where(runs.c.id == run_id, runs.c.state.in_((S.QUEUED, S.RUNNING)))
+                     .values(state=S.run_state(row.tasks_failed, row.tasks_canceled),
+                             finished_at=now))

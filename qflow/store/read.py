@@ -1,0 +1,81 @@
+"""Read-only queries behind `status`, `runs` and `run --wait`."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from .models import edges, runs, tasks
+
+_RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.created_at,
+                runs.c.started_at, runs.c.finished_at, runs.c.logical_time,
+                runs.c.tasks_total, runs.c.tasks_left)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """Stored naive-UTC time as ISO 8601 with its offset."""
+    return value.replace(tzinfo=dt.timezone.utc).isoformat() if value else None
+
+
+def _run_dict(row) -> dict[str, Any]:
+    out = {"run_id": row.id, "workflow": row.workflow, "state": row.state,
+           "params": json.loads(row.params), "created_at": iso(row.created_at),
+           "started_at": iso(row.started_at), "finished_at": iso(row.finished_at)}
+    if row.logical_time is not None:
+        out["logical_time"] = iso(row.logical_time)
+    out["tasks_total"] = row.tasks_total
+    out["tasks_done"] = row.tasks_total - row.tasks_left
+    return out
+
+
+def get_run(conn: Connection, run_id: str, with_tasks: bool = True) -> dict[str, Any] | None:
+    """The run as `status --json` prints it, or None."""
+    row = conn.execute(select(*_RUN_COLUMNS).where(runs.c.id == run_id)).first()
+    if row is None:
+        return None
+    out = _run_dict(row)
+    if with_tasks:
+        out["tasks"] = task_rows(conn, run_id)
+    return out
+
+
+def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
+               tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
+               tasks.c.queue)
+        .where(tasks.c.run_id == run_id).order_by(tasks.c.id))
+    return [{"node": r.node, "state": r.state, "attempts": r.attempts,
+             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+             "error": r.error, "worker": r.worker, "celery_id": r.celery_id,
+             "queue": r.queue} for r in rows]
+
+
+def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
+    """Stored return values of ``nodes`` (JSON-decoded) that succeeded."""
+    rows = conn.execute(select(tasks.c.node, tasks.c.result)
+                        .where(tasks.c.run_id == run_id, tasks.c.node.in_(nodes),
+                               tasks.c.state == "succeeded"))
+    return {r.node: json.loads(r.result) if r.result else None for r in rows}
+
+
+def list_runs(conn: Connection, workflow: str | None = None, state: str | None = None,
+              limit: int = 20) -> list[dict[str, Any]]:
+    """Most recent runs first."""
+    stmt = select(*_RUN_COLUMNS).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+    if workflow:
+        stmt = stmt.where(runs.c.workflow == workflow)
+    if state:
+        stmt = stmt.where(runs.c.state == state)
+    return [_run_dict(r) for r in conn.execute(stmt)]
+
+
+def leaves(conn: Connection, run_id: str) -> list[str]:
+    """Nodes of the run that no other node waits on."""
+    has_child = select(edges.c.parent).where(edges.c.run_id == run_id)
+    rows = conn.execute(select(tasks.c.node).where(tasks.c.run_id == run_id,
+                                                   tasks.c.node.not_in(has_child))
+                        .order_by(tasks.c.id))
+    return [r.node for r in rows]
