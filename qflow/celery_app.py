@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from celery import Celery
+from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .config import Config
@@ -14,12 +15,13 @@ from .errors import UnreachableError
 from .store import ops
 
 EXECUTE = "qflow.execute"
+WAKE = "qflow.wake"
 log = logging.getLogger("qflow.worker")
 
 
 def make_celery(config: Config, engine_ref) -> Celery:
     """A Celery app that knows one task, ``qflow.execute``, and speaks JSON only."""
-    broker = config.broker_url or "memory://"
+    broker = config.broker_url or "memory://localhost/"
     app = Celery("qflow", broker=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json", result_serializer="json", event_serializer="json",
@@ -35,6 +37,10 @@ def make_celery(config: Config, engine_ref) -> Celery:
     )
     if broker.startswith("memory://"):
         app.conf.broker_transport_options = {"polling_interval": 0.01}
+
+    @app.task(name=WAKE)
+    def wake() -> None:
+        """No-op: lets an embedded worker's consumer loop notice it should stop."""
 
     @app.task(name=EXECUTE, bind=True)
     def execute(self, run_id: str, node: str, attempt: int) -> None:
@@ -85,9 +91,19 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[None]:
     """A real Celery worker in this process, on threads, over kombu's memory transport."""
     from celery.contrib.testing.worker import start_worker
 
+    from celery.worker import state
+
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
                       loglevel="WARNING", shutdown_timeout=30):
-        yield
+        try:
+            yield
+        finally:
+            # The consumer loop checks for shutdown between messages, then drains once more
+            # (polling the memory transport for up to 2 s each time): two no-op messages
+            # end it at once.
+            state.should_terminate = 0
+            for _ in range(2):
+                app.tasks[WAKE].apply_async(queue=app.conf.task_default_queue)
 
 
 def run_worker(app: Celery, queues: list[str], concurrency: int, hostname: str | None,
@@ -97,7 +113,7 @@ def run_worker(app: Celery, queues: list[str], concurrency: int, hostname: str |
     if concurrency:
         options["concurrency"] = concurrency
     if hostname:
-        options["hostname"] = hostname
+        options["hostname"] = host_format(default_nodename(hostname))
     worker = app.Worker(**options)
     worker.start()
     return worker.exitcode or 0

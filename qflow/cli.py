@@ -11,6 +11,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import OperationalError as DBOperationalError
 
 from . import authoring, render
+from .celery_app import run_worker
 from .config import load_config
 from .errors import QflowError, UnreachableError, UserError
 from .loader import load_app
@@ -201,8 +202,7 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
     rt.ready_store()
     rt.engine.dispatcher.check()
     names = [q.strip() for q in (queues or rt.config.default_queue).split(",") if q.strip()]
-    sys.exit(rt.celery and __import__("qflow.celery_app", fromlist=["run_worker"]).run_worker(
-        rt.celery, names, rt.config.worker_concurrency, hostname, loglevel))
+    sys.exit(run_worker(rt.celery, names, rt.config.worker_concurrency, hostname, loglevel))
 
 
 # -- seeing ------------------------------------------------------------------------

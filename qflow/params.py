@@ -35,7 +35,11 @@ class Param:
 
 def params_of(fn) -> dict[str, Param]:
     """The parameters of a workflow body, typed from annotations or defaults."""
-    hints = typing.get_type_hints(fn)
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception as exc:  # noqa: BLE001 - a name the annotation uses is not importable
+        raise ParamError(f"workflow {fn.__name__!r}: cannot read parameter annotations: "
+                         f"{exc}") from None
     out: dict[str, Param] = {}
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

@@ -1,0 +1,99 @@
+"""Private Redis and PostgreSQL instances for the test session, from installed servers.
+
+Each is started once per session on a free port in a temporary directory, so tests can
+flush, kill or restart them without touching a shared server. Set QFLOW_TEST_REDIS_URL or
+QFLOW_TEST_DATABASE_URL to use a running server instead.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+
+class ServerMissing(Exception):
+    """The server binary is not installed; the message says what to install."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    stop: callable
+
+
+def start_redis() -> Server:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerMissing("redis-server is not installed: apt-get install redis-server "
+                            "(or set QFLOW_TEST_REDIS_URL)")
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="qflow-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", folder, "--logfile", os.path.join(folder, "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return Server(f"redis://127.0.0.1:{port}/0", port, stop)
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
+def start_postgres() -> Server:
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        raise ServerMissing("PostgreSQL server binaries are not installed: apt-get install "
+                            "postgresql (or set QFLOW_TEST_DATABASE_URL)")
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="qflow-pg-")
+    data = os.path.join(folder, "data")
+    as_user = []
+    if os.geteuid() == 0:                       # initdb refuses to run as root
+        shutil.chown(folder, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(as_user + [initdb, "-D", data, "-A", "trust", "-U", "postgres",
+                              "--no-sync"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
+                              os.path.join(folder, "pg.log"), "-w", "start"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+    def stop() -> None:
+        subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop)

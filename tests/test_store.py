@@ -1,0 +1,191 @@
+"""The engine and its queries against real SQLite and real PostgreSQL, no broker.
+
+Messages go to a stub dispatcher and are drained by hand, so every step is deterministic.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from sqlalchemy import select
+
+import flows
+from qflow.config import Config
+from qflow.engine import Engine
+from qflow.errors import UserError
+from qflow.states import TransitionError
+from qflow.store import Store, ops, read
+from qflow.store.migrate import ensure_schema, upgrade
+from qflow.store.models import attempts, tasks
+
+
+class StubDispatcher:
+    def __init__(self):
+        self.sent: list[ops.Dispatch] = []
+
+    def publish(self, items):
+        self.sent.extend(items)
+
+    def check(self):
+        pass
+
+
+@pytest.fixture
+def engine(db_url):
+    store = Store(db_url)
+    if store.dialect == "sqlite":
+        ensure_schema(store)
+    else:
+        upgrade(store)
+    yield Engine(Config(database_url=db_url), store, StubDispatcher())
+    store.dispose()
+
+
+def drain(engine: Engine) -> list[str]:
+    """Execute published messages in order until none is left; return the nodes run."""
+    ran = []
+    while engine.dispatcher.sent:
+        item = engine.dispatcher.sent.pop(0)
+        if engine.execute(item.run_id, item.node, item.attempt, worker="test") is not None:
+            ran.append(item.node)
+    return ran
+
+
+def run_of(engine: Engine, run_id: str) -> dict:
+    with engine.store.read() as conn:
+        return read.get_run(conn, run_id)
+
+
+def test_a_diamond_runs_in_dependency_order_and_succeeds(engine):
+    run_id = engine.trigger("diamond", {"x": "5"})
+    assert [d.node for d in engine.dispatcher.sent] == ["const"]
+    assert run_of(engine, run_id)["state"] == "queued"
+    ran = drain(engine)
+    assert ran[0] == "const" and ran[-1] == "add__2" and sorted(ran[1:3]) == ["add", "add__1"]
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded" and run["params"] == {"x": 5}
+    assert run["started_at"] <= run["finished_at"]
+    assert {t["node"]: (t["state"], t["attempts"]) for t in run["tasks"]} == {
+        "const": ("succeeded", 1), "add": ("succeeded", 1), "add__1": ("succeeded", 1),
+        "add__2": ("succeeded", 1)}
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["add__2"]) == {"add__2": 5 + 10 + 5 + 20}
+
+
+def test_a_failure_fails_the_run_and_its_downstream_but_not_siblings(engine):
+    run_id = engine.trigger("failing")
+    drain(engine)
+    run = run_of(engine, run_id)
+    states = {t["node"]: t["state"] for t in run["tasks"]}
+    assert states == {"const": "succeeded", "boom": "failed", "add": "upstream_failed",
+                      "add__1": "succeeded"}
+    assert run["state"] == "failed"
+    boom = next(t for t in run["tasks"] if t["node"] == "boom")
+    assert boom["error"] == "ValueError: 1"
+    with engine.store.read() as conn:
+        row = conn.execute(select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
+                           .where(tasks.c.run_id == run_id, tasks.c.node == "boom")).one()
+    assert row.error_type == "ValueError" and "raise ValueError(message)" in row.traceback
+    assert row.worker == "test" and row.number == 1 and row.state == "failed"
+
+
+def test_a_redelivered_message_neither_reruns_nor_releases_twice(engine):
+    run_id = engine.trigger("chain", {"length": "1"})
+    first = engine.dispatcher.sent.pop(0)
+    assert engine.execute(run_id, first.node, 1) is not None
+    assert [d.node for d in engine.dispatcher.sent] == ["add"]
+    assert engine.execute(run_id, first.node, 1) is None          # redelivery
+    assert [d.node for d in engine.dispatcher.sent] == ["add"]
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_a_stale_outcome_is_refused(engine):
+    run_id = engine.trigger("chain", {"length": "1"})
+    with engine.store.write() as conn:
+        assert ops.claim(conn, run_id, "const", 1, "w1", None) is not None
+    outcome = ops.Outcome("succeeded", result="0")
+    with engine.store.write() as conn:
+        assert ops.finish(conn, run_id, "const", 2, outcome) is None  # not its attempt
+    with engine.store.write() as conn:
+        assert [d.node for d in ops.finish(conn, run_id, "const", 1, outcome)] == ["add"]
+    with engine.store.write() as conn:
+        assert ops.finish(conn, run_id, "const", 1, outcome) is None  # already recorded
+
+
+def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine):
+    for _ in range(3):
+        run_id = engine.trigger("fan_in", {"marker": "/dev/null", "width": "24"})
+        parents = [d.node for d in engine.dispatcher.sent]
+        engine.dispatcher.sent.clear()
+        for node in parents:
+            with engine.store.write() as conn:
+                ops.claim(conn, run_id, node, 1, "w", None)
+        barrier = threading.Barrier(len(parents))
+        released: list = []
+
+        def finish(node):
+            barrier.wait()
+            out = engine.store.transact(ops.finish, run_id, node, 1,
+                                        ops.Outcome("succeeded", result="0"))
+            released.extend(out)
+
+        threads = [threading.Thread(target=finish, args=(n,)) for n in parents]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [d.node for d in released] == ["record"]
+        with engine.store.read() as conn:
+            row = conn.execute(select(tasks.c.state, tasks.c.up_succeeded).where(
+                tasks.c.run_id == run_id, tasks.c.node == "record")).one()
+        assert tuple(row) == ("queued", 24)
+
+
+def test_state_writes_outside_the_transition_table_are_refused(engine):
+    run_id = engine.trigger("chain", {"length": "1"})
+    with pytest.raises(TransitionError):
+        with engine.store.write() as conn:
+            ops.set_task_state(conn, run_id, "add", "succeeded", expect=("pending",))
+
+
+def test_return_values_that_cannot_be_stored_fail_the_task_clearly(engine):
+    run_id = engine.trigger("bad_output")
+    drain(engine)
+    errors = {t["node"]: t["error"] for t in run_of(engine, run_id)["tasks"]}
+    assert errors["not_json"].startswith("return value is not JSON-serialisable: Object of "
+                                         "type set")
+    assert errors["big"] == ("return value is 2000002 bytes, larger than result_max_bytes "
+                             "(1048576)")
+
+
+def test_tasks_read_their_run_context(engine):
+    run_id = engine.trigger("ordered")
+    assert [d.node for d in engine.dispatcher.sent] == ["where"]
+    drain(engine)
+    with engine.store.read() as conn:
+        got = read.results(conn, run_id, ["where", "where__1"])
+    assert got["where"]["run_id"] == run_id and got["where__1"]["node"] == "where__1"
+    assert got["where"]["attempt"] == 1
+
+
+def test_expansion_commits_every_row_in_one_transaction(engine):
+    run_id = engine.trigger("fan", {"width": "200"})
+    run = run_of(engine, run_id)
+    assert run["tasks_total"] == 401 and len(run["tasks"]) == 401
+    assert sum(t["state"] == "queued" for t in run["tasks"]) == 200
+    with engine.store.read() as conn:
+        call = json.loads(conn.execute(select(tasks.c.call).where(
+            tasks.c.run_id == run_id, tasks.c.node == "join")).scalar())
+    assert len(call["args"][0]) == 200
+
+
+def test_postgresql_without_migration_asks_for_db_upgrade(pg_server_url):
+    from conftest import new_pg_database
+    store = Store(new_pg_database(pg_server_url))
+    with pytest.raises(UserError, match=r"the results DB is empty: run `qflow db upgrade`"):
+        ensure_schema(store)
+    upgrade(store)
+    ensure_schema(store)
+    store.dispose()
