@@ -205,6 +205,19 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
     sys.exit(run_worker(rt.celery, names, rt.config.worker_concurrency, hostname, loglevel))
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                              "help_option_names": []})
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def flower(obj: Obj, flower_args: tuple[str, ...]) -> None:
+    """Start Flower on qflow's Celery app (options are Flower's, e.g. --port=5555)."""
+    rt = obj.runtime()
+    if rt.config.embedded:
+        raise UserError("Flower needs a broker (set QFLOW_BROKER_URL or --broker-url)")
+    rt.engine.dispatcher.check()
+    rt.celery.start(["flower", *flower_args])
+
+
 # -- seeing ------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_id")

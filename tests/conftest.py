@@ -88,3 +88,70 @@ def registry():
     authoring.WORKFLOWS.update(workflows)
     authoring.TASKS.clear()
     authoring.TASKS.update(tasks)
+
+
+def qflow_env(**values: str) -> dict[str, str]:
+    """The process environment without any QFLOW_* setting, plus ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QFLOW_")}
+    env.update(values)
+    return env
+
+
+class Cluster:
+    """Real worker processes on a private Redis and a PostgreSQL database."""
+
+    def __init__(self, broker_url: str, database_url: str, app: str, folder: Path):
+        self.broker_url, self.database_url, self.app = broker_url, database_url, app
+        self.folder = folder
+        self.env = qflow_env(QFLOW_BROKER_URL=broker_url, QFLOW_DATABASE_URL=database_url,
+                             QFLOW_APP=app)
+        self.workers: dict[str, "subprocess.Popen"] = {}
+
+    def start_worker(self, name: str, *args: str) -> None:
+        import subprocess
+        log = open(self.folder / f"{name}.log", "w")
+        self.workers[name] = subprocess.Popen(
+            ["qflow", "worker", "-n", f"{name}@%h", "-l", "INFO", *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        import time
+        deadline = time.monotonic() + timeout
+        for name, proc in self.workers.items():
+            log = self.folder / f"{name}.log"
+            while " ready." not in log.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {name} did not start:\n{log.read_text()}")
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.workers.values():
+            proc.terminate()
+        for proc in self.workers.values():
+            try:
+                proc.wait(20)
+            except Exception:
+                proc.kill()
+
+    def runtime(self):
+        from qflow.config import Config
+        from qflow.runtime import Runtime
+        return Runtime(Config(broker_url=self.broker_url, database_url=self.database_url,
+                              app=self.app, wait_poll_interval=0.05))
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_url, pg_server_url, tmp_path_factory):
+    """Two `qflow worker` processes (prefork, -c 2) serving tests/flows.py."""
+    import subprocess
+    folder = tmp_path_factory.mktemp("cluster")
+    c = Cluster(redis_url, new_pg_database(pg_server_url), str(ROOT / "tests" / "flows.py"),
+                folder)
+    subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
+    c.start_worker("w1", "-c", "2")
+    c.start_worker("w2", "-c", "2")
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
