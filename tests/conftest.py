@@ -27,30 +27,27 @@ def _missing(exc: Exception):
     pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
-def redis_url():
-    if os.environ.get("QFLOW_TEST_REDIS_URL"):
-        yield os.environ["QFLOW_TEST_REDIS_URL"]
+def _server(env_var: str, start):
+    """Yield the URL in ``env_var`` if set, else a private server's for the session."""
+    if os.environ.get(env_var):
+        yield os.environ[env_var]
         return
     try:
-        server = servers.start_redis()
+        server = start()
     except servers.ServerMissing as exc:
         _missing(exc)
     yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    yield from _server("QFLOW_TEST_REDIS_URL", servers.start_redis)
 
 
 @pytest.fixture(scope="session")
 def pg_server_url():
-    if os.environ.get("QFLOW_TEST_DATABASE_URL"):
-        yield os.environ["QFLOW_TEST_DATABASE_URL"]
-        return
-    try:
-        server = servers.start_postgres()
-    except servers.ServerMissing as exc:
-        _missing(exc)
-    yield server.url
-    server.stop()
+    yield from _server("QFLOW_TEST_DATABASE_URL", servers.start_postgres)
 
 
 def new_pg_database(server_url: str) -> str:
@@ -64,12 +61,6 @@ def new_pg_database(server_url: str) -> str:
         hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def pg_url(pg_server_url):
-    """One migrated database for the session's PostgreSQL tests."""
-    return new_pg_database(pg_server_url)
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request, tmp_path):
     """Each store test runs against real SQLite and real PostgreSQL."""
@@ -80,9 +71,10 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def registry():
-    """Leave the global workflow/task registries as they were after each test."""
+    """An empty workflow registry for the test; the previous one is restored after it."""
     from qflow import authoring
     workflows, tasks = dict(authoring.WORKFLOWS), dict(authoring.TASKS)
+    authoring.WORKFLOWS.clear()
     yield authoring
     authoring.WORKFLOWS.clear()
     authoring.WORKFLOWS.update(workflows)
