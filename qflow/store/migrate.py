@@ -1,18 +1,31 @@
 """Create or migrate the results DB with Alembic."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from ..errors import UserError
 from .db import Store
 
-HEAD = "0001"
 _SCRIPTS = Path(__file__).with_name("migrations")
+
+
+def _alembic_config() -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(_SCRIPTS))
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def head() -> str:
+    """The newest revision among the migration scripts."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
 def current_revision(store: Store) -> str | None:
@@ -26,21 +39,20 @@ def current_revision(store: Store) -> str | None:
 
 def upgrade(store: Store) -> str:
     """Bring the schema to the newest revision; return it."""
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(_SCRIPTS))
+    cfg = _alembic_config()
     with store.write() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-    return HEAD
+    return head()
 
 
 def ensure_schema(store: Store) -> None:
     """Create SQLite DBs on first use; ask for ``qflow db upgrade`` elsewhere."""
-    revision = current_revision(store)
-    if revision == HEAD:
+    revision, newest = current_revision(store), head()
+    if revision == newest:
         return
     if store.dialect == "sqlite":
         upgrade(store)
         return
-    state = "is empty" if revision is None else f"is at revision {revision}, not {HEAD}"
+    state = "is empty" if revision is None else f"is at revision {revision}, not {newest}"
     raise UserError(f"the results DB {state}: run `qflow db upgrade`")
