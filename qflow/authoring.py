@@ -22,7 +22,7 @@ WORKFLOW_OPTIONS = frozenset({
 })
 # Options that go into each task row (JSON), as opposed to callables kept in the process.
 _ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
-                "timeout", "pool", "priority", "isolation", "result_max_bytes")
+                "timeout", "pool", "priority", "isolation", "result_max_bytes", "branch")
 
 TASKS: dict[str, "TaskDef"] = {}
 WORKFLOWS: dict[str, "WorkflowDef"] = {}
@@ -74,10 +74,23 @@ class TaskDef:
 
 def task(fn: Callable | None = None, /, **options) -> Any:
     """Declare a task. Works bare (``@task``) and with options (``@task(retries=3)``)."""
+    return _declare(fn, options, branch=False)
+
+
+def _branch(fn: Callable | None = None, /, **options) -> Any:
+    """Declare a branch task: it returns the id (or list of ids) of the children to follow;
+    its other children are skipped."""
+    return _declare(fn, options, branch=True)
+
+
+task.branch = _branch
+
+
+def _declare(fn: Callable | None, options: dict, branch: bool) -> Any:
     def wrap(f: Callable) -> TaskDef:
         _check_options("task", getattr(f, "__name__", repr(f)), options, TASK_OPTIONS)
         _validate_task_options(f.__name__, options)
-        tdef = TaskDef(f, dict(options))
+        tdef = TaskDef(f, {**options, "branch": True} if branch else dict(options))
         functools.update_wrapper(tdef, f, updated=())
         TASKS[tdef.key] = tdef
         return tdef
@@ -102,6 +115,16 @@ def _validate_task_options(name: str, options: dict) -> None:
     queue = options.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise OptionError(f"@task on {name!r}: queue must be a non-empty string")
+    retry_on = options.get("retry_on")
+    if retry_on is not None:
+        kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        if not all(isinstance(k, type) and issubclass(k, BaseException) for k in kinds):
+            raise OptionError(f"@task on {name!r}: retry_on must be an exception class or a "
+                              f"tuple of them, got {retry_on!r}")
+        options["retry_on"] = kinds
+    for hook in ("on_failure", "on_success", "on_retry"):
+        if options.get(hook) is not None and not callable(options[hook]):
+            raise OptionError(f"@task on {name!r}: {hook} must be callable")
 
 
 class Handle:

@@ -6,15 +6,18 @@ import socket
 from contextlib import contextmanager
 from typing import Iterator
 
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery
+from celery.signals import task_failure
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .config import Config
-from .errors import UnreachableError
+from .errors import TaskTimeout, UnreachableError, WorkerLost
 from .store import ops
 
 EXECUTE = "qflow.execute"
+HARD_LIMIT_GRACE = 5.0
 WAKE = "qflow.wake"
 log = logging.getLogger("qflow.worker")
 
@@ -50,6 +53,15 @@ def make_celery(config: Config, engine_ref) -> Celery:
             # Recorded already; raising makes Flower and the worker log show the failure.
             raise TaskFailed(f"{node}: {outcome.error}")
 
+    @task_failure.connect(sender=execute, weak=False)
+    def on_process_lost(sender=None, exception=None, args=None, **_):
+        # Runs in the worker's main process when a pool process died under a task (hard
+        # time limit, kill, crash): the task could not record its own outcome.
+        if isinstance(exception, (TimeLimitExceeded, WorkerLostError)) and args:
+            lost = (TaskTimeout(float(exception.args[0])) if isinstance(
+                exception, TimeLimitExceeded) and exception.args else WorkerLost(str(exception)))
+            engine_ref().record_lost(*args, lost)
+
     return app
 
 
@@ -70,9 +82,19 @@ class CeleryDispatcher:
         task = self.app.tasks[EXECUTE]
         with self.app.producer_or_acquire() as producer:
             for item in items:
+                extra = {}
+                if item.countdown > 0:
+                    extra["countdown"] = item.countdown
+                if item.timeout and not self.config.embedded:
+                    # Backstop for a task that ignores its alarm: Celery kills the process.
+                    extra["time_limit"] = item.timeout + HARD_LIMIT_GRACE
                 task.apply_async((item.run_id, item.node, item.attempt), producer=producer,
                                  queue=item.queue or self.config.default_queue,
-                                 shadow=f"{item.workflow}.{item.node}")
+                                 shadow=f"{item.workflow}.{item.node}", **extra)
+
+    def revoke(self, celery_ids: list[str]) -> None:
+        """Stop running attempts: their worker processes are terminated."""
+        self.app.control.revoke(celery_ids, terminate=True, signal="SIGTERM")
 
     def check(self) -> None:
         """Raise UnreachableError unless the broker answers."""

@@ -24,6 +24,16 @@ class Config:
     embedded_concurrency: int = 4
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
+    # Alerts (see qflow/alerts.py): which events notify, and where.
+    notify_events: str = "run_failed"
+    notify_webhook_url: str = ""
+    notify_email_to: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "qflow@localhost"
+    smtp_starttls: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -69,6 +79,14 @@ def _typed(name: str, value: Any, path: str | None) -> Any:
     if name not in _FIELDS:
         raise UserError(f"unknown setting {name!r}")
     kind = type(getattr(Config(), name))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        raise UserError(f"setting {name!r} must be true or false, got {value!r}")
+    if isinstance(value, list) and kind is str:
+        value = ",".join(str(v) for v in value)
     try:
         if kind is int and not isinstance(value, bool):
             return int(value)

@@ -12,22 +12,26 @@ import traceback
 import uuid
 from typing import Any, Callable, Protocol
 
-from . import authoring, dag
+from . import alerts, authoring, dag
 from .config import Config
 from .context import TaskContext, _current
 from .errors import Fail, UserError
-from .states import FAILED, SUCCEEDED, TERMINAL
-from .store import Store, ops, read
+from .retry import retry_in
+from .states import FAILED, RETRYING, SUCCEEDED, TERMINAL
+from .store import Store, control, ops, read
+from .timeouts import call_with_timeout
 
 log = logging.getLogger("qflow.engine")
 
 
 class Dispatcher(Protocol):
-    """Publishes task messages (ids only) to workers."""
+    """Publishes task messages (ids only) to workers, and stops running ones."""
 
     def publish(self, items: list[ops.Dispatch]) -> None: ...
 
     def check(self) -> None: ...
+
+    def revoke(self, celery_ids: list[str]) -> None: ...
 
 
 class Engine:
@@ -38,7 +42,7 @@ class Engine:
         self.store = store
         self.dispatcher = dispatcher
 
-    # -- starting runs -------------------------------------------------------------
+    # -- starting, resuming and canceling runs ---------------------------------------
     def workflow(self, name: str) -> authoring.WorkflowDef:
         wdef = authoring.WORKFLOWS.get(name)
         if wdef is None:
@@ -58,6 +62,22 @@ class Engine:
         self.dispatcher.publish(roots)
         return run_id
 
+    def resume(self, run_id: str, from_node: str | None = None) -> int:
+        """Re-run what failed or was canceled (and ``from_node`` onwards); returns how many
+        tasks were released at once."""
+        self.dispatcher.check()
+        released = self.store.transact(control.resume_run, run_id, from_node)
+        self.dispatcher.publish(released)
+        return len(released)
+
+    def cancel(self, run_id: str) -> str | None:
+        """Cancel what has not ended and revoke running attempts; returns the run state
+        if the run ended."""
+        canceled = self.store.transact(control.cancel_run, run_id)
+        if canceled.running:
+            self.dispatcher.revoke(canceled.running)
+        return canceled.run_state
+
     # -- executing one node (called by the worker) -----------------------------------
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None) -> ops.Outcome | None:
@@ -68,31 +88,89 @@ class Engine:
             return None
         ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
                           claimed.logical_time)
-        outcome = self._call(claimed, ctx)
-        released = self.store.transact(ops.finish, run_id, node, attempt, outcome)
-        if released is None:
+        tdef = authoring.find_task(claimed.task)
+        outcome = self._call(tdef, claimed, ctx)
+        return self._record(ctx, tdef, claimed.options, outcome)
+
+    def record_lost(self, run_id: str, node: str, attempt: int, exc: BaseException) -> None:
+        """Record an attempt whose process was killed (hard time limit, crash)."""
+        with self.store.read() as conn:
+            row = read.task_options(conn, run_id, node)
+        if row is None:
+            return
+        ctx = TaskContext(run_id, row["workflow"], node, attempt)
+        tdef = authoring.find_task(row["task"])
+        outcome = _failure(exc, row["options"], attempt, tdef)
+        self._record(ctx, tdef, row["options"], outcome)
+
+    def _record(self, ctx: TaskContext, tdef, options: dict,
+                outcome: ops.Outcome) -> ops.Outcome | None:
+        fail_fast = bool(self._workflow_option(ctx.workflow, "fail_fast"))
+        finished = self.store.transact(ops.finish, ctx.run_id, ctx.node, ctx.attempt,
+                                       outcome, fail_fast)
+        if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
-                        run_id, node, attempt)
+                        ctx.run_id, ctx.node, ctx.attempt)
             return None
-        self.dispatcher.publish(released)
+        self.dispatcher.publish(finished.released)
+        self._alert(ctx, tdef, outcome, finished)
         return outcome
 
-    def _call(self, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
-        tdef = authoring.find_task(claimed.task)
+    def _call(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
         if tdef is None:
             return _failure(LookupError(f"task {claimed.task!r} is not in this worker's app "
-                                        "(start the worker with the same -A/--app)"))
+                                        "(start the worker with the same -A/--app)"),
+                            {}, ctx.attempt, None)
         args = dag.substitute(claimed.call.get("args", []), claimed.inputs)
         kwargs = dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs)
         token = _current.set(ctx)
         try:
-            value = tdef.fn(*args, **kwargs)
+            value = call_with_timeout(tdef.fn, args, kwargs, claimed.options.get("timeout"))
         except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
-            return _failure(exc)
+            return _failure(exc, claimed.options, ctx.attempt, tdef)
         finally:
             _current.reset(token)
         limit = int(claimed.options.get("result_max_bytes") or self.config.result_max_bytes)
+        if claimed.options.get("branch"):
+            return _branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
         return _success(value, limit)
+
+    def _children(self, run_id: str, node: str) -> list[str]:
+        with self.store.read() as conn:
+            return read.children(conn, run_id, node)
+
+    def _workflow_option(self, workflow: str, name: str) -> Any:
+        wdef = authoring.WORKFLOWS.get(workflow)
+        return wdef.options.get(name) if wdef is not None else None
+
+    # -- alerts ----------------------------------------------------------------------
+    def _alert(self, ctx: TaskContext, tdef, outcome: ops.Outcome,
+               finished: ops.Finished) -> None:
+        """After commit: task callbacks, then workflow callbacks if the run just ended."""
+        opts = tdef.options if tdef is not None else {}
+        kind, hook = {SUCCEEDED: (alerts.TASK_SUCCEEDED, "on_success"),
+                      FAILED: (alerts.TASK_FAILED, "on_failure"),
+                      RETRYING: (alerts.TASK_RETRY, "on_retry")}[outcome.state]
+        alerts.emit(self.config, alerts.Event(
+            kind, ctx.run_id, ctx.workflow, ctx.node, outcome.state, ctx.attempt,
+            outcome.error, ctx.params), [opts.get(hook)])
+        if finished.run_state is not None:
+            self.run_ended(ctx.run_id, ctx.workflow, finished.run_state)
+
+    def run_ended(self, run_id: str, workflow: str, state: str) -> None:
+        """Tell the workflow's callbacks and the notifiers that a run ended."""
+        if state not in (SUCCEEDED, FAILED):
+            return
+        with self.store.read() as conn:
+            run = read.get_run(conn, run_id, with_tasks=False)
+            failed = read.failed_tasks(conn, run_id)
+        first = failed[0] if failed else {}
+        event = alerts.Event(
+            alerts.RUN_SUCCEEDED if state == SUCCEEDED else alerts.RUN_FAILED, run_id,
+            workflow, first.get("node"), state, None, first.get("error"), run["params"],
+            run.get("logical_time"), failed)
+        hook = "on_success" if state == SUCCEEDED else "on_failure"
+        alerts.emit(self.config, event, [self._workflow_option(workflow, hook)])
 
     # -- waiting -------------------------------------------------------------------
     def wait(self, run_id: str, on_poll: Callable[[dict], None] | None = None,
@@ -127,9 +205,29 @@ def _success(value: Any, limit: int) -> ops.Outcome:
     return ops.Outcome(SUCCEEDED, result=text)
 
 
-def _failure(exc: BaseException) -> ops.Outcome:
+def _branch(value: Any, node: str, children: list[str]) -> ops.Outcome:
+    """A branch task returns the id (or ids) of the children to follow."""
+    chosen = [value] if isinstance(value, str) else value
+    if value is None:
+        chosen = []
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        return ops.Outcome(FAILED, error_type="BranchError",
+                           error=f"branch {node!r} must return a node id or a list of them, "
+                                 f"got {value!r}")
+    unknown = sorted(set(chosen) - set(children))
+    if unknown:
+        return ops.Outcome(FAILED, error_type="BranchError",
+                           error=f"branch {node!r} returned {unknown[0]!r}, not one of its "
+                                 f"children ({', '.join(children) or 'none'})")
+    return ops.Outcome(SUCCEEDED, result=json.dumps(chosen), chosen=tuple(chosen))
+
+
+def _failure(exc: BaseException, options: dict, attempt: int, tdef) -> ops.Outcome:
     name = type(exc).__name__
     message = f"{name}: {exc}" if str(exc) else name
     tb = "".join(traceback.format_exception(exc))
-    return ops.Outcome(FAILED, error_type="Fail" if isinstance(exc, Fail) else name,
-                       error=message, traceback=tb)
+    retry_on = tdef.options.get("retry_on") if tdef is not None else None
+    delay = retry_in(options, attempt, exc, retry_on)
+    return ops.Outcome(FAILED if delay is None else RETRYING,
+                       error_type="Fail" if isinstance(exc, Fail) else name,
+                       error=message, traceback=tb, retry_in=delay)

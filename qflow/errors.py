@@ -38,6 +38,18 @@ class Fail(Exception):
     """Raise inside a task to fail it at once, without retrying."""
 
 
+class TaskTimeout(TimeoutError):
+    """A task ran past its ``timeout``."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        super().__init__(f"task exceeded its timeout of {seconds:g}s")
+
+
+class WorkerLost(Exception):
+    """The process running a task died (killed, crashed, out of memory)."""
+
+
 class TaskOutputError(Exception):
     """A task's return value cannot be stored (not JSON, or too large)."""
 

@@ -19,17 +19,20 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELED})
 RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 
 # Every task state write is checked against this table (DESIGN.md invariant 4).
+# Ended tasks may go back to pending/queued only when `qflow retry` resumes a run.
+_RESUME = frozenset({PENDING, QUEUED})
 TRANSITIONS: dict[str, frozenset[str]] = {
     PENDING: frozenset({QUEUED, UPSTREAM_FAILED, SKIPPED, CANCELED}),
-    QUEUED: frozenset({RUNNING, CANCELED, QUEUED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED, QUEUED}),
-    RETRYING: frozenset({QUEUED, CANCELED}),
-    SUCCEEDED: frozenset(),
-    FAILED: frozenset({QUEUED}),           # resumed by `qflow retry`
-    UPSTREAM_FAILED: frozenset({PENDING}),
-    SKIPPED: frozenset(),
-    CANCELED: frozenset({PENDING, QUEUED}),
+    QUEUED: frozenset({RUNNING, CANCELED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED}),
+    RETRYING: frozenset({RUNNING, CANCELED}),
+    SUCCEEDED: _RESUME,
+    FAILED: _RESUME,
+    UPSTREAM_FAILED: _RESUME,
+    SKIPPED: _RESUME,
+    CANCELED: _RESUME,
 }
+ACTIVE = frozenset({PENDING, QUEUED, RUNNING, RETRYING})
 
 
 class TransitionError(Exception):

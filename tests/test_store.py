@@ -30,6 +30,9 @@ class StubDispatcher:
     def check(self):
         pass
 
+    def revoke(self, celery_ids):
+        self.revoked = list(celery_ids)
+
 
 @pytest.fixture
 def engine(db_url):
@@ -109,7 +112,8 @@ def test_a_stale_outcome_is_refused(engine):
     with engine.store.write() as conn:
         assert ops.finish(conn, run_id, "const", 2, outcome) is None  # not its attempt
     with engine.store.write() as conn:
-        assert [d.node for d in ops.finish(conn, run_id, "const", 1, outcome)] == ["add"]
+        finished = ops.finish(conn, run_id, "const", 1, outcome)
+        assert [d.node for d in finished.released] == ["add"]
     with engine.store.write() as conn:
         assert ops.finish(conn, run_id, "const", 1, outcome) is None  # already recorded
 
@@ -129,7 +133,7 @@ def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine
             barrier.wait()
             out = engine.store.transact(ops.finish, run_id, node, 1,
                                         ops.Outcome("succeeded", result="0"))
-            released.extend(out)
+            released.extend(out.released)
 
         threads = [threading.Thread(target=finish, args=(n,)) for n in parents]
         for t in threads:

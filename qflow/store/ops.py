@@ -1,14 +1,14 @@
 """The state-changing queries. Each function takes a connection inside a write transaction.
 
-Every task state write goes through :func:`set_task_state`, which checks the transitions
-table and makes the write conditional on the current state, so the row count says who won
+Every task state write goes through :func:`transition`, which checks the transitions table
+and makes the write conditional on the current state, so the row count says who won
 (DESIGN.md invariants 3 and 4).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, insert, select, update
@@ -31,6 +31,8 @@ class Dispatch:
     attempt: int
     queue: str | None
     workflow: str
+    countdown: float = 0.0
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -47,22 +49,58 @@ class Claimed:
     inputs: dict[str, Any]
 
 
-def set_task_state(conn: Connection, run_id: str, node: str, new: str,
-                   expect: Iterable[str] | None = None, attempt: int | None = None,
-                   returning: tuple = (tasks.c.id,), **values: Any) -> Any:
-    """Move one task to ``new`` if it is in an allowed (or the ``expect``ed) state.
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: succeeded, failed, or retrying after ``retry_in`` seconds."""
 
-    With ``attempt``, only if that is still the task's current attempt (fencing). Returns
-    the ``returning`` columns of the row when this call made the change, else None.
+    state: str
+    result: str | None = None        # JSON text
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in: float | None = None
+    chosen: tuple[str, ...] | None = None     # a branch task's choice of children
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a recorded outcome set in motion, to act on after commit."""
+
+    workflow: str
+    released: list[Dispatch] = field(default_factory=list)
+    run_state: str | None = None     # set when this transaction ended the run
+
+
+def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | None = None,
+               node: str | None = None, attempt: int | None = None,
+               returning: tuple = (tasks.c.id,), **values: Any) -> list:
+    """Move tasks of a run to ``new`` if in an allowed (or the ``expect``ed) state.
+
+    ``node`` narrows it to one task; ``attempt`` to that attempt number (fencing). Returns
+    the ``returning`` columns of the rows this call changed.
     """
     allowed = tuple(expect) if expect is not None else S.sources_of(new)
     for old in allowed:
         S.check_transition(old, new)
-    cond = [tasks.c.run_id == run_id, tasks.c.node == node, tasks.c.state.in_(allowed)]
+    cond = [tasks.c.run_id == run_id, tasks.c.state.in_(allowed)]
+    if node is not None:
+        cond.append(tasks.c.node == node)
     if attempt is not None:
         cond.append(tasks.c.attempts == attempt)
     stmt = update(tasks).where(*cond).values(state=new, **values).returning(*returning)
-    return conn.execute(stmt).first()
+    return conn.execute(stmt).all()
+
+
+def set_task_state(conn: Connection, run_id: str, node: str, new: str,
+                   expect: Iterable[str] | None = None, **kwargs: Any) -> Any:
+    """:func:`transition` for one task: its row, or None if this call did not change it."""
+    rows = transition(conn, run_id, new, expect, node=node, **kwargs)
+    return rows[0] if rows else None
+
+
+def timeout_of(options: str | dict | None) -> float | None:
+    opts = json.loads(options) if isinstance(options, str) else (options or {})
+    return opts.get("timeout")
 
 
 def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
@@ -87,7 +125,8 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
             attempts=0, queued_at=now if ready else None))
         if ready:
-            roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow))
+            roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow,
+                                  timeout=node.options.get("timeout")))
     conn.execute(insert(tasks), rows)
     if graph.edges:
         conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
@@ -99,7 +138,7 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
           celery_id: str | None) -> Claimed | None:
     """Mark ``attempt`` of a queued task running; None if it is not ours to run."""
     now = utcnow()
-    row = set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED,),
+    row = set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
                          attempt=attempt - 1, attempts=attempt, started_at=now,
                          finished_at=None, worker=worker, celery_id=celery_id,
                          returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options))
@@ -127,55 +166,58 @@ def _inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Any]:
             for r in rows}
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How one attempt ended."""
-
-    state: str                       # succeeded or failed
-    result: str | None = None        # JSON text
-    error_type: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-
-
-def finish(conn: Connection, run_id: str, node: str, attempt: int,
-           outcome: Outcome) -> list[Dispatch] | None:
+def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
+           fail_fast: bool = False) -> Finished | None:
     """Record an attempt's outcome and release the children it makes ready.
 
-    Returns the tasks to publish after commit, or None when the report is stale (the
-    task is no longer running this attempt), so a redelivered message releases nothing.
+    None when the report is stale (the task no longer runs this attempt), so a
+    redelivered message or a presumed-dead worker's late report changes nothing.
     """
     now = utcnow()
+    retrying = outcome.state == S.RETRYING
     row = set_task_state(conn, run_id, node, outcome.state, expect=(S.RUNNING,),
-                         attempt=attempt, finished_at=now, result=outcome.result,
-                         error=outcome.error)
+                         attempt=attempt, finished_at=None if retrying else now,
+                         result=outcome.result, error=outcome.error,
+                         returning=(tasks.c.id, tasks.c.queue, tasks.c.options))
     if row is None:
         return None
     conn.execute(update(attempts)
                  .where(attempts.c.task_id == row.id, attempts.c.number == attempt)
-                 .values(state=outcome.state, finished_at=now, error_type=outcome.error_type,
-                         error=outcome.error, traceback=outcome.traceback))
-    return propagate(conn, run_id, [(node, outcome.state)], now)
+                 .values(state=S.FAILED if retrying else outcome.state, finished_at=now,
+                         error_type=outcome.error_type, error=outcome.error,
+                         traceback=outcome.traceback))
+    workflow = _workflow(conn, run_id)
+    if retrying:
+        again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
+                         countdown=outcome.retry_in or 0.0, timeout=timeout_of(row.options))
+        return Finished(workflow, [again])
+    ended = [(node, outcome.state)]
+    if outcome.state == S.FAILED and fail_fast:
+        ended += [(r.node, S.CANCELED) for r in transition(
+            conn, run_id, S.CANCELED, expect=(S.PENDING, S.QUEUED, S.RETRYING),
+            finished_at=now, returning=(tasks.c.node,))]
+    chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
+    released, run_state = propagate(conn, run_id, workflow, ended, now, chosen)
+    return Finished(workflow, released, run_state)
 
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
             S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
 
 
-def propagate(conn: Connection, run_id: str, ended: list[tuple[str, str]],
-              now: dt.datetime) -> list[Dispatch]:
+def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]],
+              now: dt.datetime, chosen: dict[str, set[str]] | None = None
+              ) -> tuple[list[Dispatch], str | None]:
     """Count each ended task in its children; release or end the children it decides.
 
     The counter update is one statement per parent; its row locks serialise parents that
-    end at the same moment, so exactly one of them sees the last count.
+    end at the same moment, so exactly one of them sees the last count. A branch task's
+    children outside its ``chosen`` set are skipped. Returns the released tasks and the
+    run's final state if this call ended it.
     """
     released: list[Dispatch] = []
     todo = list(ended)
-    n_failed = n_canceled = 0
-    workflow = None
     for node, state in todo:                      # todo grows while we walk it
-        n_failed += state in (S.FAILED, S.UPSTREAM_FAILED)
-        n_canceled += state == S.CANCELED
         counter = _COUNTER[state]
         children = select(edges.c.child).where(edges.c.run_id == run_id,
                                                edges.c.parent == node)
@@ -184,40 +226,51 @@ def propagate(conn: Connection, run_id: str, ended: list[tuple[str, str]],
             .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
             .values({counter: getattr(tasks.c, counter) + 1})
             .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.n_parents, tasks.c.up_succeeded, tasks.c.up_failed,
-                       tasks.c.up_skipped)).all()
+                       tasks.c.options, tasks.c.n_parents, tasks.c.up_succeeded,
+                       tasks.c.up_failed, tasks.c.up_skipped)).all()
+        picked = (chosen or {}).get(node)
         for child in rows:
             if child.state != S.PENDING:
                 continue
-            verdict = S.decide(child.trigger_rule, S.Upstream(
-                child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+            if picked is not None and child.node not in picked:
+                verdict = S.SKIPPED
+            else:
+                verdict = S.decide(child.trigger_rule, S.Upstream(
+                    child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
             if verdict == S.RUN:
                 if set_task_state(conn, run_id, child.node, S.QUEUED, expect=(S.PENDING,),
                                   queued_at=now) is not None:
-                    workflow = workflow or _workflow(conn, run_id)
-                    released.append(Dispatch(run_id, child.node, 1, child.queue, workflow))
+                    released.append(Dispatch(run_id, child.node, 1, child.queue, workflow,
+                                             timeout=timeout_of(child.options)))
             elif verdict != S.WAIT:
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
                                   finished_at=now) is not None:
                     todo.append((child.node, verdict))
-    _count_ended(conn, run_id, len(todo), n_failed, n_canceled, now)
-    return released
+    return released, count_ended(conn, run_id, todo, now)
 
 
 def _workflow(conn: Connection, run_id: str) -> str:
     return conn.execute(select(runs.c.workflow).where(runs.c.id == run_id)).scalar_one()
 
 
-def _count_ended(conn: Connection, run_id: str, n: int, failed: int, canceled: int,
-                 now: dt.datetime) -> None:
-    """Decrement the run's open-task counter; the update that reaches 0 ends the run."""
+def count_ended(conn: Connection, run_id: str, ended: list[tuple[str, str]],
+                now: dt.datetime) -> str | None:
+    """Decrement the run's open-task counter; the update that reaches 0 ends the run.
+
+    Returns the run's final state when this call ended it.
+    """
+    failed = sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended)
+    canceled = sum(state == S.CANCELED for _, state in ended)
     row = conn.execute(
         update(runs).where(runs.c.id == run_id)
-        .values(tasks_left=runs.c.tasks_left - n, tasks_failed=runs.c.tasks_failed + failed,
+        .values(tasks_left=runs.c.tasks_left - len(ended),
+                tasks_failed=runs.c.tasks_failed + failed,
                 tasks_canceled=runs.c.tasks_canceled + canceled)
         .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled)).one()
-    if row.tasks_left == 0:
-        conn.execute(update(runs)
-                     .where(runs.c.id == run_id, runs.c.state.in_((S.QUEUED, S.RUNNING)))
-                     .values(state=S.run_state(row.tasks_failed, row.tasks_canceled),
-                             finished_at=now))
+    if row.tasks_left != 0:
+        return None
+    final = S.run_state(row.tasks_failed, row.tasks_canceled)
+    done = conn.execute(update(runs)
+                        .where(runs.c.id == run_id, runs.c.state.in_((S.QUEUED, S.RUNNING)))
+                        .values(state=final, finished_at=now)).rowcount
+    return final if done else None

@@ -79,3 +79,28 @@ def leaves(conn: Connection, run_id: str) -> list[str]:
                                                    tasks.c.node.not_in(has_child))
                         .order_by(tasks.c.id))
     return [r.node for r in rows]
+
+
+def children(conn: Connection, run_id: str, node: str) -> list[str]:
+    rows = conn.execute(select(edges.c.child).where(edges.c.run_id == run_id,
+                                                    edges.c.parent == node))
+    return sorted(r.child for r in rows)
+
+
+def failed_tasks(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The run's failed tasks (not upstream_failed), in creation order."""
+    rows = conn.execute(select(tasks.c.node, tasks.c.error)
+                        .where(tasks.c.run_id == run_id, tasks.c.state == "failed")
+                        .order_by(tasks.c.id))
+    return [{"node": r.node, "error": r.error} for r in rows]
+
+
+def task_options(conn: Connection, run_id: str, node: str) -> dict[str, Any] | None:
+    """The task key, options and workflow of one task instance."""
+    row = conn.execute(select(tasks.c.task, tasks.c.options, runs.c.workflow)
+                       .join(runs, runs.c.id == tasks.c.run_id)
+                       .where(tasks.c.run_id == run_id, tasks.c.node == node)).first()
+    if row is None:
+        return None
+    return {"task": row.task, "options": json.loads(row.options or "{}"),
+            "workflow": row.workflow}

@@ -1,0 +1,119 @@
+"""Operator actions on a whole run: cancel it, or resume it in place."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select, update
+
+from .. import states as S
+from ..dag import topological_order
+from ..errors import UserError
+from .models import edges, runs, tasks
+from .ops import Dispatch, count_ended, set_task_state, timeout_of, transition, utcnow
+
+
+@dataclass(frozen=True)
+class Canceled:
+    """A canceled run: the Celery ids of the attempts that were running, to revoke."""
+
+    run_state: str | None
+    running: list[str]
+
+
+def _run_row(conn: Connection, run_id: str):
+    row = conn.execute(select(runs.c.id, runs.c.workflow, runs.c.state)
+                       .where(runs.c.id == run_id)).first()
+    if row is None:
+        raise UserError(f"unknown run {run_id!r}")
+    return row
+
+
+def cancel_run(conn: Connection, run_id: str) -> Canceled:
+    """Cancel every task that has not ended; the run ends once none is left."""
+    run = _run_row(conn, run_id)
+    if run.state not in (S.QUEUED, S.RUNNING):
+        raise UserError(f"run {run_id} has already ended ({run.state}); nothing to cancel")
+    running = [r.celery_id for r in conn.execute(
+        select(tasks.c.celery_id).where(tasks.c.run_id == run_id, tasks.c.state == S.RUNNING))
+        if r.celery_id]
+    now = utcnow()
+    rows = transition(conn, run_id, S.CANCELED, expect=tuple(S.ACTIVE), finished_at=now,
+                      returning=(tasks.c.node,))
+    return Canceled(count_ended(conn, run_id, [(r.node, S.CANCELED) for r in rows], now),
+                    running)
+
+
+_AGAIN = (S.FAILED, S.CANCELED, S.UPSTREAM_FAILED)
+
+
+def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> list[Dispatch]:
+    """Re-run a run's failed, canceled and upstream-failed tasks (and ``from_node``) and
+    everything downstream of them; succeeded tasks upstream keep their results."""
+    run = _run_row(conn, run_id)
+    allowed = (S.FAILED, S.CANCELED) + ((S.SUCCEEDED,) if from_node else ())
+    if run.state not in allowed:
+        hint = "" if run.state != S.SUCCEEDED else " (use --from NODE to re-run part of it)"
+        raise UserError(f"run {run_id} is {run.state}; only a failed or canceled run can be "
+                        f"retried{hint}")
+    rows = {r.node: r for r in conn.execute(
+        select(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+               tasks.c.options, tasks.c.attempts, tasks.c.n_parents)
+        .where(tasks.c.run_id == run_id))}
+    if from_node is not None and from_node not in rows:
+        raise UserError(f"run {run_id} has no node {from_node!r}")
+    pairs = [(e.parent, e.child) for e in conn.execute(
+        select(edges.c.parent, edges.c.child).where(edges.c.run_id == run_id))]
+    reset = _downstream({n for n, r in rows.items() if r.state in _AGAIN} | (
+        {from_node} if from_node else set()), pairs)
+    now = utcnow()
+    released: list[Dispatch] = []
+    for node in topological_order(rows, pairs):
+        if node in reset:
+            dispatch = _reset(conn, run_id, run.workflow, rows[node], pairs, rows, reset, now)
+            if dispatch is not None:
+                released.append(dispatch)
+    _recount(conn, run_id)
+    return released
+
+
+def _downstream(start: set[str], pairs: list[tuple[str, str]]) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for parent, child in pairs:
+        children.setdefault(parent, []).append(child)
+    seen, stack = set(start), list(start)
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen
+
+
+def _reset(conn, run_id, workflow, row, pairs, rows, reset, now) -> Dispatch | None:
+    """Put one task back to pending (or queued, if its kept parents allow it)."""
+    kept = [rows[p].state for p, c in pairs if c == row.node and p not in reset]
+    up = S.Upstream(row.n_parents, kept.count(S.SUCCEEDED),
+                    sum(s in (S.FAILED, S.UPSTREAM_FAILED) for s in kept),
+                    sum(s in (S.SKIPPED, S.CANCELED) for s in kept))
+    ready = S.decide(row.trigger_rule, up) == S.RUN
+    options = json.loads(row.options or "{}")
+    options["first_attempt"] = row.attempts + 1          # retries count from here again
+    set_task_state(conn, run_id, row.node, S.QUEUED if ready else S.PENDING,
+                   expect=(row.state,), up_succeeded=up.succeeded, up_failed=up.failed,
+                   up_skipped=up.skipped, result=None, error=None, finished_at=None,
+                   queued_at=now if ready else None, options=json.dumps(options))
+    if not ready:
+        return None
+    return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
+                    timeout=timeout_of(options))
+
+
+def _recount(conn: Connection, run_id: str) -> None:
+    """Recompute the run's counters from its tasks and mark it running again."""
+    def count(*states: str):
+        return (select(func.count()).select_from(tasks)
+                .where(tasks.c.run_id == run_id, tasks.c.state.in_(states)).scalar_subquery())
+    conn.execute(update(runs).where(runs.c.id == run_id).values(
+        state=S.RUNNING, finished_at=None, tasks_left=count(*S.ACTIVE),
+        tasks_failed=count(S.FAILED, S.UPSTREAM_FAILED), tasks_canceled=count(S.CANCELED)))
