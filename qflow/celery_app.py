@@ -41,11 +41,11 @@ def make_celery(config: Config, engine_ref) -> Celery:
     if broker.startswith("memory://"):
         app.conf.broker_transport_options = {"polling_interval": 0.01}
 
-    @app.task(name=WAKE)
+    @app.task(name=WAKE, shared=False)
     def wake() -> None:
         """No-op: lets an embedded worker's consumer loop notice it should stop."""
 
-    @app.task(name=EXECUTE, bind=True)
+    @app.task(name=EXECUTE, bind=True, shared=False)
     def execute(self, run_id: str, node: str, attempt: int) -> None:
         outcome = engine_ref().execute(run_id, node, attempt, worker=self.request.hostname or "",
                                        celery_id=self.request.id)
@@ -58,8 +58,11 @@ def make_celery(config: Config, engine_ref) -> Celery:
         # Runs in the worker's main process when a pool process died under a task (hard
         # time limit, kill, crash): the task could not record its own outcome.
         if isinstance(exception, (TimeLimitExceeded, WorkerLostError)) and args:
-            lost = (TaskTimeout(float(exception.args[0])) if isinstance(
-                exception, TimeLimitExceeded) and exception.args else WorkerLost(str(exception)))
+            if isinstance(exception, TimeLimitExceeded) and exception.args:
+                limit = float(exception.args[0]) - HARD_LIMIT_GRACE
+                lost: Exception = TaskTimeout(limit, killed=True)
+            else:
+                lost = WorkerLost(str(exception))
             engine_ref().record_lost(*args, lost)
 
     return app

@@ -305,3 +305,6 @@ def db_upgrade(obj: Obj) -> None:
     revision = upgrade(rt.store)
     click.echo(f"results DB at {UnreachableError('', rt.config.database_url, '').url} "
                f"is at revision {revision}")
+
+
+from . import cli_runs  # noqa: E402,F401  (registers its commands)

@@ -41,9 +41,10 @@ class Fail(Exception):
 class TaskTimeout(TimeoutError):
     """A task ran past its ``timeout``."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, killed: bool = False):
         self.seconds = seconds
-        super().__init__(f"task exceeded its timeout of {seconds:g}s")
+        end = " and was killed" if killed else ""
+        super().__init__(f"task exceeded its timeout of {seconds:g}s{end}")
 
 
 class WorkerLost(Exception):

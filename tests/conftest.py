@@ -92,11 +92,12 @@ def qflow_env(**values: str) -> dict[str, str]:
 class Cluster:
     """Real worker processes on a private Redis and a PostgreSQL database."""
 
-    def __init__(self, broker_url: str, database_url: str, app: str, folder: Path):
+    def __init__(self, broker_url: str, database_url: str, app: str, folder: Path,
+                 **env: str):
         self.broker_url, self.database_url, self.app = broker_url, database_url, app
         self.folder = folder
         self.env = qflow_env(QFLOW_BROKER_URL=broker_url, QFLOW_DATABASE_URL=database_url,
-                             QFLOW_APP=app)
+                             QFLOW_APP=app, **env)
         self.workers: dict[str, "subprocess.Popen"] = {}
 
     def start_worker(self, name: str, *args: str) -> None:
@@ -132,18 +133,26 @@ class Cluster:
                               app=self.app, wait_poll_interval=0.05))
 
 
+def start_cluster(broker_url: str, pg_server_url: str, folder: Path, workers: int,
+                  **env: str) -> Cluster:
+    """A fresh database, migrated, and ``workers`` `qflow worker -c 2` processes."""
+    import subprocess
+    c = Cluster(broker_url, new_pg_database(pg_server_url), str(ROOT / "tests" / "flows.py"),
+                folder, **env)
+    subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
+    for n in range(1, workers + 1):
+        c.start_worker(f"w{n}", "-c", "2")
+    try:
+        c.wait_ready()
+    except Exception:
+        c.stop()
+        raise
+    return c
+
+
 @pytest.fixture(scope="session")
 def cluster(redis_url, pg_server_url, tmp_path_factory):
     """Two `qflow worker` processes (prefork, -c 2) serving tests/flows.py."""
-    import subprocess
-    folder = tmp_path_factory.mktemp("cluster")
-    c = Cluster(redis_url, new_pg_database(pg_server_url), str(ROOT / "tests" / "flows.py"),
-                folder)
-    subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
-    c.start_worker("w1", "-c", "2")
-    c.start_worker("w2", "-c", "2")
-    try:
-        c.wait_ready()
-        yield c
-    finally:
-        c.stop()
+    c = start_cluster(redis_url, pg_server_url, tmp_path_factory.mktemp("cluster"), 2)
+    yield c
+    c.stop()

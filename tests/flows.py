@@ -101,3 +101,195 @@ def ordered():
 def bad_output(n: int = 2_000_000):
     not_json()
     big(n)
+
+
+# -- failure handling -------------------------------------------------------------------
+from qflow import Fail  # noqa: E402
+from qflow.states import TRIGGER_RULES  # noqa: E402
+
+
+def _bump(path: str) -> int:
+    """Count calls in a file (outside qflow's DB); returns this call's number."""
+    with open(path, "a") as fh:
+        fh.write("x")
+    with open(path) as fh:
+        return len(fh.read())
+
+
+@task(retries=3, retry_delay=0.5, retry_backoff=2.0)
+def flaky(counter: str, failures: int) -> int:
+    n = _bump(counter)
+    if n <= failures:
+        raise ConnectionError(f"attempt {n} failed")
+    return n
+
+
+@task(retries=3, retry_delay=0.1)
+def give_up(counter: str):
+    _bump(counter)
+    raise Fail("bad input, retrying will not help")
+
+
+@task(retries=3, retry_delay=0.1, retry_on=(ConnectionError,))
+def picky(counter: str):
+    _bump(counter)
+    raise KeyError("not retried: only ConnectionError is")
+
+
+@task(timeout=1)
+def sleepy(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke"
+
+
+@task(timeout=1)
+def stubborn(seconds: float) -> str:
+    """Swallows its timeout: only the hard time limit stops it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except BaseException:  # noqa: BLE001 - deliberately ignores the alarm
+            pass
+    return "never"
+
+
+@task
+def needs_fix(counter: str, flag: str, value) -> int:
+    _bump(counter)
+    if not os.path.exists(flag):
+        raise RuntimeError("not fixed yet")
+    return value + 1
+
+
+@task
+def counted(counter: str, value: int) -> int:
+    _bump(counter)
+    return value
+
+
+@task
+def long_task(pidfile: str, seconds: float = 60) -> str:
+    with open(pidfile, "w") as fh:
+        fh.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "finished"
+
+
+@task.branch
+def choose(value: int) -> str:
+    return "big_path" if value > 10 else "small_path"
+
+
+@task
+def big_path(value: int) -> str:
+    return f"big {value}"
+
+
+@task
+def small_path(value: int) -> str:
+    return f"small {value}"
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def merge_paths(*values) -> list:
+    return [v for v in values if v is not None]
+
+
+def _rule_task(rule: str):
+    def after() -> str:
+        return rule
+    after.__name__ = after.__qualname__ = f"after_{rule}"
+    return task(trigger_rule=rule)(after)
+
+
+RULE_TASKS = {rule: _rule_task(rule) for rule in TRIGGER_RULES}
+globals().update({t.fn.__name__: t for t in RULE_TASKS.values()})
+
+
+@workflow
+def retrying(counter: str, failures: int = 2):
+    flaky(counter, failures)
+
+
+@workflow
+def hopeless(counter: str, picky_counter: str):
+    give_up(counter)
+    picky(picky_counter)
+
+
+@workflow
+def timing_out(seconds: float = 30):
+    sleepy(seconds)
+
+
+@workflow
+def ignoring_timeout(seconds: float = 30):
+    stubborn(seconds)
+
+
+@workflow
+def fixable(upstream_counter: str, flag: str):
+    first = counted(upstream_counter, 1)
+    second = needs_fix(upstream_counter + ".fix", flag, first)
+    add(second, 1)
+
+
+@workflow
+def cancelable(pidfile: str):
+    long_task(pidfile) >> const("after")
+
+
+@workflow
+def branching(value: int = 5):
+    picked = choose(value)
+    b, s = big_path(value), small_path(value)
+    picked >> [b, s]
+    merge_paths(b, s)
+    slow(b, 0.0) >> const("after big")
+
+
+@workflow
+def rules():
+    """One succeeded and one failed parent under every trigger rule."""
+    ok, bad = const(1), boom()
+    for rule_task in RULE_TASKS.values():
+        [ok, bad] >> rule_task()
+
+
+@workflow(fail_fast=True)
+def fast_failing():
+    boom() >> const("never")
+    slow(1, 0.5) >> const("after slow")
+
+
+# -- alerts -------------------------------------------------------------------------------
+def note(event) -> None:
+    """An alert callback: appends the event to the file named by the run's `notes`."""
+    with open(event.params["notes"], "a") as fh:
+        fh.write(f"{event.kind} {event.node} {event.error}\n")
+
+
+def broken_callback(event) -> None:
+    raise RuntimeError("a bug in an alert callback")
+
+
+@task(retries=1, retry_delay=0.1, on_failure=note, on_retry=note, on_success=note)
+def alerting(notes: str):
+    raise ValueError("disk full")
+
+
+@task(on_success=note)
+def fine(notes: str) -> int:
+    return 1
+
+
+@workflow(on_failure=note, on_success=broken_callback)
+def alarming(notes: str):
+    alerting(notes)
+    fine(notes)
+
+
+@workflow(on_success=broken_callback)
+def calm(notes: str):
+    fine(notes)

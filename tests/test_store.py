@@ -193,3 +193,39 @@ def test_postgresql_without_migration_asks_for_db_upgrade(pg_server_url):
     upgrade(store)
     ensure_schema(store)
     store.dispose()
+
+
+def test_resume_from_a_node_reruns_it_and_its_downstream_only(engine):
+    from qflow.store import control
+    run_id = engine.trigger("diamond", {"x": "1"})
+    drain(engine)
+    with pytest.raises(UserError, match="use --from NODE"):
+        engine.resume(run_id)
+    assert engine.resume(run_id, "add") == 1
+    assert [d.attempt for d in engine.dispatcher.sent] == [2]
+    assert drain(engine) == ["add", "add__2"]
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert {t["node"]: t["attempts"] for t in run["tasks"]} == {
+        "const": 1, "add": 2, "add__1": 1, "add__2": 2}
+    with pytest.raises(UserError, match="has no node 'nope'"):
+        engine.store.transact(control.resume_run, run_id, "nope")
+
+
+def test_cancel_ends_every_unfinished_task_and_a_late_report_is_refused(engine):
+    run_id = engine.trigger("chain", {"length": "2"})
+    first = engine.dispatcher.sent.pop(0)
+    with engine.store.write() as conn:
+        ops.claim(conn, run_id, first.node, 1, "w1", "celery-id-1")
+    assert engine.cancel(run_id) == "canceled"
+    assert engine.dispatcher.revoked == ["celery-id-1"]
+    run = run_of(engine, run_id)
+    assert run["state"] == "canceled"
+    assert {t["state"] for t in run["tasks"]} == {"canceled"}
+    with engine.store.write() as conn:
+        assert ops.finish(conn, run_id, first.node, 1, ops.Outcome("succeeded", "0")) is None
+    with pytest.raises(UserError, match="already ended"):
+        engine.cancel(run_id)
+    assert engine.resume(run_id) == 1
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"

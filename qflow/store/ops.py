@@ -226,8 +226,8 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
             .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
             .values({counter: getattr(tasks.c, counter) + 1})
             .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.options, tasks.c.n_parents, tasks.c.up_succeeded,
-                       tasks.c.up_failed, tasks.c.up_skipped)).all()
+                       tasks.c.options, tasks.c.attempts, tasks.c.n_parents,
+                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped)).all()
         picked = (chosen or {}).get(node)
         for child in rows:
             if child.state != S.PENDING:
@@ -240,7 +240,8 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
             if verdict == S.RUN:
                 if set_task_state(conn, run_id, child.node, S.QUEUED, expect=(S.PENDING,),
                                   queued_at=now) is not None:
-                    released.append(Dispatch(run_id, child.node, 1, child.queue, workflow,
+                    released.append(Dispatch(run_id, child.node, child.attempts + 1,
+                                             child.queue, workflow,
                                              timeout=timeout_of(child.options)))
             elif verdict != S.WAIT:
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),

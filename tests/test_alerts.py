@@ -1,0 +1,132 @@
+"""Alerts: callbacks and the webhook and e-mail notifiers, from real worker processes."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+import flows  # noqa: F401
+from conftest import start_cluster
+from qflow.store import read
+from servers import free_port
+
+
+class Webhook(HTTPServer):
+    """Records each JSON POST it receives."""
+
+    def __init__(self):
+        self.received: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class Mailbox:
+    """A local SMTP server (aiosmtpd) that keeps every message."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                outer.messages.append(envelope)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+
+@pytest.fixture(scope="module")
+def alert_cluster(redis_url, pg_server_url, tmp_path_factory):
+    hook, mailbox = Webhook(), Mailbox()
+    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/3", pg_server_url,
+                      tmp_path_factory.mktemp("alerts"), 1,
+                      QFLOW_NOTIFY_WEBHOOK_URL=hook.url, QFLOW_NOTIFY_EMAIL_TO="ops@example.org",
+                      QFLOW_SMTP_HOST="127.0.0.1", QFLOW_SMTP_PORT=str(mailbox.port))
+    yield c, hook, mailbox
+    c.stop()
+    mailbox.controller.stop()
+    hook.shutdown()
+
+
+def eventually(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_failed_run_is_announced_once_by_webhook_and_mail(alert_cluster, tmp_path):
+    cluster, hook, mailbox = alert_cluster
+    rt = cluster.runtime()
+    notes = tmp_path / "notes.txt"
+    run_id = rt.engine.trigger("alarming", {"notes": str(notes)})
+    assert rt.engine.wait(run_id, timeout=30)["state"] == "failed"
+    eventually(lambda: hook.received and mailbox.messages)
+    time.sleep(1.0)                      # would a second one come?
+    assert len(hook.received) == 1 and len(mailbox.messages) == 1
+    event = hook.received[0]
+    assert (event["kind"], event["run_id"], event["workflow"], event["node"], event["error"]) \
+        == ("run_failed", run_id, "alarming", "alerting", "ValueError: disk full")
+    assert run_id in event["text"] and "disk full" in event["text"]
+    mail = mailbox.messages[0].content.decode()
+    assert run_id in mail and "alarming" in mail and "alerting" in mail and "disk full" in mail
+    assert mailbox.messages[0].rcpt_tos == ["ops@example.org"]
+    assert sorted(notes.read_text().splitlines()) == sorted([
+        "task_retry alerting ValueError: disk full",
+        "task_failed alerting ValueError: disk full",
+        "task_succeeded fine None",
+        "run_failed alerting ValueError: disk full"])
+
+
+def test_a_failing_callback_never_fails_the_run(alert_cluster, tmp_path):
+    cluster, hook, _ = alert_cluster
+    rt = cluster.runtime()
+    before = len(hook.received)
+    run_id = rt.engine.trigger("calm", {"notes": str(tmp_path / "n.txt")})
+    assert rt.engine.wait(run_id, timeout=30)["state"] == "succeeded"
+    logs = (cluster.folder / "w1.log").read_text()
+    eventually(lambda: "a bug in an alert callback" in (cluster.folder / "w1.log").read_text())
+    assert len(hook.received) == before         # run_succeeded is not notified by default
+    del logs
+
+
+def test_an_unreachable_notifier_is_logged_and_the_run_still_ends(tmp_path, caplog):
+    from qflow.config import Config
+    from qflow.engine import Engine
+    from qflow.store import Store
+    from qflow.store.migrate import ensure_schema
+    from test_store import StubDispatcher, drain
+
+    store = Store(f"sqlite:///{tmp_path}/q.db")
+    ensure_schema(store)
+    config = Config(notify_webhook_url=f"http://127.0.0.1:{free_port()}/hook",
+                    notify_events="task_failed,run_failed")
+    engine = Engine(config, store, StubDispatcher())
+    run_id = engine.trigger("alarming", {"notes": str(tmp_path / "n.txt")})
+    drain(engine)
+    with store.read() as conn:
+        assert read.get_run(conn, run_id, with_tasks=False)["state"] == "failed"
+    assert "webhook notifier failed for run_failed" in caplog.text
