@@ -18,7 +18,7 @@ TASK_OPTIONS = frozenset({
 })
 WORKFLOW_OPTIONS = frozenset({
     "name", "schedule", "timezone", "start_date", "end_date", "catchup", "max_active_runs",
-    "max_active_tasks", "fail_fast", "on_failure", "on_success", "description",
+    "max_active_tasks", "fail_fast", "on_failure", "on_success", "description", "params",
 })
 # Options that go into each task row (JSON), as opposed to callables kept in the process.
 _ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
@@ -264,6 +264,7 @@ def workflow(fn: Callable | None = None, /, **options) -> Any:
         _check_options("workflow", getattr(f, "__name__", repr(f)), options, WORKFLOW_OPTIONS)
         name = options.get("name") or f.__name__
         wdef = WorkflowDef(f, name, dict(options), P.params_of(f))
+        _validate_schedule(wdef)
         functools.update_wrapper(wdef, f, updated=())
         register_workflow(wdef)
         return wdef
@@ -272,6 +273,16 @@ def workflow(fn: Callable | None = None, /, **options) -> Any:
             raise OptionError(f"@workflow takes options as keywords, got {fn!r}")
         return wrap(fn)
     return wrap
+
+
+def _validate_schedule(wdef: WorkflowDef) -> None:
+    """Fail at decoration time on a bad schedule, timezone, date or scheduled-run params."""
+    from .schedule import check_options
+    try:
+        if check_options(wdef.options) is not None or wdef.options.get("params"):
+            wdef.resolve_params(wdef.options.get("params"))
+    except UserError as exc:
+        raise OptionError(f"@workflow on {wdef.name!r}: {exc}") from None
 
 
 def register_workflow(wdef: WorkflowDef) -> None:

@@ -24,6 +24,7 @@ class Config:
     embedded_concurrency: int = 4
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
+    scheduler_interval: float = 1.0           # most seconds between two scheduler looks
     # Alerts (see qflow/alerts.py): which events notify, and where.
     notify_events: str = "run_failed"
     notify_webhook_url: str = ""

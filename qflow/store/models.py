@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -24,6 +24,8 @@ class Run(Base):
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
     logical_time: Mapped[dt.datetime | None]
+    # Set when a backfill re-ran this run's logical time: the id of the run that did.
+    superseded_by: Mapped[str | None] = mapped_column(String(32))
     # Counters kept by the completion callback so run state never needs a scan.
     tasks_total: Mapped[int] = mapped_column(Integer, default=0)
     tasks_left: Mapped[int] = mapped_column(Integer, default=0)
@@ -34,6 +36,11 @@ class Run(Base):
         Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
         Index("ix_qflow_runs_state", "state"),
         Index("ix_qflow_runs_created", "created_at"),
+        # One current run per (workflow, logical time): two schedulers cannot both fire a
+        # time. Manual runs have no logical time, and NULLs never collide.
+        Index("uq_qflow_runs_workflow_logical", "workflow", "logical_time", unique=True,
+              sqlite_where=text("superseded_by IS NULL"),
+              postgresql_where=text("superseded_by IS NULL")),
     )
 
 
@@ -104,7 +111,20 @@ class Attempt(Base):
     __table_args__ = (UniqueConstraint("task_id", "number", name="uq_qflow_attempts_task_number"),)
 
 
+class WorkflowSchedule(Base):
+    """Per-workflow scheduler state: when a scheduler first saw it, and pauses."""
+
+    __tablename__ = "qflow_schedules"
+
+    workflow: Mapped[str] = mapped_column(String(200), primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    registered_at: Mapped[dt.datetime]
+    paused_at: Mapped[dt.datetime | None]
+    unpaused_at: Mapped[dt.datetime | None]
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
 attempts = Attempt.__table__
+schedules = WorkflowSchedule.__table__
