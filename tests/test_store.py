@@ -229,3 +229,15 @@ def test_cancel_ends_every_unfinished_task_and_a_late_report_is_refused(engine):
     assert engine.resume(run_id) == 1
     drain(engine)
     assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_the_migrations_create_exactly_the_models(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from qflow.store.models import Base
+    store = Store(db_url)
+    upgrade(store)
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    store.dispose()

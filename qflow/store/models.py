@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
+                        text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -71,9 +72,13 @@ class TaskInstance(Base):
     queued_at: Mapped[dt.datetime | None]
     started_at: Mapped[dt.datetime | None]
     finished_at: Mapped[dt.datetime | None]
+    # Released in the DB but its message could not be published (broker down): the
+    # reconciler publishes it later.
+    unsent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
+        Index("ix_qflow_tasks_unsent", "unsent"),
         Index("ix_qflow_tasks_state", "state"),
     )
 
@@ -107,6 +112,7 @@ class Attempt(Base):
     error_type: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
+    log: Mapped[str | None] = mapped_column(Text)        # what the attempt printed/logged
 
     __table_args__ = (UniqueConstraint("task_id", "number", name="uq_qflow_attempts_task_number"),)
 
@@ -123,8 +129,20 @@ class WorkflowSchedule(Base):
     unpaused_at: Mapped[dt.datetime | None]
 
 
+class Worker(Base):
+    """A live `qflow worker` process: it heartbeats here; a silent one is presumed dead."""
+
+    __tablename__ = "qflow_workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
 attempts = Attempt.__table__
+workers = Worker.__table__
 schedules = WorkflowSchedule.__table__
