@@ -99,18 +99,26 @@ class Cluster:
         self.env = qflow_env(QFLOW_BROKER_URL=broker_url, QFLOW_DATABASE_URL=database_url,
                              QFLOW_APP=app, **env)
         self.workers: dict[str, "subprocess.Popen"] = {}
+        self.prefix: list[str] = []            # e.g. ["ip", "netns", "exec", "h1"]
 
     def start_worker(self, name: str, *args: str) -> None:
         import subprocess
         log = open(self.folder / f"{name}.log", "w")
         self.workers[name] = subprocess.Popen(
-            ["qflow", "worker", "-n", f"{name}@%h", "-l", "INFO", *args],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+            [*self.prefix, "qflow", "worker", "-n", f"{name}@%h", "-l", "INFO", *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+            start_new_session=True)            # its own process group, to kill or stop
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def signal_worker(self, name: str, signum: int) -> None:
+        """Send ``signum`` to a worker's main process and its pool processes."""
+        import os
+        os.killpg(self.workers[name].pid, signum)
+
+    def wait_ready(self, timeout: float = 30.0, names=None) -> None:
         import time
         deadline = time.monotonic() + timeout
-        for name, proc in self.workers.items():
+        for name in names or list(self.workers):
+            proc = self.workers[name]
             log = self.folder / f"{name}.log"
             while " ready." not in log.read_text():
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -134,11 +142,11 @@ class Cluster:
 
 
 def start_cluster(broker_url: str, pg_server_url: str, folder: Path, workers: int,
-                  **env: str) -> Cluster:
+                  app: str | None = None, **env: str) -> Cluster:
     """A fresh database, migrated, and ``workers`` `qflow worker -c 2` processes."""
     import subprocess
-    c = Cluster(broker_url, new_pg_database(pg_server_url), str(ROOT / "tests" / "flows.py"),
-                folder, **env)
+    c = Cluster(broker_url, new_pg_database(pg_server_url),
+                app or str(ROOT / "tests" / "flows.py"), folder, **env)
     subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
     for n in range(1, workers + 1):
         c.start_worker(f"w{n}", "-c", "2")
@@ -154,5 +162,38 @@ def start_cluster(broker_url: str, pg_server_url: str, folder: Path, workers: in
 def cluster(redis_url, pg_server_url, tmp_path_factory):
     """Two `qflow worker` processes (prefork, -c 2) serving tests/flows.py."""
     c = start_cluster(redis_url, pg_server_url, tmp_path_factory.mktemp("cluster"), 2)
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_url():
+    """A private virtual host on the RabbitMQ server (QFLOW_TEST_AMQP_URL to use another)."""
+    import shutil
+    import subprocess
+    if os.environ.get("QFLOW_TEST_AMQP_URL"):
+        yield os.environ["QFLOW_TEST_AMQP_URL"]
+        return
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        _missing(servers.ServerMissing("RabbitMQ is not installed: apt-get install "
+                                       "rabbitmq-server (or set QFLOW_TEST_AMQP_URL)"))
+    try:
+        servers.wait_port(5672, timeout=2)
+    except TimeoutError:
+        _missing(servers.ServerMissing("RabbitMQ is not running on 127.0.0.1:5672: start it "
+                                       "with `rabbitmq-server -detached`"))
+    vhost = "qflow-" + uuid.uuid4().hex[:8]
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True)
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run([ctl, "delete_vhost", vhost], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def amqp_cluster(amqp_url, pg_server_url, tmp_path_factory):
+    """Two `qflow worker` processes on RabbitMQ instead of Redis."""
+    c = start_cluster(amqp_url, pg_server_url, tmp_path_factory.mktemp("amqp"), 2)
     yield c
     c.stop()

@@ -44,16 +44,19 @@ class Server:
     stop: callable
 
 
-def start_redis() -> Server:
+def start_redis(port: int | None = None, bind: str = "127.0.0.1",
+                password: str | None = None) -> Server:
+    """A private redis-server keeping nothing on disk (a restart loses every message)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerMissing("redis-server is not installed: apt-get install redis-server "
                             "(or set QFLOW_TEST_REDIS_URL)")
-    port = free_port()
+    port = port or free_port()
     folder = tempfile.mkdtemp(prefix="qflow-redis-")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", folder, "--logfile", os.path.join(folder, "redis.log")],
+        [binary, "--port", str(port), "--bind", *bind.split(), "--save", "", "--appendonly",
+         "no", "--dir", folder, "--logfile", os.path.join(folder, "redis.log"),
+         *(["--requirepass", password] if password else [])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
 
@@ -62,7 +65,8 @@ def start_redis() -> Server:
         proc.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
 
-    return Server(f"redis://127.0.0.1:{port}/0", port, stop)
+    auth = f":{password}@" if password else ""
+    return Server(f"redis://{auth}127.0.0.1:{port}/0", port, stop)
 
 
 def _pg_bin(name: str) -> str | None:
@@ -70,7 +74,7 @@ def _pg_bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-def start_postgres() -> Server:
+def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None) -> Server:
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise ServerMissing("PostgreSQL server binaries are not installed: apt-get install "
@@ -85,7 +89,10 @@ def start_postgres() -> Server:
     subprocess.run(as_user + [initdb, "-D", data, "-A", "trust", "-U", "postgres",
                               "--no-sync"], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+    if trust_net:
+        with open(os.path.join(data, "pg_hba.conf"), "a") as fh:
+            fh.write(f"host all all {trust_net} trust\n")
+    options = (f"-p {port} -k {folder} -c listen_addresses='{listen}' -c fsync=off "
                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
     subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
                               os.path.join(folder, "pg.log"), "-w", "start"], check=True,

@@ -24,9 +24,15 @@ def results(rt, run_id: str, nodes: list[str]) -> dict:
         return read.results(conn, run_id, nodes)
 
 
+@pytest.fixture(scope="module", params=["redis", "amqp"])
+def broker_cluster(request):
+    """The end-to-end tests run on Redis and on RabbitMQ."""
+    return request.getfixturevalue("cluster" if request.param == "redis" else "amqp_cluster")
+
+
 @pytest.fixture(scope="module")
-def rt(cluster):
-    return cluster.runtime()
+def rt(broker_cluster):
+    return broker_cluster.runtime()
 
 
 def test_a_diamond_runs_on_the_workers(rt):
@@ -64,7 +70,8 @@ def test_twenty_fan_in_runs_at_once_run_each_child_exactly_once(rt, tmp_path):
     assert all(line.split()[2] == "50" for line in lines)
 
 
-def test_a_failed_task_fails_the_run_and_trigger_wait_exits_1(cluster):
+def test_a_failed_task_fails_the_run_and_trigger_wait_exits_1(broker_cluster):
+    cluster = broker_cluster
     out = subprocess.run(["qflow", "trigger", "failing", "--wait"], env=cluster.env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1, out.stderr
@@ -75,7 +82,8 @@ def test_a_failed_task_fails_the_run_and_trigger_wait_exits_1(cluster):
     assert {t["node"]: t["state"] for t in status["tasks"]}["add"] == "upstream_failed"
 
 
-def test_the_cli_triggers_waits_and_reports_on_the_cluster(cluster):
+def test_the_cli_triggers_waits_and_reports_on_the_cluster(broker_cluster):
+    cluster = broker_cluster
     out = subprocess.run(["qflow", "trigger", "diamond", "-p", "x=3", "--wait", "--json"],
                          env=cluster.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -89,7 +97,8 @@ def test_the_cli_triggers_waits_and_reports_on_the_cluster(cluster):
     assert run_id in [r["run_id"] for r in runs] and "tasks" not in runs[0]
 
 
-def test_workers_name_tasks_after_workflow_and_node(cluster, rt):
+def test_workers_name_tasks_after_workflow_and_node(broker_cluster, rt):
+    cluster = broker_cluster
     run = run_and_wait(rt, "chain", {"length": 1})
     logs = "".join((cluster.folder / f"{w}.log").read_text() for w in cluster.workers)
     assert "chain.const[" in logs and "chain.add[" in logs

@@ -1,6 +1,7 @@
 """Engines and transactions: WAL + busy timeout + BEGIN IMMEDIATE on SQLite, pooled PostgreSQL."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import time
@@ -10,9 +11,12 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError,
+                            OperationalError)
 
-from ..errors import UnreachableError, UserError
+from ..errors import UnreachableError, UserError, one_line
+
+log = logging.getLogger("qflow.store")
 
 BUSY_TIMEOUT_MS = 30_000
 _RETRY_SQLSTATES = {"40001", "40P01"}     # serialization failure, deadlock detected
@@ -21,9 +25,12 @@ _RETRY_SQLSTATES = {"40001", "40P01"}     # serialization failure, deadlock dete
 class Store:
     """The results DB of one process. Create the engine lazily: workers fork."""
 
-    def __init__(self, url: str, pool_size: int = 5):
+    def __init__(self, url: str, pool_size: int = 5, retry_seconds: float = 0.0):
         self.url = url
         self.pool_size = pool_size
+        # How long a write keeps retrying while the DB is unreachable (workers wait out a
+        # DB restart instead of losing an outcome; the CLI fails at once).
+        self.retry_seconds = retry_seconds
         self._engine: Engine | None = None
         self._pid = 0
         try:
@@ -71,16 +78,33 @@ class Store:
                 yield conn
 
     def transact(self, fn, *args, retries: int = 8):
-        """Run ``fn(conn, *args)`` in a write transaction, retrying deadlocks and busy DBs."""
-        for attempt in range(retries + 1):
+        """Run ``fn(conn, *args)`` in a write transaction.
+
+        Deadlocks and a busy SQLite are retried ``retries`` times; a lost or refused
+        connection is retried with backoff for ``retry_seconds``. The whole transaction
+        runs again each time, so ``fn`` must only touch the DB.
+        """
+        deadline = time.monotonic() + self.retry_seconds
+        conflicts = outages = 0
+        while True:
             try:
                 with self.write() as conn:
                     return fn(conn, *args)
             except DBAPIError as exc:
-                if attempt == retries or not _retryable(exc):
+                if _retryable(exc) and conflicts < retries:
+                    conflicts += 1
+                    time.sleep(min(0.5, 0.01 * 2 ** conflicts) * random.random())
+                    continue
+                if not _disconnected(exc, self.dialect) or time.monotonic() >= deadline:
                     raise
-                time.sleep(min(0.5, 0.01 * 2 ** attempt) * random.random())
-        raise AssertionError("unreachable")
+                reason: object = exc.orig or exc
+            except UnreachableError as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                reason = exc
+            outages += 1
+            log.warning("results DB unreachable (%s); retrying", one_line(reason))
+            time.sleep(min(5.0, 0.1 * 2 ** outages))
 
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
@@ -95,6 +119,15 @@ class Store:
         """Raise UnreachableError unless the DB answers."""
         with self.read() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def _disconnected(exc: DBAPIError, dialect: str) -> bool:
+    """A lost or refused connection, as opposed to an error in the statement."""
+    if exc.connection_invalidated or isinstance(exc, InterfaceError):
+        return True
+    if dialect == "sqlite":          # SQLite reports SQL errors as OperationalError too
+        return any(s in str(exc.orig) for s in ("locked", "unable to open", "disk I/O"))
+    return isinstance(exc, OperationalError)
 
 
 def _retryable(exc: DBAPIError) -> bool:

@@ -1,0 +1,92 @@
+"""Queries behind worker liveness: heartbeats, lost attempts, unsent and stale messages."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import states as S
+from .models import attempts, runs, tasks, workers
+from .ops import Dispatch, timeout_of, utcnow
+
+_WAITING = (S.QUEUED, S.RETRYING)
+
+
+def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) -> None:
+    """Record that worker ``name`` (this incarnation) is alive now."""
+    now = utcnow()
+    done = conn.execute(update(workers).where(workers.c.name == name)
+                        .values(pid=pid, started_at=started_at, last_seen=now)).rowcount
+    if not done:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(workers).values(name=name, pid=pid, started_at=started_at,
+                                                    last_seen=now))
+        except IntegrityError:           # another process of the same name won the race
+            pass
+
+
+def forget(conn: Connection, name: str, pid: int) -> None:
+    """A worker that stopped cleanly (no task left running) removes its row."""
+    conn.execute(delete(workers).where(workers.c.name == name, workers.c.pid == pid))
+
+
+def lost_attempts(conn: Connection, timeout: float) -> list[tuple[str, str, int]]:
+    """Running attempts whose worker stopped heartbeating, or restarted since."""
+    cutoff = utcnow() - dt.timedelta(seconds=timeout)
+    rows = conn.execute(
+        select(tasks.c.run_id, tasks.c.node, tasks.c.attempts)
+        .join(workers, workers.c.name == tasks.c.worker)
+        .where(tasks.c.state == S.RUNNING,
+               (workers.c.last_seen < cutoff) | (tasks.c.started_at < workers.c.started_at)))
+    return [(r.run_id, r.node, r.attempts) for r in rows]
+
+
+def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
+    """Remember released tasks whose message could not be published."""
+    if items:
+        conn.execute(update(tasks)
+                     .where(tuple_(tasks.c.run_id, tasks.c.node).in_(
+                         [(i.run_id, i.node) for i in items]),
+                            tasks.c.state.in_(_WAITING))
+                     .values(unsent=True))
+
+
+def take_unsent(conn: Connection, limit: int = 1000) -> list[Dispatch]:
+    """Unmark and return up to ``limit`` unsent tasks, to publish them now."""
+    return _redispatch(conn, tasks.c.unsent.is_(True), limit)
+
+
+def take_stale(conn: Connection, older_than: float, limit: int = 1000) -> list[Dispatch]:
+    """Tasks due for longer than ``older_than`` seconds that no worker has claimed: their
+    message may be lost (a broker restart without persistence); publish them again.
+    A duplicate is harmless: only one delivery can claim the attempt."""
+    cutoff = utcnow() - dt.timedelta(seconds=older_than)
+    return _redispatch(conn, tasks.c.queued_at < cutoff, limit)
+
+
+def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
+    ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition).limit(limit)
+    rows = conn.execute(
+        update(tasks).where(tasks.c.id.in_(ids.scalar_subquery()))
+        .values(unsent=False, queued_at=utcnow())
+        .returning(tasks.c.run_id, tasks.c.node, tasks.c.attempts, tasks.c.queue,
+                   tasks.c.options)).all()
+    if not rows:
+        return []
+    names = dict(conn.execute(select(runs.c.id, runs.c.workflow).where(
+        runs.c.id.in_({r.run_id for r in rows}))).all())
+    return [Dispatch(r.run_id, r.node, r.attempts + 1, r.queue, names[r.run_id],
+                     timeout=timeout_of(r.options)) for r in rows]
+
+
+def redeliveries(conn: Connection, run_id: str, node: str) -> int:
+    """How many attempts of this task (since it was last resumed) lost their worker."""
+    row = conn.execute(select(tasks.c.id, tasks.c.options).where(
+        tasks.c.run_id == run_id, tasks.c.node == node)).one()
+    first = json.loads(row.options or "{}").get("first_attempt", 1)
+    return conn.execute(select(func.count()).select_from(attempts).where(
+        attempts.c.task_id == row.id, attempts.c.number >= first,
+        attempts.c.error_type == "WorkerLost")).scalar_one()

@@ -1,0 +1,44 @@
+"""Workflows for the fault-injection tests (loaded with tests/flows.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from flows import counted, join
+from qflow import context, task, workflow
+
+
+@task
+def hold(pidfile: str, seconds: float) -> int:
+    """Writes "pid parent-pid attempt" then sleeps: the test knows whom to kill or stop."""
+    with open(pidfile, "a") as fh:
+        fh.write(f"{os.getpid()} {os.getppid()} {context().attempt}\n")
+    time.sleep(seconds)
+    return context().attempt
+
+
+@task
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@task
+def tick(i: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return i
+
+
+@workflow
+def held(pidfile: str, counter: str, seconds: float = 4.0):
+    counted(counter, hold(pidfile, seconds))
+
+
+@workflow
+def suicidal():
+    kill_self()
+
+
+@workflow
+def wide(width: int = 200, seconds: float = 0.02):
+    join([tick(i, seconds) for i in range(width)])

@@ -1,0 +1,263 @@
+"""Fault injection: killed, paused and lost workers, broker and DB outages, several hosts,
+forged messages. Private Redis and PostgreSQL instances, so the shared ones are untouched."""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import select
+
+import fault_flows  # noqa: F401 - registers the workflows in this process too
+import flows  # noqa: F401
+import servers
+from conftest import ROOT, Cluster, _missing, start_cluster
+from qflow.store import read
+from qflow.store.models import attempts, tasks
+
+APP = f"{ROOT / 'tests' / 'flows.py'},{ROOT / 'tests' / 'fault_flows.py'}"
+LOST_TIMEOUT = 3.0
+LIVENESS = dict(QFLOW_WORKER_LOST_TIMEOUT=str(LOST_TIMEOUT), QFLOW_HEARTBEAT_INTERVAL="0.5",
+                QFLOW_MAX_REDELIVERIES="2", QFLOW_REQUEUE_AFTER="4")
+
+
+class Faults:
+    """A two-worker cluster on a private Redis that tests may restart."""
+
+    def __init__(self, pg_server_url: str, folder: Path):
+        self.redis = servers.start_redis()
+        self.cluster = start_cluster(self.redis.url, pg_server_url, folder, 2, app=APP,
+                                     **LIVENESS)
+        self.rt = self.cluster.runtime()
+
+    def restart_redis(self) -> None:
+        port = self.redis.port
+        self.redis.stop()
+        self.redis = servers.start_redis(port=port)
+
+    def stop(self) -> None:
+        self.cluster.stop()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def faults(pg_server_url, tmp_path_factory):
+    f = Faults(pg_server_url, tmp_path_factory.mktemp("faults"))
+    yield f
+    f.stop()
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def pid_lines(path: Path) -> list[list[int]]:
+    if not path.exists():
+        return []
+    return [[int(x) for x in line.split()] for line in path.read_text().splitlines() if line]
+
+
+def attempt_rows(rt, run_id: str, node: str) -> list:
+    with rt.store.read() as conn:
+        return conn.execute(
+            select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
+            .where(tasks.c.run_id == run_id, tasks.c.node == node)
+            .order_by(attempts.c.number)).all()
+
+
+def get_run(rt, run_id: str) -> dict:
+    with rt.store.read() as conn:
+        return read.get_run(conn, run_id)
+
+
+def start_held(faults, tmp_path, seconds: float = 3.0):
+    pidfile, counter = tmp_path / "pids", tmp_path / "counter"
+    run_id = faults.rt.engine.trigger("held", {"pidfile": str(pidfile),
+                                               "counter": str(counter), "seconds": seconds})
+    wait_for(lambda: pid_lines(pidfile), what="the task to start")
+    worker = wait_for(lambda: attempt_rows(faults.rt, run_id, "hold"))[0].worker
+    return run_id, pidfile, counter, worker.split("@")[0]
+
+
+def restart_worker(faults, name: str) -> None:
+    faults.cluster.workers[name].wait(10)
+    faults.cluster.start_worker(name, "-c", "2")
+    faults.cluster.wait_ready(names=[name])
+
+
+def test_a_killed_worker_s_task_finishes_elsewhere_and_releases_once(faults, tmp_path):
+    run_id, _, counter, victim = start_held(faults, tmp_path)
+    killed_at = time.monotonic()
+    faults.cluster.signal_worker(victim, signal.SIGKILL)
+    run = faults.rt.engine.wait(run_id, timeout=60)
+    assert run["state"] == "succeeded"
+    assert time.monotonic() - killed_at < LOST_TIMEOUT + 3.0 + 6.0
+    rows = attempt_rows(faults.rt, run_id, "hold")
+    assert [(r.number, r.state, r.error_type) for r in rows] == [
+        (1, "failed", "WorkerLost"), (2, "succeeded", None)]
+    assert not rows[1].worker.startswith(victim + "@")
+    assert counter.read_text() == "x"                       # downstream ran once
+    restart_worker(faults, victim)
+
+
+def test_a_killed_pool_process_is_a_new_attempt_and_a_task_killing_every_worker_gives_up(
+        faults, tmp_path):
+    run_id, pidfile, counter, _ = start_held(faults, tmp_path)
+    os.kill(pid_lines(pidfile)[0][0], signal.SIGKILL)       # the pool process only
+    assert faults.rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    assert [(r.number, r.error_type) for r in attempt_rows(faults.rt, run_id, "hold")] == [
+        (1, "WorkerLost"), (2, None)]
+    assert counter.read_text() == "x"
+
+    run_id = faults.rt.engine.trigger("suicidal")
+    run = faults.rt.engine.wait(run_id, timeout=60)
+    assert run["state"] == "failed"
+    task = get_run(faults.rt, run_id)["tasks"][0]
+    assert task["attempts"] == 3                              # 1 + max_redeliveries
+    assert "gave up after 2 redeliveries" in task["error"]
+
+
+def test_a_broker_restart_mid_run_loses_nothing(faults):
+    run_id = faults.rt.engine.trigger("wide", {"width": 200, "seconds": 0.02})
+    wait_for(lambda: get_run(faults.rt, run_id)["tasks_done"] >= 40, what="40 tasks")
+    faults.restart_redis()                                    # every queued message is gone
+    run = faults.rt.engine.wait(run_id, timeout=120)
+    assert run["state"] == "succeeded"
+    with faults.rt.store.read() as conn:
+        assert read.results(conn, run_id, ["join"])["join"] == list(range(200))
+
+
+def test_db_connections_dropped_mid_run_do_not_lose_outcomes(faults):
+    run_id = faults.rt.engine.trigger("wide", {"width": 200, "seconds": 0.01})
+    database = sa.engine.make_url(faults.cluster.database_url).database
+    admin = sa.create_engine(faults.cluster.database_url, isolation_level="AUTOCOMMIT")
+    kills = 0
+    for _ in range(6):
+        time.sleep(0.4)
+        with admin.connect() as conn:
+            kills += conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": database}).scalar()
+    admin.dispose()
+    assert kills > 0
+    run = faults.rt.engine.wait(run_id, timeout=120)
+    assert run["state"] == "succeeded"
+    with faults.rt.store.read() as conn:
+        assert read.results(conn, run_id, ["join"])["join"] == list(range(200))
+
+
+def test_a_paused_worker_s_task_is_redone_elsewhere_and_its_late_report_refused(
+        faults, tmp_path):
+    run_id, pidfile, counter, victim = start_held(faults, tmp_path, seconds=2.0)
+    faults.cluster.signal_worker(victim, signal.SIGSTOP)
+    try:
+        run = faults.rt.engine.wait(run_id, timeout=60)
+    finally:
+        faults.cluster.signal_worker(victim, signal.SIGCONT)
+    assert run["state"] == "succeeded"
+    log = faults.cluster.folder / f"{victim}.log"
+    wait_for(lambda: "refused: no longer current" in log.read_text(), timeout=20,
+             what="the stale report to be refused")
+    rows = attempt_rows(faults.rt, run_id, "hold")
+    assert [(r.number, r.state, r.error_type) for r in rows] == [
+        (1, "failed", "WorkerLost"), (2, "succeeded", None)]
+    with faults.rt.store.read() as conn:
+        assert read.results(conn, run_id, ["hold"]) == {"hold": 2}
+    assert counter.read_text() == "x"
+
+
+def test_a_forged_pickle_message_is_refused_and_never_executed(faults, tmp_path):
+    from kombu import Connection
+
+    target = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(target),))
+
+    with Connection(faults.redis.url) as conn:
+        producer = conn.Producer(serializer="pickle")
+        producer.publish(Evil(), routing_key="default", exchange="",
+                         headers={"task": "qflow.execute", "id": "forged-1",
+                                  "shadow": "forged"})
+    logs = [faults.cluster.folder / f"{w}.log" for w in faults.cluster.workers]
+    wait_for(lambda: any("untrusted content" in p.read_text() for p in logs), timeout=20,
+             what="a worker to refuse the message")
+    assert not target.exists()
+    assert pickle.dumps(Evil())          # the payload itself is a real pickle
+
+
+# -- several hosts -----------------------------------------------------------------------
+HOSTS = {"qflowh1": ("10.213.1.1", "10.213.1.2"), "qflowh2": ("10.213.2.1", "10.213.2.2")}
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    """Two network namespaces, each joined to this host by a veth pair."""
+    if os.geteuid() != 0 or subprocess.run(["ip", "netns", "list"],
+                                           capture_output=True).returncode != 0:
+        _missing(RuntimeError("network namespaces need root and iproute2 (apt-get install "
+                              "iproute2)"))
+    for ns, (host_ip, ns_ip) in HOSTS.items():
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+        subprocess.run(["ip", "link", "delete", f"{ns}a"], capture_output=True)
+        _ip("netns", "add", ns)
+        _ip("link", "add", f"{ns}a", "type", "veth", "peer", "name", f"{ns}b")
+        _ip("link", "set", f"{ns}b", "netns", ns)
+        _ip("addr", "add", f"{host_ip}/24", "dev", f"{ns}a")
+        _ip("link", "set", f"{ns}a", "up")
+        _ip("netns", "exec", ns, "ip", "addr", "add", f"{ns_ip}/24", "dev", f"{ns}b")
+        _ip("netns", "exec", ns, "ip", "link", "set", f"{ns}b", "up")
+        _ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    yield HOSTS
+    for ns in HOSTS:
+        subprocess.run(["ip", "link", "delete", f"{ns}a"], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", ns], capture_output=True)
+
+
+def test_workers_on_two_hosts_share_a_run(hosts, tmp_path):
+    host_ips = [h for h, _ in hosts.values()]
+    # Reachable from other hosts, so protected by a password (which qflow must honour).
+    redis = servers.start_redis(bind=" ".join(["127.0.0.1", *host_ips]), password="s3cret")
+    pg = servers.start_postgres(listen=",".join(["127.0.0.1", *host_ips]),
+                                trust_net="10.213.0.0/16")
+    clusters = []
+    try:
+        first = start_cluster(redis.url, pg.url, tmp_path, 0, app=APP)
+        clusters.append(first)
+        for ns, (host_ip, _) in hosts.items():
+            (tmp_path / ns).mkdir()
+            remote = Cluster(redis.url.replace("127.0.0.1", host_ip),
+                             first.database_url.replace("127.0.0.1", host_ip), APP,
+                             tmp_path / ns)
+            remote.prefix = ["ip", "netns", "exec", ns]
+            remote.start_worker(ns, "-c", "2")
+            remote.wait_ready()
+            clusters.append(remote)
+        rt = first.runtime()
+        run_id = rt.engine.trigger("wide", {"width": 200, "seconds": 0.01})
+        assert rt.engine.wait(run_id, timeout=120)["state"] == "succeeded"
+        run = get_run(rt, run_id)
+        assert {t["worker"].split("@")[0] for t in run["tasks"]} == set(hosts)
+        logs = "".join((tmp_path / ns / f"{ns}.log").read_text() for ns in hosts)
+        assert "s3cret" not in logs
+    finally:
+        for c in clusters:
+            c.stop()
+        redis.stop()
+        pg.stop()
