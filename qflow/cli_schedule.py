@@ -1,6 +1,7 @@
 """`qflow scheduler`, `backfill`, `pause` and `unpause` (registered on the main group)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import signal
@@ -13,7 +14,7 @@ from . import scheduler as S
 from .cli import Obj, _params, cli, json_option, param_option
 from .errors import UserError
 from .runtime import Runtime
-from .schedule import Schedule, parse_time
+from .schedule import Schedule, parse_range
 from .states import SUCCEEDED
 from .store import schedules
 
@@ -74,7 +75,8 @@ def _report(fired: S.Fired) -> None:
 @click.argument("workflow")
 @click.option("--start", required=True, help="First logical time: ISO date or datetime "
               "(without an offset: in the workflow's timezone).")
-@click.option("--end", required=True, help="Last logical time (inclusive), same forms.")
+@click.option("--end", required=True, help="Last logical time, included (a date: that whole "
+              "day).")
 @param_option
 @click.option("--rerun", is_flag=True, help="Also re-run logical times whose run succeeded.")
 @click.option("--wait", is_flag=True, help="Wait for the runs to end; exit 1 if one fails "
@@ -97,18 +99,14 @@ def backfill(obj: Obj, workflow: str, start: str, end: str, params: tuple[str, .
     with rt.embedded():
         fired = S.backfill(rt.engine, wdef, times, given, rerun)
         _print_backfill(schedule, fired, as_json)
-        created = [f.run_id for f in fired if f.outcome == S.CREATED]
         if not (wait or rt.config.embedded):
             return
-        states = [_wait(rt, run_id, quiet=as_json) for run_id in created]
+        states = [_wait(rt, f, schedule, as_json) for f in fired if f.outcome == S.CREATED]
     sys.exit(0 if all(s == SUCCEEDED for s in states) else 1)
 
 
-def _backfill_times(schedule: Schedule, start: str, end: str) -> list:
-    lo, hi = (parse_time(v, schedule.tz, name) for v, name in ((start, "--start"),
-                                                                  (end, "--end")))
-    if hi < lo:
-        raise UserError("--end is before --start")
+def _backfill_times(schedule: Schedule, start: str, end: str) -> list[dt.datetime]:
+    lo, hi = parse_range(start, end, schedule.tz)
     now = S.utcnow()
     if lo > now:
         raise UserError("--start is in the future; the scheduler creates those runs")
@@ -135,33 +133,36 @@ def _print_backfill(schedule: Schedule, fired: list[S.Fired], as_json: bool) -> 
     click.echo(f"created {created} runs, skipped {len(fired) - created}")
 
 
-def _wait(rt: Runtime, run_id: str, quiet: bool) -> str:
-    run = rt.engine.wait(run_id)
+def _wait(rt: Runtime, fired: S.Fired, schedule: Schedule, quiet: bool) -> str:
+    state = rt.engine.wait(fired.run_id)["state"]
     if not quiet:
-        click.echo(f"run {run_id} ({run.get('logical_time')}) {run['state']}")
-    return run["state"]
+        click.echo(f"{schedule.local(fired.logical_time).isoformat()}  run {fired.run_id} "
+                   f"{state}")
+    return state
 
 
 @cli.command()
-@click.argument("workflow")
+@click.argument("workflows", nargs=-1, required=True)
 @click.pass_obj
-def pause(obj: Obj, workflow: str) -> None:
-    """Stop creating scheduled runs of WORKFLOW (runs already created go on)."""
-    _set_paused(obj, workflow, True)
+def pause(obj: Obj, workflows: tuple[str, ...]) -> None:
+    """Stop creating scheduled runs of WORKFLOWS (runs already created go on)."""
+    _set_paused(obj, workflows, True)
 
 
 @cli.command()
-@click.argument("workflow")
+@click.argument("workflows", nargs=-1, required=True)
 @click.pass_obj
-def unpause(obj: Obj, workflow: str) -> None:
-    """Resume scheduled runs of WORKFLOW (with catchup=True, missed times run too)."""
-    _set_paused(obj, workflow, False)
+def unpause(obj: Obj, workflows: tuple[str, ...]) -> None:
+    """Resume scheduled runs of WORKFLOWS (with catchup=True, missed times run too)."""
+    _set_paused(obj, workflows, False)
 
 
-def _set_paused(obj: Obj, workflow: str, paused: bool) -> None:
+def _set_paused(obj: Obj, workflows: tuple[str, ...], paused: bool) -> None:
     rt = obj.app()
-    rt.engine.workflow(workflow)
+    for name in workflows:
+        rt.engine.workflow(name)                # all known before changing any
     store = rt.ready_store()
-    changed = store.transact(schedules.set_paused, workflow, paused, S.to_store(S.utcnow()))
     word = "paused" if paused else "unpaused"
-    click.echo(f"{word} {workflow}" if changed else f"{workflow} was already {word}")
+    for name in workflows:
+        changed = store.transact(schedules.set_paused, name, paused, S.to_store(S.utcnow()))
+        click.echo(f"{word} {name}" if changed else f"{name} was already {word}")

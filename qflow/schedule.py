@@ -269,6 +269,20 @@ def parse_time(value: Any, tz: zoneinfo.ZoneInfo, what: str) -> dt.datetime:
     return value.astimezone(UTC)
 
 
+def parse_range(start: str, end: str, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """A backfill's ``--start``/``--end`` (both included; an end date means that whole day)."""
+    lo, hi = parse_time(start, tz, "--start"), parse_time(end, tz, "--end")
+    try:
+        day = dt.date.fromisoformat(end.strip())
+    except ValueError:
+        day = None
+    if day is not None:
+        hi = parse_time(day + _ONE_DAY, tz, "--end") - _TICK
+    if hi < lo:
+        raise UserError("--end is before --start")
+    return lo, hi
+
+
 def parse_rule(value: Any, tz: zoneinfo.ZoneInfo,
                start: dt.datetime | None) -> CronRule | IntervalRule:
     """A cron string or ``@alias``, or an interval (timedelta or seconds)."""

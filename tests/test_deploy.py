@@ -8,7 +8,7 @@ from qflow.cli import cli
 def test_compose_file_defines_a_scalable_cluster_whose_commands_exist():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"redis", "postgres", "migrate", "worker", "flower"} <= set(services)
+    assert {"redis", "postgres", "migrate", "worker", "scheduler", "flower"} <= set(services)
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker    # --scale works
     for name, service in services.items():
@@ -19,6 +19,8 @@ def test_compose_file_defines_a_scalable_cluster_whose_commands_exist():
             assert env["QFLOW_BROKER_URL"].startswith("redis://")
             assert env["QFLOW_DATABASE_URL"].startswith("postgresql+psycopg://")
     assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["scheduler"]["command"] == ["scheduler"]
+    assert "container_name" not in services["scheduler"]            # may run twice (HA)
     assert services["worker"]["depends_on"]["migrate"]["condition"] == \
         "service_completed_successfully"
     assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]

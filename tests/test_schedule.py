@@ -13,7 +13,7 @@ from qflow import workflow
 from qflow.authoring import OptionError
 from qflow.cron import CronError, parse_cron
 from qflow.errors import UserError
-from qflow.schedule import due_times, from_options, window_start
+from qflow.schedule import due_times, from_options, parse_range, window_start
 
 UTC = dt.timezone.utc
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
@@ -170,6 +170,19 @@ def test_start_and_end_dates_bound_the_fire_times_inclusively():
     assert schedule.next_after(got[-1]) is None
     assert schedule.last_at_or_before(at(2025, 12, 31)) is None
     assert schedule.last_at_or_before(at(2027, 1, 1)) == got[-1]
+
+
+def test_a_backfill_range_ending_on_a_date_includes_that_whole_day():
+    schedule = from_options({"schedule": "0 17 * * *", "timezone": "Europe/Paris"})
+    lo, hi = parse_range("2026-03-28", "2026-03-30", PARIS)
+    assert local(schedule.between(lo, hi, 10)) == [
+        "2026-03-28T17:00:00+01:00", "2026-03-29T17:00:00+02:00", "2026-03-30T17:00:00+02:00"]
+    lo, hi = parse_range("2026-03-28T17:00", "2026-03-30T12:00+02:00", PARIS)
+    assert len(schedule.between(lo, hi, 10)) == 2
+    with pytest.raises(UserError, match="more than 1 logical times"):
+        schedule.between(lo, hi, 1)
+    with pytest.raises(UserError, match="--end is before --start"):
+        parse_range("2026-03-30", "2026-03-28T12:00", PARIS)
 
 
 # -- what a scheduler creates at "now" -----------------------------------------------------
