@@ -293,3 +293,33 @@ def alarming(notes: str):
 @workflow(on_success=broken_callback)
 def calm(notes: str):
     fine(notes)
+
+
+# -- seeing what runs ---------------------------------------------------------------------
+import logging  # noqa: E402
+
+chatty_log = logging.getLogger("flows.chatty")
+
+
+@task(retries=1, retry_delay=0.1)
+def chatty(lines: int = 2, pause: float = 0.05) -> int:
+    """Prints and logs, naming its node and attempt; the first attempt fails."""
+    ctx = context()
+    for i in range(lines):
+        print(f"{ctx.node} print {i} of attempt {ctx.attempt}")
+        time.sleep(pause / max(lines, 1))
+    chatty_log.info("%s info of attempt %s", ctx.node, ctx.attempt)
+    chatty_log.warning("%s warning of attempt %s", ctx.node, ctx.attempt)
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails")
+    return ctx.attempt
+
+
+@workflow
+def chatter(width: int = 2, lines: int = 2):
+    join([chatty(lines) for _ in range(width)])
+
+
+@workflow
+def dozing(seconds: float = 1.0):
+    const(slow(1, seconds))

@@ -62,13 +62,18 @@ def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
 
 
 def list_runs(conn: Connection, workflow: str | None = None, state: str | None = None,
-              limit: int = 20) -> list[dict[str, Any]]:
-    """Most recent runs first."""
+              limit: int = 20, since: dt.datetime | None = None,
+              until: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Most recent runs first; ``since``/``until`` bound their creation time (naive UTC)."""
     stmt = select(*_RUN_COLUMNS).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
     if workflow:
         stmt = stmt.where(runs.c.workflow == workflow)
     if state:
         stmt = stmt.where(runs.c.state == state)
+    if since is not None:
+        stmt = stmt.where(runs.c.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(runs.c.created_at < until)
     return [_run_dict(r) for r in conn.execute(stmt)]
 
 

@@ -1,0 +1,327 @@
+"""Seeing what runs: Flower, progress, status, runs, graphs of runs and task logs."""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, qflow_env
+from servers import free_port, wait_port
+from test_cli import assert_one_line_error, qflow
+
+FLOWS = str(ROOT / "tests" / "flows.py")
+PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d\ds\] \d+/\d+ \S+: \w+")
+
+
+def on_cluster(cluster, *args: str, cwd: Path, timeout: float = 60, **env: str):
+    return qflow(*args, cwd=cwd, env={**cluster.env, **env}, timeout=timeout)
+
+
+def status_json(run_id: str, cwd: Path, env: dict | None = None) -> dict:
+    out = qflow("status", run_id, "--json", cwd=cwd, env=env)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def http_get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+# -- Flower ---------------------------------------------------------------------------------
+@pytest.fixture
+def flower(cluster, tmp_path):
+    """`qflow flower` on a free port, with basic auth from the config; its base URL."""
+    port = free_port()
+    log = open(tmp_path / "flower.log", "w")
+    proc = subprocess.Popen(["qflow", "flower", f"--port={port}", "--address=127.0.0.1"],
+                            env={**cluster.env, "QFLOW_FLOWER_BASIC_AUTH": "admin:s3cret"},
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, 30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+
+
+def wait_for(check, timeout: float = 20.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_flower_lists_a_runs_tasks_by_workflow_and_node_with_the_run_id(cluster, flower,
+                                                                        tmp_path):
+    auth = ("admin", "s3cret")
+    assert http_get(f"{flower}/api/tasks")[0] == 401
+    # Flower is listening to events once it has seen a worker's heartbeat.
+    wait_for(lambda: 'flower_worker_online{worker="w1@' in http_get(f"{flower}/metrics")[1],
+             what="a worker heartbeat in Flower")
+
+    out = on_cluster(cluster, "trigger", "diamond", "-p", "x=2", "--wait", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.split()[0]
+    tasks = {t["celery_id"]: t["node"] for t in status_json(run_id, tmp_path, cluster.env)
+             ["tasks"]}
+
+    def seen() -> dict | None:
+        listed = json.loads(http_get(f"{flower}/api/tasks", auth)[1])
+        mine = {uuid: t for uuid, t in listed.items() if uuid in tasks}
+        done = len(mine) == 4 and all(t["state"] == "SUCCESS" for t in mine.values())
+        return mine if done else None
+
+    listed = wait_for(seen, what="the run's tasks in Flower")
+    assert {t["name"] for t in listed.values()} == {
+        "diamond.const", "diamond.add", "diamond.add__1", "diamond.add__2"}
+    for uuid, t in listed.items():
+        assert t["name"] == f"diamond.{tasks[uuid]}"
+        assert run_id in t["args"] and tasks[uuid] in t["args"]
+        assert t["worker"].split("@")[0] in ("w1", "w2")
+
+    text = on_cluster(cluster, "status", run_id, cwd=tmp_path).stdout
+    assert "CELERY ID" in text and all(uuid in text for uuid in tasks)
+    metrics = http_get(f"{flower}/metrics")[1]
+    assert 'task="diamond.add__2"' in metrics and "flower_task_runtime_seconds" in metrics
+
+
+# -- task logs ------------------------------------------------------------------------------
+def test_logs_show_what_each_attempt_printed_and_logged_on_workers(cluster, tmp_path):
+    out = on_cluster(cluster, "trigger", "chatter", "--wait", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.split()[0]
+
+    first = on_cluster(cluster, "logs", run_id, "chatty", "--attempt", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("== chatty  attempt 1  failed  w")
+    assert first.stdout.count("chatty print 0 of attempt 1\n") == 1      # not twice
+    assert "chatty print 1 of attempt 1" in first.stdout
+    assert "INFO flows.chatty: chatty info of attempt 1" in first.stdout
+    assert "WARNING flows.chatty: chatty warning of attempt 1" in first.stdout
+    assert "-- error: ValueError: first attempt fails" in first.stdout
+    assert "attempt 2" not in first.stdout and "chatty__1" not in first.stdout
+
+    second = on_cluster(cluster, "logs", run_id, "chatty", "--attempt", "2", cwd=tmp_path)
+    assert "== chatty  attempt 2  succeeded" in second.stdout
+    assert "chatty print 0 of attempt 2" in second.stdout and "of attempt 1" not in second.stdout
+
+    every = on_cluster(cluster, "logs", run_id, cwd=tmp_path).stdout
+    headers = re.findall(r"^== (\S+)  attempt (\d)  (\w+)", every, re.M)
+    assert sorted(headers) == [("chatty", "1", "failed"), ("chatty", "2", "succeeded"),
+                               ("chatty__1", "1", "failed"), ("chatty__1", "2", "succeeded"),
+                               ("join", "1", "succeeded")]
+    assert "(no output)" in every                                         # join printed nothing
+    rows = json.loads(on_cluster(cluster, "logs", run_id, "chatty__1", "--json",
+                                 cwd=tmp_path).stdout)
+    assert [(r["attempt"], r["state"]) for r in rows] == [(1, "failed"), (2, "succeeded")]
+    assert "chatty__1 print 1 of attempt 2" in rows[1]["log"]
+
+    assert_one_line_error(on_cluster(cluster, "logs", run_id, "nope", cwd=tmp_path), 2,
+                          f"run {run_id} has no task 'nope'")
+    assert_one_line_error(on_cluster(cluster, "logs", run_id, "chatty", "--attempt", "3",
+                                     cwd=tmp_path), 2, "chatty of run")
+
+
+def test_embedded_tasks_running_together_keep_their_own_logs_capped_at_log_max_bytes(
+        tmp_path):
+    out = qflow("-A", FLOWS, "run", "chatter", "-p", "width=4", "-p", "lines=300",
+                cwd=tmp_path, env=qflow_env(QFLOW_LOG_MAX_BYTES="2000"))
+    assert out.returncode == 0, out.stderr
+    run_id = out.stdout.split()[1]
+    assert "chatty__2 info of attempt" not in out.stderr     # INFO captured, not shown
+    assert "chatty__2 warning of attempt 2" in out.stderr     # what showed still shows
+    nodes = ("chatty", "chatty__1", "chatty__2", "chatty__3")
+    rows = json.loads(qflow("logs", run_id, "--json", cwd=tmp_path).stdout)
+    assert sorted((r["node"], r["attempt"]) for r in rows if r["node"] != "join") == [
+        (node, attempt) for node in nodes for attempt in (1, 2)]
+    for node in nodes:
+        for row in (r for r in rows if r["node"] == node):
+            log = row["log"]
+            assert log.startswith(f"{node} print 0 of attempt {row['attempt']}\n")
+            assert f"{node} print 299 of attempt {row['attempt']}\n" in log   # and the tail
+            assert f"{node} warning of attempt {row['attempt']}" in log
+            assert "bytes cut: the log is capped at log_max_bytes=2000" in log
+            assert len(log.encode()) < 2000 + 200
+            for other in set(nodes) - {node}:
+                assert not re.search(rf"(^|\n){other} ", log), (node, other)
+
+
+# -- progress, status and runs ---------------------------------------------------------------
+def test_run_prints_plain_progress_lines_when_not_on_a_terminal(tmp_path):
+    out = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path)
+    assert out.returncode == 1
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("run ") and " of failing started" in lines[0]
+    progress = [ln for ln in lines[1:] if ln.startswith("[")]
+    assert progress and all(PLAIN_LINE.match(ln) for ln in progress), progress
+    assert any(ln.endswith("boom: failed  ValueError: 1") for ln in progress)
+    assert re.search(r"\] 4/4 add: upstream_failed$", out.stdout, re.M)
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout
+
+
+def test_run_on_a_terminal_redraws_one_status_line(tmp_path):
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(["qflow", "-A", FLOWS, "run", "dozing", "-p", "seconds=0.8"],
+                            stdout=slave, stderr=slave, cwd=tmp_path, env=qflow_env())
+    os.close(slave)
+    seen = b""
+    while select.select([master], [], [], 30)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(30) == 0
+    text = seen.decode()
+    assert "\r\x1b[2K" in text
+    assert re.search(r"\] 0/2 done \(1 running\) · running: slow \(\S+ \d+\.\ds\)", text)
+    assert "\x1b[32m" in text                          # succeeded, in green
+    assert "succeeded (2/2 tasks" in text
+
+
+def test_status_and_runs_print_json_with_timings_and_filters(tmp_path):
+    out = qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path)
+    run_id = out.stdout.split()[1]
+    status = status_json(run_id, tmp_path)
+    assert [t["node"] for t in status["tasks"]] == ["const", "add", "add__1", "add__2"]
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", t["celery_id"]) for t in status["tasks"])
+    summary = status["summary"]
+    assert summary["critical_path"][0] == "const" and summary["critical_path"][-1] == "add__2"
+    assert len(summary["critical_path"]) == 3
+    assert {s["node"] for s in summary["slowest"]} == {"const", "add", "add__1", "add__2"}
+    assert summary["duration_seconds"] >= summary["critical_path_seconds"] >= 0
+    text = qflow("status", run_id, cwd=tmp_path).stdout
+    assert "critical path  const -> add" in text and "slowest" in text
+
+    failed = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path).stdout.split()[1]
+    runs = json.loads(qflow("runs", "--json", cwd=tmp_path).stdout)
+    assert [r["run_id"] for r in runs] == [failed, run_id]
+    assert "tasks" not in runs[0] and runs[1]["duration_seconds"] >= 0
+
+    def listed(*args: str) -> list[str]:
+        out = qflow("runs", "--json", *args, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        return [r["run_id"] for r in json.loads(out.stdout)]
+
+    assert listed("--workflow", "diamond") == [run_id]
+    assert listed("--state", "failed", "--since", "1h") == [failed]
+    assert listed("--until", "2000-01-01") == []
+    assert_one_line_error(qflow("runs", "--since", "yesterday", cwd=tmp_path), 2,
+                          "--since: 'yesterday' is neither an age like 30m")
+
+
+def test_status_watch_follows_a_run_until_it_ends(cluster, tmp_path):
+    run_id = on_cluster(cluster, "trigger", "dozing", "-p", "seconds=1.5",
+                        cwd=tmp_path).stdout.strip()
+    out = on_cluster(cluster, "status", run_id, "--watch", "--interval", "0.1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    tables = re.split(r"\n(?=run [0-9a-f]{32}  workflow)", out.stdout.strip())  # per change
+    assert len(tables) >= 2
+    assert re.search(r"^  slow\s+running\s+1\s+w\d@", out.stdout, re.M)
+    assert tables[-1].startswith(f"run {run_id}  workflow dozing  succeeded")
+    assert "critical path  slow -> const" in tables[-1]
+
+    failed = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path).stdout.split()[1]
+    out = qflow("status", failed, "--watch", "--json", cwd=tmp_path)
+    assert out.returncode == 1 and json.loads(out.stdout)["state"] == "failed"
+
+
+def test_graph_of_a_run_shows_each_tasks_state_in_text_dot_and_mermaid(tmp_path):
+    run_id = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path).stdout.split()[1]
+    text = qflow("graph", run_id, cwd=tmp_path).stdout
+    assert text.splitlines()[0] == "run of workflow failing (4 tasks)"
+    assert re.search(r"^  failed\s+boom  <- const$", text, re.M)
+    assert re.search(r"^  upstream_failed\s+add  <- boom$", text, re.M)
+    dot = qflow("graph", run_id, "--format", "dot", cwd=tmp_path).stdout
+    assert '"boom" [label="boom\\nfailed", fillcolor="#ef9a9a"' in dot
+    mermaid = qflow("graph", run_id, "--format", "mermaid", cwd=tmp_path).stdout
+    assert "classDef upstream_failed" in mermaid and '["boom<br/>failed"]' in mermaid
+    assert_one_line_error(qflow("graph", "0" * 32, cwd=tmp_path), 2, "unknown run '000")
+
+
+# -- the capture itself ---------------------------------------------------------------------
+def test_capture_routes_each_threads_output_and_restores_the_process_afterwards():
+    from qflow.capture import Capture
+
+    root = logging.getLogger()
+    level, stdout = root.level, sys.stdout
+    root.setLevel(logging.WARNING)
+    texts: dict[int, str | None] = {}
+
+    def work(i: int) -> None:
+        with Capture(10_000) as cap:
+            for k in range(20):
+                print(f"thread {i} line {k}")
+                logging.getLogger("t").info("thread %s record %s", i, k)
+                time.sleep(0.001)
+        texts[i] = cap.text
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert root.level == logging.WARNING and sys.stdout is stdout
+    finally:
+        root.setLevel(level)
+    for i, text in texts.items():
+        assert text.count(f"thread {i} line") == 20
+        assert text.count(f"INFO t: thread {i} record") == 20
+        assert all(f"thread {j} " not in text for j in range(4) if j != i)
+    with Capture(0) as cap:
+        print("nothing kept")
+    assert cap.text is None
+
+
+def test_capture_keeps_the_head_and_tail_of_a_long_log():
+    from qflow.capture import Capture
+
+    with Capture(100) as cap:
+        for k in range(1000):
+            sys.stderr.write(f"é{k:04d}\n")
+    head, tail = cap.text.split("[... ", 1)
+    assert head.startswith("é0000\né0001\n") and cap.text.endswith("é0999\n")
+    assert len(head.encode()) <= 51 and len(tail.split("...]\n", 1)[1].encode()) <= 50
+    assert "bytes cut: the log is capped at log_max_bytes=100" in tail
+
+
+def test_flower_settings_and_log_level_come_from_the_config():
+    from qflow.config import Config, load_config
+    from qflow.errors import UserError
+    from qflow.monitor import flower_env
+
+    assert flower_env(Config()) == {"FLOWER_MAX_TASKS": "10000",
+                                    "FLOWER_PURGE_OFFLINE_WORKERS": "600"}
+    assert flower_env(Config(flower_basic_auth="a:b,c:d", flower_max_tasks=50,
+                             flower_purge_offline_workers=0)) == {
+        "FLOWER_MAX_TASKS": "50", "FLOWER_BASIC_AUTH": "a:b,c:d"}
+    with pytest.raises(UserError, match="setting 'log_level' must be a logging level"):
+        load_config(env={"QFLOW_LOG_LEVEL": "loud"})
