@@ -132,7 +132,8 @@ def status_text(run: dict[str, Any], summary: dict[str, Any] | None = None,
     if summary and summary["critical_path"]:
         slowest = ", ".join(f"{s['node']} {s['seconds']:.2f}s" for s in summary["slowest"])
         lines += ["", f"  critical path  {' -> '.join(summary['critical_path'])}  "
-                      f"({summary['critical_path_seconds']:.2f}s in its tasks)",
+                      f"({summary['critical_path_seconds']:.2f}s in its tasks, "
+                      f"{summary['duration_seconds'] or 0:.2f}s in all)",
                   f"  slowest        {slowest}"]
     return "\n".join(line.rstrip() for line in lines)
 
