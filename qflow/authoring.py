@@ -112,6 +112,10 @@ def _validate_task_options(name: str, options: dict) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):
             raise OptionError(f"@task on {name!r}: {key} must be a number >= 0, got {value!r}")
+    priority = options.get("priority")
+    if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
+        raise OptionError(f"@task on {name!r}: priority must be an int from 0 to 9 "
+                          f"(9 runs first), got {priority!r}")
     queue = options.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise OptionError(f"@task on {name!r}: queue must be a non-empty string")

@@ -8,12 +8,14 @@ from typing import Iterator
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery
-from celery.signals import task_failure
+from celery.exceptions import ImproperlyConfigured
+from celery.signals import task_failure, worker_ready, worker_shutdown
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .config import Config
-from .errors import TaskTimeout, UnreachableError, WorkerLost
+from .errors import TaskTimeout, UnreachableError, UserError, WorkerLost, one_line
+from .engine import PublishError
 from .store import ops
 
 EXECUTE = "qflow.execute"
@@ -35,11 +37,19 @@ def make_celery(config: Config, engine_ref) -> Celery:
         task_default_queue=config.default_queue,
         worker_send_task_events=True, task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,   # workers wait out a broker restart
         worker_hijack_root_logger=False,
         enable_utc=True,
     )
     if broker.startswith("memory://"):
         app.conf.broker_transport_options = {"polling_interval": 0.01}
+    elif broker.startswith(("redis://", "rediss://")):
+        # One list per priority level, read highest first (Redis has no native priority).
+        app.conf.broker_transport_options = {"priority_steps": list(range(10)), "sep": ":",
+                                             "queue_order_strategy": "priority"}
+    else:
+        app.conf.task_queue_max_priority = 9          # RabbitMQ: x-max-priority queues
+    _setup_signing(app, config)
 
     @app.task(name=WAKE, shared=False)
     def wake() -> None:
@@ -68,6 +78,30 @@ def make_celery(config: Config, engine_ref) -> Celery:
     return app
 
 
+def _broker_priority(broker_url: str, priority: int) -> int:
+    """qflow's 9 is most urgent; Celery's Redis transport serves 0 first."""
+    return 9 - priority if broker_url.startswith(("redis://", "rediss://")) else priority
+
+
+def _setup_signing(app: Celery, config: Config) -> None:
+    """Sign task messages and accept only signed ones (Celery's auth serializer)."""
+    paths = (config.security_key, config.security_certificate, config.security_cert_store)
+    if not any(paths):
+        return
+    if not all(paths):
+        raise UserError("message signing needs security_key, security_certificate and "
+                        "security_cert_store together")
+    app.conf.update(task_serializer="auth", accept_content=["auth"],
+                    security_key=config.security_key,
+                    security_certificate=config.security_certificate,
+                    security_cert_store=config.security_cert_store, security_digest="sha256")
+    try:
+        app.setup_security(allowed_serializers=["json"], serializer="json")
+    except (OSError, ValueError, ImproperlyConfigured) as exc:
+        raise UserError(f"message signing: {one_line(exc)} "
+                        "(pip install 'qflow[signing]' for the cryptography package)") from None
+
+
 class TaskFailed(Exception):
     """Raised after a failure is recorded, so Celery monitoring shows the task failed."""
 
@@ -83,17 +117,27 @@ class CeleryDispatcher:
         if not items:
             return
         task = self.app.tasks[EXECUTE]
-        with self.app.producer_or_acquire() as producer:
-            for item in items:
-                extra = {}
-                if item.countdown > 0:
-                    extra["countdown"] = item.countdown
-                if item.timeout and not self.config.embedded:
-                    # Backstop for a task that ignores its alarm: Celery kills the process.
-                    extra["time_limit"] = item.timeout + HARD_LIMIT_GRACE
-                task.apply_async((item.run_id, item.node, item.attempt), producer=producer,
-                                 queue=item.queue or self.config.default_queue,
-                                 shadow=f"{item.workflow}.{item.node}", **extra)
+        sent = 0
+        try:
+            with self.app.producer_or_acquire() as producer:
+                for item in items:
+                    self._send(task, producer, item)
+                    sent += 1
+        except (KombuOperationalError, OSError) as exc:
+            raise PublishError(items[sent:], exc) from exc
+
+    def _send(self, task, producer, item: ops.Dispatch) -> None:
+        extra: dict = {}
+        if item.countdown > 0:
+            extra["countdown"] = item.countdown
+        if not self.config.embedded:       # no priority given = 0, the least urgent
+            extra["priority"] = _broker_priority(self.config.broker_url, item.priority or 0)
+        if item.timeout and not self.config.embedded:
+            # Backstop for a task that ignores its alarm: Celery kills the process.
+            extra["time_limit"] = item.timeout + HARD_LIMIT_GRACE
+        task.apply_async((item.run_id, item.node, item.attempt), producer=producer,
+                         queue=item.queue or self.config.default_queue,
+                         shadow=f"{item.workflow}.{item.node}", **extra)
 
     def revoke(self, celery_ids: list[str]) -> None:
         """Stop running attempts: their worker processes are terminated."""
@@ -131,14 +175,29 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[None]:
                 app.tasks[WAKE].apply_async(queue=app.conf.task_default_queue)
 
 
-def run_worker(app: Celery, queues: list[str], concurrency: int, hostname: str | None,
-               loglevel: str = "INFO") -> int:
-    """Start a normal Celery worker (prefork by default) and block until it stops."""
+def run_worker(app: Celery, engine, queues: list[str], concurrency: int,
+               hostname: str | None, loglevel: str = "INFO") -> int:
+    """Start a normal Celery worker (prefork by default) and block until it stops.
+
+    Beside it runs the maintenance thread (heartbeat, sweeper, reconciler), started once
+    the worker consumes and stopped at shutdown.
+    """
+    from .maintenance import Maintenance
+
     options = dict(queues=queues, loglevel=loglevel, send_events=True)
     if concurrency:
         options["concurrency"] = concurrency
     if hostname:
         options["hostname"] = host_format(default_nodename(hostname))
     worker = app.Worker(**options)
+    upkeep = Maintenance(engine, worker.hostname)
+    upkeep.beat()                     # visible before the first task is taken
+
+    def started(**_):
+        if not upkeep.is_alive():
+            upkeep.start()
+
+    worker_ready.connect(started, weak=False)
+    worker_shutdown.connect(lambda **_: upkeep.stop(), weak=False)
     worker.start()
     return worker.exitcode or 0

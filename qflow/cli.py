@@ -1,22 +1,23 @@
 """The `qflow` command line: thin click commands over the engine."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import sys
-import time
 from typing import Any
 
 import click
 from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.exc import OperationalError as DBOperationalError
 
-from . import authoring, render
+from . import authoring, monitor, progress, render, timing
 from .celery_app import run_worker
 from .config import load_config
 from .errors import QflowError, UnreachableError, UserError
 from .loader import load_app
 from .runtime import Runtime
-from .store import read
+from .store import observe, read
 from .store.migrate import upgrade
 from .states import SUCCEEDED, TASK_STATES, RUN_STATES
 
@@ -147,28 +148,15 @@ def trigger(obj: Obj, workflow: str, params: tuple[str, ...], wait: bool,
 
 
 def _wait(rt: Runtime, run_id: str, timeout: float | None, quiet: bool = False) -> dict:
-    seen: dict[str, str] = {}
-    started = time.monotonic()
-
-    def on_poll(run: dict) -> None:
-        if quiet:
-            return
-        with rt.store.read() as conn:
-            tasks = read.task_rows(conn, run_id) if run["tasks_total"] <= 200 else []
-        for t in tasks:
-            if seen.get(t["node"]) != t["state"] and t["state"] not in ("pending",):
-                seen[t["node"]] = t["state"]
-                err = f"  {t['error']}" if t["error"] else ""
-                click.echo(f"[{time.monotonic() - started:6.2f}s] {t['node']}: {t['state']}{err}")
-        if not tasks and seen.get("") != str(run["tasks_done"]):
-            seen[""] = str(run["tasks_done"])
-            click.echo(f"[{time.monotonic() - started:6.2f}s] {run['tasks_done']}/"
-                       f"{run['tasks_total']} tasks done")
-
+    """Wait for the run, showing its progress (live on a terminal, plain lines otherwise)."""
+    show = None if quiet else progress.Progress(rt.store, run_id)
     try:
-        return rt.engine.wait(run_id, on_poll, timeout)
+        return rt.engine.wait(run_id, show, timeout)
     except TimeoutError as exc:
         raise QflowError(str(exc)) from None
+    finally:
+        if show is not None:
+            show.close()
 
 
 def _summary(rt: Runtime, run: dict) -> None:
@@ -202,7 +190,9 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
     rt.ready_store()
     rt.engine.dispatcher.check()
     names = [q.strip() for q in (queues or rt.config.default_queue).split(",") if q.strip()]
-    sys.exit(run_worker(rt.celery, names, rt.config.worker_concurrency, hostname, loglevel))
+    rt.store.retry_seconds = rt.config.db_retry_seconds     # wait out DB restarts
+    sys.exit(run_worker(rt.celery, rt.engine, names, rt.config.worker_concurrency, hostname,
+                        loglevel))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
@@ -215,35 +205,58 @@ def flower(obj: Obj, flower_args: tuple[str, ...]) -> None:
     if rt.config.embedded:
         raise UserError("Flower needs a broker (set QFLOW_BROKER_URL or --broker-url)")
     rt.engine.dispatcher.check()
-    rt.celery.start(["flower", *flower_args])
+    monitor.start_flower(rt.celery, rt.config, flower_args)
 
 
 # -- seeing ------------------------------------------------------------------------
 @cli.command()
 @click.argument("run_id")
 @json_option
+@click.option("--watch", is_flag=True, help="Redraw until the run ends; exit 1 if it fails.")
+@click.option("--interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
+              help="With --watch: seconds between two looks.")
 @click.pass_obj
-def status(obj: Obj, run_id: str, as_json: bool) -> None:
-    """Show a run and every task in it."""
+def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
+    """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
+    and where the time went."""
     store = obj.runtime().ready_store()
-    with store.read() as conn:
-        run = read.get_run(conn, run_id)
-    if run is None:
-        raise UserError(f"unknown run {run_id!r}")
-    click.echo(json.dumps(run, indent=2) if as_json else render.status_text(run))
+    if watch:
+        progress.watch(store, run_id, interval, quiet=as_json)
+    run, summary = progress.snapshot(store, run_id)
+    if as_json:
+        click.echo(json.dumps({**run, "summary": summary}, indent=2))
+    elif not watch:
+        click.echo(render.status_text(run, summary, progress.use_color(sys.stdout)))
+    if watch:
+        sys.exit(0 if run["state"] == SUCCEEDED else 1)
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return timing.parse_when(value, dt.datetime.now(dt.timezone.utc))
+    except ValueError as exc:
+        raise UserError(f"--{param.name}: {exc}") from None
 
 
 @cli.command()
 @click.option("--workflow", default=None, help="Only this workflow's runs.")
 @click.option("--state", type=click.Choice(RUN_STATES), default=None)
+@click.option("--since", callback=_when, metavar="WHEN",
+              help="Only runs created since WHEN: an age (30m, 2h, 7d) or an ISO time.")
+@click.option("--until", callback=_when, metavar="WHEN", help="Only runs created before WHEN.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
 @json_option
 @click.pass_obj
-def runs(obj: Obj, workflow: str | None, state: str | None, limit: int, as_json: bool) -> None:
+def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
+         until: dt.datetime | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
     store = obj.runtime().ready_store()
     with store.read() as conn:
-        rows = read.list_runs(conn, workflow, state, limit)
+        rows = read.list_runs(conn, workflow, state, limit, since, until)
+    for row in rows:
+        row["duration_seconds"] = timing.seconds(row["started_at"], row["finished_at"])
     click.echo(json.dumps(rows, indent=2) if as_json else render.runs_text(rows))
 
 
@@ -252,15 +265,18 @@ def runs(obj: Obj, workflow: str | None, state: str | None, limit: int, as_json:
 @click.pass_obj
 def workflows(obj: Obj, as_json: bool) -> None:
     """List the registered workflows with their parameters, tasks and schedules."""
-    obj.app()
+    from .scheduler import paused_workflows, schedule_summary, scheduled_workflows, utcnow
+    rt = obj.app()
+    paused = paused_workflows(rt.ready_store()) if scheduled_workflows() else set()
+    now = utcnow()
     out = []
     for name in sorted(authoring.WORKFLOWS):
         wdef = authoring.WORKFLOWS[name]
         try:
-            nodes = list(wdef.expand().nodes)
+            nodes = list(wdef.expand(wdef.resolve_params(wdef.options.get("params"))).nodes)
         except UserError:
             nodes = None                       # needs parameters without defaults
-        out.append({"name": name, "schedule": _jsonable(wdef.options.get("schedule")),
+        out.append({"name": name, **schedule_summary(wdef, name in paused, now),
                     "params": {p: v.describe() for p, v in wdef.params.items()},
                     "tasks": nodes, "module": wdef.fn.__module__})
     if as_json:
@@ -271,24 +287,43 @@ def workflows(obj: Obj, as_json: bool) -> None:
     for w in out:
         params = ", ".join(f"{k}: {v}" for k, v in w["params"].items()) or "-"
         tasks = f"{len(w['tasks'])} tasks" if w["tasks"] is not None else "tasks depend on params"
-        click.echo(f"{w['name']}  ({tasks}; schedule: {w['schedule'] or '-'})\n  params: {params}")
+        click.echo(f"{w['name']}  ({tasks}; schedule: {_schedule_text(w)})\n  params: {params}")
 
 
-def _jsonable(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float)) else str(value)
+def _schedule_text(w: dict[str, Any]) -> str:
+    if w["schedule"] is None:
+        return "-"
+    state = "paused" if w["paused"] else f"next {w['next_fire_time'] or 'never (ended)'}"
+    return f"{w['schedule']} {w['timezone']}, {state}"
 
 
 @cli.command()
-@click.argument("workflow")
+@click.argument("target", metavar="WORKFLOW|RUN_ID")
 @param_option
 @click.option("--format", "fmt", type=click.Choice(list(render.GRAPH_FORMATS)), default="text",
               show_default=True)
 @click.pass_obj
-def graph(obj: Obj, workflow: str, params: tuple[str, ...], fmt: str) -> None:
-    """Print WORKFLOW's DAG (built with default parameters unless -p is given)."""
+def graph(obj: Obj, target: str, params: tuple[str, ...], fmt: str) -> None:
+    """Print WORKFLOW's DAG (built with default parameters unless -p is given), or the DAG
+    of run RUN_ID with each task coloured by its state."""
+    found = _run_graph(obj, target) if RUN_ID.fullmatch(target) else None
+    if found is not None:
+        color = fmt == "text" and progress.use_color(sys.stdout)
+        click.echo(render.GRAPH_FORMATS[fmt](*found, color=color))
+        return
+    if RUN_ID.fullmatch(target) and not obj.runtime().config.app:
+        raise UserError(f"unknown run {target!r}")
     rt = obj.app()
-    wdef = rt.engine.workflow(workflow)
+    wdef = rt.engine.workflow(target)
     click.echo(render.GRAPH_FORMATS[fmt](wdef.expand(wdef.resolve_params(_params(params)))))
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _run_graph(obj: Obj, run_id: str):
+    with obj.runtime().ready_store().read() as conn:
+        return observe.run_graph(conn, run_id)
 
 
 @cli.group()
@@ -308,3 +343,5 @@ def db_upgrade(obj: Obj) -> None:
 
 
 from . import cli_runs  # noqa: E402,F401  (registers its commands)
+from . import cli_schedule  # noqa: E402,F401  (registers its commands)
+from . import cli_observe  # noqa: E402,F401  (registers its commands)

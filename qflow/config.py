@@ -1,6 +1,7 @@
 """Configuration: built once from file, environment and flags (flags win), then passed in."""
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -24,6 +25,17 @@ class Config:
     embedded_concurrency: int = 4
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
+    # Workers: how long a state write keeps retrying while the DB is unreachable.
+    db_retry_seconds: float = 120.0
+    # Liveness (see qflow/liveness.py): heartbeats, the sweeper and the reconciler.
+    heartbeat_interval: float = 5.0
+    worker_lost_timeout: float = 60.0
+    max_redeliveries: int = 3
+    requeue_after: float = 300.0          # re-publish tasks queued this long; 0 = never
+    # Message signing (Celery's auth serializer); all three paths, or none.
+    security_key: str = ""
+    security_certificate: str = ""
+    security_cert_store: str = ""
     scheduler_interval: float = 1.0           # most seconds between two scheduler looks
     # Alerts (see qflow/alerts.py): which events notify, and where.
     notify_events: str = "run_failed"
@@ -35,6 +47,17 @@ class Config:
     smtp_password: str = ""
     smtp_from: str = "qflow@localhost"
     smtp_starttls: bool = False
+    # Seeing what runs (qflow/capture.py, `qflow flower`).
+    log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
+    log_level: str = "INFO"                   # lowest level of captured log records
+    flower_basic_auth: str = ""               # user:password[,user:password...]
+    flower_max_tasks: int = 10000             # tasks Flower keeps in memory
+    flower_purge_offline_workers: int = 600   # seconds; 0 = keep offline workers
+
+    def __post_init__(self) -> None:
+        if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
+            raise UserError(f"setting 'log_level' must be a logging level such as INFO or "
+                            f"DEBUG, got {self.log_level!r}")
 
     @property
     def embedded(self) -> bool:

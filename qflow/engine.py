@@ -5,6 +5,7 @@ way under Celery, in the embedded worker and in tests that drain messages by han
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -12,16 +13,24 @@ import traceback
 import uuid
 from typing import Any, Callable, Protocol
 
-from . import alerts, authoring, dag
+from . import alerts, authoring, capture, dag
 from .config import Config
 from .context import TaskContext, _current
-from .errors import Fail, UserError
+from .errors import Fail, UnreachableError, UserError, WorkerLost
 from .retry import retry_in
 from .states import FAILED, RETRYING, SUCCEEDED, TERMINAL
-from .store import Store, control, ops, read
+from .store import Store, control, liveness, ops, read
 from .timeouts import call_with_timeout
 
 log = logging.getLogger("qflow.engine")
+
+
+class PublishError(Exception):
+    """The broker could not take these messages."""
+
+    def __init__(self, unsent: list[ops.Dispatch], reason: object):
+        self.unsent = unsent
+        super().__init__(str(reason))
 
 
 class Dispatcher(Protocol):
@@ -59,15 +68,30 @@ class Engine:
         self.dispatcher.check()
         run_id = uuid.uuid4().hex
         roots = self.store.transact(ops.insert_run, run_id, graph, values, logical_time)
-        self.dispatcher.publish(roots)
+        if not self.publish(roots):
+            raise UnreachableError("broker", self.config.broker_url,
+                                   f"run {run_id} is recorded and its first tasks will be "
+                                   "sent once the broker is back")
         return run_id
+
+    def publish(self, items: list[ops.Dispatch]) -> bool:
+        """Publish after commit. What cannot be sent is marked for the reconciler, so a
+        release is never lost; returns False if anything was left unsent."""
+        try:
+            self.dispatcher.publish(items)
+        except PublishError as exc:
+            log.error("broker unreachable, %d task(s) left for the reconciler: %s",
+                      len(exc.unsent), exc)
+            self.store.transact(liveness.mark_unsent, exc.unsent)
+            return False
+        return True
 
     def resume(self, run_id: str, from_node: str | None = None) -> int:
         """Re-run what failed or was canceled (and ``from_node`` onwards); returns how many
         tasks were released at once."""
         self.dispatcher.check()
         released = self.store.transact(control.resume_run, run_id, from_node)
-        self.dispatcher.publish(released)
+        self.publish(released)
         return len(released)
 
     def cancel(self, run_id: str) -> str | None:
@@ -93,15 +117,45 @@ class Engine:
         return self._record(ctx, tdef, claimed.options, outcome)
 
     def record_lost(self, run_id: str, node: str, attempt: int, exc: BaseException) -> None:
-        """Record an attempt whose process was killed (hard time limit, crash)."""
+        """Record an attempt whose process died or went silent (hard time limit, kill,
+        crash, lost worker). A lost worker is redelivered up to ``max_redeliveries``
+        times, whatever the task's retries; other causes follow the retry policy."""
         with self.store.read() as conn:
             row = read.task_options(conn, run_id, node)
+            lost_before = liveness.redeliveries(conn, run_id, node) if row else 0
         if row is None:
             return
         ctx = TaskContext(run_id, row["workflow"], node, attempt)
         tdef = authoring.find_task(row["task"])
         outcome = _failure(exc, row["options"], attempt, tdef)
+        if isinstance(exc, WorkerLost):
+            again = lost_before < self.config.max_redeliveries
+            note = "" if again else f" (gave up after {lost_before} redeliveries)"
+            outcome = dataclasses.replace(
+                outcome, state=RETRYING if again else FAILED, retry_in=0.0 if again else None,
+                error=outcome.error + note)
         self._record(ctx, tdef, row["options"], outcome)
+
+    # -- maintenance (every worker runs it; each step is safe to run concurrently) ----
+    def sweep(self) -> int:
+        """Requeue attempts whose worker is gone; returns how many were found."""
+        with self.store.read() as conn:
+            lost = liveness.lost_attempts(conn, self.config.worker_lost_timeout)
+        for run_id, node, attempt in lost:
+            log.warning("worker of %s/%s attempt %s is gone; requeueing", run_id, node, attempt)
+            self.record_lost(run_id, node, attempt, WorkerLost(
+                f"its worker stopped heartbeating for {self.config.worker_lost_timeout:g}s"))
+        return len(lost)
+
+    def reconcile(self) -> int:
+        """Publish tasks that were released but never sent, or whose message went
+        missing; returns how many were published."""
+        items = self.store.transact(liveness.take_unsent)
+        if self.config.requeue_after > 0:
+            items += self.store.transact(liveness.take_stale, self.config.requeue_after)
+        if items:
+            self.publish(items)
+        return len(items)
 
     def _record(self, ctx: TaskContext, tdef, options: dict,
                 outcome: ops.Outcome) -> ops.Outcome | None:
@@ -112,7 +166,7 @@ class Engine:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
             return None
-        self.dispatcher.publish(finished.released)
+        self.publish(finished.released)
         self._alert(ctx, tdef, outcome, finished)
         return outcome
 
@@ -124,16 +178,20 @@ class Engine:
         args = dag.substitute(claimed.call.get("args", []), claimed.inputs)
         kwargs = dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs)
         token = _current.set(ctx)
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
         try:
-            value = call_with_timeout(tdef.fn, args, kwargs, claimed.options.get("timeout"))
+            with out:
+                value = call_with_timeout(tdef.fn, args, kwargs, claimed.options.get("timeout"))
         except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
-            return _failure(exc, claimed.options, ctx.attempt, tdef)
+            return dataclasses.replace(_failure(exc, claimed.options, ctx.attempt, tdef),
+                                       log=out.text)
         finally:
             _current.reset(token)
         limit = int(claimed.options.get("result_max_bytes") or self.config.result_max_bytes)
         if claimed.options.get("branch"):
-            return _branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
-        return _success(value, limit)
+            return dataclasses.replace(
+                _branch(value, ctx.node, self._children(ctx.run_id, ctx.node)), log=out.text)
+        return dataclasses.replace(_success(value, limit), log=out.text)
 
     def _children(self, run_id: str, node: str) -> list[str]:
         with self.store.read() as conn:

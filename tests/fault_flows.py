@@ -42,3 +42,24 @@ def suicidal():
 @workflow
 def wide(width: int = 200, seconds: float = 0.02):
     join([tick(i, seconds) for i in range(width)])
+
+
+@task(queue="prio")
+def low(marker: str, i: int) -> int:
+    with open(marker, "a") as fh:
+        fh.write(f"low {i}\n")
+    return i
+
+
+@task(queue="prio", priority=9)
+def urgent(marker: str) -> str:
+    with open(marker, "a") as fh:
+        fh.write("urgent\n")
+    return "first"
+
+
+@workflow
+def priorities(marker: str):
+    for i in range(20):
+        low(marker, i)
+    urgent(marker)

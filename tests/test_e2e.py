@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import fault_flows  # noqa: F401
 import flows  # noqa: F401 - registers the workflows in this process too
 from qflow.store import read
 
@@ -103,3 +104,23 @@ def test_workers_name_tasks_after_workflow_and_node(broker_cluster, rt):
     logs = "".join((cluster.folder / f"{w}.log").read_text() for w in cluster.workers)
     assert "chain.const[" in logs and "chain.add[" in logs
     assert run["state"] == "succeeded"
+
+
+def test_an_urgent_task_jumps_the_queue(broker_cluster, tmp_path):
+    import time
+    from conftest import ROOT
+    cluster = broker_cluster
+    rt = cluster.runtime()
+    marker = tmp_path / "order.txt"
+    run_id = rt.engine.trigger("priorities", {"marker": str(marker)})   # urgent sent last
+    cluster.env["QFLOW_APP"] = f"{cluster.app},{ROOT / 'tests' / 'fault_flows.py'}"
+    try:
+        time.sleep(0.5)
+        cluster.start_worker("prio", "-Q", "prio", "-c", "1")
+        assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    finally:
+        cluster.env["QFLOW_APP"] = cluster.app
+        worker = cluster.workers.pop("prio")
+        worker.terminate()
+        worker.wait(20)
+    assert marker.read_text().splitlines()[0] == "urgent"

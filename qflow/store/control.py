@@ -10,7 +10,8 @@ from .. import states as S
 from ..dag import topological_order
 from ..errors import UserError
 from .models import edges, runs, tasks
-from .ops import Dispatch, count_ended, set_task_state, timeout_of, transition, utcnow
+from .ops import (Dispatch, count_ended, message_options, set_task_state, transition,
+                  utcnow)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def _reset(conn, run_id, workflow, row, pairs, rows, reset, now) -> Dispatch | N
     if not ready:
         return None
     return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
-                    timeout=timeout_of(options))
+                    **message_options(options))
 
 
 def _recount(conn: Connection, run_id: str) -> None:

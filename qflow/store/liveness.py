@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import states as S
 from .models import attempts, runs, tasks, workers
-from .ops import Dispatch, timeout_of, utcnow
+from .ops import Dispatch, message_options, utcnow
 
 _WAITING = (S.QUEUED, S.RETRYING)
 
@@ -79,7 +79,7 @@ def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
     names = dict(conn.execute(select(runs.c.id, runs.c.workflow).where(
         runs.c.id.in_({r.run_id for r in rows}))).all())
     return [Dispatch(r.run_id, r.node, r.attempts + 1, r.queue, names[r.run_id],
-                     timeout=timeout_of(r.options)) for r in rows]
+                     **message_options(r.options)) for r in rows]
 
 
 def redeliveries(conn: Connection, run_id: str, node: str) -> int:

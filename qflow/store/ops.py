@@ -33,6 +33,7 @@ class Dispatch:
     workflow: str
     countdown: float = 0.0
     timeout: float | None = None
+    priority: int | None = None          # 0-9, 9 first
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Outcome:
     traceback: str | None = None
     retry_in: float | None = None
     chosen: tuple[str, ...] | None = None     # a branch task's choice of children
+    log: str | None = None           # what the attempt printed and logged (capped)
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,10 @@ def set_task_state(conn: Connection, run_id: str, node: str, new: str,
     return rows[0] if rows else None
 
 
-def timeout_of(options: str | dict | None) -> float | None:
+def message_options(options: str | dict | None) -> dict[str, Any]:
+    """The task options a message carries: its timeout and priority."""
     opts = json.loads(options) if isinstance(options, str) else (options or {})
-    return opts.get("timeout")
+    return {"timeout": opts.get("timeout"), "priority": opts.get("priority")}
 
 
 def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
@@ -126,7 +129,7 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
             attempts=0, queued_at=now if ready else None))
         if ready:
             roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow,
-                                  timeout=node.options.get("timeout")))
+                                  **message_options(node.options)))
     conn.execute(insert(tasks), rows)
     if graph.edges:
         conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
@@ -175,9 +178,10 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     """
     now = utcnow()
     retrying = outcome.state == S.RETRYING
+    due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     row = set_task_state(conn, run_id, node, outcome.state, expect=(S.RUNNING,),
                          attempt=attempt, finished_at=None if retrying else now,
-                         result=outcome.result, error=outcome.error,
+                         result=outcome.result, error=outcome.error, **due,
                          returning=(tasks.c.id, tasks.c.queue, tasks.c.options))
     if row is None:
         return None
@@ -185,11 +189,12 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
                  .where(attempts.c.task_id == row.id, attempts.c.number == attempt)
                  .values(state=S.FAILED if retrying else outcome.state, finished_at=now,
                          error_type=outcome.error_type, error=outcome.error,
-                         traceback=outcome.traceback))
+                         traceback=outcome.traceback, log=outcome.log))
     workflow = _workflow(conn, run_id)
     if retrying:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
-                         countdown=outcome.retry_in or 0.0, timeout=timeout_of(row.options))
+                         countdown=outcome.retry_in or 0.0,
+                         **message_options(row.options))
         return Finished(workflow, [again])
     ended = [(node, outcome.state)]
     if outcome.state == S.FAILED and fail_fast:
@@ -242,7 +247,7 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
                                   queued_at=now) is not None:
                     released.append(Dispatch(run_id, child.node, child.attempts + 1,
                                              child.queue, workflow,
-                                             timeout=timeout_of(child.options)))
+                                             **message_options(child.options)))
             elif verdict != S.WAIT:
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
                                   finished_at=now) is not None:

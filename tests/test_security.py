@@ -1,0 +1,85 @@
+"""Message signing: workers run only messages signed with a trusted certificate."""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import time
+
+import pytest
+
+from conftest import start_cluster
+
+
+def make_identity(folder, name: str) -> tuple[str, str]:
+    """A private key and a self-signed certificate, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = folder / f"{name}.key", folder / f"{name}.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+@pytest.fixture(scope="module")
+def signed_cluster(redis_url, pg_server_url, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("signed")
+    store = folder / "trusted"
+    store.mkdir()
+    key, cert = make_identity(folder, "qflow")
+    (store / "qflow.pem").write_text(open(cert).read())
+    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/5", pg_server_url, folder, 1,
+                      QFLOW_SECURITY_KEY=key, QFLOW_SECURITY_CERTIFICATE=cert,
+                      QFLOW_SECURITY_CERT_STORE=str(store / "*.pem"))
+    yield c, folder
+    c.stop()
+
+
+def test_signed_runs_work_and_unsigned_or_foreign_messages_are_refused(signed_cluster):
+    cluster, folder = signed_cluster
+    ok = subprocess.run(["qflow", "trigger", "diamond", "--wait"], env=cluster.env,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    unsigned = {k: v for k, v in cluster.env.items() if not k.startswith("QFLOW_SECURITY")}
+    key, cert = make_identity(folder, "intruder")
+    foreign = {**cluster.env, "QFLOW_SECURITY_KEY": key, "QFLOW_SECURITY_CERTIFICATE": cert}
+    log = folder / "w1.log"
+    for env, refusal in ((unsigned, "untrusted content"), (foreign, "unknown certificate")):
+        out = subprocess.run(["qflow", "trigger", "diamond", "--json"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        deadline = time.monotonic() + 20
+        while refusal not in log.read_text().lower():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+    time.sleep(1)
+    runs = subprocess.run(["qflow", "runs", "--json"], env=cluster.env, capture_output=True,
+                          text=True).stdout
+    import json
+    states = sorted(r["state"] for r in json.loads(runs))
+    assert states == ["queued", "queued", "succeeded"]     # the refused ones never ran
+
+
+def test_an_incomplete_signing_setup_is_a_one_line_error(tmp_path, redis_url):
+    from conftest import qflow_env, ROOT
+    env = qflow_env(QFLOW_BROKER_URL=redis_url, QFLOW_APP=str(ROOT / "tests" / "flows.py"),
+                    QFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/q.db",
+                    QFLOW_SECURITY_KEY=str(tmp_path / "missing.key"))
+    out = subprocess.run(["qflow", "trigger", "diamond"], env=env, capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("qflow: error: message signing needs security_key, "
+                                  "security_certificate and security_cert_store together")
