@@ -68,6 +68,15 @@ class TaskDef:
             return self.fn(*args, **kwargs)
         return builder.add(self, args, kwargs)
 
+    def map(self, items, *args, **kwargs):
+        """One task instance per element of ``items`` (a list, or a handle whose value is
+        a list at run time), each called as ``fn(element, *args, **kwargs)``. A child
+        receives the list of their results, in order."""
+        builder = _builder.get()
+        if builder is None:
+            return [self.fn(item, *args, **kwargs) for item in items]
+        return builder.add(self, (items, *args), kwargs, mapped=True)
+
     def __repr__(self) -> str:
         return f"<qflow task {self.key}>"
 
@@ -173,16 +182,21 @@ class _Builder:
         self.order_edges: list[tuple[str, str]] = []
         self._next: dict[str, int] = {}
 
-    def add(self, tdef: TaskDef, args: tuple, kwargs: dict) -> Handle:
+    def add(self, tdef: TaskDef, args: tuple, kwargs: dict, mapped: bool = False) -> Handle:
         node_id = self._new_id(tdef.name)
         opts = tdef.options
+        row_options = {k: opts[k] for k in _ROW_OPTIONS if opts.get(k) is not None}
+        if mapped:
+            if opts.get("branch"):
+                raise UserError(f"node {node_id!r}: a branch task cannot be mapped")
+            row_options["map"] = {}
         self.nodes[node_id] = dag.Node(
             id=node_id, task=tdef.key,
             args=self._template(list(args), node_id),
             kwargs=self._template(kwargs, node_id),
             trigger_rule=opts.get("trigger_rule", "all_success"),
             queue=opts.get("queue"),
-            options={k: opts[k] for k in _ROW_OPTIONS if opts.get(k) is not None},
+            options=row_options,
         )
         return Handle(node_id, self)
 

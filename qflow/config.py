@@ -25,6 +25,7 @@ class Config:
     embedded_concurrency: int = 4
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
+    max_map_size: int = 10_000          # widest .map() a run may expand
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
     # Liveness (see qflow/liveness.py): heartbeats, the sweeper and the reconciler.

@@ -67,7 +67,8 @@ class Engine:
         graph = wdef.expand(values)
         self.dispatcher.check()
         run_id = uuid.uuid4().hex
-        roots = self.store.transact(ops.insert_run, run_id, graph, values, logical_time)
+        roots = self.store.transact(ops.insert_run, run_id, graph, values, logical_time,
+                                    self.config.max_map_size)
         if not self.publish(roots):
             raise UnreachableError("broker", self.config.broker_url,
                                    f"run {run_id} is recorded and its first tasks will be "

@@ -22,7 +22,8 @@ RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 # Ended tasks may go back to pending/queued only when `qflow retry` resumes a run.
 _RESUME = frozenset({PENDING, QUEUED})
 TRANSITIONS: dict[str, frozenset[str]] = {
-    PENDING: frozenset({QUEUED, UPSTREAM_FAILED, SKIPPED, CANCELED}),
+    # A mapped node ends from pending: it never runs itself, its elements do.
+    PENDING: frozenset({QUEUED, UPSTREAM_FAILED, SKIPPED, CANCELED, SUCCEEDED, FAILED}),
     QUEUED: frozenset({RUNNING, CANCELED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED}),
     RETRYING: frozenset({RUNNING, CANCELED}),

@@ -323,3 +323,34 @@ def chatter(width: int = 2, lines: int = 2):
 @workflow
 def dozing(seconds: float = 1.0):
     const(slow(1, seconds))
+
+
+# -- dynamic mapping ------------------------------------------------------------------------
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task(retries=0)
+def scale(x: int, factor: int, offset: int = 0, fail_on: int = -1) -> int:
+    if x == fail_on:
+        raise ValueError(f"cannot scale {x}")
+    return x * factor + offset
+
+
+@task
+def total_of(values: list[int]) -> int:
+    return sum(values)
+
+
+@workflow
+def mapped(n: int = 5, factor: int = 10, fail_on: int = -1):
+    items = numbers(n)
+    offset = const(1)
+    total_of(scale.map(items, factor, offset=offset, fail_on=fail_on))
+
+
+@workflow
+def mapped_params(values: list[int] = [1, 2, 3]):
+    join(scale.map(values, 2))
+    join(scale.map([7, 8], 3))

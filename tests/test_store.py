@@ -151,7 +151,7 @@ def test_state_writes_outside_the_transition_table_are_refused(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     with pytest.raises(TransitionError):
         with engine.store.write() as conn:
-            ops.set_task_state(conn, run_id, "add", "succeeded", expect=("pending",))
+            ops.set_task_state(conn, run_id, "add", "running", expect=("pending",))
 
 
 def test_return_values_that_cannot_be_stored_fail_the_task_clearly(engine):
@@ -241,3 +241,86 @@ def test_the_migrations_create_exactly_the_models(db_url):
     with store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     store.dispose()
+
+
+def results_of(engine, run_id, nodes):
+    with engine.store.read() as conn:
+        return read.results(conn, run_id, nodes)
+
+
+def test_a_map_runs_one_task_per_element_and_its_child_gets_the_results_in_order(engine):
+    run_id = engine.trigger("mapped", {"n": "6", "factor": "10"})
+    drain(engine)
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    nodes = [t["node"] for t in run["tasks"]]
+    assert [n for n in nodes if n.startswith("scale[")] == [f"scale[{i}]" for i in range(6)]
+    assert run["tasks_total"] == len(nodes) == 4 + 6
+    got = results_of(engine, run_id, ["scale", "total_of", "scale[5]"])
+    assert got["scale"] == [i * 10 + 1 for i in range(6)]
+    assert got["scale[5]"] == 51 and got["total_of"] == sum(i * 10 + 1 for i in range(6))
+
+
+def test_an_empty_map_gives_an_empty_list_and_downstream_still_runs(engine):
+    run_id = engine.trigger("mapped", {"n": "0"})
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+    assert results_of(engine, run_id, ["scale", "total_of"]) == {"scale": [], "total_of": 0}
+
+
+def test_maps_over_parameters_and_literal_lists_expand_at_once(engine):
+    run_id = engine.trigger("mapped_params", {"values": "[4, 5]"})
+    assert sorted(d.node for d in engine.dispatcher.sent) == [
+        "scale[0]", "scale[1]", "scale__1[0]", "scale__1[1]"]
+    drain(engine)
+    assert results_of(engine, run_id, ["join", "join__1"]) == {"join": [8, 10],
+                                                               "join__1": [21, 24]}
+
+
+def test_a_failed_element_fails_the_map_and_a_retry_reruns_only_that_element(engine):
+    run_id = engine.trigger("mapped", {"n": "5", "fail_on": "3"})
+    drain(engine)
+    run = run_of(engine, run_id)
+    states = {t["node"]: t["state"] for t in run["tasks"]}
+    assert run["state"] == "failed" and states["scale[3]"] == "failed"
+    assert states["scale"] == "failed" and states["total_of"] == "upstream_failed"
+    error = next(t["error"] for t in run["tasks"] if t["node"] == "scale")
+    assert error == "MapError: 1 of 5 elements failed (scale[3])"
+    with engine.store.write() as conn:      # "fix" the element: it no longer fails
+        conn.execute(tasks.update().where(tasks.c.run_id == run_id,
+                                          tasks.c.node == "scale[3]")
+                     .values(call=json.dumps({"args": [3, 10], "kwargs": {"offset": {
+                         "__qflow_ref__": "const"}}})))
+    assert engine.resume(run_id) == 1
+    assert drain(engine) == ["scale[3]", "total_of"]      # not the other elements
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert {t["node"]: t["attempts"] for t in run["tasks"]}["scale[0]"] == 1
+    assert results_of(engine, run_id, ["total_of"])["total_of"] == sum(
+        i * 10 + 1 for i in range(5))
+
+
+def test_a_map_wider_than_max_map_size_fails_that_node_clearly(engine):
+    engine.config = Config(database_url=engine.config.database_url, max_map_size=3)
+    run_id = engine.trigger("mapped", {"n": "4"})
+    drain(engine)
+    run = run_of(engine, run_id)
+    error = next(t["error"] for t in run["tasks"] if t["node"] == "scale")
+    assert error == "MapError: scale.map() over 4 items exceeds max_map_size (3)"
+    assert run["state"] == "failed"
+
+
+def test_rerunning_a_map_s_input_expands_it_again(engine):
+    run_id = engine.trigger("mapped", {"n": "3"})
+    drain(engine)
+    with engine.store.write() as conn:      # the input now yields 4 items
+        conn.execute(tasks.update().where(tasks.c.run_id == run_id, tasks.c.node == "numbers")
+                     .values(call=json.dumps({"args": [4], "kwargs": {}})))
+    engine.resume(run_id, "numbers")
+    drain(engine)
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert sorted(t["node"] for t in run["tasks"] if t["node"].startswith("scale[")) == [
+        f"scale[{i}]" for i in range(4)]
+    assert results_of(engine, run_id, ["scale"])["scale"] == [1, 11, 21, 31]
+    assert run["tasks_total"] == 4 + 4

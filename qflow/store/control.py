@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from sqlalchemy import Connection, func, select, update
 
@@ -10,7 +11,8 @@ from .. import states as S
 from ..dag import topological_order
 from ..errors import UserError
 from .models import edges, runs, tasks
-from .ops import (Dispatch, count_ended, message_options, set_task_state, transition,
+from . import mapping
+from .ops import (Dispatch, count_ended, propagate, release, set_task_state, transition,
                   utcnow)
 
 
@@ -57,25 +59,51 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
         hint = "" if run.state != S.SUCCEEDED else " (use --from NODE to re-run part of it)"
         raise UserError(f"run {run_id} is {run.state}; only a failed or canceled run can be "
                         f"retried{hint}")
-    rows = {r.node: r for r in conn.execute(
+    rows, pairs = _graph(conn, run_id)
+    if from_node is not None and from_node not in rows:
+        raise UserError(f"run {run_id} has no node {from_node!r}")
+    start = {n for n, r in rows.items() if r.state in _AGAIN} | (
+        {from_node} if from_node else set())
+    if _unexpand_stale_maps(conn, run_id, rows, pairs, _downstream(start, pairs)):
+        rows, pairs = _graph(conn, run_id)
+        start &= set(rows)
+    reset = _downstream(start, pairs)
+    now = utcnow()
+    released: list[Dispatch] = []
+    ended: list[tuple[str, str]] = []
+    for node in topological_order(rows, pairs):
+        if node in reset and _reset(conn, run_id, rows[node], pairs, rows, reset):
+            sent, done = release(conn, run_id, run.workflow, rows[node], now)
+            released += sent
+            ended += done
+    if ended:
+        released += propagate(conn, run_id, run.workflow, ended, now)[0]
+    _recount(conn, run_id, now)
+    return released
+
+
+def _graph(conn: Connection, run_id: str):
+    rows = {r.node: SimpleNamespace(**r._mapping) for r in conn.execute(
         select(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
                tasks.c.options, tasks.c.attempts, tasks.c.n_parents)
         .where(tasks.c.run_id == run_id))}
-    if from_node is not None and from_node not in rows:
-        raise UserError(f"run {run_id} has no node {from_node!r}")
     pairs = [(e.parent, e.child) for e in conn.execute(
         select(edges.c.parent, edges.c.child).where(edges.c.run_id == run_id))]
-    reset = _downstream({n for n, r in rows.items() if r.state in _AGAIN} | (
-        {from_node} if from_node else set()), pairs)
-    now = utcnow()
-    released: list[Dispatch] = []
-    for node in topological_order(rows, pairs):
-        if node in reset:
-            dispatch = _reset(conn, run_id, run.workflow, rows[node], pairs, rows, reset, now)
-            if dispatch is not None:
-                released.append(dispatch)
-    _recount(conn, run_id)
-    return released
+    return rows, pairs
+
+
+def _unexpand_stale_maps(conn, run_id, rows, pairs, reset) -> bool:
+    """A mapped node whose input is re-run must expand again: drop its elements."""
+    changed = False
+    for node in reset:
+        if not mapping.is_expanded(rows[node].options):
+            continue
+        elements = set(mapping.element_ids(node, rows[node].options))
+        inputs = [p for p, c in pairs if c == node and p not in elements]
+        if any(p in reset for p in inputs):
+            mapping.unexpand(conn, run_id, node, rows[node].options, rows[node].n_parents)
+            changed = True
+    return changed
 
 
 def _downstream(start: set[str], pairs: list[tuple[str, str]]) -> set[str]:
@@ -91,30 +119,30 @@ def _downstream(start: set[str], pairs: list[tuple[str, str]]) -> set[str]:
     return seen
 
 
-def _reset(conn, run_id, workflow, row, pairs, rows, reset, now) -> Dispatch | None:
-    """Put one task back to pending (or queued, if its kept parents allow it)."""
+def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
+    """Put one task back to pending, counting its kept parents; True if it may start."""
     kept = [rows[p].state for p, c in pairs if c == row.node and p not in reset]
     up = S.Upstream(row.n_parents, kept.count(S.SUCCEEDED),
                     sum(s in (S.FAILED, S.UPSTREAM_FAILED) for s in kept),
                     sum(s in (S.SKIPPED, S.CANCELED) for s in kept))
-    ready = S.decide(row.trigger_rule, up) == S.RUN
     options = json.loads(row.options or "{}")
     options["first_attempt"] = row.attempts + 1          # retries count from here again
-    set_task_state(conn, run_id, row.node, S.QUEUED if ready else S.PENDING,
-                   expect=(row.state,), up_succeeded=up.succeeded, up_failed=up.failed,
-                   up_skipped=up.skipped, result=None, error=None, finished_at=None,
-                   queued_at=now if ready else None, options=json.dumps(options))
-    if not ready:
-        return None
-    return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
-                    **message_options(options))
+    set_task_state(conn, run_id, row.node, S.PENDING, expect=(row.state,),
+                   up_succeeded=up.succeeded, up_failed=up.failed, up_skipped=up.skipped,
+                   result=None, error=None, finished_at=None, queued_at=None,
+                   options=json.dumps(options))
+    row.state, row.options = S.PENDING, json.dumps(options)
+    return S.decide(row.trigger_rule, up) == S.RUN
 
 
-def _recount(conn: Connection, run_id: str) -> None:
-    """Recompute the run's counters from its tasks and mark it running again."""
-    def count(*states: str):
-        return (select(func.count()).select_from(tasks)
-                .where(tasks.c.run_id == run_id, tasks.c.state.in_(states)).scalar_subquery())
+def _recount(conn: Connection, run_id: str, now) -> None:
+    """Recompute the run's counters from its tasks; running again unless all ended."""
+    def count(*states: str) -> int:
+        return conn.execute(select(func.count()).select_from(tasks).where(
+            tasks.c.run_id == run_id, tasks.c.state.in_(states))).scalar_one()
+    left, failed, canceled = count(*S.ACTIVE), count(S.FAILED, S.UPSTREAM_FAILED), \
+        count(S.CANCELED)
+    ended = {"state": S.run_state(failed, canceled), "finished_at": now} if left == 0 else {
+        "state": S.RUNNING, "finished_at": None}
     conn.execute(update(runs).where(runs.c.id == run_id).values(
-        state=S.RUNNING, finished_at=None, tasks_left=count(*S.ACTIVE),
-        tasks_failed=count(S.FAILED, S.UPSTREAM_FAILED), tasks_canceled=count(S.CANCELED)))
+        tasks_left=left, tasks_failed=failed, tasks_canceled=canceled, **ended))

@@ -9,12 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 
 from .. import states as S
 from ..dag import Graph, refs_in
+from . import mapping
 from .models import attempts, edges, runs, tasks
 
 
@@ -107,7 +109,8 @@ def message_options(options: str | dict | None) -> dict[str, Any]:
 
 
 def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
-               logical_time: dt.datetime | None = None) -> list[Dispatch]:
+               logical_time: dt.datetime | None = None,
+               max_map_size: int | None = None) -> list[Dispatch]:
     """Record a run with all its task rows and edges; return the roots to publish."""
     now = utcnow()
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
@@ -117,23 +120,37 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(params),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
-    rows, roots = [], []
+    rows, roots, mapped_roots = [], [], []
     for node in graph.nodes.values():
+        options = dict(node.options)
+        if "map" in options:
+            options["map"] = {**options["map"], "max": max_map_size}
         ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
+        if ready and "map" in options:
+            mapped_roots.append(SimpleNamespace(node=node.id, options=json.dumps(options),
+                                                queue=node.queue, attempts=0))
+            ready = False                     # expanded below, once every row exists
         rows.append(dict(
             run_id=run_id, node=node.id, task=node.task,
             state=S.QUEUED if ready else S.PENDING, trigger_rule=node.trigger_rule,
             queue=node.queue, call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
-            options=json.dumps(node.options) if node.options else None,
+            options=json.dumps(options) if options else None,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
             attempts=0, queued_at=now if ready else None))
         if ready:
             roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow,
-                                  **message_options(node.options)))
+                                  **message_options(options)))
     conn.execute(insert(tasks), rows)
     if graph.edges:
         conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
                                      for p, c in sorted(graph.edges)])
+    ended: list[tuple[str, str]] = []
+    for row in mapped_roots:
+        sent, done = release(conn, run_id, graph.workflow, row, now)
+        roots += sent
+        ended += done
+    if ended:
+        roots += propagate(conn, run_id, graph.workflow, ended, now)[0]
     return roots
 
 
@@ -243,16 +260,40 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
                 verdict = S.decide(child.trigger_rule, S.Upstream(
                     child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
             if verdict == S.RUN:
-                if set_task_state(conn, run_id, child.node, S.QUEUED, expect=(S.PENDING,),
-                                  queued_at=now) is not None:
-                    released.append(Dispatch(run_id, child.node, child.attempts + 1,
-                                             child.queue, workflow,
-                                             **message_options(child.options)))
+                sent, ended_now = release(conn, run_id, workflow, child, now)
+                released += sent
+                todo += ended_now
+            elif verdict == S.UPSTREAM and mapping.is_expanded(child.options):
+                error = mapping.failed_elements(conn, run_id, child.node, child.options)
+                if set_task_state(conn, run_id, child.node, S.FAILED, expect=(S.PENDING,),
+                                  finished_at=now, error=error) is not None:
+                    todo.append((child.node, S.FAILED))
             elif verdict != S.WAIT:
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
                                   finished_at=now) is not None:
                     todo.append((child.node, verdict))
     return released, count_ended(conn, run_id, todo, now)
+
+
+def release(conn: Connection, run_id: str, workflow: str, row, now: dt.datetime
+            ) -> tuple[list[Dispatch], list[tuple[str, str]]]:
+    """Queue a pending task whose trigger rule is met; returns (to publish, ended).
+
+    A mapped node expands into its elements instead, and once expanded collects them.
+    """
+    if mapping.is_mapped(row.options):
+        if mapping.is_expanded(row.options):
+            mapping.collect(conn, run_id, row.node, row.options, now)
+            return [], [(row.node, S.SUCCEEDED)]
+        ids, ended, _ = mapping.expand(conn, run_id, row.node, now, _inputs)
+        options = {k: v for k, v in json.loads(row.options).items() if k != "map"}
+        return ([Dispatch(run_id, eid, 1, row.queue, workflow, **message_options(options))
+                 for eid in ids], [(row.node, ended)] if ended else [])
+    if set_task_state(conn, run_id, row.node, S.QUEUED, expect=(S.PENDING,),
+                      queued_at=now) is None:
+        return [], []
+    return [Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
+                     **message_options(row.options))], []
 
 
 def _workflow(conn: Connection, run_id: str) -> str:

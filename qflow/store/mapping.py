@@ -1,0 +1,122 @@
+"""Dynamic mapping: a mapped node expands into one task per element when it is released,
+then collects its elements' results (in order) once they have all ended.
+
+A mapped node never runs on a worker. Its elements ``name[0]``, ``name[1]``, … become its
+parents, so the counters that release any task also tell when the map is complete.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from .. import states as S
+from ..dag import substitute
+from .models import edges, runs, tasks
+
+
+def is_mapped(options: str | dict | None) -> bool:
+    return "map" in _opts(options)
+
+
+def is_expanded(options: str | dict | None) -> bool:
+    return "expanded" in _opts(options).get("map", {})
+
+
+def _opts(options: str | dict | None) -> dict:
+    return json.loads(options) if isinstance(options, str) else (options or {})
+
+
+def element_id(node: str, i: int) -> str:
+    return f"{node}[{i}]"
+
+
+def element_ids(node: str, options: str | dict) -> list[str]:
+    return [element_id(node, i) for i in range(_opts(options)["map"].get("expanded", 0))]
+
+
+def unexpand(conn: Connection, run_id: str, node: str, options: str | dict,
+             n_parents: int) -> None:
+    """Forget a mapped node's elements (their rows, attempts and edges) so that it expands
+    again from its re-run input."""
+    ids = element_ids(node, options)
+    opts = _opts(options)
+    del opts["map"]["expanded"]
+    conn.execute(delete(edges).where(edges.c.run_id == run_id, edges.c.parent.in_(ids)))
+    conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.node.in_(ids)))
+    conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
+                 .values(n_parents=n_parents - len(ids), options=json.dumps(opts)))
+    conn.execute(update(runs).where(runs.c.id == run_id)
+                 .values(tasks_total=runs.c.tasks_total - len(ids)))
+
+
+def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
+           read_inputs) -> tuple[list[str], str | None, str | None]:
+    """Insert one queued task per element of the mapped node's input list.
+
+    Returns (element ids to publish, final state of the node if it ended at once, error):
+    an empty list ends it ``succeeded`` with ``[]``; a non-list or an oversized map ends
+    it ``failed``.
+    """
+    row = conn.execute(select(tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.queue,
+                              tasks.c.n_parents)
+                       .where(tasks.c.run_id == run_id, tasks.c.node == node)).one()
+    call, options = json.loads(row.call), json.loads(row.options)
+    items = substitute(call["args"][0], read_inputs(conn, run_id, call))
+    limit = options["map"].get("max")
+    error = None
+    if not isinstance(items, list):
+        error = f"MapError: {node}.map() needs a list, got {type(items).__name__}"
+    elif limit is not None and len(items) > limit:
+        error = f"MapError: {node}.map() over {len(items)} items exceeds max_map_size ({limit})"
+    if error:
+        _end(conn, run_id, node, S.FAILED, now, error=error)
+        return [], S.FAILED, error
+    if not items:
+        _end(conn, run_id, node, S.SUCCEEDED, now, result="[]")
+        return [], S.SUCCEEDED, None
+    ids = [element_id(node, i) for i in range(len(items))]
+    element_options = {k: v for k, v in options.items() if k != "map"}
+    conn.execute(insert(tasks), [dict(
+        run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
+        queue=row.queue, options=json.dumps(element_options) if element_options else None,
+        call=json.dumps({"args": [item, *call["args"][1:]], "kwargs": call["kwargs"]}),
+        n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now)
+        for eid, item in zip(ids, items)])
+    conn.execute(insert(edges), [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
+    options["map"]["expanded"] = len(ids)
+    conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
+                 .values(n_parents=row.n_parents + len(ids), options=json.dumps(options)))
+    conn.execute(update(runs).where(runs.c.id == run_id)
+                 .values(tasks_total=runs.c.tasks_total + len(ids),
+                         tasks_left=runs.c.tasks_left + len(ids)))
+    return ids, None, None
+
+
+def collect(conn: Connection, run_id: str, node: str, options: str | dict,
+            now: dt.datetime) -> None:
+    """End an expanded mapped node with the list of its elements' results, in order."""
+    ids = element_ids(node, options)
+    found = dict(conn.execute(select(tasks.c.node, tasks.c.result).where(
+        tasks.c.run_id == run_id, tasks.c.node.in_(ids))).all())
+    values = [json.loads(found[eid]) if found.get(eid) else None for eid in ids]
+    _end(conn, run_id, node, S.SUCCEEDED, now, result=json.dumps(values))
+
+
+def failed_elements(conn: Connection, run_id: str, node: str, options: str | dict) -> str:
+    """The error of a mapped node whose elements did not all succeed."""
+    ids = element_ids(node, options)
+    n = len(ids)
+    bad = [r.node for r in conn.execute(select(tasks.c.node).where(
+        tasks.c.run_id == run_id, tasks.c.node.in_(ids),
+        tasks.c.state.in_((S.FAILED, S.UPSTREAM_FAILED))).order_by(tasks.c.id))]
+    shown = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
+    return f"MapError: {len(bad)} of {n} elements failed ({shown})"
+
+
+def _end(conn: Connection, run_id: str, node: str, state: str, now: dt.datetime,
+         **values: Any) -> None:
+    from .ops import set_task_state
+    set_task_state(conn, run_id, node, state, expect=(S.PENDING,), finished_at=now, **values)
