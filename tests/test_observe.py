@@ -238,8 +238,9 @@ def test_status_and_runs_print_json_with_timings_and_filters(tmp_path):
 
 
 def test_status_watch_follows_a_run_until_it_ends(cluster, tmp_path):
-    run_id = on_cluster(cluster, "trigger", "dozing", "-p", "seconds=1.5",
-                        cwd=tmp_path).stdout.strip()
+    import flows  # noqa: F401 - registers the workflows in this process too
+    # Triggered in process so that the watch surely starts while `slow` still runs.
+    run_id = cluster.runtime().engine.trigger("dozing", {"seconds": 2.5})
     out = on_cluster(cluster, "status", run_id, "--watch", "--interval", "0.1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     tables = re.split(r"\n(?=run [0-9a-f]{32}  workflow)", out.stdout.strip())  # per change
