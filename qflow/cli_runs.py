@@ -1,6 +1,7 @@
 """`qflow retry` and `qflow cancel`: operator actions on a run."""
 from __future__ import annotations
 
+import json
 import sys
 
 import click
@@ -9,6 +10,7 @@ from .cli import Obj, _summary, _wait, cli
 from .errors import UserError
 from .loader import load_app
 from .states import SUCCEEDED
+from .store.pools import listing as pool_listing
 
 
 @cli.command()
@@ -48,3 +50,36 @@ def cancel(obj: Obj, run_id: str) -> None:
     rt.ready_store()
     state = rt.engine.cancel(run_id)
     click.echo(f"run {run_id} {state or 'canceling'}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def pools(ctx: click.Context, as_json: bool) -> None:
+    """Concurrency pools: slots, slots in use, tasks waiting."""
+    if ctx.invoked_subcommand is not None:
+        return
+    store = ctx.obj.runtime().ready_store()
+    with store.read() as conn:
+        rows = pool_listing(conn)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no pools")
+    for r in rows:
+        click.echo(f"{r['name']:30}  {r['used']}/{r['slots']} slots used, "
+                   f"{r['waiting']} waiting")
+
+
+@pools.command("set")
+@click.argument("name")
+@click.argument("slots", type=click.IntRange(0))
+@click.pass_obj
+def pools_set(obj: Obj, name: str, slots: int) -> None:
+    """Create pool NAME or change its number of SLOTS (0 pauses its tasks)."""
+    rt = obj.runtime()
+    rt.ready_store()
+    started = rt.engine.set_pool(name, slots)
+    click.echo(f"pool {name}: {slots} slots" + (f", {started} waiting tasks started"
+                                                  if started else ""))

@@ -26,6 +26,7 @@ class Config:
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
     max_map_size: int = 10_000          # widest .map() a run may expand
+    pools: str = ""                     # "name=slots,name=slots": pools created on first use
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
     # Liveness (see qflow/liveness.py): heartbeats, the sweeper and the reconciler.
@@ -59,6 +60,16 @@ class Config:
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             raise UserError(f"setting 'log_level' must be a logging level such as INFO or "
                             f"DEBUG, got {self.log_level!r}")
+
+    def pool_slots(self) -> dict[str, int]:
+        """The ``pools`` setting as {name: slots}."""
+        out: dict[str, int] = {}
+        for part in filter(None, (p.strip() for p in self.pools.split(","))):
+            name, _, slots = part.partition("=")
+            if not name.strip() or not slots.strip().isdigit():
+                raise UserError(f"setting 'pools': expected name=slots, got {part!r}")
+            out[name.strip()] = int(slots)
+        return out
 
     @property
     def embedded(self) -> bool:
@@ -112,6 +123,8 @@ def _typed(name: str, value: Any, path: str | None) -> Any:
         raise UserError(f"setting {name!r} must be true or false, got {value!r}")
     if isinstance(value, list) and kind is str:
         value = ",".join(str(v) for v in value)
+    if isinstance(value, dict) and kind is str:          # e.g. [pools] warehouse = 3
+        value = ",".join(f"{k}={v}" for k, v in value.items())
     try:
         if kind is int and not isinstance(value, bool):
             return int(value)

@@ -68,7 +68,7 @@ class Engine:
         self.dispatcher.check()
         run_id = uuid.uuid4().hex
         roots = self.store.transact(ops.insert_run, run_id, graph, values, logical_time,
-                                    self.config.max_map_size)
+                                    self.config.max_map_size, self.limits(wdef))
         if not self.publish(roots):
             raise UnreachableError("broker", self.config.broker_url,
                                    f"run {run_id} is recorded and its first tasks will be "
@@ -87,6 +87,23 @@ class Engine:
             return False
         return True
 
+    def limits(self, wdef: authoring.WorkflowDef) -> ops.Limits:
+        """The concurrency limits of a new run of ``wdef``."""
+        for name in ("max_active_tasks", "max_active_runs"):
+            value = wdef.options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise UserError(f"workflow {wdef.name!r}: {name} must be an integer >= 1, "
+                                f"got {value!r}")
+        return ops.Limits(self.config.pool_slots(), wdef.options.get("max_active_tasks"),
+                          wdef.options.get("max_active_runs"))
+
+    def set_pool(self, name: str, slots: int) -> int:
+        """Create or resize a pool; returns how many waiting tasks it let start."""
+        admitted = self.store.transact(control.set_pool, name, slots)
+        self.publish(admitted)
+        return len(admitted)
+
     def resume(self, run_id: str, from_node: str | None = None) -> int:
         """Re-run what failed or was canceled (and ``from_node`` onwards); returns how many
         tasks were released at once."""
@@ -101,6 +118,7 @@ class Engine:
         canceled = self.store.transact(control.cancel_run, run_id)
         if canceled.running:
             self.dispatcher.revoke(canceled.running)
+        self.publish(canceled.released)
         return canceled.run_state
 
     # -- executing one node (called by the worker) -----------------------------------

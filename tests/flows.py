@@ -354,3 +354,32 @@ def mapped(n: int = 5, factor: int = 10, fail_on: int = -1):
 def mapped_params(values: list[int] = [1, 2, 3]):
     join(scale.map(values, 2))
     join(scale.map([7, 8], 3))
+
+
+# -- concurrency limits -------------------------------------------------------------------
+@task
+def timed(i: int, seconds: float) -> list[float]:
+    """Returns when it ran: [start, end] (epoch seconds)."""
+    start = time.time()
+    time.sleep(seconds)
+    return [start, time.time()]
+
+
+@task(pool="warehouse")
+def load_part(i: int, seconds: float) -> list[float]:
+    return timed.fn(i, seconds)
+
+
+@workflow
+def pooled(n: int = 30, seconds: float = 0.2):
+    join([load_part(i, seconds) for i in range(n)])
+
+
+@workflow(max_active_tasks=2)
+def two_at_a_time(n: int = 6, seconds: float = 0.2):
+    join([timed(i, seconds) for i in range(n)])
+
+
+@workflow(max_active_runs=1)
+def one_at_a_time(seconds: float = 0.5):
+    timed(0, seconds)

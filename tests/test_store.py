@@ -324,3 +324,65 @@ def test_rerunning_a_map_s_input_expands_it_again(engine):
         f"scale[{i}]" for i in range(4)]
     assert results_of(engine, run_id, ["scale"])["scale"] == [1, 11, 21, 31]
     assert run["tasks_total"] == 4 + 4
+
+
+def test_a_pool_lets_only_its_slots_run_and_each_end_admits_the_next(engine):
+    engine.config = Config(database_url=engine.config.database_url, pools="warehouse=2")
+    run_id = engine.trigger("pooled", {"n": "5", "seconds": "0"})
+    assert len(engine.dispatcher.sent) == 2             # three wait, without a message
+    with engine.store.read() as conn:
+        from qflow.store.pools import listing
+        assert listing(conn) == [{"name": "warehouse", "slots": 2, "used": 2, "waiting": 3}]
+    first = engine.dispatcher.sent.pop(0)
+    engine.execute(first.run_id, first.node, 1)
+    assert len(engine.dispatcher.sent) == 2             # one ended, one admitted
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+    with engine.store.read() as conn:
+        assert listing(conn)[0]["used"] == 0
+
+
+def test_resizing_a_pool_admits_waiting_tasks(engine):
+    engine.config = Config(database_url=engine.config.database_url, pools="warehouse=1")
+    engine.trigger("pooled", {"n": "4", "seconds": "0"})
+    assert len(engine.dispatcher.sent) == 1
+    assert engine.set_pool("warehouse", 3) == 2
+    assert len(engine.dispatcher.sent) == 3
+
+
+def test_canceling_a_run_gives_its_slots_to_another_run(engine):
+    engine.config = Config(database_url=engine.config.database_url, pools="warehouse=2")
+    first = engine.trigger("pooled", {"n": "2", "seconds": "0"})
+    second = engine.trigger("pooled", {"n": "2", "seconds": "0"})
+    assert {d.run_id for d in engine.dispatcher.sent} == {first}
+    engine.dispatcher.sent.clear()
+    engine.cancel(first)
+    assert sorted(d.run_id for d in engine.dispatcher.sent) == [second, second]
+    drain(engine)
+    assert run_of(engine, second)["state"] == "succeeded"
+
+
+def test_a_task_naming_an_unknown_pool_is_refused_before_anything_runs(engine):
+    with pytest.raises(UserError, match=r"unknown pool 'warehouse': give it slots with "
+                                        r"`qflow pools set warehouse N`"):
+        engine.trigger("pooled", {"n": "2"})
+    assert engine.dispatcher.sent == []
+
+
+def test_max_active_tasks_caps_a_workflow_s_running_tasks(engine):
+    engine.trigger("two_at_a_time", {"n": "5", "seconds": "0"})
+    assert len(engine.dispatcher.sent) == 2
+    drain(engine)
+
+
+def test_max_active_runs_holds_extra_runs_until_one_ends(engine):
+    first = engine.trigger("one_at_a_time", {"seconds": "0"})
+    second = engine.trigger("one_at_a_time", {"seconds": "0"})
+    assert [d.run_id for d in engine.dispatcher.sent] == [first]
+    assert run_of(engine, second)["state"] == "queued"
+    item = engine.dispatcher.sent.pop(0)
+    engine.execute(item.run_id, item.node, 1)
+    assert run_of(engine, first)["state"] == "succeeded"
+    assert [d.run_id for d in engine.dispatcher.sent] == [second]
+    drain(engine)
+    assert run_of(engine, second)["state"] == "succeeded"

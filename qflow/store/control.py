@@ -11,17 +11,19 @@ from .. import states as S
 from ..dag import topological_order
 from ..errors import UserError
 from .models import edges, runs, tasks
-from . import mapping
-from .ops import (Dispatch, count_ended, propagate, release, set_task_state, transition,
-                  utcnow)
+from . import mapping, pools
+from .ops import (Dispatch, _dispatch_rows, cancel_open, count_ended, propagate, release, run_ended,
+                  set_task_state, utcnow)
 
 
 @dataclass(frozen=True)
 class Canceled:
-    """A canceled run: the Celery ids of the attempts that were running, to revoke."""
+    """A canceled run: the Celery ids of the attempts that were running, to revoke, and
+    tasks of other runs admitted to the pool slots it gave back, to publish."""
 
     run_state: str | None
     running: list[str]
+    released: list[Dispatch]
 
 
 def _run_row(conn: Connection, run_id: str):
@@ -41,10 +43,11 @@ def cancel_run(conn: Connection, run_id: str) -> Canceled:
         select(tasks.c.celery_id).where(tasks.c.run_id == run_id, tasks.c.state == S.RUNNING))
         if r.celery_id]
     now = utcnow()
-    rows = transition(conn, run_id, S.CANCELED, expect=tuple(S.ACTIVE), finished_at=now,
-                      returning=(tasks.c.node,))
-    return Canceled(count_ended(conn, run_id, [(r.node, S.CANCELED) for r in rows], now),
-                    running)
+    ended, released = cancel_open(conn, run_id, S.ACTIVE, now)
+    final = count_ended(conn, run_id, ended, now)
+    if final is not None:
+        released += run_ended(conn, run_id, run.workflow, now)
+    return Canceled(final, running, released)
 
 
 _AGAIN = (S.FAILED, S.CANCELED, S.UPSTREAM_FAILED)
@@ -84,8 +87,8 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
 
 def _graph(conn: Connection, run_id: str):
     rows = {r.node: SimpleNamespace(**r._mapping) for r in conn.execute(
-        select(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-               tasks.c.options, tasks.c.attempts, tasks.c.n_parents)
+        select(tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+               tasks.c.options, tasks.c.attempts, tasks.c.n_parents, tasks.c.pools)
         .where(tasks.c.run_id == run_id))}
     pairs = [(e.parent, e.child) for e in conn.execute(
         select(edges.c.parent, edges.c.child).where(edges.c.run_id == run_id))]
@@ -146,3 +149,8 @@ def _recount(conn: Connection, run_id: str, now) -> None:
         "state": S.RUNNING, "finished_at": None}
     conn.execute(update(runs).where(runs.c.id == run_id).values(
         tasks_left=left, tasks_failed=failed, tasks_canceled=canceled, **ended))
+
+
+def set_pool(conn: Connection, name: str, slots: int) -> list[Dispatch]:
+    """Create or resize a pool; returns the waiting tasks its new slots admit."""
+    return _dispatch_rows(conn, pools.set_slots(conn, name, slots, utcnow()))

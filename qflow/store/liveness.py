@@ -68,7 +68,10 @@ def take_stale(conn: Connection, older_than: float, limit: int = 1000) -> list[D
 
 
 def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
-    ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition).limit(limit)
+    # A task waiting for a pool slot has no message on purpose.
+    has_message = tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
+    ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition,
+                                   has_message).limit(limit)
     rows = conn.execute(
         update(tasks).where(tasks.c.id.in_(ids.scalar_subquery()))
         .values(unsent=False, queued_at=utcnow())

@@ -32,6 +32,8 @@ class Run(Base):
     tasks_left: Mapped[int] = mapped_column(Integer, default=0)
     tasks_failed: Mapped[int] = mapped_column(Integer, default=0)
     tasks_canceled: Mapped[int] = mapped_column(Integer, default=0)
+    # Waiting for a free place under the workflow's max_active_runs.
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
@@ -42,6 +44,7 @@ class Run(Base):
         Index("uq_qflow_runs_workflow_logical", "workflow", "logical_time", unique=True,
               sqlite_where=text("superseded_by IS NULL"),
               postgresql_where=text("superseded_by IS NULL")),
+        Index("ix_qflow_runs_held", "workflow", "held", "created_at"),
     )
 
 
@@ -75,6 +78,9 @@ class TaskInstance(Base):
     # Released in the DB but its message could not be published (broker down): the
     # reconciler publishes it later.
     unsent: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Concurrency pools this task needs (JSON list) and whether it holds their slots.
+    pools: Mapped[str | None] = mapped_column(Text)
+    holding: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
@@ -140,9 +146,34 @@ class Worker(Base):
     last_seen: Mapped[dt.datetime]
 
 
+class Pool(Base):
+    """A named concurrency limit shared by every worker and host."""
+
+    __tablename__ = "qflow_pools"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class PoolWait(Base):
+    """A queued task waiting for a slot of ``pool``; admitted oldest first."""
+
+    __tablename__ = "qflow_pool_waits"
+
+    pool: Mapped[str] = mapped_column(String(200), primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("qflow_tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    since: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_qflow_pool_waits_since", "pool", "since"),)
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
 attempts = Attempt.__table__
 workers = Worker.__table__
+pools = Pool.__table__
+pool_waits = PoolWait.__table__
 schedules = WorkflowSchedule.__table__

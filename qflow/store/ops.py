@@ -16,7 +16,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from .. import states as S
 from ..dag import Graph, refs_in
-from . import mapping
+from . import mapping, pools
 from .models import attempts, edges, runs, tasks
 
 
@@ -109,10 +109,14 @@ def message_options(options: str | dict | None) -> dict[str, Any]:
 
 
 def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
-               logical_time: dt.datetime | None = None,
-               max_map_size: int | None = None) -> list[Dispatch]:
-    """Record a run with all its task rows and edges; return the roots to publish."""
-    now = utcnow()
+               logical_time: dt.datetime | None = None, max_map_size: int | None = None,
+               limits: Limits | None = None) -> list[Dispatch]:
+    """Record a run with all its task rows and edges; return the roots to publish.
+
+    With ``max_active_runs`` reached the run is recorded but held: nothing is published
+    until a run of the workflow ends.
+    """
+    now, limits = utcnow(), limits or Limits()
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
     for _, child in graph.edges:
         n_parents[child] += 1
@@ -120,38 +124,72 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(params),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
-    rows, roots, mapped_roots = [], [], []
+    needed = limits.register(conn, graph)
+    rows = []
     for node in graph.nodes.values():
         options = dict(node.options)
         if "map" in options:
             options["map"] = {**options["map"], "max": max_map_size}
         ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
-        if ready and "map" in options:
-            mapped_roots.append(SimpleNamespace(node=node.id, options=json.dumps(options),
-                                                queue=node.queue, attempts=0))
-            ready = False                     # expanded below, once every row exists
         rows.append(dict(
             run_id=run_id, node=node.id, task=node.task,
-            state=S.QUEUED if ready else S.PENDING, trigger_rule=node.trigger_rule,
-            queue=node.queue, call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
+            state=S.QUEUED if ready and "map" not in options else S.PENDING,
+            trigger_rule=node.trigger_rule, queue=node.queue,
+            call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
             options=json.dumps(options) if options else None,
+            pools=json.dumps(needed[node.id]) if needed[node.id] else None,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
             attempts=0, queued_at=now if ready else None))
-        if ready:
-            roots.append(Dispatch(run_id, node.id, 1, node.queue, graph.workflow,
-                                  **message_options(options)))
     conn.execute(insert(tasks), rows)
     if graph.edges:
         conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
                                      for p, c in sorted(graph.edges)])
+    if not pools.start_or_hold(conn, run_id, graph.workflow, limits.max_active_runs):
+        return []
+    return start_run(conn, run_id, graph.workflow, now)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The concurrency limits a new run is subject to."""
+
+    pools: dict[str, int] = field(default_factory=dict)     # from the config
+    max_active_tasks: int | None = None
+    max_active_runs: int | None = None
+
+    def register(self, conn: Connection, graph: Graph) -> dict[str, list[str]]:
+        """Make sure every pool exists; return the pools each node needs."""
+        pools.ensure(conn, self.pools, overwrite=False)
+        shared = []
+        if self.max_active_tasks is not None:
+            shared = [pools.task_pool(graph.workflow)]
+            pools.ensure(conn, {shared[0]: self.max_active_tasks}, overwrite=True)
+        needed = {n.id: sorted({*shared, *([n.options["pool"]] if n.options.get("pool")
+                                           else [])}) for n in graph.nodes.values()}
+        pools.check_known(conn, {p for names in needed.values() for p in names})
+        return needed
+
+
+def start_run(conn: Connection, run_id: str, workflow: str, now: dt.datetime
+              ) -> list[Dispatch]:
+    """Publish a run's roots (taking pool slots) and expand its root maps."""
+    out: list[Dispatch] = []
     ended: list[tuple[str, str]] = []
-    for row in mapped_roots:
-        sent, done = release(conn, run_id, graph.workflow, row, now)
-        roots += sent
+    for row in conn.execute(select(*_ROW).where(
+            tasks.c.run_id == run_id, tasks.c.attempts == 0,
+            (tasks.c.state == S.QUEUED) | ((tasks.c.state == S.PENDING)
+                                           & (tasks.c.n_parents == 0)))).all():
+        sent, done = (release(conn, run_id, workflow, row, now) if row.state == S.PENDING
+                      else _queued(conn, run_id, workflow, row, now))
+        out += sent
         ended += done
     if ended:
-        roots += propagate(conn, run_id, graph.workflow, ended, now)[0]
-    return roots
+        out += propagate(conn, run_id, workflow, ended, now)[0]
+    return out
+
+
+_ROW = (tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue, tasks.c.options,
+        tasks.c.attempts, tasks.c.pools)
 
 
 def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
@@ -199,7 +237,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     row = set_task_state(conn, run_id, node, outcome.state, expect=(S.RUNNING,),
                          attempt=attempt, finished_at=None if retrying else now,
                          result=outcome.result, error=outcome.error, **due,
-                         returning=(tasks.c.id, tasks.c.queue, tasks.c.options))
+                         returning=(tasks.c.id, tasks.c.queue, tasks.c.options,
+                                    tasks.c.pools, tasks.c.holding))
     if row is None:
         return None
     conn.execute(update(attempts)
@@ -214,13 +253,15 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
                          **message_options(row.options))
         return Finished(workflow, [again])
     ended = [(node, outcome.state)]
+    freed = _dispatch_rows(conn, pools.give_back(conn, row.id, json.loads(row.pools), now)
+                           ) if row.holding else []
     if outcome.state == S.FAILED and fail_fast:
-        ended += [(r.node, S.CANCELED) for r in transition(
-            conn, run_id, S.CANCELED, expect=(S.PENDING, S.QUEUED, S.RETRYING),
-            finished_at=now, returning=(tasks.c.node,))]
+        canceled, admitted = cancel_open(conn, run_id, (S.PENDING, S.QUEUED, S.RETRYING), now)
+        ended += canceled
+        freed += admitted
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
     released, run_state = propagate(conn, run_id, workflow, ended, now, chosen)
-    return Finished(workflow, released, run_state)
+    return Finished(workflow, freed + released, run_state)
 
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -248,7 +289,7 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
             .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
             .values({counter: getattr(tasks.c, counter) + 1})
             .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.options, tasks.c.attempts, tasks.c.n_parents,
+                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
                        tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped)).all()
         picked = (chosen or {}).get(node)
         for child in rows:
@@ -272,7 +313,40 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
                                   finished_at=now) is not None:
                     todo.append((child.node, verdict))
-    return released, count_ended(conn, run_id, todo, now)
+    final = count_ended(conn, run_id, todo, now)
+    if final is not None:
+        released += run_ended(conn, run_id, workflow, now)
+    return released, final
+
+
+def run_ended(conn: Connection, run_id: str, workflow: str, now: dt.datetime
+              ) -> list[Dispatch]:
+    """A run ended: a run held back by max_active_runs may start."""
+    held = conn.execute(select(runs.c.held).where(runs.c.id == run_id)).scalar_one()
+    if held:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(held=False))
+    admitted = pools.next_run(conn, workflow, was_held=held)
+    return start_run(conn, admitted, workflow, now) if admitted else []
+
+
+def cancel_open(conn: Connection, run_id: str, expect: Iterable[str], now: dt.datetime
+                ) -> tuple[list[tuple[str, str]], list[Dispatch]]:
+    """Cancel a run's tasks in ``expect`` states; returns (ended, tasks admitted to the
+    pool slots they gave back)."""
+    rows = transition(conn, run_id, S.CANCELED, expect=tuple(expect), finished_at=now,
+                      returning=(tasks.c.id, tasks.c.node, tasks.c.pools, tasks.c.holding))
+    pools.forget_waits(conn, [r.id for r in rows if r.pools and not r.holding])
+    admitted = []
+    for r in rows:
+        if r.holding:
+            admitted += pools.give_back(conn, r.id, json.loads(r.pools), now)
+    return [(r.node, S.CANCELED) for r in rows], _dispatch_rows(conn, admitted)
+
+
+def _dispatch_rows(conn: Connection, rows: list) -> list[Dispatch]:
+    names = dict(conn.execute(select(runs.c.id, runs.c.workflow).where(
+        runs.c.id.in_({r.run_id for r in rows}))).all()) if rows else {}
+    return [dispatch_of(r.run_id, names[r.run_id], r) for r in rows]
 
 
 def release(conn: Connection, run_id: str, workflow: str, row, now: dt.datetime
@@ -289,11 +363,27 @@ def release(conn: Connection, run_id: str, workflow: str, row, now: dt.datetime
         options = {k: v for k, v in json.loads(row.options).items() if k != "map"}
         return ([Dispatch(run_id, eid, 1, row.queue, workflow, **message_options(options))
                  for eid in ids], [(row.node, ended)] if ended else [])
-    if set_task_state(conn, run_id, row.node, S.QUEUED, expect=(S.PENDING,),
-                      queued_at=now) is None:
+    queued = set_task_state(conn, run_id, row.node, S.QUEUED, expect=(S.PENDING,),
+                            queued_at=now)
+    if queued is None:
         return [], []
-    return [Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
-                     **message_options(row.options))], []
+    return _queued(conn, run_id, workflow, SimpleNamespace(
+        id=queued.id, node=row.node, queue=row.queue, options=row.options,
+        attempts=row.attempts, pools=row.pools), now)
+
+
+def _queued(conn: Connection, run_id: str, workflow: str, row, now: dt.datetime
+            ) -> tuple[list[Dispatch], list[tuple[str, str]]]:
+    """A queued task is published, unless it must first wait for a pool slot."""
+    if row.pools and not pools.acquire(conn, row.id, json.loads(row.pools), now):
+        return [], []
+    return [dispatch_of(run_id, workflow, row)], []
+
+
+def dispatch_of(run_id: str, workflow: str, row) -> Dispatch:
+    """The message for a task row's next attempt."""
+    return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
+                    **message_options(row.options))
 
 
 def _workflow(conn: Connection, run_id: str) -> str:

@@ -1,0 +1,164 @@
+"""Concurrency limits enforced in the DB, across every worker and host.
+
+A pool has ``slots``; a task that needs a pool takes a slot when it is released and gives
+it back when it ends (a retry keeps it). A task that finds no free slot stays ``queued``
+without a message, in ``qflow_pool_waits``; the task that frees a slot admits the oldest
+waiter, so waiting costs no worker process and no polling. A workflow's
+``max_active_tasks`` is the pool ``workflow:NAME``; its ``max_active_runs`` the pool
+``runs:NAME``, whose waiting runs are ``held``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .. import states as S
+from ..errors import UserError
+from .models import pool_waits, pools, runs, tasks
+
+
+def task_pool(workflow: str) -> str:
+    return f"workflow:{workflow}"
+
+
+def run_pool(workflow: str) -> str:
+    return f"runs:{workflow}"
+
+
+def ensure(conn: Connection, slots: dict[str, int], overwrite: bool) -> None:
+    """Create missing pools; with ``overwrite``, also set the slots of existing ones."""
+    for name, n in slots.items():
+        if overwrite and conn.execute(update(pools).where(pools.c.name == name)
+                                      .values(slots=n)).rowcount:
+            continue
+        exists = conn.execute(select(pools.c.name).where(pools.c.name == name)).first()
+        if exists is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(pools).values(name=name, slots=n, used=0))
+            except IntegrityError:        # created meanwhile by another trigger
+                pass
+
+
+def check_known(conn: Connection, names: set[str]) -> None:
+    found = {r.name for r in conn.execute(select(pools.c.name).where(pools.c.name.in_(names)))}
+    missing = sorted(names - found)
+    if missing:
+        raise UserError(f"unknown pool {missing[0]!r}: give it slots with `qflow pools set "
+                        f"{missing[0]} N` or in the config's `pools`")
+
+
+def set_slots(conn: Connection, name: str, slots: int, now: dt.datetime) -> list[tuple]:
+    """Create or resize a pool; returns the waiting tasks it now admits."""
+    ensure(conn, {name: slots}, overwrite=True)
+    return admit(conn, [name], now)
+
+
+def listing(conn: Connection) -> list[dict]:
+    waiting = dict(conn.execute(select(pool_waits.c.pool, func.count())
+                                .group_by(pool_waits.c.pool)).all())
+    return [{"name": r.name, "slots": r.slots, "used": r.used,
+             "waiting": waiting.get(r.name, 0)}
+            for r in conn.execute(select(pools).order_by(pools.c.name))]
+
+
+def acquire(conn: Connection, task_id: int, names: list[str], now: dt.datetime) -> bool:
+    """Take one slot of each pool (in name order, so two takers cannot deadlock), or
+    none and wait for the first that is full."""
+    taken: list[str] = []
+    for name in sorted(names):
+        if _take(conn, name):
+            taken.append(name)
+            continue
+        for done in taken:
+            _give(conn, done)
+        exists = conn.execute(select(pool_waits.c.task_id).where(
+            pool_waits.c.pool == name, pool_waits.c.task_id == task_id)).first()
+        if exists is None:
+            conn.execute(insert(pool_waits).values(pool=name, task_id=task_id, since=now))
+        return False
+    conn.execute(update(tasks).where(tasks.c.id == task_id).values(holding=True))
+    return True
+
+
+def _take(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(update(pools).where(pools.c.name == name,
+                                                 pools.c.used < pools.c.slots)
+                             .values(used=pools.c.used + 1)).rowcount)
+
+
+def _give(conn: Connection, name: str) -> None:
+    conn.execute(update(pools).where(pools.c.name == name, pools.c.used > 0)
+                 .values(used=pools.c.used - 1))
+
+
+def give_back(conn: Connection, task_id: int, names: list[str], now: dt.datetime
+              ) -> list[tuple]:
+    """An ended task returns its slots; returns the waiting tasks this admits."""
+    for name in names:
+        _give(conn, name)
+    conn.execute(update(tasks).where(tasks.c.id == task_id).values(holding=False))
+    return admit(conn, names, now)
+
+
+def forget_waits(conn: Connection, task_ids: list[int]) -> None:
+    if task_ids:
+        conn.execute(delete(pool_waits).where(pool_waits.c.task_id.in_(task_ids)))
+
+
+def admit(conn: Connection, names: list[str], now: dt.datetime) -> list[tuple]:
+    """Give free slots to the oldest waiters; returns (run_id, node, attempts, queue,
+    options) of the tasks that may now be published."""
+    admitted = []
+    for name in names:
+        while _has_room(conn, name):
+            waiter = conn.execute(select(pool_waits.c.task_id).where(pool_waits.c.pool == name)
+                                  .order_by(pool_waits.c.since).limit(1)).scalar()
+            if waiter is None:
+                break
+            if not conn.execute(delete(pool_waits).where(
+                    pool_waits.c.pool == name, pool_waits.c.task_id == waiter)).rowcount:
+                continue                              # admitted by someone else
+            row = conn.execute(select(tasks.c.run_id, tasks.c.node, tasks.c.attempts,
+                                      tasks.c.queue, tasks.c.options, tasks.c.pools,
+                                      tasks.c.state).where(tasks.c.id == waiter)).one()
+            if row.state == S.QUEUED and acquire(conn, waiter, json.loads(row.pools), now):
+                admitted.append(row)
+    return admitted
+
+
+def _has_room(conn: Connection, name: str) -> bool:
+    return bool(conn.execute(select(pools.c.name).where(
+        pools.c.name == name, pools.c.used < pools.c.slots)).first())
+
+
+# -- max_active_runs ----------------------------------------------------------------------
+def start_or_hold(conn: Connection, run_id: str, workflow: str, limit: int | None) -> bool:
+    """Take a place for a new run; False (and the run is held) when the workflow already
+    has ``limit`` runs going."""
+    if limit is None:
+        return True
+    ensure(conn, {run_pool(workflow): limit}, overwrite=True)
+    if _take(conn, run_pool(workflow)):
+        return True
+    conn.execute(update(runs).where(runs.c.id == run_id).values(held=True))
+    return False
+
+
+def next_run(conn: Connection, workflow: str, was_held: bool) -> str | None:
+    """A run ended: free its place and return the oldest held run that takes it."""
+    if not was_held:
+        _give(conn, run_pool(workflow))
+    while _has_room(conn, run_pool(workflow)):
+        candidate = conn.execute(select(runs.c.id).where(
+            runs.c.workflow == workflow, runs.c.held.is_(True), runs.c.state == S.QUEUED)
+            .order_by(runs.c.created_at).limit(1)).scalar()
+        if candidate is None:
+            return None
+        if conn.execute(update(runs).where(runs.c.id == candidate, runs.c.held.is_(True))
+                        .values(held=False)).rowcount and _take(conn, run_pool(workflow)):
+            return candidate
+    return None
