@@ -121,6 +121,9 @@ def _validate_task_options(name: str, options: dict) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or value < 0):
             raise OptionError(f"@task on {name!r}: {key} must be a number >= 0, got {value!r}")
+    if options.get("isolation") not in (None, "subprocess"):
+        raise OptionError(f"@task on {name!r}: isolation must be 'subprocess', got "
+                          f"{options['isolation']!r}")
     priority = options.get("priority")
     if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
         raise OptionError(f"@task on {name!r}: priority must be an int from 0 to 9 "
@@ -301,6 +304,25 @@ def _validate_schedule(wdef: WorkflowDef) -> None:
             wdef.resolve_params(wdef.options.get("params"))
     except UserError as exc:
         raise OptionError(f"@workflow on {wdef.name!r}: {exc}") from None
+
+
+def shell(command: str, name: str = "shell", **options) -> TaskDef:
+    """A task that runs ``command`` in a shell, its ``{placeholders}`` filled from the
+    call's arguments: ``dbt = shell("dbt run --select {model}", name="dbt_run")`` then
+    ``dbt(model="orders")`` in a workflow body. Output goes to the task's log; a non-zero
+    exit fails the task."""
+    from .isolation import run_command
+
+    def run(*args, **values):
+        return run_command(command, *args, **values)
+
+    run.__name__ = run.__qualname__ = name
+    run.__module__ = "qflow.shell"
+    run.__doc__ = f"$ {command}"
+    existing = TASKS.get(f"qflow.shell.{name}")
+    if existing is not None and existing.fn.__doc__ != run.__doc__:
+        raise OptionError(f"shell task name {name!r} is used for two commands")
+    return task(run, **options)
 
 
 def register_workflow(wdef: WorkflowDef) -> None:

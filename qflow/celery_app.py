@@ -9,7 +9,8 @@ from typing import Iterator
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery
 from celery.exceptions import ImproperlyConfigured
-from celery.signals import task_failure, worker_ready, worker_shutdown
+from celery.signals import (task_failure, worker_process_shutdown, worker_ready,
+                            worker_shutdown)
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -198,6 +199,8 @@ def run_worker(app: Celery, engine, queues: list[str], concurrency: int,
             upkeep.start()
 
     worker_ready.connect(started, weak=False)
+    # In each pool process: async tasks still running finish before it exits.
+    worker_process_shutdown.connect(lambda **_: engine.stop_async(), weak=False)
     worker_shutdown.connect(lambda **_: upkeep.stop(), weak=False)
     worker.start()
     return worker.exitcode or 0

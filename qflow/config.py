@@ -26,6 +26,7 @@ class Config:
     wait_poll_interval: float = 0.2
     db_pool_size: int = 5
     max_map_size: int = 10_000          # widest .map() a run may expand
+    async_concurrency: int = 100        # async tasks running at once per worker process
     pools: str = ""                     # "name=slots,name=slots": pools created on first use
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0

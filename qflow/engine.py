@@ -5,18 +5,22 @@ way under Celery, in the embedded worker and in tests that drain messages by han
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
+import inspect
 import json
 import logging
+import os
 import time
 import traceback
 import uuid
 from typing import Any, Callable, Protocol
 
-from . import alerts, authoring, capture, dag
+from . import aio, alerts, authoring, capture, dag, isolation
 from .config import Config
 from .context import TaskContext, _current
-from .errors import Fail, UnreachableError, UserError, WorkerLost
+from .errors import Fail, TaskTimeout, UnreachableError, UserError, WorkerLost
 from .retry import retry_in
 from .states import FAILED, RETRYING, SUCCEEDED, TERMINAL
 from .store import Store, control, liveness, ops, read
@@ -132,6 +136,10 @@ class Engine:
         ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
                           claimed.logical_time)
         tdef = authoring.find_task(claimed.task)
+        if tdef is not None and inspect.iscoroutinefunction(tdef.fn) \
+                and claimed.options.get("isolation") != "subprocess":
+            self._start_async(ctx, tdef, claimed, worker)
+            return None                       # recorded by the event loop when it ends
         outcome = self._call(tdef, claimed, ctx)
         return self._record(ctx, tdef, claimed.options, outcome)
 
@@ -191,26 +199,82 @@ class Engine:
 
     def _call(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
         if tdef is None:
-            return _failure(LookupError(f"task {claimed.task!r} is not in this worker's app "
-                                        "(start the worker with the same -A/--app)"),
-                            {}, ctx.attempt, None)
-        args = dag.substitute(claimed.call.get("args", []), claimed.inputs)
-        kwargs = dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs)
+            return _missing(claimed, ctx)
+        args, kwargs = _arguments(claimed)
         token = _current.set(ctx)
         out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
         try:
             with out:
-                value = call_with_timeout(tdef.fn, args, kwargs, claimed.options.get("timeout"))
+                value = self._invoke(tdef, args, kwargs, claimed.options)
         except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
             return dataclasses.replace(_failure(exc, claimed.options, ctx.attempt, tdef),
                                        log=out.text)
         finally:
             _current.reset(token)
-        limit = int(claimed.options.get("result_max_bytes") or self.config.result_max_bytes)
+        return self._succeeded(value, claimed, ctx, out.text)
+
+    def _invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
+        timeout = options.get("timeout")
+        if options.get("isolation") == "subprocess":
+            return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
+                                                self.config.log_max_bytes)
+        return call_with_timeout(tdef.fn, args, kwargs, timeout)
+
+    def _succeeded(self, value: Any, claimed: ops.Claimed, ctx: TaskContext,
+                   log_text: str | None) -> ops.Outcome:
         if claimed.options.get("branch"):
-            return dataclasses.replace(
-                _branch(value, ctx.node, self._children(ctx.run_id, ctx.node)), log=out.text)
-        return dataclasses.replace(_success(value, limit), log=out.text)
+            outcome = _branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
+        else:
+            limit = int(claimed.options.get("result_max_bytes")
+                        or self.config.result_max_bytes)
+            outcome = _success(value, limit)
+        return dataclasses.replace(outcome, log=log_text)
+
+    # -- async tasks: many overlap on one event loop per process ----------------------
+    def _start_async(self, ctx: TaskContext, tdef, claimed: ops.Claimed, worker: str) -> None:
+        name = f"{worker}/{os.getpid()}"
+        heartbeat = None
+        if not self.config.embedded:
+            self.store.transact(liveness.assign_worker, ctx.run_id, ctx.node, ctx.attempt, name)
+            started = ops.utcnow()
+            heartbeat = functools.partial(self.store.transact, liveness.heartbeat, name,
+                                          os.getpid(), started)
+        loop = aio.runner(self.config.async_concurrency, heartbeat,
+                          self.config.heartbeat_interval)
+        self._async_name = name
+
+        async def job() -> None:
+            outcome = await self._acall(tdef, claimed, ctx)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._record, ctx, tdef, claimed.options, outcome)
+
+        loop.submit(job)
+
+    def stop_async(self, timeout: float = 300.0) -> None:
+        """At process shutdown: let running async tasks end, then forget the loop."""
+        loop = aio.current()
+        if loop is None:
+            return
+        loop.drain(timeout)
+        name = getattr(self, "_async_name", None)
+        if name and not self.config.embedded:
+            self.store.transact(liveness.forget, name, os.getpid())
+
+    async def _acall(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
+        args, kwargs = _arguments(claimed)
+        _current.set(ctx)                     # this coroutine's own context
+        timeout = claimed.options.get("timeout")
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            with out:
+                value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
+        except asyncio.TimeoutError:
+            return dataclasses.replace(_failure(TaskTimeout(timeout), claimed.options,
+                                                ctx.attempt, tdef), log=out.text)
+        except Exception as exc:  # noqa: BLE001
+            return dataclasses.replace(_failure(exc, claimed.options, ctx.attempt, tdef),
+                                       log=out.text)
+        return self._succeeded(value, claimed, ctx, out.text)
 
     def _children(self, run_id: str, node: str) -> list[str]:
         with self.store.read() as conn:
@@ -268,6 +332,18 @@ class Engine:
             time.sleep(self.config.wait_poll_interval)
 
 
+def _arguments(claimed: ops.Claimed) -> tuple[list, dict]:
+    """The call's arguments with the parents' stored values in place of their handles."""
+    return (dag.substitute(claimed.call.get("args", []), claimed.inputs),
+            dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs))
+
+
+def _missing(claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
+    return _failure(LookupError(f"task {claimed.task!r} is not in this worker's app "
+                                "(start the worker with the same -A/--app)"),
+                    {}, ctx.attempt, None)
+
+
 def _success(value: Any, limit: int) -> ops.Outcome:
     try:
         text = json.dumps(value)
@@ -302,7 +378,7 @@ def _branch(value: Any, node: str, children: list[str]) -> ops.Outcome:
 def _failure(exc: BaseException, options: dict, attempt: int, tdef) -> ops.Outcome:
     name = type(exc).__name__
     message = f"{name}: {exc}" if str(exc) else name
-    tb = "".join(traceback.format_exception(exc))
+    tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
     retry_on = tdef.options.get("retry_on") if tdef is not None else None
     delay = retry_in(options, attempt, exc, retry_on)
     return ops.Outcome(FAILED if delay is None else RETRYING,

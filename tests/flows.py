@@ -383,3 +383,62 @@ def two_at_a_time(n: int = 6, seconds: float = 0.2):
 @workflow(max_active_runs=1)
 def one_at_a_time(seconds: float = 0.5):
     timed(0, seconds)
+
+
+# -- async, subprocess and shell tasks ------------------------------------------------------
+import asyncio  # noqa: E402
+
+from qflow import shell  # noqa: E402
+
+
+@task
+async def nap(i: int, seconds: float) -> list:
+    start = time.time()
+    await asyncio.sleep(seconds)
+    print(f"nap {i} done")
+    return [i, start, time.time(), os.getpid()]
+
+
+@workflow
+def napping(n: int = 200, seconds: float = 0.5):
+    join([nap(i, seconds) for i in range(n)])
+
+
+@task(isolation="subprocess")
+def crash(code: int) -> None:
+    print("about to exit")
+    os._exit(code)
+
+
+@task(isolation="subprocess")
+def isolated(x: int) -> dict:
+    print("in the child")
+    return {"pid": os.getpid(), "parent": os.getppid(), "double": x * 2}
+
+
+@task(isolation="subprocess", retries=1, retry_on=(KeyError,))
+def isolated_error(counter: str) -> None:
+    with open(counter, "a") as fh:
+        fh.write("x")
+    raise KeyError("missing key")
+
+
+@workflow
+def crashing(code: int = 1):
+    crash(code) >> const("after")
+    isolated(21)
+
+
+@workflow
+def isolated_errors(counter: str):
+    isolated_error(counter)
+
+
+echo_words = shell("echo {greeting}, {name} && echo to-stderr >&2", name="echo_words")
+failing_command = shell("echo partial output; ls /no/such/dir", name="failing_command")
+
+
+@workflow
+def shelling(name: str = "world"):
+    echo_words(greeting="hello", name=name)
+    failing_command()

@@ -28,6 +28,13 @@ def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) ->
             pass
 
 
+def assign_worker(conn: Connection, run_id: str, node: str, attempt: int, name: str) -> None:
+    """Name the process that now runs this attempt (an async task's event loop)."""
+    conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node,
+                                     tasks.c.attempts == attempt, tasks.c.state == S.RUNNING)
+                 .values(worker=name))
+
+
 def forget(conn: Connection, name: str, pid: int) -> None:
     """A worker that stopped cleanly (no task left running) removes its row."""
     conn.execute(delete(workers).where(workers.c.name == name, workers.c.pid == pid))
