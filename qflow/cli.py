@@ -19,7 +19,7 @@ from .loader import load_app
 from .runtime import Runtime
 from .store import observe, read
 from .store.migrate import upgrade
-from .states import SUCCEEDED, TASK_STATES, RUN_STATES
+from .states import SUCCEEDED, RUN_STATES
 
 
 class Obj:

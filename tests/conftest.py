@@ -197,3 +197,14 @@ def amqp_cluster(amqp_url, pg_server_url, tmp_path_factory):
     c = start_cluster(amqp_url, pg_server_url, tmp_path_factory.mktemp("amqp"), 2)
     yield c
     c.stop()
+
+
+def attempt_rows(rt, run_id: str, node: str) -> list:
+    """Every attempt row of one task, oldest first."""
+    from sqlalchemy import select
+    from qflow.store.models import attempts, tasks
+    with rt.store.read() as conn:
+        return conn.execute(
+            select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
+            .where(tasks.c.run_id == run_id, tasks.c.node == node)
+            .order_by(attempts.c.number)).all()

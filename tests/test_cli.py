@@ -147,7 +147,7 @@ def test_an_unreachable_broker_exits_3_and_hides_the_password(tmp_path):
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     out = qflow("-A", FLOWS, "trigger", "diamond", cwd=tmp_path,
                 env=qflow_env(QFLOW_BROKER_URL=url))
-    assert_one_line_error(out, 3, f"cannot reach the broker at redis://:***@127.0.0.1:")
+    assert_one_line_error(out, 3, "cannot reach the broker at redis://:***@127.0.0.1:")
     assert "s3cret" not in out.stderr + out.stdout
 
 

@@ -2,18 +2,15 @@
 cancel and fail-fast."""
 from __future__ import annotations
 
-import datetime as dt
-import json
 import os
 import subprocess
 import time
 
 import pytest
-from sqlalchemy import select
 
 import flows  # noqa: F401 - registers the workflows in this process too
+from conftest import attempt_rows
 from qflow.store import read
-from qflow.store.models import attempts, tasks
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +27,6 @@ def run_and_wait(rt, workflow: str, params: dict | None = None, timeout: float =
 
 def states(run: dict) -> dict[str, str]:
     return {t["node"]: t["state"] for t in run["tasks"]}
-
-
-def attempt_rows(rt, run_id: str, node: str) -> list:
-    with rt.store.read() as conn:
-        return conn.execute(
-            select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
-            .where(tasks.c.run_id == run_id, tasks.c.node == node)
-            .order_by(attempts.c.number)).all()
 
 
 def test_a_task_failing_twice_then_succeeding_is_retried_with_backoff(rt, tmp_path):

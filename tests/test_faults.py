@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import select
 
 import fault_flows  # noqa: F401 - registers the workflows in this process too
 import flows  # noqa: F401
 import servers
-from conftest import ROOT, Cluster, _missing, start_cluster
+from conftest import ROOT, Cluster, _missing, attempt_rows, start_cluster
 from qflow.store import read
-from qflow.store.models import attempts, tasks
 
 APP = f"{ROOT / 'tests' / 'flows.py'},{ROOT / 'tests' / 'fault_flows.py'}"
 LOST_TIMEOUT = 3.0
@@ -66,14 +64,6 @@ def pid_lines(path: Path) -> list[list[int]]:
     if not path.exists():
         return []
     return [[int(x) for x in line.split()] for line in path.read_text().splitlines() if line]
-
-
-def attempt_rows(rt, run_id: str, node: str) -> list:
-    with rt.store.read() as conn:
-        return conn.execute(
-            select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
-            .where(tasks.c.run_id == run_id, tasks.c.node == node)
-            .order_by(attempts.c.number)).all()
 
 
 def get_run(rt, run_id: str) -> dict:

@@ -1,7 +1,6 @@
 """async tasks on one worker process, subprocess isolation and shell tasks, on real workers."""
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 

@@ -1,6 +1,4 @@
 """When failed attempts are retried, and after how long (pure)."""
-import pytest
-
 from qflow import Fail
 from qflow.retry import retry_in
 

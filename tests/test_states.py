@@ -39,7 +39,7 @@ def test_transitions_outside_the_table_are_refused():
     with pytest.raises(TransitionError):
         check_transition("succeeded", "running")
     with pytest.raises(TransitionError):
-        check_transition("pending", "succeeded")
+        check_transition("pending", "running")
 
 
 def test_a_run_fails_when_any_task_failed_whatever_the_leaves_say():
