@@ -12,7 +12,7 @@ import click
 
 from . import scheduler as S
 from .cli import Obj, _params, cli, json_option, param_option
-from .errors import UserError
+from .errors import UserError, hide_password
 from .runtime import Runtime
 from .schedule import Schedule, parse_range
 from .states import SUCCEEDED
@@ -39,8 +39,10 @@ def scheduler(obj: Obj, interval: float | None, loglevel: str) -> None:
     if not loaded:
         raise UserError("no loaded workflow has a schedule")
     _log_to_stderr(loglevel)
-    log.info("scheduler started: %s", ", ".join(f"{w.name} ({s.describe()})"
-                                                for w, s in loaded))
+    where = f" (embedded worker, results DB {hide_password(rt.config.database_url)})" \
+        if rt.config.embedded else ""
+    log.info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({s.describe()})"
+                                                        for w, s in loaded))
     stop = threading.Event()
     with rt.embedded():
         # After the embedded worker's setup, which installs handlers of its own.

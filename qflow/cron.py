@@ -1,16 +1,30 @@
-"""Cron expressions: five fields or an ``@alias``, matched on wall-clock dates and times.
+"""Cron expressions: five fields or an ``@alias``, and when they fire in a time zone.
 
 Pure standard library. Fields are ``minute hour day-of-month month day-of-week`` with
 ``*``, lists (``1,15``), ranges (``1-5``), steps (``*/15``, ``8-18/2``, ``5/10``) and
 names (``jan``-``dec``, ``sun``-``sat``; day 7 is Sunday too). As in Vixie cron, when
 both day fields are restricted (neither starts with ``*``) a day matches either of them.
+
+An expression is matched on the wall clock of its time zone. When clocks change:
+
+- a wall time skipped when clocks go forward fires once, at the instant the clocks jump
+  to (02:30 on the spring-forward night in Paris fires at 03:30 CEST);
+- a wall time that happens twice when clocks go back fires once, at its first
+  occurrence, unless the expression matches every hour, in which case it fires at both
+  (an hourly job keeps running hourly).
 """
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 from dataclasses import dataclass
+from typing import Iterator
 
 from .errors import UserError
+
+UTC = dt.timezone.utc
+_ONE_DAY = dt.timedelta(days=1)
+_DAYS_SEARCHED = 366 * 9              # Feb 29 on a Monday: up to 8 years apart
 
 ALIASES = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -135,3 +149,70 @@ def _check_can_fire(cron: Cron, text: str) -> None:
         return
     raise CronError(f"bad cron expression {text!r}: never fires (no such day in the "
                     "given months)")
+
+
+# -- firing in a time zone ---------------------------------------------------------------
+@dataclass(frozen=True)
+class CronRule:
+    """A cron expression evaluated on the wall clock of the schedule's time zone."""
+
+    cron: Cron
+
+    def after(self, t: dt.datetime, tz: zoneinfo.ZoneInfo) -> Iterator[dt.datetime]:
+        for day in _days(t.astimezone(tz).date() - _ONE_DAY, +1):
+            for instant in self._instants(day, tz):
+                if instant > t:
+                    yield instant
+
+    def before(self, t: dt.datetime, tz: zoneinfo.ZoneInfo) -> Iterator[dt.datetime]:
+        for day in _days(t.astimezone(tz).date() + _ONE_DAY, -1):
+            for instant in reversed(self._instants(day, tz)):
+                if instant < t:
+                    yield instant
+
+    def describe(self) -> str:
+        return self.cron.text
+
+    def _instants(self, day: dt.date, tz: zoneinfo.ZoneInfo) -> list[dt.datetime]:
+        """The UTC instants the expression fires at on ``day`` (local), sorted."""
+        if not self.cron.matches_day(day):
+            return []
+        offset = _uniform_offset(day, tz)
+        walls = (dt.datetime.combine(day, dt.time(h, m)) for h, m in self.cron.times)
+        if offset is not None:               # no clock change that day: the common case
+            return [(w - offset).replace(tzinfo=UTC) for w in walls]
+        found = {i for w in walls for i in wall_instants(w, tz, self.cron.every_hour)}
+        return sorted(found)
+
+
+def _days(first: dt.date, step: int) -> Iterator[dt.date]:
+    day = first
+    for _ in range(_DAYS_SEARCHED):
+        yield day
+        if not dt.date.min + _ONE_DAY < day < dt.date.max - _ONE_DAY:
+            return
+        day += step * _ONE_DAY
+
+
+def _uniform_offset(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.timedelta | None:
+    """The zone's UTC offset on ``day`` if it does not change during that day."""
+    start = dt.datetime.combine(day, dt.time())
+    offsets = {start.replace(tzinfo=tz, fold=0).utcoffset(),
+               start.replace(tzinfo=tz, fold=1).utcoffset(),
+               (start + _ONE_DAY).replace(tzinfo=tz, fold=0).utcoffset()}
+    return offsets.pop() if len(offsets) == 1 else None
+
+
+def wall_instants(wall: dt.datetime, tz: zoneinfo.ZoneInfo,
+                  both_folds: bool = False) -> list[dt.datetime]:
+    """The UTC instants a naive wall-clock time in ``tz`` stands for (see module doc)."""
+    first = wall.replace(tzinfo=tz, fold=0)
+    second = wall.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return [first.astimezone(UTC)]
+    happens_twice = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == wall
+    if happens_twice and both_folds:
+        return [first.astimezone(UTC), second.astimezone(UTC)]
+    # Happening twice, fold=0 is the first occurrence. Skipped, fold=0 reads the wall
+    # time with the offset from before the jump: the instant the clocks jump to.
+    return [first.astimezone(UTC)]

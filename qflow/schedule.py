@@ -2,15 +2,8 @@
 
 Every time here is an aware datetime; the functions return them in UTC. A run's logical
 time is the instant its schedule fired for (``0 17 * * *`` in Europe/Paris: 17:00 local
-each day, 16:00 or 15:00 UTC depending on the season).
-
-Time zone changes, for cron schedules (evaluated on the zone's wall clock):
-
-- a wall time skipped when clocks go forward fires once, at the instant the clocks jump
-  to (02:30 on the spring-forward night in Paris fires at 03:30 CEST);
-- a wall time that happens twice when clocks go back fires once, at its first
-  occurrence, unless the expression matches every hour, in which case it fires at both
-  (an hourly job keeps running hourly).
+each day, 16:00 or 15:00 UTC depending on the season). How cron handles clock changes is
+told in :mod:`qflow.cron`.
 
 An interval is a fixed duration counted from ``start_date`` (or from 1970-01-01 00:00 in
 the time zone), so a 1-day interval stays on the same UTC time across DST; use cron for
@@ -23,13 +16,11 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Protocol
 
-from .cron import Cron, parse_cron
+from .cron import UTC, CronRule, parse_cron, wall_instants
 from .errors import UserError
 
-UTC = dt.timezone.utc
 _ONE_DAY = dt.timedelta(days=1)
 _TICK = dt.timedelta(microseconds=1)
-_DAYS_SEARCHED = 366 * 9              # Feb 29 on a Monday: up to 8 years apart
 DEFAULT_MAX_ACTIVE_RUNS = 16
 
 
@@ -44,72 +35,6 @@ class Rule(Protocol):
 
     def describe(self) -> str:
         """The rule as a user would write it."""
-
-
-@dataclass(frozen=True)
-class CronRule:
-    """A cron expression evaluated on the wall clock of the schedule's time zone."""
-
-    cron: Cron
-
-    def after(self, t: dt.datetime, tz: zoneinfo.ZoneInfo) -> Iterator[dt.datetime]:
-        for day in _days(t.astimezone(tz).date() - _ONE_DAY, +1):
-            for instant in self._instants(day, tz):
-                if instant > t:
-                    yield instant
-
-    def before(self, t: dt.datetime, tz: zoneinfo.ZoneInfo) -> Iterator[dt.datetime]:
-        for day in _days(t.astimezone(tz).date() + _ONE_DAY, -1):
-            for instant in reversed(self._instants(day, tz)):
-                if instant < t:
-                    yield instant
-
-    def describe(self) -> str:
-        return self.cron.text
-
-    def _instants(self, day: dt.date, tz: zoneinfo.ZoneInfo) -> list[dt.datetime]:
-        """The UTC instants the expression fires at on ``day`` (local), sorted."""
-        if not self.cron.matches_day(day):
-            return []
-        offset = _uniform_offset(day, tz)
-        walls = (dt.datetime.combine(day, dt.time(h, m)) for h, m in self.cron.times)
-        if offset is not None:               # no clock change that day: the common case
-            return [(w - offset).replace(tzinfo=UTC) for w in walls]
-        found = {i for w in walls for i in wall_instants(w, tz, self.cron.every_hour)}
-        return sorted(found)
-
-
-def _days(first: dt.date, step: int) -> Iterator[dt.date]:
-    day = first
-    for _ in range(_DAYS_SEARCHED):
-        yield day
-        if not dt.date.min + _ONE_DAY < day < dt.date.max - _ONE_DAY:
-            return
-        day += step * _ONE_DAY
-
-
-def _uniform_offset(day: dt.date, tz: zoneinfo.ZoneInfo) -> dt.timedelta | None:
-    """The zone's UTC offset on ``day`` if it does not change during that day."""
-    start = dt.datetime.combine(day, dt.time())
-    offsets = {start.replace(tzinfo=tz, fold=0).utcoffset(),
-               start.replace(tzinfo=tz, fold=1).utcoffset(),
-               (start + _ONE_DAY).replace(tzinfo=tz, fold=0).utcoffset()}
-    return offsets.pop() if len(offsets) == 1 else None
-
-
-def wall_instants(wall: dt.datetime, tz: zoneinfo.ZoneInfo,
-                  both_folds: bool = False) -> list[dt.datetime]:
-    """The UTC instants a naive wall-clock time in ``tz`` stands for (see module doc)."""
-    first = wall.replace(tzinfo=tz, fold=0)
-    second = wall.replace(tzinfo=tz, fold=1)
-    if first.utcoffset() == second.utcoffset():
-        return [first.astimezone(UTC)]
-    back = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
-    if back == wall and both_folds:          # the wall time happens twice
-        return [first.astimezone(UTC), second.astimezone(UTC)]
-    # Happens twice: its first occurrence. Skipped: fold=0 reads it with the offset from
-    # before the jump, which is the instant the clocks jump to.
-    return [first.astimezone(UTC)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from . import authoring
 from . import schedule as sched
+from .dag import Graph
 from .engine import Engine
 from .errors import QflowError, UserError, one_line
 from .states import QUEUED, RUNNING, SUCCEEDED
@@ -180,37 +181,54 @@ def scheduled_params(wdef: authoring.WorkflowDef, given: dict | None = None) -> 
     return {**(wdef.options.get("params") or {}), **(given or {})}
 
 
+@dataclass(frozen=True)
+class NewRun:
+    """A run ready to insert, with what ``Engine.trigger`` gives ``ops.insert_run``, so a
+    scheduled run is held to the same limits (pools, max_active_tasks/runs) as any."""
+
+    workflow: str
+    run_id: str
+    graph: Graph
+    values: dict[str, Any]
+    logical_time: dt.datetime             # the store's naive UTC
+    max_map_size: int
+    limits: ops.Limits
+
+    def insert(self, conn: Connection) -> list[ops.Dispatch]:
+        return ops.insert_run(conn, self.run_id, self.graph, self.values, self.logical_time,
+                              self.max_map_size, self.limits)
+
+
 def create_run(engine: Engine, wdef: authoring.WorkflowDef, params: dict[str, Any],
                when: dt.datetime, insert: Callable[..., tuple[str, list[ops.Dispatch]]],
                *args: Any) -> Fired:
     """Expand ``wdef`` and commit a run for logical time ``when`` with ``insert(conn,
-    name, run_id, graph, values, when, *args)``, then publish its first tasks."""
+    new_run, *args)``, then publish its first tasks."""
     try:
         values = wdef.resolve_params(params)
-        graph = wdef.expand(values)
+        run = NewRun(wdef.name, uuid.uuid4().hex, wdef.expand(values), values,
+                     to_store(when), engine.config.max_map_size, engine.limits(wdef))
     except QflowError as exc:
         return Fired(wdef.name, when, FAILED, error=one_line(exc))
-    run_id = uuid.uuid4().hex
     try:
-        outcome, roots = engine.store.transact(insert, wdef.name, run_id, graph, values,
-                                               to_store(when), *args)
+        outcome, roots = engine.store.transact(insert, run, *args)
     except IntegrityError:
         return Fired(wdef.name, when, EXISTS)      # another scheduler won this time
-    engine.dispatcher.publish(roots)
-    return Fired(wdef.name, when, outcome, run_id if outcome == CREATED else None)
+    # The run is committed: what the broker does not take now, the reconciler sends later.
+    engine.publish(roots)
+    return Fired(wdef.name, when, outcome, run.run_id if outcome == CREATED else None)
 
 
-def _insert_due(conn: Connection, name: str, run_id: str, graph, values: dict,
-                when: dt.datetime, limit: int) -> tuple[str, list[ops.Dispatch]]:
+def _insert_due(conn: Connection, run: NewRun, limit: int) -> tuple[str, list[ops.Dispatch]]:
     """One scheduled run, unless paused, already there or held by ``max_active_runs``."""
-    state = schedules.get_state(conn, name, lock=True)
+    state = schedules.get_state(conn, run.workflow, lock=True)
     if state is None or state.paused:
         return PAUSED, []
-    if schedules.current_run(conn, name, when) is not None:
+    if schedules.current_run(conn, run.workflow, run.logical_time) is not None:
         return EXISTS, []
-    if schedules.active_runs(conn, name) >= limit:
+    if schedules.active_runs(conn, run.workflow) >= limit:
         return HELD, []
-    return CREATED, ops.insert_run(conn, run_id, graph, values, when)
+    return CREATED, run.insert(conn)
 
 
 # -- backfills ---------------------------------------------------------------------------
@@ -224,14 +242,14 @@ def backfill(engine: Engine, wdef: authoring.WorkflowDef, times: list[dt.datetim
                        rerun) for when in times]
 
 
-def _insert_backfill(conn: Connection, name: str, run_id: str, graph, values: dict,
-                     when: dt.datetime, rerun: bool) -> tuple[str, list[ops.Dispatch]]:
-    existing = schedules.current_run(conn, name, when)
+def _insert_backfill(conn: Connection, run: NewRun,
+                     rerun: bool) -> tuple[str, list[ops.Dispatch]]:
+    existing = schedules.current_run(conn, run.workflow, run.logical_time)
     if existing is not None:
         if existing.state in (QUEUED, RUNNING):
             return ACTIVE, []
         if existing.state == SUCCEEDED and not rerun:
             return SUCCEEDED_ALREADY, []
-        if not schedules.supersede(conn, existing.id, run_id):
+        if not schedules.supersede(conn, existing.id, run.run_id):
             return EXISTS, []
-    return CREATED, ops.insert_run(conn, run_id, graph, values, when)
+    return CREATED, run.insert(conn)

@@ -20,10 +20,9 @@ from sqlalchemy.exc import IntegrityError
 
 import flows
 import sched_flows
-from conftest import ROOT, Cluster, new_pg_database, qflow_env
+from conftest import ROOT, Cluster, new_pg_database
 from qflow import workflow
 from qflow import scheduler as S
-from qflow.config import Config
 from qflow.engine import Engine
 from qflow.schedule import from_options
 from qflow.store import Store, ops, read, schedules
@@ -213,6 +212,22 @@ def test_backfill_skips_a_time_whose_run_is_still_queued_even_with_rerun(engine)
     assert S.backfill(engine, nightly, day, {"tag": "x"}, rerun=True)[0].outcome == S.ACTIVE
 
 
+def test_backfilled_runs_beyond_max_active_runs_wait_their_turn(engine, registry):
+    one_by_one = workflow(name="one_by_one", schedule="@daily", max_active_runs=1,
+                          params={"tag": "x"})(sched_flows.nightly.fn)
+    days = [dt.datetime(2026, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
+    assert [f.outcome for f in S.backfill(engine, one_by_one, days, {}, False)] == \
+        [S.CREATED] * 3
+    assert len(engine.dispatcher.sent) == 1            # the other two are held
+    drain(engine)
+    with engine.store.read() as conn:
+        done = read.list_runs(conn, "one_by_one")
+    assert {r["state"] for r in done} == {"succeeded"}
+    order = sorted(done, key=lambda r: r["started_at"])
+    assert [r["logical_time"][:10] for r in order] == ["2026-01-01", "2026-01-02",
+                                                       "2026-01-03"]
+
+
 # -- as a user runs it ----------------------------------------------------------------------
 class Schedulers(Cluster):
     """`qflow scheduler` (and worker) processes on sched_flows.py."""
@@ -356,8 +371,8 @@ def test_pause_and_unpause_show_in_the_workflows_listing(tmp_path):
     text = qflow("-A", SCHED_FLOWS, "workflows", cwd=tmp_path).stdout
     assert "nightly  (1 tasks; schedule: @daily Europe/Paris, paused)" in text   # params=
     assert "every_2s  (1 tasks; schedule: every 2s UTC, next " in text
-    assert qflow("-A", SCHED_FLOWS, "unpause", "nightly", cwd=tmp_path).returncode == 0
-    assert listing()["nightly"]["paused"] is False
+    assert qflow("-A", SCHED_FLOWS, "unpause", "nightly", "nightly", cwd=tmp_path).stdout \
+        == "unpaused nightly\nnightly was already unpaused\n"
 
 
 BAD_CRON = """

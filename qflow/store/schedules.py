@@ -60,9 +60,11 @@ def paused_workflows(conn: Connection) -> set[str]:
 
 def last_logical_time(conn: Connection, workflow: str, now: dt.datetime) -> dt.datetime | None:
     """The newest logical time, not after ``now``, that has a run of ``workflow``."""
+    # Superseded runs share their logical time with the current one; leaving them out
+    # lets PostgreSQL use the partial unique index.
     return conn.execute(select(func.max(runs.c.logical_time))
-                        .where(runs.c.workflow == workflow, runs.c.logical_time <= now)
-                        ).scalar()
+                        .where(runs.c.workflow == workflow, runs.c.logical_time <= now,
+                               runs.c.superseded_by.is_(None))).scalar()
 
 
 def active_runs(conn: Connection, workflow: str) -> int:
