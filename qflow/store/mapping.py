@@ -15,6 +15,7 @@ from sqlalchemy import Connection, delete, insert, select, update
 from .. import states as S
 from ..dag import substitute
 from .models import edges, runs, tasks
+from .records import set_task_state
 
 
 def is_mapped(options: str | dict | None) -> bool:
@@ -118,5 +119,4 @@ def failed_elements(conn: Connection, run_id: str, node: str, options: str | dic
 
 def _end(conn: Connection, run_id: str, node: str, state: str, now: dt.datetime,
          **values: Any) -> None:
-    from .ops import set_task_state
     set_task_state(conn, run_id, node, state, expect=(S.PENDING,), finished_at=now, **values)
