@@ -76,7 +76,7 @@ def start_held(faults, tmp_path, seconds: float = 3.0):
     run_id = faults.rt.engine.trigger("held", {"pidfile": str(pidfile),
                                                "counter": str(counter), "seconds": seconds})
     wait_for(lambda: pid_lines(pidfile), what="the task to start")
-    worker = wait_for(lambda: attempt_rows(faults.rt, run_id, "hold"))[0].worker
+    worker = wait_for(lambda: get_run(faults.rt, run_id)["tasks"][0]["worker"])
     return run_id, pidfile, counter, worker.split("@")[0]
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 
@@ -115,12 +116,13 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
                          returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options))
     if row is None:
         return None
-    conn.execute(insert(attempts).values(task_id=row.id, number=attempt, state=S.RUNNING,
-                                         worker=worker, celery_id=celery_id, started_at=now))
-    conn.execute(update(runs).where(runs.c.id == run_id, runs.c.state == S.QUEUED)
-                 .values(state=S.RUNNING, started_at=now))
-    run = conn.execute(select(runs.c.workflow, runs.c.params, runs.c.logical_time)
-                       .where(runs.c.id == run_id)).one()
+    run = _RUNS.get(run_id)
+    if run is None:                   # first task of this run in this process
+        conn.execute(update(runs).where(runs.c.id == run_id, runs.c.state == S.QUEUED)
+                     .values(state=S.RUNNING, started_at=now))
+        run = _RUNS.put(run_id, conn.execute(
+            select(runs.c.workflow, runs.c.params, runs.c.logical_time)
+            .where(runs.c.id == run_id)).one())
     call = json.loads(row.call)
     return Claimed(row.id, row.task, call, json.loads(row.options or "{}"), run.workflow,
                    json.loads(run.params), run.logical_time, _inputs(conn, run_id, call))
@@ -140,14 +142,16 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
                          attempt=attempt, finished_at=None if retrying else now,
                          result=outcome.result, error=outcome.error, **due,
                          returning=(tasks.c.id, tasks.c.queue, tasks.c.options,
-                                    tasks.c.pools, tasks.c.holding))
+                                    tasks.c.pools, tasks.c.holding, tasks.c.started_at,
+                                    tasks.c.worker, tasks.c.celery_id))
     if row is None:
         return None
-    conn.execute(update(attempts)
-                 .where(attempts.c.task_id == row.id, attempts.c.number == attempt)
-                 .values(state=S.FAILED if retrying else outcome.state, finished_at=now,
-                         error_type=outcome.error_type, error=outcome.error,
-                         traceback=outcome.traceback, log=outcome.log))
+    # The attempt's row is written once, when it ends (a running attempt is the task row).
+    conn.execute(insert(attempts).values(
+        task_id=row.id, number=attempt, state=S.FAILED if retrying else outcome.state,
+        worker=row.worker, celery_id=row.celery_id, started_at=row.started_at,
+        finished_at=now, error_type=outcome.error_type, error=outcome.error,
+        traceback=outcome.traceback, log=outcome.log))
     workflow = _workflow(conn, run_id)
     if retrying:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
@@ -184,8 +188,12 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
     todo = list(ended)
     for node, state in todo:                      # todo grows while we walk it
         counter = _COUNTER[state]
-        children = select(edges.c.child).where(edges.c.run_id == run_id,
-                                               edges.c.parent == node)
+        # Two statements, each on its own index, rather than one UPDATE with a subquery:
+        # the planner may join that against every task of the run (O(n) per task).
+        children = conn.execute(select(edges.c.child).where(
+            edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+        if not children:
+            continue
         rows = conn.execute(
             update(tasks)
             .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
@@ -235,8 +243,17 @@ def cancel_open(conn: Connection, run_id: str, expect: Iterable[str], now: dt.da
                 ) -> tuple[list[tuple[str, str]], list[Dispatch]]:
     """Cancel a run's tasks in ``expect`` states; returns (ended, tasks admitted to the
     pool slots they gave back)."""
+    running = conn.execute(select(tasks.c.id, tasks.c.attempts, tasks.c.worker,
+                                  tasks.c.celery_id, tasks.c.started_at).where(
+        tasks.c.run_id == run_id, tasks.c.state == S.RUNNING)).all() \
+        if S.RUNNING in expect else []
     rows = transition(conn, run_id, S.CANCELED, expect=tuple(expect), finished_at=now,
                       returning=(tasks.c.id, tasks.c.node, tasks.c.pools, tasks.c.holding))
+    if running:                       # the attempts cut short end here, as canceled
+        conn.execute(insert(attempts), [dict(
+            task_id=r.id, number=r.attempts, state=S.CANCELED, worker=r.worker,
+            celery_id=r.celery_id, started_at=r.started_at, finished_at=now,
+            error_type="Canceled", error="canceled by `qflow cancel`") for r in running])
     pools.forget_waits(conn, [r.id for r in rows if r.pools and not r.holding])
     admitted = []
     for r in rows:
@@ -288,7 +305,33 @@ def dispatch_of(run_id: str, workflow: str, row) -> Dispatch:
                     **message_options(row.options))
 
 
+class _RunCache:
+    """What never changes about a run (workflow, params, logical time), per process."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, run_id: str):
+        found = self.items.get(run_id)
+        if found is not None:
+            self.items.move_to_end(run_id)
+        return found
+
+    def put(self, run_id: str, info):
+        self.items[run_id] = info
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return info
+
+
+_RUNS = _RunCache()
+
+
 def _workflow(conn: Connection, run_id: str) -> str:
+    cached = _RUNS.get(run_id)
+    if cached is not None:
+        return cached.workflow
     return conn.execute(select(runs.c.workflow).where(runs.c.id == run_id)).scalar_one()
 
 
