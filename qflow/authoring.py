@@ -254,8 +254,10 @@ class WorkflowDef:
     params: dict[str, P.Param]
 
     def resolve_params(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Validated, coerced, JSON-ready parameter values (defaults filled in)."""
-        return P.resolve(self.params, given or {}, self.name)
+        """Validated, coerced, JSON-ready parameter values: ``given``, then the workflow's
+        ``params=`` option, then the body's defaults."""
+        return P.resolve(self.params, {**(self.options.get("params") or {}), **(given or {})},
+                         self.name)
 
     def expand(self, stored_params: dict[str, Any] | None = None) -> dag.Graph:
         """Run the body with a run's parameters and return the validated graph."""

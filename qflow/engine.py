@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import functools
 import inspect
 import json
@@ -133,8 +134,9 @@ class Engine:
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None
+        logical = claimed.logical_time
         ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
-                          claimed.logical_time)
+                          logical.replace(tzinfo=dt.timezone.utc) if logical else None)
         tdef = authoring.find_task(claimed.task)
         if tdef is not None and inspect.iscoroutinefunction(tdef.fn) \
                 and claimed.options.get("isolation") != "subprocess":

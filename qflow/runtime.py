@@ -9,6 +9,7 @@ from .celery_app import CeleryDispatcher, embedded_worker, make_celery
 from .config import Config
 from .engine import Engine
 from .store import Store
+from .store.liveness import take_stale
 from .store.migrate import ensure_schema
 
 
@@ -43,4 +44,7 @@ class Runtime:
             yield
             return
         with embedded_worker(self.celery, self.config.embedded_concurrency):
+            # A fresh in-memory broker: whatever an earlier process left queued in the DB
+            # has no message any more, so send it again (a duplicate cannot run twice).
+            self.engine.publish(self.store.transact(take_stale, 0.0))
             yield

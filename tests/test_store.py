@@ -386,3 +386,28 @@ def test_max_active_runs_holds_extra_runs_until_one_ends(engine):
     assert [d.run_id for d in engine.dispatcher.sent] == [second]
     drain(engine)
     assert run_of(engine, second)["state"] == "succeeded"
+
+
+def test_a_workflow_s_params_option_applies_to_every_run(registry):
+    from qflow import task, workflow
+
+    @task
+    def echo(value: str) -> str:
+        return value
+
+    @workflow(params={"region": "eu"})
+    def regional(region: str = "us", day: str = "d"):
+        echo(region)
+
+    assert regional.resolve_params() == {"region": "eu", "day": "d"}
+    assert regional.resolve_params({"region": "apac"})["region"] == "apac"
+
+
+def test_an_aware_logical_time_is_stored_as_utc_and_tasks_see_it_aware(engine):
+    import datetime as dt
+    paris = dt.timezone(dt.timedelta(hours=1))
+    run_id = engine.trigger("ordered", logical_time=dt.datetime(2026, 3, 1, 18, 0,
+                                                                tzinfo=paris))
+    with engine.store.read() as conn:
+        assert read.get_run(conn, run_id, with_tasks=False)["logical_time"] == \
+            "2026-03-01T17:00:00+00:00"

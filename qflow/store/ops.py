@@ -31,6 +31,8 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
     until a run of the workflow ends.
     """
     now, limits = utcnow(), limits or Limits()
+    if logical_time is not None and logical_time.tzinfo is not None:   # stored naive UTC
+        logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
     for _, child in graph.edges:
         n_parents[child] += 1
