@@ -187,3 +187,26 @@ def test_the_app_may_come_from_the_environment_as_a_module_path(tmp_path):
     out = qflow("run", "chain", "-p", "length=3", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert "add__2 returned:\n3" in out.stdout
+
+
+def test_the_embedded_worker_finishes_what_an_earlier_process_left_queued(tmp_path):
+    # A run recorded whose messages were lost with the process that made it.
+    script = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "import flows\n"
+        "from test_store import StubDispatcher\n"
+        "from qflow.config import Config\n"
+        "from qflow.engine import Engine\n"
+        "from qflow.store import Store\n"
+        "from qflow.store.migrate import ensure_schema\n"
+        "store = Store('sqlite:///qflow.db'); ensure_schema(store)\n"
+        "print(Engine(Config(), store, StubDispatcher()).trigger('diamond', {'x': 4}))\n"
+    ) % str(ROOT / "tests")
+    orphan = subprocess.run(["python", "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, env=qflow_env()).stdout.strip()
+    assert json.loads(qflow("status", orphan, "--json", cwd=tmp_path).stdout)["state"] == \
+        "queued"
+    out = qflow("-A", FLOWS, "run", "chain", "-p", "length=8", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(qflow("status", orphan, "--json", cwd=tmp_path).stdout)
+    assert status["state"] == "succeeded"
