@@ -10,19 +10,16 @@ import dataclasses
 import datetime as dt
 import functools
 import inspect
-import json
 import logging
 import os
 import time
-import traceback
 import uuid
 from typing import Any, Callable, Protocol
 
-from . import aio, alerts, authoring, capture, dag, isolation
+from . import aio, alerts, authoring, capture, isolation, outcomes
 from .config import Config
 from .context import TaskContext, _current
-from .errors import Fail, TaskTimeout, UnreachableError, UserError, WorkerLost
-from .retry import retry_in
+from .errors import TaskTimeout, UnreachableError, UserError, WorkerLost
 from .states import FAILED, RETRYING, SUCCEEDED, TERMINAL
 from .store import Store, control, liveness, ops, read
 from .timeouts import call_with_timeout
@@ -156,7 +153,7 @@ class Engine:
             return
         ctx = TaskContext(run_id, row["workflow"], node, attempt)
         tdef = authoring.find_task(row["task"])
-        outcome = _failure(exc, row["options"], attempt, tdef)
+        outcome = outcomes.failure(exc, row["options"], attempt, tdef)
         if isinstance(exc, WorkerLost):
             again = lost_before < self.config.max_redeliveries
             note = "" if again else f" (gave up after {lost_before} redeliveries)"
@@ -201,15 +198,15 @@ class Engine:
 
     def _call(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
         if tdef is None:
-            return _missing(claimed, ctx)
-        args, kwargs = _arguments(claimed)
+            return outcomes.missing(claimed, ctx)
+        args, kwargs = outcomes.arguments(claimed)
         token = _current.set(ctx)
         out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
         try:
             with out:
                 value = self._invoke(tdef, args, kwargs, claimed.options)
         except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
-            return dataclasses.replace(_failure(exc, claimed.options, ctx.attempt, tdef),
+            return dataclasses.replace(outcomes.failure(exc, claimed.options, ctx.attempt, tdef),
                                        log=out.text)
         finally:
             _current.reset(token)
@@ -225,11 +222,11 @@ class Engine:
     def _succeeded(self, value: Any, claimed: ops.Claimed, ctx: TaskContext,
                    log_text: str | None) -> ops.Outcome:
         if claimed.options.get("branch"):
-            outcome = _branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
+            outcome = outcomes.branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
         else:
             limit = int(claimed.options.get("result_max_bytes")
                         or self.config.result_max_bytes)
-            outcome = _success(value, limit)
+            outcome = outcomes.success(value, limit)
         return dataclasses.replace(outcome, log=log_text)
 
     # -- async tasks: many overlap on one event loop per process ----------------------
@@ -263,7 +260,7 @@ class Engine:
             self.store.transact(liveness.forget, name, os.getpid())
 
     async def _acall(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
-        args, kwargs = _arguments(claimed)
+        args, kwargs = outcomes.arguments(claimed)
         _current.set(ctx)                     # this coroutine's own context
         timeout = claimed.options.get("timeout")
         out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
@@ -271,10 +268,10 @@ class Engine:
             with out:
                 value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
         except asyncio.TimeoutError:
-            return dataclasses.replace(_failure(TaskTimeout(timeout), claimed.options,
+            return dataclasses.replace(outcomes.failure(TaskTimeout(timeout), claimed.options,
                                                 ctx.attempt, tdef), log=out.text)
         except Exception as exc:  # noqa: BLE001
-            return dataclasses.replace(_failure(exc, claimed.options, ctx.attempt, tdef),
+            return dataclasses.replace(outcomes.failure(exc, claimed.options, ctx.attempt, tdef),
                                        log=out.text)
         return self._succeeded(value, claimed, ctx, out.text)
 
@@ -332,57 +329,3 @@ class Engine:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} still {run['state']} after {timeout}s")
             time.sleep(self.config.wait_poll_interval)
-
-
-def _arguments(claimed: ops.Claimed) -> tuple[list, dict]:
-    """The call's arguments with the parents' stored values in place of their handles."""
-    return (dag.substitute(claimed.call.get("args", []), claimed.inputs),
-            dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs))
-
-
-def _missing(claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
-    return _failure(LookupError(f"task {claimed.task!r} is not in this worker's app "
-                                "(start the worker with the same -A/--app)"),
-                    {}, ctx.attempt, None)
-
-
-def _success(value: Any, limit: int) -> ops.Outcome:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        return ops.Outcome(FAILED, error_type="TaskOutputError",
-                           error=f"return value is not JSON-serialisable: {exc}")
-    size = len(text.encode())
-    if size > limit:
-        return ops.Outcome(FAILED, error_type="TaskOutputError",
-                           error=f"return value is {size} bytes, larger than "
-                                 f"result_max_bytes ({limit})")
-    return ops.Outcome(SUCCEEDED, result=text)
-
-
-def _branch(value: Any, node: str, children: list[str]) -> ops.Outcome:
-    """A branch task returns the id (or ids) of the children to follow."""
-    chosen = [value] if isinstance(value, str) else value
-    if value is None:
-        chosen = []
-    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
-        return ops.Outcome(FAILED, error_type="BranchError",
-                           error=f"branch {node!r} must return a node id or a list of them, "
-                                 f"got {value!r}")
-    unknown = sorted(set(chosen) - set(children))
-    if unknown:
-        return ops.Outcome(FAILED, error_type="BranchError",
-                           error=f"branch {node!r} returned {unknown[0]!r}, not one of its "
-                                 f"children ({', '.join(children) or 'none'})")
-    return ops.Outcome(SUCCEEDED, result=json.dumps(chosen), chosen=tuple(chosen))
-
-
-def _failure(exc: BaseException, options: dict, attempt: int, tdef) -> ops.Outcome:
-    name = type(exc).__name__
-    message = f"{name}: {exc}" if str(exc) else name
-    tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
-    retry_on = tdef.options.get("retry_on") if tdef is not None else None
-    delay = retry_in(options, attempt, exc, retry_on)
-    return ops.Outcome(FAILED if delay is None else RETRYING,
-                       error_type="Fail" if isinstance(exc, Fail) else name,
-                       error=message, traceback=tb, retry_in=delay)
