@@ -36,7 +36,9 @@ def make_celery(config: Config, engine_ref) -> Celery:
         task_acks_late=True,               # a task lost with its worker is redelivered
         worker_prefetch_multiplier=1,
         task_default_queue=config.default_queue,
-        worker_send_task_events=True, task_send_sent_event=True,
+        # Task events cost a broker round trip each; `qflow flower` turns them on in
+        # running workers, and `task_events = true` (or `worker -E`) keeps them on.
+        worker_send_task_events=config.task_events, task_send_sent_event=config.task_events,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,   # workers wait out a broker restart
         worker_hijack_root_logger=False,

@@ -180,11 +180,13 @@ def _summary(rt: Runtime, run: dict) -> None:
 @click.option("-c", "--concurrency", type=int, default=None, help="Worker processes.")
 @click.option("-n", "--hostname", default=None, help="Worker name, e.g. w1@%h.")
 @click.option("-l", "--loglevel", default="INFO", show_default=True)
+@click.option("-E", "--task-events", is_flag=True, default=None,
+              help="Send Celery task events from the start (Flower turns them on anyway).")
 @click.pass_obj
 def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str | None,
-           loglevel: str) -> None:
+           loglevel: str, task_events: bool | None) -> None:
     """Start a worker that executes tasks from the given queues."""
-    rt = obj.app(worker_concurrency=concurrency)
+    rt = obj.app(worker_concurrency=concurrency, task_events=task_events)
     if rt.config.embedded:
         raise UserError("a worker needs a broker (set QFLOW_BROKER_URL or --broker-url)")
     rt.ready_store()

@@ -27,6 +27,7 @@ class Config:
     db_pool_size: int = 5
     max_map_size: int = 10_000          # widest .map() a run may expand
     async_concurrency: int = 100        # async tasks running at once per worker process
+    task_events: bool = False           # workers send Celery task events (Flower enables)
     pools: str = ""                     # "name=slots,name=slots": pools created on first use
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0

@@ -127,7 +127,10 @@ class Engine:
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None) -> ops.Outcome | None:
         """Run one attempt of a node end to end. None when the message was stale."""
-        claimed = self.store.transact(ops.claim, run_id, node, attempt, worker, celery_id)
+        # The claim need not wait for the disk: if a crash loses it, the task is still
+        # queued, its outcome report is refused, and the reconciler sends it again.
+        claimed = self.store.transact(ops.claim, run_id, node, attempt, worker, celery_id,
+                                      durable=False)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None

@@ -45,4 +45,5 @@ def start_flower(app: Celery, config: Config, args: Sequence[str]) -> None:
     from flower.events import EventsState
 
     EventsState.Task = QflowTask
+    app.control.enable_events()        # now, not at Flower's first periodic reminder
     app.start(["flower", *args])

@@ -208,3 +208,11 @@ def attempt_rows(rt, run_id: str, node: str) -> list:
             select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
             .where(tasks.c.run_id == run_id, tasks.c.node == node)
             .order_by(attempts.c.number)).all()
+
+
+def run_id_in(output: str) -> str:
+    """The run id in `qflow run`'s "run <id> of <workflow> started" line."""
+    import re
+    found = re.search(r"^run ([0-9a-f]{32}) ", output, re.M)
+    assert found, output
+    return found.group(1)

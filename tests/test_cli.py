@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, qflow_env
+from conftest import ROOT, qflow_env, run_id_in
 from servers import free_port
 
 EXAMPLE = str(ROOT / "examples" / "daily_report.py")
@@ -32,7 +32,7 @@ def test_the_example_runs_on_the_embedded_default_in_a_fresh_directory(tmp_path)
     out = qflow("-A", EXAMPLE, "run", "daily_report", "-p", "day=2026-11-20", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "build_report: succeeded" in out.stdout
-    run_id = out.stdout.split()[1]
+    run_id = run_id_in(out.stdout)
     assert f"run {run_id} succeeded (7/7 tasks" in out.stdout
     report = json.loads(out.stdout.split("build_report returned:\n", 1)[1])
     with sqlite3.connect(tmp_path / "warehouse.db") as db:
@@ -62,7 +62,7 @@ def test_a_failing_run_exits_1_and_shows_the_error(tmp_path):
     assert out.returncode == 1
     assert "boom: failed  ValueError: 1" in out.stdout
     assert "add: upstream_failed" in out.stdout
-    run_id = out.stdout.split()[1]
+    run_id = run_id_in(out.stdout)
     runs = json.loads(qflow("runs", "--state", "failed", "--json", cwd=tmp_path).stdout)
     assert [r["run_id"] for r in runs] == [run_id]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, qflow_env
+from conftest import ROOT, qflow_env, run_id_in
 from servers import free_port, wait_port
 from test_cli import assert_one_line_error, qflow
 
@@ -152,11 +152,13 @@ def test_embedded_tasks_running_together_keep_their_own_logs_capped_at_log_max_b
     out = qflow("-A", FLOWS, "run", "chatter", "-p", "width=4", "-p", "lines=300",
                 cwd=tmp_path, env=qflow_env(QFLOW_LOG_MAX_BYTES="2000"))
     assert out.returncode == 0, out.stderr
-    run_id = out.stdout.split()[1]
+    run_id = run_id_in(out.stdout)
     assert "chatty__2 info of attempt" not in out.stderr     # INFO captured, not shown
     assert "chatty__2 warning of attempt 2" in out.stderr     # what showed still shows
     nodes = ("chatty", "chatty__1", "chatty__2", "chatty__3")
-    rows = json.loads(qflow("logs", run_id, "--json", cwd=tmp_path).stdout)
+    logs = qflow("logs", run_id, "--json", cwd=tmp_path)
+    assert logs.returncode == 0, logs.stderr
+    rows = json.loads(logs.stdout)
     assert sorted((r["node"], r["attempt"]) for r in rows if r["node"] != "join") == [
         (node, attempt) for node in nodes for attempt in (1, 2)]
     for node in nodes:
@@ -208,7 +210,7 @@ def test_run_on_a_terminal_redraws_one_status_line(tmp_path):
 
 def test_status_and_runs_print_json_with_timings_and_filters(tmp_path):
     out = qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path)
-    run_id = out.stdout.split()[1]
+    run_id = run_id_in(out.stdout)
     status = status_json(run_id, tmp_path)
     assert [t["node"] for t in status["tasks"]] == ["const", "add", "add__1", "add__2"]
     assert all(re.fullmatch(r"[0-9a-f-]{36}", t["celery_id"]) for t in status["tasks"])

@@ -70,14 +70,21 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success."""
+    def write(self, durable: bool = True) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success.
+
+        ``durable=False`` lets PostgreSQL acknowledge the commit before it is flushed to
+        disk: for writes that a crash may lose without harm, because something else
+        redoes them (a lost claim leaves the task queued; the reconciler re-sends it).
+        """
         with self._connect() as conn:
             conn.execution_options(qflow_write=True)
             with conn.begin():
+                if not durable and self.dialect == "postgresql":
+                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
 
-    def transact(self, fn, *args, retries: int = 8):
+    def transact(self, fn, *args, retries: int = 8, durable: bool = True):
         """Run ``fn(conn, *args)`` in a write transaction.
 
         Deadlocks and a busy SQLite are retried ``retries`` times; a lost or refused
@@ -88,7 +95,7 @@ class Store:
         conflicts = outages = 0
         while True:
             try:
-                with self.write() as conn:
+                with self.write(durable) as conn:
                     return fn(conn, *args)
             except DBAPIError as exc:
                 if _retryable(exc) and conflicts < retries:
