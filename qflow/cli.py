@@ -189,10 +189,10 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
     rt = obj.app(worker_concurrency=concurrency, task_events=task_events)
     if rt.config.embedded:
         raise UserError("a worker needs a broker (set QFLOW_BROKER_URL or --broker-url)")
+    rt.store.retry_seconds = rt.config.db_retry_seconds     # wait out DB restarts
     rt.ready_store()
     rt.engine.dispatcher.check()
     names = [q.strip() for q in (queues or rt.config.default_queue).split(",") if q.strip()]
-    rt.store.retry_seconds = rt.config.db_retry_seconds     # wait out DB restarts
     sys.exit(run_worker(rt.celery, rt.engine, names, rt.config.worker_concurrency, hostname,
                         loglevel))
 

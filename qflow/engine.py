@@ -176,6 +176,15 @@ class Engine:
                 f"its worker stopped heartbeating for {self.config.worker_lost_timeout:g}s"))
         return len(lost)
 
+    def finish_stuck_runs(self) -> int:
+        """End runs whose tasks have all ended but whose counters missed it (the
+        transaction that counts them was lost in a crash); returns how many."""
+        ended = self.store.transact(liveness.finish_stuck_runs)
+        for run_id, workflow, state, admitted in ended:
+            self.publish(admitted)
+            self.run_ended(run_id, workflow, state)
+        return len(ended)
+
     def reconcile(self) -> int:
         """Publish tasks that were released but never sent, or whose message went
         missing; returns how many were published."""
@@ -195,8 +204,15 @@ class Engine:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
             return None
-        self.publish(finished.released)
-        self._alert(ctx, tdef, outcome, finished)
+        run_state, admitted = None, []
+        if finished.ended:
+            # The run's counters live on one row every task of the run updates: a separate
+            # short transaction that does not wait for the disk keeps that row's lock brief.
+            # If a crash loses it, the maintenance thread finishes the run (liveness.py).
+            run_state, admitted = self.store.transact(
+                ops.settle, ctx.run_id, finished.workflow, finished.ended, durable=False)
+        self.publish(finished.released + admitted)
+        self._alert(ctx, tdef, outcome, run_state)
         return outcome
 
     def _call(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
@@ -288,7 +304,7 @@ class Engine:
 
     # -- alerts ----------------------------------------------------------------------
     def _alert(self, ctx: TaskContext, tdef, outcome: ops.Outcome,
-               finished: ops.Finished) -> None:
+               run_state: str | None) -> None:
         """After commit: task callbacks, then workflow callbacks if the run just ended."""
         opts = tdef.options if tdef is not None else {}
         kind, hook = {SUCCEEDED: (alerts.TASK_SUCCEEDED, "on_success"),
@@ -297,8 +313,8 @@ class Engine:
         alerts.emit(self.config, alerts.Event(
             kind, ctx.run_id, ctx.workflow, ctx.node, outcome.state, ctx.attempt,
             outcome.error, ctx.params), [opts.get(hook)])
-        if finished.run_state is not None:
-            self.run_ended(ctx.run_id, ctx.workflow, finished.run_state)
+        if run_state is not None:
+            self.run_ended(ctx.run_id, ctx.workflow, run_state)
 
     def run_ended(self, run_id: str, workflow: str, state: str) -> None:
         """Tell the workflow's callbacks and the notifiers that a run ended."""

@@ -36,7 +36,8 @@ class Maintenance(threading.Thread):
     def run(self) -> None:
         interval = self.engine.config.heartbeat_interval
         while True:
-            for step in (self.beat, self.engine.sweep, self.engine.reconcile):
+            for step in (self.beat, self.engine.sweep, self.engine.reconcile,
+                         self.engine.finish_stuck_runs):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips

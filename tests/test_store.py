@@ -411,3 +411,18 @@ def test_an_aware_logical_time_is_stored_as_utc_and_tasks_see_it_aware(engine):
     with engine.store.read() as conn:
         assert read.get_run(conn, run_id, with_tasks=False)["logical_time"] == \
             "2026-03-01T17:00:00+00:00"
+
+
+def test_a_run_whose_count_was_lost_is_ended_by_the_maintenance_step(engine):
+    import datetime as dt
+    from qflow.store.models import runs
+    run_id = engine.trigger("diamond")
+    drain(engine)
+    with engine.store.write() as conn:      # as if the counting transaction was lost
+        conn.execute(runs.update().where(runs.c.id == run_id).values(
+            state="running", finished_at=None, tasks_left=1,
+            created_at=dt.datetime(2026, 1, 1)))
+    assert engine.finish_stuck_runs() == 1
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded" and run["tasks_done"] == run["tasks_total"]
+    assert engine.finish_stuck_runs() == 0

@@ -52,7 +52,11 @@ class Store:
         try:
             if self.dialect == "sqlite":
                 return _sqlite_engine(self.url)
-            return create_engine(self.url, pool_pre_ping=True, pool_size=self.pool_size,
+            # Workers (which retry) skip the pre-ping, a round trip per transaction: a
+            # connection the server dropped fails its first statement and transact()
+            # retries on a fresh one. Short-lived clients keep it.
+            return create_engine(self.url, pool_pre_ping=not self.retry_seconds,
+                                 pool_size=self.pool_size,
                                  max_overflow=self.pool_size)
         except (NoSuchModuleError, ImportError) as exc:
             raise UserError(f"database URL {self.url!r}: {exc} "

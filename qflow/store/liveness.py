@@ -100,3 +100,33 @@ def redeliveries(conn: Connection, run_id: str, node: str) -> int:
     return conn.execute(select(func.count()).select_from(attempts).where(
         attempts.c.task_id == row.id, attempts.c.number >= first,
         attempts.c.error_type == "WorkerLost")).scalar_one()
+
+
+def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
+    """Runs still open with no task left to end: recount and end them. Returns
+    (run_id, workflow, final state, held run's tasks admitted) for each."""
+    from sqlalchemy import exists
+
+    from .ops import run_ended
+    cutoff = utcnow() - dt.timedelta(seconds=min_age)
+    active = exists().where(tasks.c.run_id == runs.c.id, tasks.c.state.in_(S.ACTIVE))
+    stuck = conn.execute(select(runs.c.id, runs.c.workflow).where(
+        runs.c.state.in_((S.QUEUED, S.RUNNING)), runs.c.created_at < cutoff, ~active)).all()
+    out = []
+    for run in stuck:
+        failed = _count(conn, run.id, S.FAILED, S.UPSTREAM_FAILED)
+        canceled = _count(conn, run.id, S.CANCELED)
+        final = S.run_state(failed, canceled)
+        now = utcnow()
+        if conn.execute(update(runs).where(runs.c.id == run.id,
+                                           runs.c.state.in_((S.QUEUED, S.RUNNING)))
+                        .values(state=final, finished_at=now, tasks_left=0,
+                                tasks_failed=failed, tasks_canceled=canceled)).rowcount:
+            out.append((run.id, run.workflow, final, run_ended(conn, run.id, run.workflow,
+                                                              now)))
+    return out
+
+
+def _count(conn: Connection, run_id: str, *states: str) -> int:
+    return conn.execute(select(func.count()).select_from(tasks).where(
+        tasks.c.run_id == run_id, tasks.c.state.in_(states))).scalar_one()

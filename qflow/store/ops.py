@@ -168,8 +168,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         ended += canceled
         freed += admitted
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
-    released, run_state = propagate(conn, run_id, workflow, ended, now, chosen)
-    return Finished(workflow, freed + released, run_state)
+    released, ended = cascade(conn, run_id, workflow, ended, now, chosen)
+    return Finished(workflow, freed + released, ended=ended)
 
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -179,12 +179,21 @@ _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
 def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]],
               now: dt.datetime, chosen: dict[str, set[str]] | None = None
               ) -> tuple[list[Dispatch], str | None]:
+    """:func:`cascade`, then :func:`settle` in the same transaction."""
+    released, todo = cascade(conn, run_id, workflow, ended, now, chosen)
+    final, admitted = settle(conn, run_id, workflow, todo)
+    return released + admitted, final
+
+
+def cascade(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]],
+            now: dt.datetime, chosen: dict[str, set[str]] | None = None
+            ) -> tuple[list[Dispatch], list[tuple[str, str]]]:
     """Count each ended task in its children; release or end the children it decides.
 
     The counter update is one statement per parent; its row locks serialise parents that
     end at the same moment, so exactly one of them sees the last count. A branch task's
-    children outside its ``chosen`` set are skipped. Returns the released tasks and the
-    run's final state if this call ended it.
+    children outside its ``chosen`` set are skipped. Returns the released tasks and every
+    task that ended (the given ones and those ended on the way).
     """
     released: list[Dispatch] = []
     todo = list(ended)
@@ -225,10 +234,16 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
                 if set_task_state(conn, run_id, child.node, verdict, expect=(S.PENDING,),
                                   finished_at=now) is not None:
                     todo.append((child.node, verdict))
-    final = count_ended(conn, run_id, todo, now)
-    if final is not None:
-        released += run_ended(conn, run_id, workflow, now)
-    return released, final
+    return released, todo
+
+
+def settle(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]]
+           ) -> tuple[str | None, list[Dispatch]]:
+    """Count ended tasks in the run; returns its final state if this ended it, and the
+    held run that may start in its place."""
+    now = utcnow()
+    final = count_ended(conn, run_id, ended, now)
+    return final, (run_ended(conn, run_id, workflow, now) if final is not None else [])
 
 
 def run_ended(conn: Connection, run_id: str, workflow: str, now: dt.datetime

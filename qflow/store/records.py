@@ -68,7 +68,7 @@ class Finished:
 
     workflow: str
     released: list[Dispatch] = field(default_factory=list)
-    run_state: str | None = None     # set when this transaction ended the run
+    ended: list[tuple[str, str]] = field(default_factory=list)   # to count in the run
 
 
 def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | None = None,
