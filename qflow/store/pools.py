@@ -44,6 +44,8 @@ def ensure(conn: Connection, slots: dict[str, int], overwrite: bool) -> None:
 
 
 def check_known(conn: Connection, names: set[str]) -> None:
+    if not names:
+        return
     found = {r.name for r in conn.execute(select(pools.c.name).where(pools.c.name.in_(names)))}
     missing = sorted(names - found)
     if missing:
