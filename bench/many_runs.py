@@ -1,0 +1,100 @@
+"""Many small runs: R diamond runs (a -> b, c -> d) triggered at once; runs/s.
+
+    python bench/many_runs.py            # R = 1,000 on Redis + PostgreSQL
+    python bench/many_runs.py --quick    # R = 100, one run
+
+qflow: one client triggers the R runs one after another as fast as it can (the workers
+start on the first ones meanwhile), then waits until every run row is terminal. Raw
+Celery: R ``chain(a, group(b, c), d)`` canvases (a chord with a Redis result backend),
+applied one after another, then every final result fetched. Time from the first trigger
+to the last run done.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common as C  # noqa: E402
+from bench.fanout import DB_LABEL  # noqa: E402
+
+
+def raw_diamonds(app, runs: int) -> tuple[float, float]:
+    from celery import chain, group
+    noop, add = app.tasks["bench.noop"], app.tasks["bench.add"]
+    t0 = C.time.perf_counter()
+    results = [chain(noop.s(1), group(noop.s(), noop.s()), add.s()).apply_async()
+               for _ in range(runs)]
+    triggered = C.time.perf_counter() - t0
+    values = [C.raw_get(r, follow_parents=False) for r in results]
+    seconds = C.time.perf_counter() - t0
+    assert values == [6] * runs, "raw diamonds went wrong"
+    return seconds, triggered
+
+
+def qflow_diamonds(rt, runs: int) -> tuple[float, float]:
+    engine = rt.engine
+    t0 = C.time.perf_counter()
+    ids = [engine.trigger("diamond", {"x": 1}) for _ in range(runs)]
+    triggered = C.time.perf_counter() - t0
+    ended = [C.qflow_wait(rt, run_id) for run_id in ids]
+    seconds = C.time.perf_counter() - t0
+    bad = [r for r in ended if r["state"] != "succeeded" or r["tasks_done"] != 4]
+    assert not bad, bad[:3]
+    return seconds, triggered
+
+
+def main() -> None:
+    p = C.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=None, help="diamond runs (default 1000)")
+    p.add_argument("--db", default="pg", help="comma-separated: pg, sqlite, pg-async")
+    C.add_cap_option(p)
+    args = p.parse_args()
+    runs = args.runs or (100 if args.quick else 1000)
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    reps = C.repeats(args)
+    from bench import raw_app
+    rows = []
+    with C.servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
+        raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
+        app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
+        commands = {"raw": raw_w.command}
+        try:
+            for db in dbs:
+                url = s.database_url(db)
+                q = C.start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
+                commands["qflow"] = q.command
+                try:
+                    rt = C.qflow_runtime(s.redis_url(0), url)
+                    C.say(f"{DB_LABEL[db]}: warm-up")
+                    raw_diamonds(app, 20)
+                    qflow_diamonds(rt, 20)
+                    raws, qs = C.interleaved(f"{runs} diamonds {db}",
+                                             lambda: raw_diamonds(app, runs),
+                                             lambda: qflow_diamonds(rt, runs), reps,
+                                             args.max_case_seconds)
+                    raw_s = C.median([x[0] for x in raws])
+                    q_s = C.median([x[0] for x in qs])
+                    row = dict(db=db, setup=DB_LABEL[db], runs_per_case=runs, runs=len(qs),
+                               raw_seconds=[x[0] for x in raws],
+                               qflow_seconds=[x[0] for x in qs],
+                               raw_trigger_s=C.median([x[1] for x in raws]),
+                               qflow_trigger_s=C.median([x[1] for x in qs]),
+                               raw_runs_per_s=runs / raw_s, qflow_runs_per_s=runs / q_s,
+                               ratio=raw_s / q_s)
+                    rows.append(row)
+                    C.say(f"{runs} diamond runs {DB_LABEL[db]:<20} raw {row['raw_runs_per_s']:7.1f}"
+                          f" runs/s | qflow {row['qflow_runs_per_s']:7.1f} runs/s (triggering "
+                          f"took {row['qflow_trigger_s']:.2f} s) | ratio {row['ratio']:.2f}x "
+                          f"[median of {len(qs)}]")
+                    rt.store.dispose()
+                finally:
+                    q.stop()
+        finally:
+            raw_w.stop()
+    C.emit(args, "many_runs", {"rows": rows, "workers": commands})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""`qflow` with some of its hard-coded settings changed, for bench/variants.py.
+
+    QFLOW_BENCH_PATCH=noevents,noping python bench/patched_qflow.py worker -c 2 ...
+
+Nothing under qflow/ is edited: the changes are applied from outside when this process
+starts, so a what-if can be measured before anyone changes the engine. Flags:
+
+- ``events`` / ``noevents``: Celery task events on / off (``worker_send_task_events``,
+  ``task_send_sent_event`` and the worker's ``send_events``), whatever qflow's default;
+  with ``events`` the figures are what a worker costs while Flower watches it;
+- ``noping``: no ``pool_pre_ping`` on the PostgreSQL engine (a checkout no longer costs a
+  round trip; ``Store.transact`` already retries a transaction on a lost connection).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+FLAGS = set(filter(None, os.environ.get("QFLOW_BENCH_PATCH", "").split(",")))
+
+
+def apply(flags: set[str] = FLAGS) -> None:
+    import qflow.celery_app as celery_app
+    import qflow.runtime as runtime
+    import qflow.store.db as db
+
+    original = celery_app.make_celery
+
+    def make_celery(config, engine_ref):
+        app = original(config, engine_ref)
+        if flags & {"events", "noevents"}:
+            on = "events" in flags
+            app.conf.worker_send_task_events = on
+            app.conf.task_send_sent_event = on
+            base = app.Worker
+
+            class Worker(base):
+                def __init__(self, *args, **kwargs):
+                    kwargs["send_events"] = on
+                    super().__init__(*args, **kwargs)
+            app.Worker = Worker
+        return app
+
+    celery_app.make_celery = make_celery
+    runtime.make_celery = make_celery
+    if "noping" in flags:
+        create_engine = db.create_engine
+
+        def no_ping(url, **kwargs):
+            kwargs.pop("pool_pre_ping", None)
+            return create_engine(url, **kwargs)
+        db.create_engine = no_ping
+
+
+if __name__ == "__main__":
+    apply()
+    from qflow.cli import main
+    sys.argv[0] = "qflow"
+    main()
