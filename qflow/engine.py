@@ -204,6 +204,7 @@ class Engine:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
             return None
+        self.publish(finished.released)          # first: the next task starts sooner
         run_state, admitted = None, []
         if finished.ended:
             # The run's counters live on one row every task of the run updates: a separate
@@ -211,7 +212,7 @@ class Engine:
             # If a crash loses it, the maintenance thread finishes the run (liveness.py).
             run_state, admitted = self.store.transact(
                 ops.settle, ctx.run_id, finished.workflow, finished.ended, durable=False)
-        self.publish(finished.released + admitted)
+        self.publish(admitted)
         self._alert(ctx, tdef, outcome, run_state)
         return outcome
 
