@@ -18,7 +18,6 @@ Needs py-spy (`pip install py-spy`) for the sampling part; without it the rest s
 from __future__ import annotations
 
 import collections
-import json
 import re
 import shutil
 import signal
