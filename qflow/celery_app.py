@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -115,6 +116,7 @@ class CeleryDispatcher:
     def __init__(self, app: Celery, config: Config):
         self.app = app
         self.config = config
+        self._answered = float("-inf")
 
     def publish(self, items: list[ops.Dispatch]) -> None:
         if not items:
@@ -147,8 +149,9 @@ class CeleryDispatcher:
         self.app.control.revoke(celery_ids, terminate=True, signal="SIGTERM")
 
     def check(self) -> None:
-        """Raise UnreachableError unless the broker answers."""
-        if self.config.embedded:
+        """Raise UnreachableError unless the broker answers (an answer counts for a few
+        seconds: a process that triggers many runs does not reconnect for each)."""
+        if self.config.embedded or time.monotonic() - self._answered < 5.0:
             return
         try:
             with self.app.connection_for_write() as conn:
@@ -156,6 +159,7 @@ class CeleryDispatcher:
                                        timeout=3)
         except (KombuOperationalError, OSError, socket.error) as exc:
             raise UnreachableError("broker", self.config.broker_url, exc) from None
+        self._answered = time.monotonic()
 
 
 @contextmanager

@@ -31,7 +31,7 @@ class Store:
         # How long a write keeps retrying while the DB is unreachable (workers wait out a
         # DB restart instead of losing an outcome; the CLI fails at once).
         self.retry_seconds = retry_seconds
-        self._engine: Engine | None = None
+        self._engines: dict[bool, Engine] = {}
         self._pid = 0
         try:
             self.dialect = make_url(url).get_backend_name()
@@ -40,32 +40,44 @@ class Store:
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None or self._pid != os.getpid():
-            # A forked child must not reuse the parent's pooled connections.
-            if self._engine is not None:
-                self._engine.dispose(close=False)
-            self._engine = self._make_engine()
-            self._pid = os.getpid()
-        return self._engine
+        """The engine of durable transactions (and reads)."""
+        return self._engine_for(durable=True)
 
-    def _make_engine(self) -> Engine:
+    def _engine_for(self, durable: bool) -> Engine:
+        if self._pid != os.getpid():
+            # A forked child must not reuse the parent's pooled connections.
+            for engine in self._engines.values():
+                engine.dispose(close=False)
+            self._engines, self._pid = {}, os.getpid()
+        if self.dialect == "sqlite":
+            durable = True                 # one engine: WAL + synchronous=NORMAL already
+        if durable not in self._engines:
+            self._engines[durable] = self._make_engine(durable)
+        return self._engines[durable]
+
+    def _make_engine(self, durable: bool) -> Engine:
         try:
             if self.dialect == "sqlite":
                 return _sqlite_engine(self.url)
+            # Writes a crash may lose without harm use their own pool whose sessions do
+            # not wait for the disk at commit (set once per connection, not per
+            # transaction: that would cost a round trip each time).
+            relaxed = {} if durable else {"connect_args": {
+                "options": "-c synchronous_commit=off"}}
             # Workers (which retry) skip the pre-ping, a round trip per transaction: a
             # connection the server dropped fails its first statement and transact()
             # retries on a fresh one. Short-lived clients keep it.
             return create_engine(self.url, pool_pre_ping=not self.retry_seconds,
-                                 pool_size=self.pool_size,
-                                 max_overflow=self.pool_size)
+                                 pool_size=self.pool_size, max_overflow=self.pool_size,
+                                 **relaxed)
         except (NoSuchModuleError, ImportError) as exc:
             raise UserError(f"database URL {self.url!r}: {exc} "
                             "(for PostgreSQL: pip install 'qflow[postgres]')") from None
 
     def dispose(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines = {}
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -81,11 +93,9 @@ class Store:
         disk: for writes that a crash may lose without harm, because something else
         redoes them (a lost claim leaves the task queued; the reconciler re-sends it).
         """
-        with self._connect() as conn:
+        with self._connect(durable) as conn:
             conn.execution_options(qflow_write=True)
             with conn.begin():
-                if not durable and self.dialect == "postgresql":
-                    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                 yield conn
 
     def transact(self, fn, *args, retries: int = 8, durable: bool = True):
@@ -118,9 +128,9 @@ class Store:
             time.sleep(min(5.0, 0.1 * 2 ** outages))
 
     @contextmanager
-    def _connect(self) -> Iterator[Connection]:
+    def _connect(self, durable: bool = True) -> Iterator[Connection]:
         try:
-            conn = self.engine.connect()
+            conn = self._engine_for(durable).connect()
         except OperationalError as exc:
             raise UnreachableError("results DB", self.url, exc.orig or exc) from None
         with conn:
