@@ -8,6 +8,8 @@ chain passes it in the next message). Trigger to done, divided by N.
 """
 from __future__ import annotations
 
+import contextlib
+
 import sys
 from pathlib import Path
 
@@ -47,38 +49,24 @@ def main() -> None:
     n = args.n or (100 if args.quick else 500)
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     reps = C.repeats(args)
-    from bench import raw_app
-    rows = []
-    with C.servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
-        raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
-        app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
-        commands = {"raw": raw_w.command}
-        try:
-            for db in dbs:
-                url = s.database_url(db)
-                q = C.start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
-                commands["qflow"] = q.command
-                try:
-                    rt = C.qflow_runtime(s.redis_url(0), url)
-                    C.say(f"{DB_LABEL[db]}: warm-up")
-                    raw_chain(app, 50)
-                    qflow_chain(rt, 50)
-                    raws, qs = C.interleaved(f"chain N={n} {db}", lambda: raw_chain(app, n),
-                                             lambda: qflow_chain(rt, n), reps,
-                                             args.max_case_seconds)
-                    raw_ms = C.median(raws) * 1000 / n
-                    q_ms = C.median(qs) * 1000 / n
-                    row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
-                               raw_seconds=raws, qflow_seconds=qs, raw_ms_per_hop=raw_ms,
-                               qflow_ms_per_hop=q_ms, ratio=q_ms / raw_ms)
-                    rows.append(row)
-                    C.say(f"chain N={n} {DB_LABEL[db]:<20} raw {raw_ms:6.2f} ms/hop | qflow "
-                          f"{q_ms:6.2f} ms/hop | ratio {row['ratio']:.2f}x [median of {len(qs)}]")
-                    rt.store.dispose()
-                finally:
-                    q.stop()
-        finally:
-            raw_w.stop()
+    rows: list[dict] = []
+    commands: dict[str, str] = {}
+    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
+        for db, app, rt in setups:
+            C.say(f"{DB_LABEL[db]}: warm-up")
+            raw_chain(app, 50)
+            qflow_chain(rt, 50)
+            raws, qs = C.interleaved(f"chain N={n} {db}", lambda: raw_chain(app, n),
+                                     lambda: qflow_chain(rt, n), reps,
+                                     args.max_case_seconds)
+            raw_ms = C.median(raws) * 1000 / n
+            q_ms = C.median(qs) * 1000 / n
+            row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
+                       raw_seconds=raws, qflow_seconds=qs, raw_ms_per_hop=raw_ms,
+                       qflow_ms_per_hop=q_ms, ratio=q_ms / raw_ms)
+            rows.append(row)
+            C.say(f"chain N={n} {DB_LABEL[db]:<20} raw {raw_ms:6.2f} ms/hop | qflow "
+                  f"{q_ms:6.2f} ms/hop | ratio {row['ratio']:.2f}x [median of {len(qs)}]")
     C.emit(args, "chain", {"rows": rows, "workers": commands})
 
 

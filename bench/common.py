@@ -61,35 +61,35 @@ def start_postgres(stat_statements: bool = False) -> "servers.Server":
     Unlike the tests' server (fsync off), a commit here waits for the WAL to reach the
     disk. ``stat_statements`` preloads pg_stat_statements for the profile.
     """
-    initdb, pg_ctl = servers._pg_bin("initdb"), servers._pg_bin("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        raise servers.ServerMissing("PostgreSQL server binaries are not installed: "
-                                    "apt-get install postgresql")
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="qflow-bench-pg-")
-    data = os.path.join(folder, "data")
-    as_user: list[str] = []
-    if os.geteuid() == 0:                       # initdb refuses to run as root
-        shutil.chown(folder, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(as_user + [initdb, "-D", data, "-A", "trust", "-U", "postgres"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    options = (f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 "
-               "-c max_connections=200")
-    if stat_statements:
-        options += (" -c shared_preload_libraries=pg_stat_statements"
-                    " -c pg_stat_statements.track=top")
-    subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
-                              os.path.join(folder, "pg.log"), "-w", "start"], check=True,
-                   stdout=subprocess.DEVNULL)
+    extra = (" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=top"
+             if stat_statements else "")
+    return servers.start_postgres(durable=True, settings=extra.strip())
 
-    def stop() -> None:
-        subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(folder, ignore_errors=True)
 
-    return servers.Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port,
-                          stop)
+def side_by_side(dbs: list[str], commands: dict[str, str]) -> Iterator[tuple[str, Any, Any]]:
+    """Private servers and a raw Celery worker, then for each results DB a qflow worker:
+    yields (db, raw Celery app, qflow runtime); ``commands`` records the worker commands.
+    Everything started here is stopped when the loop ends, however it ends."""
+    from bench import raw_app
+    with servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
+        raw_w = start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
+        commands["raw"] = raw_w.command
+        try:
+            app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
+            for db in dbs:
+                url = s.database_url(db)
+                q = start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
+                commands["qflow"] = q.command
+                try:
+                    rt = qflow_runtime(s.redis_url(0), url)
+                    try:
+                        yield db, app, rt
+                    finally:
+                        rt.store.dispose()
+                finally:
+                    q.stop()
+        finally:
+            raw_w.stop()
 
 
 def new_pg_database(server_url: str, synchronous_commit: bool = True) -> str:

@@ -12,6 +12,8 @@ returned every result. Prints tasks/s and qflow's ratio to raw Celery.
 """
 from __future__ import annotations
 
+import contextlib
+
 import sys
 from pathlib import Path
 
@@ -61,45 +63,31 @@ def main() -> None:
     sizes = [int(x) for x in (args.n or ("200,1000" if args.quick else "1000,10000")).split(",")]
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     reps = C.repeats(args)
-    from bench import raw_app
-    rows = []
-    with C.servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
-        raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
-        app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
-        commands = {"raw": raw_w.command}
-        try:
-            for db in dbs:
-                url = s.database_url(db)
-                q = C.start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
-                commands["qflow"] = q.command
-                try:
-                    rt = C.qflow_runtime(s.redis_url(0), url)
-                    C.say(f"{DB_LABEL[db]}: warm-up")
-                    raw_fanout(app, 100)
-                    qflow_fanout(rt, 100)
-                    for n in sizes:
-                        raws, qs = C.interleaved(f"fan-out N={n} {db}",
-                                                 lambda: raw_fanout(app, n),
-                                                 lambda: qflow_fanout(rt, n), reps,
-                                                 args.max_case_seconds)
-                        raw_s = C.median(raws)
-                        q_s = C.median([x[0] for x in qs])
-                        trig = C.median([x[1] for x in qs])
-                        row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
-                                   raw_seconds=raws, qflow_seconds=[x[0] for x in qs],
-                                   qflow_trigger_seconds=[x[1] for x in qs],
-                                   raw_tasks_per_s=n / raw_s, qflow_tasks_per_s=n / q_s,
-                                   qflow_trigger_s=trig, ratio=(n / q_s) / (n / raw_s))
-                        rows.append(row)
-                        C.say(f"fan-out N={n:>6} {DB_LABEL[db]:<20} raw {row['raw_tasks_per_s']:8.1f}"
-                              f" tasks/s | qflow {row['qflow_tasks_per_s']:8.1f} tasks/s "
-                              f"(trigger {trig:.2f} s) | ratio {row['ratio']:.2f}x "
-                              f"[median of {len(qs)}]")
-                    rt.store.dispose()
-                finally:
-                    q.stop()
-        finally:
-            raw_w.stop()
+    rows: list[dict] = []
+    commands: dict[str, str] = {}
+    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
+        for db, app, rt in setups:
+            C.say(f"{DB_LABEL[db]}: warm-up")
+            raw_fanout(app, 100)
+            qflow_fanout(rt, 100)
+            for n in sizes:
+                raws, qs = C.interleaved(f"fan-out N={n} {db}",
+                                         lambda: raw_fanout(app, n),
+                                         lambda: qflow_fanout(rt, n), reps,
+                                         args.max_case_seconds)
+                raw_s = C.median(raws)
+                q_s = C.median([x[0] for x in qs])
+                trig = C.median([x[1] for x in qs])
+                row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
+                           raw_seconds=raws, qflow_seconds=[x[0] for x in qs],
+                           qflow_trigger_seconds=[x[1] for x in qs],
+                           raw_tasks_per_s=n / raw_s, qflow_tasks_per_s=n / q_s,
+                           qflow_trigger_s=trig, ratio=(n / q_s) / (n / raw_s))
+                rows.append(row)
+                C.say(f"fan-out N={n:>6} {DB_LABEL[db]:<20} raw {row['raw_tasks_per_s']:8.1f}"
+                      f" tasks/s | qflow {row['qflow_tasks_per_s']:8.1f} tasks/s "
+                      f"(trigger {trig:.2f} s) | ratio {row['ratio']:.2f}x "
+                      f"[median of {len(qs)}]")
     C.emit(args, "fanout", {"rows": rows, "workers": commands,
                             "qflow_settings": C.qflow_settings()})
 

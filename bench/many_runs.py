@@ -11,6 +11,8 @@ to the last run done.
 """
 from __future__ import annotations
 
+import contextlib
+
 import sys
 from pathlib import Path
 
@@ -54,45 +56,31 @@ def main() -> None:
     runs = args.runs or (100 if args.quick else 1000)
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     reps = C.repeats(args)
-    from bench import raw_app
-    rows = []
-    with C.servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
-        raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
-        app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
-        commands = {"raw": raw_w.command}
-        try:
-            for db in dbs:
-                url = s.database_url(db)
-                q = C.start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
-                commands["qflow"] = q.command
-                try:
-                    rt = C.qflow_runtime(s.redis_url(0), url)
-                    C.say(f"{DB_LABEL[db]}: warm-up")
-                    raw_diamonds(app, 20)
-                    qflow_diamonds(rt, 20)
-                    raws, qs = C.interleaved(f"{runs} diamonds {db}",
-                                             lambda: raw_diamonds(app, runs),
-                                             lambda: qflow_diamonds(rt, runs), reps,
-                                             args.max_case_seconds)
-                    raw_s = C.median([x[0] for x in raws])
-                    q_s = C.median([x[0] for x in qs])
-                    row = dict(db=db, setup=DB_LABEL[db], runs_per_case=runs, runs=len(qs),
-                               raw_seconds=[x[0] for x in raws],
-                               qflow_seconds=[x[0] for x in qs],
-                               raw_trigger_s=C.median([x[1] for x in raws]),
-                               qflow_trigger_s=C.median([x[1] for x in qs]),
-                               raw_runs_per_s=runs / raw_s, qflow_runs_per_s=runs / q_s,
-                               ratio=raw_s / q_s)
-                    rows.append(row)
-                    C.say(f"{runs} diamond runs {DB_LABEL[db]:<20} raw {row['raw_runs_per_s']:7.1f}"
-                          f" runs/s | qflow {row['qflow_runs_per_s']:7.1f} runs/s (triggering "
-                          f"took {row['qflow_trigger_s']:.2f} s) | ratio {row['ratio']:.2f}x "
-                          f"[median of {len(qs)}]")
-                    rt.store.dispose()
-                finally:
-                    q.stop()
-        finally:
-            raw_w.stop()
+    rows: list[dict] = []
+    commands: dict[str, str] = {}
+    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
+        for db, app, rt in setups:
+            C.say(f"{DB_LABEL[db]}: warm-up")
+            raw_diamonds(app, 20)
+            qflow_diamonds(rt, 20)
+            raws, qs = C.interleaved(f"{runs} diamonds {db}",
+                                     lambda: raw_diamonds(app, runs),
+                                     lambda: qflow_diamonds(rt, runs), reps,
+                                     args.max_case_seconds)
+            raw_s = C.median([x[0] for x in raws])
+            q_s = C.median([x[0] for x in qs])
+            row = dict(db=db, setup=DB_LABEL[db], runs_per_case=runs, runs=len(qs),
+                       raw_seconds=[x[0] for x in raws],
+                       qflow_seconds=[x[0] for x in qs],
+                       raw_trigger_s=C.median([x[1] for x in raws]),
+                       qflow_trigger_s=C.median([x[1] for x in qs]),
+                       raw_runs_per_s=runs / raw_s, qflow_runs_per_s=runs / q_s,
+                       ratio=raw_s / q_s)
+            rows.append(row)
+            C.say(f"{runs} diamond runs {DB_LABEL[db]:<20} raw {row['raw_runs_per_s']:7.1f}"
+                  f" runs/s | qflow {row['qflow_runs_per_s']:7.1f} runs/s (triggering "
+                  f"took {row['qflow_trigger_s']:.2f} s) | ratio {row['ratio']:.2f}x "
+                  f"[median of {len(qs)}]")
     C.emit(args, "many_runs", {"rows": rows, "workers": commands})
 
 

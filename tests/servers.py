@@ -74,7 +74,11 @@ def _pg_bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
-def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None) -> Server:
+def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None,
+                   durable: bool = False, settings: str = "") -> Server:
+    """A private PostgreSQL server. Tests run it without fsync; ``durable=True`` keeps
+    stock durability (a commit waits for the WAL on disk), as the benchmarks need.
+    ``settings`` adds server options (``-c name=value ...``)."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
         raise ServerMissing("PostgreSQL server binaries are not installed: apt-get install "
@@ -87,13 +91,16 @@ def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None) -> S
         shutil.chown(folder, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     subprocess.run(as_user + [initdb, "-D", data, "-A", "trust", "-U", "postgres",
-                              "--no-sync"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+                              *([] if durable else ["--no-sync"])], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if trust_net:
         with open(os.path.join(data, "pg_hba.conf"), "a") as fh:
             fh.write(f"host all all {trust_net} trust\n")
-    options = (f"-p {port} -k {folder} -c listen_addresses='{listen}' -c fsync=off "
-               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    options = f"-p {port} -k {folder} -c listen_addresses='{listen}' -c max_connections=200"
+    if not durable:
+        options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if settings:
+        options += " " + settings
     subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
                               os.path.join(folder, "pg.log"), "-w", "start"], check=True,
                    stdout=subprocess.DEVNULL)
