@@ -90,13 +90,7 @@ class Engine:
         return True
 
     def limits(self, wdef: authoring.WorkflowDef) -> ops.Limits:
-        """The concurrency limits of a new run of ``wdef``."""
-        for name in ("max_active_tasks", "max_active_runs"):
-            value = wdef.options.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise UserError(f"workflow {wdef.name!r}: {name} must be an integer >= 1, "
-                                f"got {value!r}")
+        """The concurrency limits of a new run of ``wdef`` (checked at decoration)."""
         return ops.Limits(self.config.pool_slots(), wdef.options.get("max_active_tasks"),
                           wdef.options.get("max_active_runs"))
 

@@ -246,10 +246,11 @@ def check_options(options: Mapping[str, Any]) -> Schedule | None:
     """Validate the scheduling options of ``@workflow``; return the schedule, if any."""
     if not isinstance(options.get("catchup", False), bool):
         raise UserError(f"catchup must be True or False, got {options['catchup']!r}")
-    limit = options.get("max_active_runs")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                              or limit < 1):
-        raise UserError(f"max_active_runs must be an integer >= 1, got {limit!r}")
+    for name in ("max_active_runs", "max_active_tasks"):
+        limit = options.get(name)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise UserError(f"{name} must be an integer >= 1, got {limit!r}")
     if not isinstance(options.get("params") or {}, dict):
         raise UserError(f"params must be a dict of parameter values, got "
                         f"{options['params']!r}")

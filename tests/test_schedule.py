@@ -244,6 +244,7 @@ def test_unpausing_without_catch_up_skips_the_paused_period():
     ({"schedule": [1, 2]}, "schedule must be a cron string"),
     ({"schedule": "@daily", "catchup": "yes"}, "catchup must be True or False"),
     ({"schedule": "@daily", "max_active_runs": 0}, "max_active_runs must be an integer >= 1"),
+    ({"max_active_tasks": "2"}, "max_active_tasks must be an integer >= 1"),
     ({"schedule": "@daily", "params": {"nope": 1}}, "unknown parameter 'nope'"),
     ({"schedule": "@daily", "params": {"day": "soon"}}, "expected an int"),
     ({"schedule": "@hourly", "params": {}}, "needs parameter 'day'"),
