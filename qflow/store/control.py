@@ -5,15 +5,16 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select, update
 
 from .. import states as S
 from ..dag import topological_order
 from ..errors import UserError
-from .models import edges, runs, tasks
 from . import mapping, pools
-from .ops import (Dispatch, _dispatch_rows, cancel_open, count_ended, propagate, release, run_ended,
-                  set_task_state, utcnow)
+from .models import edges, runs, tasks
+from .records import count_tasks
+from .ops import (Dispatch, _dispatch_rows, cancel_open, count_ended, propagate, release,
+                  run_ended, set_task_state, utcnow)
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,9 @@ def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
 
 def _recount(conn: Connection, run_id: str, now) -> None:
     """Recompute the run's counters from its tasks; running again unless all ended."""
-    def count(*states: str) -> int:
-        return conn.execute(select(func.count()).select_from(tasks).where(
-            tasks.c.run_id == run_id, tasks.c.state.in_(states))).scalar_one()
-    left, failed, canceled = count(*S.ACTIVE), count(S.FAILED, S.UPSTREAM_FAILED), \
-        count(S.CANCELED)
+    left = count_tasks(conn, run_id, *S.ACTIVE)
+    failed = count_tasks(conn, run_id, S.FAILED, S.UPSTREAM_FAILED)
+    canceled = count_tasks(conn, run_id, S.CANCELED)
     ended = {"state": S.run_state(failed, canceled), "finished_at": now} if left == 0 else {
         "state": S.RUNNING, "finished_at": None}
     conn.execute(update(runs).where(runs.c.id == run_id).values(

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import states as S
 from .models import attempts, runs, tasks, workers
 from .ops import Dispatch, message_options, utcnow
+from .records import count_tasks
 
 _WAITING = (S.QUEUED, S.RETRYING)
 
@@ -114,8 +115,8 @@ def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
         runs.c.state.in_((S.QUEUED, S.RUNNING)), runs.c.created_at < cutoff, ~active)).all()
     out = []
     for run in stuck:
-        failed = _count(conn, run.id, S.FAILED, S.UPSTREAM_FAILED)
-        canceled = _count(conn, run.id, S.CANCELED)
+        failed = count_tasks(conn, run.id, S.FAILED, S.UPSTREAM_FAILED)
+        canceled = count_tasks(conn, run.id, S.CANCELED)
         final = S.run_state(failed, canceled)
         now = utcnow()
         if conn.execute(update(runs).where(runs.c.id == run.id,
@@ -126,7 +127,3 @@ def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
                                                               now)))
     return out
 
-
-def _count(conn: Connection, run_id: str, *states: str) -> int:
-    return conn.execute(select(func.count()).select_from(tasks).where(
-        tasks.c.run_id == run_id, tasks.c.state.in_(states))).scalar_one()

@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from .. import states as S
 from ..dag import refs_in
@@ -113,3 +113,9 @@ def _inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Any]:
                         .where(tasks.c.run_id == run_id, tasks.c.node.in_(parents)))
     return {r.node: json.loads(r.result) if r.state == S.SUCCEEDED and r.result else None
             for r in rows}
+
+
+def count_tasks(conn: Connection, run_id: str, *states: str) -> int:
+    """How many of the run's tasks are in one of ``states``."""
+    return conn.execute(select(func.count()).select_from(tasks).where(
+        tasks.c.run_id == run_id, tasks.c.state.in_(states))).scalar_one()
