@@ -124,7 +124,7 @@ class Engine:
         # The claim need not wait for the disk: if a crash loses it, the task is still
         # queued, its outcome report is refused, and the reconciler sends it again.
         claimed = self.store.transact(ops.claim, run_id, node, attempt, worker, celery_id,
-                                      durable=False)
+                                      durable=False, autocommit=True)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None
@@ -137,7 +137,7 @@ class Engine:
             self._start_async(ctx, tdef, claimed, worker)
             return None                       # recorded by the event loop when it ends
         outcome = self._call(tdef, claimed, ctx)
-        return self._record(ctx, tdef, claimed.options, outcome)
+        return self._record(ctx, tdef, claimed.options, outcome, claimed)
 
     def record_lost(self, run_id: str, node: str, attempt: int, exc: BaseException) -> None:
         """Record an attempt whose process died or went silent (hard time limit, kill,
@@ -189,23 +189,26 @@ class Engine:
             self.publish(items)
         return len(items)
 
-    def _record(self, ctx: TaskContext, tdef, options: dict,
-                outcome: ops.Outcome) -> ops.Outcome | None:
+    def _record(self, ctx: TaskContext, tdef, options: dict, outcome: ops.Outcome,
+                claimed: ops.Claimed | None = None) -> ops.Outcome | None:
         fail_fast = bool(self._workflow_option(ctx.workflow, "fail_fast"))
+        alone = claimed is not None and ops.finish_alone(claimed, outcome, fail_fast)
         finished = self.store.transact(ops.finish, ctx.run_id, ctx.node, ctx.attempt,
-                                       outcome, fail_fast)
+                                       outcome, fail_fast, autocommit=alone)
         if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
             return None
         self.publish(finished.released)          # first: the next task starts sooner
         run_state, admitted = None, []
-        if finished.ended:
-            # The run's counters live on one row every task of the run updates: a separate
-            # short transaction that does not wait for the disk keeps that row's lock brief.
-            # If a crash loses it, the maintenance thread finishes the run (liveness.py).
-            run_state, admitted = self.store.transact(
-                ops.settle, ctx.run_id, finished.workflow, finished.ended, durable=False)
+        # The run's counters live on one row every task of the run updates: a statement
+        # of its own that does not wait for the disk keeps that row's lock brief. If a
+        # crash loses it, the maintenance thread finishes the run (liveness.py).
+        totals = self.store.transact(ops.count_ended, ctx.run_id, finished.ended,
+                                     durable=False, autocommit=True) if finished.ended else None
+        if totals is not None:
+            run_state, admitted = self.store.transact(ops.end_run, ctx.run_id,
+                                                      finished.workflow, totals)
         self.publish(admitted)
         self._alert(ctx, tdef, outcome, run_state)
         return outcome
@@ -259,7 +262,7 @@ class Engine:
         async def job() -> None:
             outcome = await self._acall(tdef, claimed, ctx)
             await asyncio.get_running_loop().run_in_executor(
-                None, self._record, ctx, tdef, claimed.options, outcome)
+                None, self._record, ctx, tdef, claimed.options, outcome, claimed)
 
         loop.submit(job)
 

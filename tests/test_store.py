@@ -426,3 +426,52 @@ def test_a_run_whose_count_was_lost_is_ended_by_the_maintenance_step(engine):
     run = run_of(engine, run_id)
     assert run["state"] == "succeeded" and run["tasks_done"] == run["tasks_total"]
     assert engine.finish_stuck_runs() == 0
+
+
+def test_a_run_whose_end_was_counted_but_not_recorded_is_ended_by_the_maintenance_step(
+        engine):
+    import datetime as dt
+    from qflow.store.models import runs
+    run_id = engine.trigger("diamond")
+    drain(engine)
+    with engine.store.write() as conn:      # the count reached 0; the crash came before
+        conn.execute(runs.update().where(runs.c.id == run_id).values(   # the state write
+            state="running", finished_at=None, created_at=dt.datetime(2026, 1, 1)))
+    assert engine.finish_stuck_runs() == 1
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def attempt_count(engine, run_id, node) -> int:
+    with engine.store.read() as conn:
+        return len(conn.execute(select(attempts.c.id).join(tasks, tasks.c.id == attempts.c.task_id)
+                                .where(tasks.c.run_id == run_id, tasks.c.node == node)).all())
+
+
+def test_a_leaf_s_outcome_is_one_autocommitted_write_and_a_stale_one_writes_nothing(engine):
+    run_id = engine.trigger("chain", {"length": "1"})
+    first = engine.dispatcher.sent.pop(0)
+    engine.execute(run_id, first.node, 1)
+    claimed = engine.store.transact(ops.claim, run_id, "add", 1, "w1", None, autocommit=True)
+    assert claimed.alone                      # no children, no pools
+    outcome = ops.Outcome("succeeded", result="1")
+    assert ops.finish_alone(claimed, outcome, fail_fast=False)
+    for stale in (2, 0):
+        assert engine.store.transact(ops.finish, run_id, "add", stale, outcome,
+                                     autocommit=True) is None
+    assert attempt_count(engine, run_id, "add") == 0
+    finished = engine.store.transact(ops.finish, run_id, "add", 1, outcome, autocommit=True)
+    assert finished.released == [] and finished.ended == [("add", "succeeded")]
+    assert engine.store.transact(ops.finish, run_id, "add", 1, outcome,
+                                 autocommit=True) is None               # a redelivery
+    assert attempt_count(engine, run_id, "add") == 1
+
+
+def test_runs_recorded_before_tasks_listed_their_children_still_release_them(engine):
+    run_id = engine.trigger("diamond", {"x": "5"})
+    with engine.store.write() as conn:      # rows as migration 0005 leaves older runs
+        conn.execute(tasks.update().where(tasks.c.run_id == run_id).values(children=None))
+    ran = drain(engine)
+    assert ran[0] == "const" and ran[-1] == "add__2"
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["add__2"]) == {"add__2": 5 + 10 + 5 + 20}
+    assert run_of(engine, run_id)["state"] == "succeeded"

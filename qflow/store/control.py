@@ -13,8 +13,8 @@ from ..errors import UserError
 from . import mapping, pools
 from .models import edges, runs, tasks
 from .records import count_tasks
-from .ops import (Dispatch, _dispatch_rows, cancel_open, count_ended, propagate, release,
-                  run_ended, set_task_state, utcnow)
+from .ops import (Dispatch, _dispatch_rows, cancel_open, propagate, release, set_task_state,
+                  settle, utcnow)
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,8 @@ def cancel_run(conn: Connection, run_id: str) -> Canceled:
         if r.celery_id]
     now = utcnow()
     ended, released = cancel_open(conn, run_id, S.ACTIVE, now)
-    final = count_ended(conn, run_id, ended, now)
-    if final is not None:
-        released += run_ended(conn, run_id, run.workflow, now)
-    return Canceled(final, running, released)
+    final, admitted = settle(conn, run_id, run.workflow, ended)
+    return Canceled(final, running, released + admitted)
 
 
 _AGAIN = (S.FAILED, S.CANCELED, S.UPSTREAM_FAILED)

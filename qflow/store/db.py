@@ -86,19 +86,26 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[Connection]:
+    def write(self, durable: bool = True, autocommit: bool = False) -> Iterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success.
 
         ``durable=False`` lets PostgreSQL acknowledge the commit before it is flushed to
         disk: for writes that a crash may lose without harm, because something else
         redoes them (a lost claim leaves the task queued; the reconciler re-sends it).
+        ``autocommit=True`` (PostgreSQL) commits each statement on its own, saving the
+        BEGIN and COMMIT round trips: for writers whose statements are each complete.
         """
         with self._connect(durable) as conn:
+            if autocommit and self.dialect == "postgresql":
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+                return
             conn.execution_options(qflow_write=True)
             with conn.begin():
                 yield conn
 
-    def transact(self, fn, *args, retries: int = 8, durable: bool = True):
+    def transact(self, fn, *args, retries: int = 8, durable: bool = True,
+                 autocommit: bool = False):
         """Run ``fn(conn, *args)`` in a write transaction.
 
         Deadlocks and a busy SQLite are retried ``retries`` times; a lost or refused
@@ -109,7 +116,7 @@ class Store:
         conflicts = outages = 0
         while True:
             try:
-                with self.write(durable) as conn:
+                with self.write(durable, autocommit) as conn:
                     return fn(conn, *args)
             except DBAPIError as exc:
                 if _retryable(exc) and conflicts < retries:

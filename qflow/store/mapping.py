@@ -84,8 +84,8 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
         run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
         queue=row.queue, options=json.dumps(element_options) if element_options else None,
         call=json.dumps({"args": [item, *call["args"][1:]], "kwargs": call["kwargs"]}),
-        n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now)
-        for eid, item in zip(ids, items)])
+        n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
+        children=json.dumps([node])) for eid, item in zip(ids, items)])
     conn.execute(insert(edges), [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
     options["map"]["expanded"] = len(ids)
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)

@@ -81,6 +81,9 @@ class TaskInstance(Base):
     # Concurrency pools this task needs (JSON list) and whether it holds their slots.
     pools: Mapped[str | None] = mapped_column(Text)
     holding: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The children's node ids (JSON list; "[]" for none), copied from qflow_edges so that
+    # recording an outcome need not look them up. NULL (rows from before 0005): look up.
+    children: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),

@@ -6,20 +6,21 @@ through :func:`qflow.store.records.transition` (checked, conditional).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Select, Update, bindparam, insert, select, update
 
 from .. import states as S
 from ..dag import Graph
 from . import mapping, pools
 from .models import attempts, edges, runs, tasks
 from .records import (Claimed, Dispatch, Finished, Outcome, _inputs,  # noqa: F401 - API
-                      message_options, set_task_state, transition, utcnow)
+                      message_options, set_task_state, transition, transition_stmt, utcnow)
 
 
 def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
@@ -34,8 +35,10 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
     if logical_time is not None and logical_time.tzinfo is not None:   # stored naive UTC
         logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
-    for _, child in graph.edges:
+    children: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    for parent, child in sorted(graph.edges):
         n_parents[child] += 1
+        children[parent].append(child)
     conn.execute(insert(runs).values(
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(params),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
@@ -55,7 +58,8 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
             options=json.dumps(options) if options else None,
             pools=json.dumps(needed[node.id]) if needed[node.id] else None,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
-            attempts=0, queued_at=now if ready else None))
+            attempts=0, queued_at=now if ready else None,
+            children=json.dumps(children[node.id])))
     conn.execute(insert(tasks), rows)
     if graph.edges:
         conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
@@ -115,7 +119,8 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     row = set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
                          attempt=attempt - 1, attempts=attempt, started_at=now,
                          finished_at=None, worker=worker, celery_id=celery_id,
-                         returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options))
+                         returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options,
+                                    tasks.c.children, tasks.c.pools))
     if row is None:
         return None
     run = _RUNS.get(run_id)
@@ -127,7 +132,15 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
             .where(runs.c.id == run_id)).one())
     call = json.loads(row.call)
     return Claimed(row.id, row.task, call, json.loads(row.options or "{}"), run.workflow,
-                   json.loads(run.params), run.logical_time, _inputs(conn, run_id, call))
+                   json.loads(run.params), run.logical_time, _inputs(conn, run_id, call),
+                   alone=row.children == "[]" and not row.pools)
+
+
+def finish_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
+    """Whether :func:`finish` runs a single statement for this outcome (no children to
+    count, no pool slots to give back, no fail_fast cancellation), so that it needs no
+    transaction around it."""
+    return claimed.alone and not (fail_fast and outcome.state == S.FAILED)
 
 
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
@@ -139,21 +152,9 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     """
     now = utcnow()
     retrying = outcome.state == S.RETRYING
-    due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
-    row = set_task_state(conn, run_id, node, outcome.state, expect=(S.RUNNING,),
-                         attempt=attempt, finished_at=None if retrying else now,
-                         result=outcome.result, error=outcome.error, **due,
-                         returning=(tasks.c.id, tasks.c.queue, tasks.c.options,
-                                    tasks.c.pools, tasks.c.holding, tasks.c.started_at,
-                                    tasks.c.worker, tasks.c.celery_id))
+    row = _end_attempt(conn, run_id, node, attempt, outcome, now)
     if row is None:
         return None
-    # The attempt's row is written once, when it ends (a running attempt is the task row).
-    conn.execute(insert(attempts).values(
-        task_id=row.id, number=attempt, state=S.FAILED if retrying else outcome.state,
-        worker=row.worker, celery_id=row.celery_id, started_at=row.started_at,
-        finished_at=now, error_type=outcome.error_type, error=outcome.error,
-        traceback=outcome.traceback, log=outcome.log))
     workflow = _workflow(conn, run_id)
     if retrying:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
@@ -168,8 +169,51 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         ended += canceled
         freed += admitted
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
-    released, ended = cascade(conn, run_id, workflow, ended, now, chosen)
+    released, ended = cascade(conn, run_id, workflow, ended, now, chosen,
+                              {node: row.children})
     return Finished(workflow, freed + released, ended=ended)
+
+
+def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
+                 now: dt.datetime):
+    """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
+    own row, written once when the attempt ends: one statement on PostgreSQL. Returns
+    the task row, or None for a stale report."""
+    retrying = outcome.state == S.RETRYING
+    due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
+    ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
+                                    attempt=attempt, finished_at=None if retrying else now,
+                                    result=outcome.result, error=outcome.error, **due,
+                                    returning=_ENDED)
+    values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
+                  finished_at=now, error_type=outcome.error_type, error=outcome.error,
+                  traceback=outcome.traceback, log=outcome.log)
+    if conn.dialect.name == "postgresql":
+        params.update({f"a_{k}": v for k, v in values.items()})
+        return conn.execute(_with_attempt(ended), params).first()
+    found = conn.execute(ended, params).first()
+    if found is not None:
+        conn.execute(insert(attempts).values(task_id=found.id, worker=found.worker,
+                                             celery_id=found.celery_id,
+                                             started_at=found.started_at, **values))
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _with_attempt(ended) -> Select:
+    """``ended`` (an UPDATE of one task row) and the INSERT of its attempt's row as one
+    statement (PostgreSQL's data-modifying WITH), built once per outcome state."""
+    row = ended.cte("ended")
+    cols = {"task_id": row.c.id, "worker": row.c.worker, "celery_id": row.c.celery_id,
+            "started_at": row.c.started_at,
+            **{k: bindparam(f"a_{k}", type_=attempts.c[k].type) for k in _ATTEMPT}}
+    write = insert(attempts).from_select(list(cols), select(*cols.values()))
+    return select(row).add_cte(write.cte("attempt"))
+
+
+_ATTEMPT = ("number", "state", "finished_at", "error_type", "error", "traceback", "log")
+_ENDED = (tasks.c.id, tasks.c.queue, tasks.c.options, tasks.c.pools, tasks.c.holding,
+          tasks.c.children, tasks.c.started_at, tasks.c.worker, tasks.c.celery_id)
 
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -186,34 +230,30 @@ def propagate(conn: Connection, run_id: str, workflow: str, ended: list[tuple[st
 
 
 def cascade(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]],
-            now: dt.datetime, chosen: dict[str, set[str]] | None = None
+            now: dt.datetime, chosen: dict[str, set[str]] | None = None,
+            known: dict[str, str | None] | None = None
             ) -> tuple[list[Dispatch], list[tuple[str, str]]]:
     """Count each ended task in its children; release or end the children it decides.
 
     The counter update is one statement per parent; its row locks serialise parents that
     end at the same moment, so exactly one of them sees the last count. A branch task's
     children outside its ``chosen`` set are skipped. Returns the released tasks and every
-    task that ended (the given ones and those ended on the way).
+    task that ended (the given ones and those ended on the way). ``known`` maps nodes to
+    their rows' ``children`` column where the caller has it at hand.
     """
     released: list[Dispatch] = []
     todo = list(ended)
+    known = dict(known or {})
     for node, state in todo:                      # todo grows while we walk it
         counter = _COUNTER[state]
-        # Two statements, each on its own index, rather than one UPDATE with a subquery:
-        # the planner may join that against every task of the run (O(n) per task).
-        children = conn.execute(select(edges.c.child).where(
-            edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+        children = _children(conn, run_id, node, known.get(node))
         if not children:
             continue
-        rows = conn.execute(
-            update(tasks)
-            .where(tasks.c.run_id == run_id, tasks.c.node.in_(children))
-            .values({counter: getattr(tasks.c, counter) + 1})
-            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
-                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped)).all()
+        rows = conn.execute(_COUNT_IN_CHILDREN[counter],
+                            {"b_run_id": run_id, "b_nodes": children}).all()
         picked = (chosen or {}).get(node)
         for child in rows:
+            known[child.node] = child.children
             if child.state != S.PENDING:
                 continue
             if picked is not None and child.node not in picked:
@@ -237,13 +277,48 @@ def cascade(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str,
     return released, todo
 
 
+def _count_in_children(counter: str) -> Update:
+    column = getattr(tasks.c, counter)
+    return (update(tasks)
+            .where(tasks.c.run_id == bindparam("b_run_id"),
+                   tasks.c.node.in_(bindparam("b_nodes", expanding=True)))
+            .values({counter: column + 1})
+            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
+                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
+                       tasks.c.children))
+
+
+_COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
+
+
+def _children(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
+    """A task's children: from its row's ``children`` column, else from qflow_edges (by
+    its own index, not a subquery the planner might join against the whole run)."""
+    if listed is not None:
+        return json.loads(listed)
+    return conn.execute(select(edges.c.child).where(
+        edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+
+
 def settle(conn: Connection, run_id: str, workflow: str, ended: list[tuple[str, str]]
            ) -> tuple[str | None, list[Dispatch]]:
     """Count ended tasks in the run; returns its final state if this ended it, and the
     held run that may start in its place."""
+    totals = count_ended(conn, run_id, ended)
+    return end_run(conn, run_id, workflow, totals) if totals else (None, [])
+
+
+def end_run(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int]
+            ) -> tuple[str | None, list[Dispatch]]:
+    """Give a run whose tasks have all ended its final state, from its (failed, canceled)
+    totals; returns that state if this call set it, and the held run that may start."""
     now = utcnow()
-    final = count_ended(conn, run_id, ended, now)
-    return final, (run_ended(conn, run_id, workflow, now) if final is not None else [])
+    final = S.run_state(*totals)
+    done = conn.execute(update(runs)
+                        .where(runs.c.id == run_id, runs.c.state.in_((S.QUEUED, S.RUNNING)))
+                        .values(state=final, finished_at=now)).rowcount
+    return (final, run_ended(conn, run_id, workflow, now)) if done else (None, [])
 
 
 def run_ended(conn: Connection, run_id: str, workflow: str, now: dt.datetime
@@ -352,24 +427,20 @@ def _workflow(conn: Connection, run_id: str) -> str:
     return conn.execute(select(runs.c.workflow).where(runs.c.id == run_id)).scalar_one()
 
 
-def count_ended(conn: Connection, run_id: str, ended: list[tuple[str, str]],
-                now: dt.datetime) -> str | None:
-    """Decrement the run's open-task counter; the update that reaches 0 ends the run.
-
-    Returns the run's final state when this call ended it.
+def count_ended(conn: Connection, run_id: str, ended: list[tuple[str, str]]
+                ) -> tuple[int, int] | None:
+    """Decrement the run's open-task counter in one statement; the update that reaches 0
+    ends the run: it returns the run's (failed, canceled) totals for :func:`end_run`.
     """
     failed = sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended)
     canceled = sum(state == S.CANCELED for _, state in ended)
-    row = conn.execute(
-        update(runs).where(runs.c.id == run_id)
-        .values(tasks_left=runs.c.tasks_left - len(ended),
-                tasks_failed=runs.c.tasks_failed + failed,
-                tasks_canceled=runs.c.tasks_canceled + canceled)
-        .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled)).one()
-    if row.tasks_left != 0:
-        return None
-    final = S.run_state(row.tasks_failed, row.tasks_canceled)
-    done = conn.execute(update(runs)
-                        .where(runs.c.id == run_id, runs.c.state.in_((S.QUEUED, S.RUNNING)))
-                        .values(state=final, finished_at=now)).rowcount
-    return final if done else None
+    row = conn.execute(_COUNT_IN_RUN, {"run_id": run_id, "ended": len(ended),
+                                       "failed": failed, "canceled": canceled}).one()
+    return (row.tasks_failed, row.tasks_canceled) if row.tasks_left == 0 else None
+
+
+_COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("run_id"))
+                 .values(tasks_left=runs.c.tasks_left - bindparam("ended"),
+                         tasks_failed=runs.c.tasks_failed + bindparam("failed"),
+                         tasks_canceled=runs.c.tasks_canceled + bindparam("canceled"))
+                 .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled))

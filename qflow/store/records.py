@@ -5,11 +5,12 @@ on the current state, so the row count says who won (DESIGN.md invariants 3 and 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Update, bindparam, func, select, update
 
 from .. import states as S
 from ..dag import refs_in
@@ -46,6 +47,8 @@ class Claimed:
     params: dict
     logical_time: dt.datetime | None
     inputs: dict[str, Any]
+    # No children and no pool slots: recording its outcome touches its own rows only.
+    alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,16 +82,43 @@ def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | 
     ``node`` narrows it to one task; ``attempt`` to that attempt number (fencing). Returns
     the ``returning`` columns of the rows this call changed.
     """
+    stmt, params = transition_stmt(run_id, new, expect, node, attempt, returning, **values)
+    return conn.execute(stmt, params).all()
+
+
+def transition_stmt(run_id: str, new: str, expect: Iterable[str] | None = None,
+                    node: str | None = None, attempt: int | None = None,
+                    returning: tuple = (tasks.c.id,), **values: Any) -> tuple[Update, dict]:
+    """The checked, conditional UPDATE :func:`transition` runs, and its parameters (for
+    callers that embed it in a larger statement).
+
+    The statement depends only on the shape of the call, so it is built (and checked
+    against the transitions table) once per shape; SQLAlchemy's compiled cache and the
+    server's prepared statements then serve every later call.
+    """
     allowed = tuple(expect) if expect is not None else S.sources_of(new)
+    stmt = _transition_shape(new, allowed, node is not None, attempt is not None,
+                             tuple(returning), tuple(sorted(values)))
+    params = {"t_run_id": run_id, **{f"v_{k}": v for k, v in values.items()}}
+    if node is not None:
+        params["t_node"] = node
+    if attempt is not None:
+        params["t_attempt"] = attempt
+    return stmt, params
+
+
+@functools.lru_cache(maxsize=256)
+def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_attempt: bool,
+                      returning: tuple, keys: tuple[str, ...]) -> Update:
     for old in allowed:
         S.check_transition(old, new)
-    cond = [tasks.c.run_id == run_id, tasks.c.state.in_(allowed)]
-    if node is not None:
-        cond.append(tasks.c.node == node)
-    if attempt is not None:
-        cond.append(tasks.c.attempts == attempt)
-    stmt = update(tasks).where(*cond).values(state=new, **values).returning(*returning)
-    return conn.execute(stmt).all()
+    cond = [tasks.c.run_id == bindparam("t_run_id"), tasks.c.state.in_(allowed)]
+    if by_node:
+        cond.append(tasks.c.node == bindparam("t_node"))
+    if by_attempt:
+        cond.append(tasks.c.attempts == bindparam("t_attempt"))
+    values = {k: bindparam(f"v_{k}", type_=tasks.c[k].type) for k in keys}
+    return update(tasks).where(*cond).values(state=new, **values).returning(*returning)
 
 
 def set_task_state(conn: Connection, run_id: str, node: str, new: str,
@@ -109,10 +139,13 @@ def _inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Any]:
     parents = refs_in(call)
     if not parents:
         return {}
-    rows = conn.execute(select(tasks.c.node, tasks.c.state, tasks.c.result)
-                        .where(tasks.c.run_id == run_id, tasks.c.node.in_(parents)))
+    rows = conn.execute(_PARENTS, {"run_id": run_id, "nodes": sorted(parents)})
     return {r.node: json.loads(r.result) if r.state == S.SUCCEEDED and r.result else None
             for r in rows}
+
+
+_PARENTS = select(tasks.c.node, tasks.c.state, tasks.c.result).where(
+    tasks.c.run_id == bindparam("run_id"), tasks.c.node.in_(bindparam("nodes", expanding=True)))
 
 
 def count_tasks(conn: Connection, run_id: str, *states: str) -> int:
