@@ -194,21 +194,16 @@ class Engine:
         fail_fast = bool(self._workflow_option(ctx.workflow, "fail_fast"))
         alone = claimed is not None and ops.finish_alone(claimed, outcome, fail_fast)
         finished = self.store.transact(ops.finish, ctx.run_id, ctx.node, ctx.attempt,
-                                       outcome, fail_fast, autocommit=alone)
+                                       outcome, fail_fast, alone, autocommit=alone)
         if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
             return None
         self.publish(finished.released)          # first: the next task starts sooner
         run_state, admitted = None, []
-        # The run's counters live on one row every task of the run updates: a statement
-        # of its own that does not wait for the disk keeps that row's lock brief. If a
-        # crash loses it, the maintenance thread finishes the run (liveness.py).
-        totals = self.store.transact(ops.count_ended, ctx.run_id, finished.ended,
-                                     durable=False, autocommit=True) if finished.ended else None
-        if totals is not None:
+        if finished.totals is not None:          # this was the run's last task
             run_state, admitted = self.store.transact(ops.end_run, ctx.run_id,
-                                                      finished.workflow, totals)
+                                                      finished.workflow, finished.totals)
         self.publish(admitted)
         self._alert(ctx, tdef, outcome, run_state)
         return outcome

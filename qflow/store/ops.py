@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Select, Update, bindparam, insert, select, update
+from sqlalchemy import (Connection, Select, Update, bindparam, exists, insert, select, true,
+                        update)
 
 from .. import states as S
 from ..dag import Graph
@@ -144,17 +145,23 @@ def finish_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
 
 
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-           fail_fast: bool = False) -> Finished | None:
-    """Record an attempt's outcome and release the children it makes ready.
+           fail_fast: bool = False, alone: bool = False) -> Finished | None:
+    """Record an attempt's outcome, release the children it makes ready and count what
+    ended in the run.
 
     None when the report is stale (the task no longer runs this attempt), so a
-    redelivered message or a presumed-dead worker's late report changes nothing.
+    redelivered message or a presumed-dead worker's late report changes nothing. Every
+    task of a run counts itself on the run's row: last in the transaction, so that row's
+    lock is held briefly, or in the same statement as the outcome when the task is
+    ``alone`` (see :func:`finish_alone`).
     """
     now = utcnow()
     retrying = outcome.state == S.RETRYING
-    row = _end_attempt(conn, run_id, node, attempt, outcome, now)
-    if row is None:
+    counted = alone and not retrying
+    found = _end_attempt(conn, run_id, node, attempt, outcome, now, counted)
+    if found is None:
         return None
+    row, totals = found
     workflow = _workflow(conn, run_id)
     if retrying:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
@@ -171,14 +178,19 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
     released, ended = cascade(conn, run_id, workflow, ended, now, chosen,
                               {node: row.children})
-    return Finished(workflow, freed + released, ended=ended)
+    uncounted = ended[1:] if counted else ended
+    if uncounted:
+        totals = count_ended(conn, run_id, uncounted)
+    return Finished(workflow, freed + released, totals)
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime):
+                 now: dt.datetime, count: bool) -> tuple[Any, tuple[int, int] | None] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
-    own row, written once when the attempt ends: one statement on PostgreSQL. Returns
-    the task row, or None for a stale report."""
+    own row, written once when the attempt ends, and with ``count`` count the task as
+    ended in its run: one statement on PostgreSQL. Returns the task row and the run's
+    totals if that count ended it (see :func:`count_ended`), or None for a stale report.
+    """
     retrying = outcome.state == S.RETRYING
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
@@ -190,25 +202,34 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
                   traceback=outcome.traceback, log=outcome.log)
     if conn.dialect.name == "postgresql":
         params.update({f"a_{k}": v for k, v in values.items()})
-        return conn.execute(_with_attempt(ended), params).first()
-    found = conn.execute(ended, params).first()
-    if found is not None:
-        conn.execute(insert(attempts).values(task_id=found.id, worker=found.worker,
-                                             celery_id=found.celery_id,
-                                             started_at=found.started_at, **values))
-    return found
+        if count:
+            params.update(_count_params(run_id, [(node, outcome.state)]))
+        row = conn.execute(_with_attempt(ended, count), params).first()
+        return None if row is None else (row, _totals(row) if count else None)
+    row = conn.execute(ended, params).first()
+    if row is None:
+        return None
+    conn.execute(insert(attempts).values(task_id=row.id, worker=row.worker,
+                                         celery_id=row.celery_id, started_at=row.started_at,
+                                         **values))
+    return row, count_ended(conn, run_id, [(node, outcome.state)]) if count else None
 
 
-@functools.lru_cache(maxsize=16)
-def _with_attempt(ended) -> Select:
-    """``ended`` (an UPDATE of one task row) and the INSERT of its attempt's row as one
-    statement (PostgreSQL's data-modifying WITH), built once per outcome state."""
-    row = ended.cte("ended")
+@functools.lru_cache(maxsize=32)
+def _with_attempt(ended: Update, count: bool) -> Select:
+    """``ended`` (an UPDATE of one task row), the INSERT of its attempt's row and, with
+    ``count``, the run's count as one statement (PostgreSQL's data-modifying WITH),
+    built once per outcome state."""
+    row = ended.cte("outcome")
     cols = {"task_id": row.c.id, "worker": row.c.worker, "celery_id": row.c.celery_id,
             "started_at": row.c.started_at,
             **{k: bindparam(f"a_{k}", type_=attempts.c[k].type) for k in _ATTEMPT}}
     write = insert(attempts).from_select(list(cols), select(*cols.values()))
-    return select(row).add_cte(write.cte("attempt"))
+    if not count:
+        return select(row).add_cte(write.cte("attempt"))
+    run = _COUNT_IN_RUN.where(exists(select(row.c.id))).cte("counted")
+    return (select(row, *run.c).select_from(row.join(run, true()))
+            .add_cte(write.cte("attempt")))
 
 
 _ATTEMPT = ("number", "state", "finished_at", "error_type", "error", "traceback", "log")
@@ -432,15 +453,21 @@ def count_ended(conn: Connection, run_id: str, ended: list[tuple[str, str]]
     """Decrement the run's open-task counter in one statement; the update that reaches 0
     ends the run: it returns the run's (failed, canceled) totals for :func:`end_run`.
     """
-    failed = sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended)
-    canceled = sum(state == S.CANCELED for _, state in ended)
-    row = conn.execute(_COUNT_IN_RUN, {"run_id": run_id, "ended": len(ended),
-                                       "failed": failed, "canceled": canceled}).one()
+    return _totals(conn.execute(_COUNT_IN_RUN, _count_params(run_id, ended)).one())
+
+
+def _count_params(run_id: str, ended: list[tuple[str, str]]) -> dict[str, Any]:
+    return {"c_run_id": run_id, "c_ended": len(ended),
+            "c_failed": sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended),
+            "c_canceled": sum(state == S.CANCELED for _, state in ended)}
+
+
+def _totals(row) -> tuple[int, int] | None:
     return (row.tasks_failed, row.tasks_canceled) if row.tasks_left == 0 else None
 
 
-_COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("run_id"))
-                 .values(tasks_left=runs.c.tasks_left - bindparam("ended"),
-                         tasks_failed=runs.c.tasks_failed + bindparam("failed"),
-                         tasks_canceled=runs.c.tasks_canceled + bindparam("canceled"))
+_COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("c_run_id"))
+                 .values(tasks_left=runs.c.tasks_left - bindparam("c_ended"),
+                         tasks_failed=runs.c.tasks_failed + bindparam("c_failed"),
+                         tasks_canceled=runs.c.tasks_canceled + bindparam("c_canceled"))
                  .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled))

@@ -71,7 +71,7 @@ class Finished:
 
     workflow: str
     released: list[Dispatch] = field(default_factory=list)
-    ended: list[tuple[str, str]] = field(default_factory=list)   # to count in the run
+    totals: tuple[int, int] | None = None     # (failed, canceled) if the run's last task ended
 
 
 def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | None = None,
