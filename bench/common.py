@@ -213,11 +213,7 @@ class Worker:
 
     def children(self) -> list[int]:
         """The pool processes' pids."""
-        try:
-            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
-        except OSError:
-            return []
-        return [int(p) for p in text.split()]
+        return servers.with_children(self.proc.pid)[1:]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -287,6 +283,19 @@ def qflow_runtime(broker_url: str, database_url: str):
 
 
 # -- measuring -----------------------------------------------------------------------
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds these processes have used so far (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:                 # ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()

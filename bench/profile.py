@@ -18,6 +18,7 @@ Needs py-spy (`pip install py-spy`) for the sampling part; without it the rest s
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import signal
@@ -277,6 +278,45 @@ def run_case(name: str, n: int, s, rt, app, qworker, qurl: str, admin_url: str,
     return result
 
 
+def cpu_split(n: int, s, raw_w, q, app, rt, rounds: int) -> dict:
+    """CPU seconds per task of every process involved, for a fan-out of ``n`` on each side
+    (unprofiled, alternating): on this 2-core machine the processes share the cores, so
+    what one spends the others cannot."""
+    from celery import group
+    noop = app.tasks["bench.noop"]
+    sides = {"raw Celery": (raw_w, lambda: C.raw_get(group(noop.s(i) for i in range(n))
+                                                     .apply_async())),
+             "qflow": (q, lambda: C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": n})))}
+    out: dict = {side: collections.defaultdict(list) for side in sides}
+    for _ in range(rounds):
+        for side, (worker, go) in sides.items():
+            groups = {"client (trigger or publish, then wait)": lambda: [os.getpid()],
+                      "worker main process": lambda w=worker: [w.proc.pid],
+                      "worker pool processes": worker.children,
+                      "PostgreSQL": s.pg.pids, "Redis": s.redis.pids}
+            pids = {k: f() for k, f in groups.items()}
+            before = {k: C.cpu_seconds(v) for k, v in pids.items()}
+            t0 = time.perf_counter()
+            go()
+            seconds = time.perf_counter() - t0
+            for k, f in groups.items():      # PostgreSQL may have started backends
+                now = sorted(set(pids[k]) | set(f()))
+                out[side][k].append((C.cpu_seconds(now) - before[k]) * 1000 / n)
+            out[side]["tasks/s"].append(n / seconds)
+    return {side: {k: C.median(v) for k, v in parts.items()} for side, parts in out.items()}
+
+
+def cpu_report(n: int, cpu: dict) -> list[str]:
+    lines = [f"== CPU per task, fan-out of {n} (unprofiled, median of runs): ms of CPU per "
+             "task by process"]
+    parts = [k for k in next(iter(cpu.values())) if k != "tasks/s"]
+    for side, figures in cpu.items():
+        total = sum(figures[k] for k in parts)
+        lines.append(f"  {side:<11} {figures['tasks/s']:5.0f} tasks/s; {total:5.2f} ms in all: "
+                     + ", ".join(f"{k} {figures[k]:.2f}" for k in parts))
+    return lines
+
+
 def hop_split(rt, run_id: str) -> dict:
     """From the task rows' own timestamps: how a hop of the chain divides between the
     time a task holds (claimed at started_at .. outcome recorded from finished_at) and
@@ -394,6 +434,10 @@ def main() -> None:
                 for line in report(r):
                     C.say(line)
                 lines += report(r)
+            cpu = cpu_split(n_fan, s, raw_w, q, app, rt, C.repeats(args))
+            for line in cpu_report(n_fan, cpu):
+                C.say(line)
+                lines.append(line)
             # The chain again, unprofiled, alternating with a second worker whose DB has
             # synchronous_commit=off (its own Redis db): the share of a hop that is the
             # WAL flush.
@@ -421,7 +465,7 @@ def main() -> None:
         finally:
             q.stop()
             raw_w.stop()
-    C.emit(args, "profile", {"cases": results, "commit": commit, "lines": lines})
+    C.emit(args, "profile", {"cases": results, "commit": commit, "cpu": cpu, "lines": lines})
 
 
 if __name__ == "__main__":

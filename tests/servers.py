@@ -42,6 +42,16 @@ class Server:
     url: str
     port: int
     stop: callable
+    pids: callable = list          # the server's processes now (the benchmarks' CPU count)
+
+
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its child processes' pids (Linux)."""
+    try:
+        text = open(f"/proc/{pid}/task/{pid}/children").read()
+    except OSError:
+        return [pid]
+    return [pid, *map(int, text.split())]
 
 
 def start_redis(port: int | None = None, bind: str = "127.0.0.1",
@@ -66,7 +76,7 @@ def start_redis(port: int | None = None, bind: str = "127.0.0.1",
         shutil.rmtree(folder, ignore_errors=True)
 
     auth = f":{password}@" if password else ""
-    return Server(f"redis://{auth}127.0.0.1:{port}/0", port, stop)
+    return Server(f"redis://{auth}127.0.0.1:{port}/0", port, stop, lambda: [proc.pid])
 
 
 def _pg_bin(name: str) -> str | None:
@@ -110,4 +120,8 @@ def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(folder, ignore_errors=True)
 
-    return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop)
+    def pids() -> list[int]:
+        with open(os.path.join(data, "postmaster.pid")) as fh:
+            return with_children(int(fh.readline()))
+
+    return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop, pids)
