@@ -476,3 +476,24 @@ def test_runs_recorded_before_tasks_listed_their_children_still_release_them(eng
     with engine.store.read() as conn:
         assert read.results(conn, run_id, ["add__2"]) == {"add__2": 5 + 10 + 5 + 20}
     assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_rows_written_in_bulk_keep_tabs_newlines_backslashes_and_unicode(engine, registry):
+    from qflow import task, workflow
+
+    @task
+    def echo(value: str) -> str:
+        return value
+
+    @workflow
+    def awkward(text: str):
+        echo(text)
+        echo("literal\t\\N\r\n\"quoted\" ünïcødé")
+
+    text = "a\tb\nc\\d \\N NULL ' \" \x01 ✓"
+    run_id = engine.trigger("awkward", {"text": text})
+    drain(engine)
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["echo", "echo__1"]) == {
+            "echo": text, "echo__1": "literal\t\\N\r\n\"quoted\" ünïcødé"}
+    assert run_of(engine, run_id)["params"] == {"text": text}

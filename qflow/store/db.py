@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError,
                             OperationalError)
@@ -147,6 +147,23 @@ class Store:
         """Raise UnreachableError unless the DB answers."""
         with self.read() as conn:
             conn.execute(text("SELECT 1"))
+
+
+def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
+    """Insert many rows of ``table`` (all with the same keys) in the current transaction:
+    with COPY on PostgreSQL (several times faster than INSERT for a big run's rows), an
+    executemany INSERT elsewhere."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), rows)
+        return
+    names = list(rows[0])
+    columns = ", ".join(conn.dialect.identifier_preparer.quote(n) for n in names)
+    cursor = conn.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[n] for n in names])
 
 
 def _disconnected(exc: DBAPIError, dialect: str) -> bool:

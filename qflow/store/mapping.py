@@ -10,10 +10,11 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from .. import states as S
 from ..dag import substitute
+from .db import bulk_insert
 from .models import edges, runs, tasks
 from .records import set_task_state
 
@@ -80,13 +81,13 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
         return [], S.SUCCEEDED, None
     ids = [element_id(node, i) for i in range(len(items))]
     element_options = {k: v for k, v in options.items() if k != "map"}
-    conn.execute(insert(tasks), [dict(
+    bulk_insert(conn, tasks, [dict(
         run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
         queue=row.queue, options=json.dumps(element_options) if element_options else None,
         call=json.dumps({"args": [item, *call["args"][1:]], "kwargs": call["kwargs"]}),
         n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
         children=json.dumps([node])) for eid, item in zip(ids, items)])
-    conn.execute(insert(edges), [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
+    bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
     options["map"]["expanded"] = len(ids)
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
                  .values(n_parents=row.n_parents + len(ids), options=json.dumps(options)))

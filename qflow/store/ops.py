@@ -19,6 +19,7 @@ from sqlalchemy import (Connection, Select, Update, bindparam, exists, insert, s
 from .. import states as S
 from ..dag import Graph
 from . import mapping, pools
+from .db import bulk_insert
 from .models import attempts, edges, runs, tasks
 from .records import (Claimed, Dispatch, Finished, Outcome, _inputs,  # noqa: F401 - API
                       message_options, set_task_state, transition, transition_stmt, utcnow)
@@ -37,7 +38,8 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
         logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
     children: dict[str, list[str]] = {n: [] for n in graph.nodes}
-    for parent, child in sorted(graph.edges):
+    ordered = sorted(graph.edges)
+    for parent, child in ordered:
         n_parents[child] += 1
         children[parent].append(child)
     conn.execute(insert(runs).values(
@@ -57,14 +59,12 @@ def insert_run(conn: Connection, run_id: str, graph: Graph, params: dict,
             trigger_rule=node.trigger_rule, queue=node.queue,
             call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
             options=json.dumps(options) if options else None,
-            pools=json.dumps(needed[node.id]) if needed[node.id] else None,
+            pools=json.dumps(needed[node.id]) if node.id in needed else None,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
             attempts=0, queued_at=now if ready else None,
             children=json.dumps(children[node.id])))
-    conn.execute(insert(tasks), rows)
-    if graph.edges:
-        conn.execute(insert(edges), [dict(run_id=run_id, parent=p, child=c)
-                                     for p, c in sorted(graph.edges)])
+    bulk_insert(conn, tasks, rows)
+    bulk_insert(conn, edges, [dict(run_id=run_id, parent=p, child=c) for p, c in ordered])
     if not pools.start_or_hold(conn, run_id, graph.workflow, limits.max_active_runs):
         return []
     return start_run(conn, run_id, graph.workflow, now)
@@ -79,14 +79,15 @@ class Limits:
     max_active_runs: int | None = None
 
     def register(self, conn: Connection, graph: Graph) -> dict[str, list[str]]:
-        """Make sure every pool exists; return the pools each node needs."""
+        """Make sure every pool exists; return the pools of each node that needs any."""
         pools.ensure(conn, self.pools, overwrite=False)
         shared = []
         if self.max_active_tasks is not None:
             shared = [pools.task_pool(graph.workflow)]
             pools.ensure(conn, {shared[0]: self.max_active_tasks}, overwrite=True)
         needed = {n.id: sorted({*shared, *([n.options["pool"]] if n.options.get("pool")
-                                           else [])}) for n in graph.nodes.values()}
+                                           else [])}) for n in graph.nodes.values()
+                  if shared or n.options.get("pool")}
         pools.check_known(conn, {p for names in needed.values() for p in names})
         return needed
 
