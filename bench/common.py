@@ -283,6 +283,20 @@ def qflow_runtime(broker_url: str, database_url: str):
 
 
 # -- measuring -----------------------------------------------------------------------
+def extract(rev: str, folder: Path) -> tuple[str, str]:
+    """qflow/ as of git revision ``rev``, extracted under ``folder``: (path to put first
+    on sys.path, short commit id). A benchmark measures that commit with
+    ``QFLOW_BENCH_SNAPSHOT`` set to the path (its workers too)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    target = folder / f"qflow-src-{sha}"
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", sha, "qflow"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return str(target), sha
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds these processes have used so far (Linux /proc)."""
     tick = os.sysconf("SC_CLK_TCK")

@@ -26,11 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
 
-BENCHMARKS = ["expansion", "fanout", "chain", "many_runs", "profile", "variants"]
+BENCHMARKS = ["expansion", "fanout", "chain", "many_runs", "inprocess", "profile", "variants"]
 DOC = C.ROOT / "docs" / "performance.md"
 NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
-TIMEOUT = {"expansion": 900, "fanout": 1800, "chain": 600, "many_runs": 900, "profile": 900,
-           "variants": 900}
+TIMEOUT = {"expansion": 900, "fanout": 1800, "chain": 600, "many_runs": 900, "inprocess": 600,
+           "profile": 900, "variants": 900}
+# The engine before its round trips were cut (the first in-process figures' baseline).
+BASELINE = "1b9f1fe"
+EXTRA_ARGS = {"inprocess": ["--against", BASELINE]}
 # Targets of the benchmarks issue (2 cores, Redis + PostgreSQL, worker -c 2 prefork).
 FANOUT_MIN_RATIO = 0.8
 CHAIN_MAX_RATIO = 1.5
@@ -39,10 +42,11 @@ EXPANSION_MAX_MIB = 1024.0
 LINEAR_MAX_EXPONENT = 1.1
 
 
-def run(name: str, quick: bool, folder: Path, snapshot: str) -> dict | None:
+def run(name: str, quick: bool, folder: Path, snapshot: str, rev: str) -> dict | None:
     out = folder / f"{name}.json"
-    argv = [sys.executable, str(C.BENCH / f"{name}.py"), "--json", str(out)]
-    env = dict(os.environ, QFLOW_BENCH_SNAPSHOT=snapshot)
+    argv = [sys.executable, str(C.BENCH / f"{name}.py"), "--json", str(out),
+            *EXTRA_ARGS.get(name, [])]
+    env = dict(os.environ, QFLOW_BENCH_SNAPSHOT=snapshot, QFLOW_BENCH_REV=rev)
     if quick:
         argv.append("--quick")
     C.say(f"\n### {name}: {' '.join(['python', f'bench/{name}.py'] + (['--quick'] if quick else []))}")
@@ -63,18 +67,11 @@ def run(name: str, quick: bool, folder: Path, snapshot: str) -> dict | None:
 
 
 def snapshot(rev: str, folder: Path) -> tuple[str, str]:
-    """qflow/ as of ``rev``, extracted under ``folder``: (path for sys.path, description).
-    ``worktree`` measures the working tree as it is (and may change while this runs)."""
+    """qflow/ as of ``rev`` (see common.extract); ``worktree`` measures the working tree
+    as it is (and may change while this runs)."""
     if rev == "worktree":
         return "", git_revision()
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=C.ROOT, check=True,
-                         capture_output=True, text=True).stdout.strip()
-    target = folder / "qflow-src"
-    target.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", sha, "qflow"], cwd=C.ROOT, check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
-    return str(target), sha
+    return C.extract(rev, folder)
 
 
 def git_revision() -> str:
@@ -281,6 +278,28 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     prof = results.get("profile")
     add("## Where the time goes")
     add("")
+    inp = results.get("inprocess")
+    add("### qflow's own cost per task, without Celery")
+    add("")
+    if inp:
+        add(f"`{inp['argv']}`: one process triggers the run on a private PostgreSQL (stock "
+            "durability) and executes every task itself through `Engine.execute`: claim, "
+            "read inputs, run the no-op, record the outcome, release children, count the "
+            "run. No broker, no worker processes. CPU is this process's, plus the "
+            "PostgreSQL server's; statements exclude BEGIN/COMMIT.")
+        add("")
+        add("| qflow | case | tasks | ms/task (wall) | CPU ms/task, qflow | CPU ms/task, "
+            "PostgreSQL | statements/task | runs |")
+        add("|---|---|---:|---:|---:|---:|---:|---:|")
+        for r in inp["rows"]:
+            add(f"| {r['rev']} | {r['case']} | {r['n']:,} | {r['wall_ms']:.2f} | "
+                f"{r['cpu_ms']:.2f} | {r['pg_cpu_ms']:.2f} | {r['statements']:.1f} | "
+                f"{r['runs']} |")
+    else:
+        add("_not measured (bench/inprocess.py failed; see its output)_")
+    add("")
+    add("### Profile of the real thing")
+    add("")
     if prof:
         add(f"From `{prof['argv']}`: pg_stat_statements on the qflow database, Redis "
             "`INFO commandstats` for each side, and py-spy sampling the qflow worker and "
@@ -386,7 +405,7 @@ def main() -> None:
         src, rev_start = snapshot(args.rev, folder)
         C.say(f"measuring qflow at {rev_start}" + (f" (extracted to {src})" if src else ""))
         for name in names:
-            data = run(name, args.quick, folder, src)
+            data = run(name, args.quick, folder, src, rev_start)
             if data is not None:
                 results[name] = data
         took = time.monotonic() - t0
