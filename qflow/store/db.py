@@ -159,9 +159,10 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
         conn.execute(table.insert(), rows)
         return
     names = list(rows[0])
-    columns = ", ".join(conn.dialect.identifier_preparer.quote(n) for n in names)
+    quote = conn.dialect.identifier_preparer
+    columns = ", ".join(quote.quote(n) for n in names)
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[n] for n in names])
 
