@@ -194,7 +194,7 @@ class Engine:
         fail_fast = bool(self._workflow_option(ctx.workflow, "fail_fast"))
         alone = claimed is not None and ops.finish_alone(claimed, outcome, fail_fast)
         finished = self.store.transact(ops.finish, ctx.run_id, ctx.node, ctx.attempt,
-                                       outcome, fail_fast, alone, autocommit=alone)
+                                       outcome, fail_fast, autocommit=alone)
         if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)

@@ -456,13 +456,13 @@ def test_a_leaf_s_outcome_is_one_autocommitted_write_and_a_stale_one_writes_noth
     outcome = ops.Outcome("succeeded", result="1")
     assert ops.finish_alone(claimed, outcome, fail_fast=False)
     for stale in (2, 0):
-        assert engine.store.transact(ops.finish, run_id, "add", stale, outcome, False, True,
+        assert engine.store.transact(ops.finish, run_id, "add", stale, outcome,
                                      autocommit=True) is None
     assert attempt_count(engine, run_id, "add") == 0
-    finished = engine.store.transact(ops.finish, run_id, "add", 1, outcome, False, True,
+    finished = engine.store.transact(ops.finish, run_id, "add", 1, outcome,
                                      autocommit=True)
     assert finished.released == [] and finished.totals == (0, 0)     # the run's last task
-    assert engine.store.transact(ops.finish, run_id, "add", 1, outcome, False, True,
+    assert engine.store.transact(ops.finish, run_id, "add", 1, outcome,
                                  autocommit=True) is None               # a redelivery
     assert attempt_count(engine, run_id, "add") == 1
 

@@ -146,19 +146,18 @@ def finish_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
 
 
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-           fail_fast: bool = False, alone: bool = False) -> Finished | None:
+           fail_fast: bool = False) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
     ended in the run.
 
     None when the report is stale (the task no longer runs this attempt), so a
-    redelivered message or a presumed-dead worker's late report changes nothing. Every
-    task of a run counts itself on the run's row: last in the transaction, so that row's
-    lock is held briefly, or in the same statement as the outcome when the task is
-    ``alone`` (see :func:`finish_alone`).
+    redelivered message or a presumed-dead worker's late report changes nothing. The
+    task counts itself on its run's row in the outcome's own statement (PostgreSQL);
+    tasks ended on the way (skipped, canceled) are counted last.
     """
     now = utcnow()
     retrying = outcome.state == S.RETRYING
-    counted = alone and not retrying
+    counted = not retrying
     found = _end_attempt(conn, run_id, node, attempt, outcome, now, counted)
     if found is None:
         return None
