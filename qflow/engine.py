@@ -124,7 +124,8 @@ class Engine:
         # The claim need not wait for the disk: if a crash loses it, the task is still
         # queued, its outcome report is refused, and the reconciler sends it again.
         claimed = self.store.transact(ops.claim, run_id, node, attempt, worker, celery_id,
-                                      durable=False, autocommit=True)
+                                      durable=False, autocommit=True,
+                                      in_doubt=ops.claim_in_doubt)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None

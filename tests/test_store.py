@@ -497,3 +497,31 @@ def test_rows_written_in_bulk_keep_tabs_newlines_backslashes_and_unicode(engine,
         assert read.results(conn, run_id, ["echo", "echo__1"]) == {
             "echo": text, "echo__1": "literal\t\\N\r\n\"quoted\" ünïcødé"}
     assert run_of(engine, run_id)["params"] == {"text": text}
+
+
+def test_a_claim_whose_answer_was_lost_is_still_this_worker_s_when_retried(engine):
+    from sqlalchemy.exc import OperationalError
+    store = Store(engine.store.url, retry_seconds=5)        # as in a worker: it retries
+    run_id = engine.trigger("chain", {"length": "1"})
+    first_try = []
+
+    def claim_then_lose_the_answer(conn, *args):
+        claimed = ops.claim(conn, *args)       # on PostgreSQL this commits at once
+        if not first_try:
+            first_try.append(claimed)
+            raise OperationalError("UPDATE qflow_tasks …", {}, OSError(
+                "disk I/O error: server closed the connection unexpectedly"))
+        return claimed
+
+    try:
+        claimed = store.transact(claim_then_lose_the_answer, run_id, "const", 1, "w1", "c1",
+                                 durable=False, autocommit=True, in_doubt=ops.claim_in_doubt)
+        assert first_try[0] is not None and claimed is not None and claimed.task == "flows.const"
+        for worker, celery_id in (("w2", "c1"), ("w1", "c2")):    # not this worker's message
+            assert store.transact(ops.claim_in_doubt, run_id, "const", 1, worker,
+                                  celery_id) is None
+        assert store.transact(ops.finish, run_id, "const", 1,
+                              ops.Outcome("succeeded", result="0")) is not None
+        assert attempt_count(engine, run_id, "const") == 1
+    finally:
+        store.dispose()

@@ -105,19 +105,22 @@ class Store:
                 yield conn
 
     def transact(self, fn, *args, retries: int = 8, durable: bool = True,
-                 autocommit: bool = False):
+                 autocommit: bool = False, in_doubt=None):
         """Run ``fn(conn, *args)`` in a write transaction.
 
         Deadlocks and a busy SQLite are retried ``retries`` times; a lost or refused
         connection is retried with backoff for ``retry_seconds``. The whole transaction
-        runs again each time, so ``fn`` must only touch the DB.
+        runs again each time, so ``fn`` must only touch the DB. After a lost connection
+        the first try may have committed all the same: ``in_doubt`` (same arguments)
+        then runs instead of ``fn``, for writes that cannot simply be repeated.
         """
         deadline = time.monotonic() + self.retry_seconds
         conflicts = outages = 0
+        call = fn
         while True:
             try:
                 with self.write(durable, autocommit) as conn:
-                    return fn(conn, *args)
+                    return call(conn, *args)
             except DBAPIError as exc:
                 if _retryable(exc) and conflicts < retries:
                     conflicts += 1
@@ -131,6 +134,7 @@ class Store:
                     raise
                 reason = exc
             outages += 1
+            call = in_doubt or fn
             log.warning("results DB unreachable (%s); retrying", one_line(reason))
             time.sleep(min(5.0, 0.1 * 2 ** outages))
 

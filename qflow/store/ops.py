@@ -121,10 +121,31 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     row = set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
                          attempt=attempt - 1, attempts=attempt, started_at=now,
                          finished_at=None, worker=worker, celery_id=celery_id,
-                         returning=(tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options,
-                                    tasks.c.children, tasks.c.pools))
-    if row is None:
-        return None
+                         returning=_CLAIMED)
+    return None if row is None else _claimed(conn, run_id, row, now)
+
+
+def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
+                   celery_id: str | None) -> Claimed | None:
+    """:func:`claim` again after the connection dropped during the first try, which may
+    have committed: a row already running this attempt for this worker and this message
+    is ours. Only for that retry: a redelivered message keeps its Celery id."""
+    found = claim(conn, run_id, node, attempt, worker, celery_id)
+    if found is not None:
+        return found
+    row = conn.execute(select(*_CLAIMED).where(
+        tasks.c.run_id == run_id, tasks.c.node == node, tasks.c.state == S.RUNNING,
+        tasks.c.attempts == attempt, tasks.c.worker == worker,
+        tasks.c.celery_id == celery_id)).first()
+    return None if row is None else _claimed(conn, run_id, row, utcnow())
+
+
+_CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
+            tasks.c.pools)
+
+
+def _claimed(conn: Connection, run_id: str, row, now: dt.datetime) -> Claimed:
+    """What a worker needs to run a task row it claimed."""
     run = _RUNS.get(run_id)
     if run is None:                   # first task of this run in this process
         conn.execute(update(runs).where(runs.c.id == run_id, runs.c.state == S.QUEUED)
