@@ -36,7 +36,6 @@ CATEGORIES = [
     ("connection checkout + pre-ping", ("_ConnectionFairy._checkout", "Pool.connect")),
     ("COMMIT", ("Transaction.commit", "RootTransaction._do_commit")),
     ("BEGIN", ("Connection.begin", "_begin_impl", "Connection._autobegin")),
-    ("SET LOCAL … (Store.write's own statements)", ("Connection.exec_driver_sql",)),
     ("ops.claim statements", ("claim (qflow/store/ops.py",)),
     ("ops.finish statements (outcome, attempt, workflow)", ("finish (qflow/store/ops.py",)),
     ("read inputs (ops._inputs)", ("_inputs (qflow/store/ops.py",)),
@@ -45,9 +44,10 @@ CATEGORIES = [
     ("publish released tasks", ("CeleryDispatcher.publish",)),
     ("alerts", ("qflow/alerts.py",)),
 ]
-# Sub-split of ops.finish: propagate (children) and count_ended (the run row).
-FINISH_PARTS = [("count_ended: UPDATE qflow_runs (tasks_left)", "count_ended (qflow/store/ops.py"),
-                ("propagate: UPDATE children counters", "propagate (qflow/store/ops.py"),
+# Sub-split of ops.finish: the outcome statement, the children, the extra run counts.
+FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count", "_end_attempt (qflow/store/ops.py"),
+                ("cascade: count and release children", "cascade (qflow/store/ops.py"),
+                ("count_ended: tasks ended on the way", "count_ended (qflow/store/ops.py"),
                 ("_workflow: SELECT qflow_runs.workflow", "_workflow (qflow/store/ops.py")]
 WAITING = ("Connection.wait (psycopg", "_read_from_socket", "wait_c", "select.select",
            "_epoll.poll", "PGconn", "wait (psycopg")
