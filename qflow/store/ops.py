@@ -177,14 +177,12 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     tasks ended on the way (skipped, canceled) are counted last.
     """
     now = utcnow()
-    retrying = outcome.state == S.RETRYING
-    counted = not retrying
-    found = _end_attempt(conn, run_id, node, attempt, outcome, now, counted)
+    found = _end_attempt(conn, run_id, node, attempt, outcome, now)
     if found is None:
         return None
     row, totals = found
     workflow = _workflow(conn, run_id)
-    if retrying:
+    if outcome.state == S.RETRYING:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
                          countdown=outcome.retry_in or 0.0,
                          **message_options(row.options))
@@ -199,20 +197,21 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
     released, ended = cascade(conn, run_id, workflow, ended, now, chosen,
                               {node: row.children})
-    uncounted = ended[1:] if counted else ended
-    if uncounted:
-        totals = count_ended(conn, run_id, uncounted)
+    if ended[1:]:                     # the task itself was counted with its outcome
+        totals = count_ended(conn, run_id, ended[1:])
     return Finished(workflow, freed + released, totals)
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime, count: bool) -> tuple[Any, tuple[int, int] | None] | None:
+                 now: dt.datetime) -> tuple[Any, tuple[int, int] | None] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
-    own row, written once when the attempt ends, and with ``count`` count the task as
-    ended in its run: one statement on PostgreSQL. Returns the task row and the run's
-    totals if that count ended it (see :func:`count_ended`), or None for a stale report.
+    own row, written once when the attempt ends, and, unless it will be retried, count the
+    task as ended in its run: one statement on PostgreSQL. Returns the task row and the
+    run's totals if that count ended it (see :func:`count_ended`), or None for a stale
+    report.
     """
     retrying = outcome.state == S.RETRYING
+    count = not retrying
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
