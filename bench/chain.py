@@ -8,15 +8,12 @@ chain passes it in the next message). Trigger to done, divided by N.
 """
 from __future__ import annotations
 
-import contextlib
-
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
-from bench.fanout import DB_LABEL  # noqa: E402
 
 
 def raw_chain(app, n: int) -> float:
@@ -43,32 +40,29 @@ def qflow_chain(rt, n: int) -> float:
 def main() -> None:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=None, help="chain length (default 500)")
-    p.add_argument("--db", default="pg", help="comma-separated: pg, sqlite, pg-async")
-    C.add_cap_option(p)
+    C.add_compare_options(p, db="pg")
     args = p.parse_args()
     n = args.n or (100 if args.quick else 500)
-    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    reps = C.repeats(args)
     rows: list[dict] = []
     commands: dict[str, str] = {}
-    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
-        for db, app, rt in setups:
-            C.say(f"{DB_LABEL[db]}: warm-up")
-            raw_chain(app, 50)
-            qflow_chain(rt, 50)
-            raws, qs = C.interleaved(f"chain N={n} {db}", lambda: raw_chain(app, n),
-                                     lambda: qflow_chain(rt, n), reps,
-                                     args.max_case_seconds)
-            raw_ms = C.median(raws) * 1000 / n
-            q_ms = C.median(qs) * 1000 / n
-            row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
-                       raw_seconds=raws, qflow_seconds=qs, raw_ms_per_hop=raw_ms,
-                       qflow_ms_per_hop=q_ms, ratio=q_ms / raw_ms)
-            rows.append(row)
-            C.say(f"chain N={n} {DB_LABEL[db]:<20} raw {raw_ms:6.2f} ms/hop | qflow "
-                  f"{q_ms:6.2f} ms/hop | ratio {row['ratio']:.2f}x [median of {len(qs)}]")
-    C.emit(args, "chain", {"rows": rows, "workers": commands})
 
+    def warm_up(app, rt) -> None:
+        raw_chain(app, 50)
+        qflow_chain(rt, 50)
+
+    def cases(app, rt):
+        return [(n, f"chain N={n}", lambda: raw_chain(app, n), lambda: qflow_chain(rt, n))]
+
+    for db, _, raws, qs in C.compare(args, commands, warm_up, cases):
+        raw_ms = C.median(raws) * 1000 / n
+        q_ms = C.median(qs) * 1000 / n
+        row = dict(db=db, setup=C.DB_LABEL[db], n=n, runs=len(qs),
+                   raw_seconds=raws, qflow_seconds=qs, raw_ms_per_hop=raw_ms,
+                   qflow_ms_per_hop=q_ms, ratio=q_ms / raw_ms)
+        rows.append(row)
+        C.say(f"chain N={n} {C.DB_LABEL[db]:<20} raw {raw_ms:6.2f} ms/hop | qflow "
+              f"{q_ms:6.2f} ms/hop | ratio {row['ratio']:.2f}x [median of {len(qs)}]")
+    C.emit(args, "chain", {"rows": rows, "workers": commands})
 
 if __name__ == "__main__":
     main()

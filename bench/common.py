@@ -446,6 +446,34 @@ def add_cap_option(p: argparse.ArgumentParser) -> None:
                         f"run each side; default {MAX_CASE_SECONDS:g})")
 
 
+DB_LABEL = {"pg": "Redis + PostgreSQL", "pg-async": "Redis + PostgreSQL (synchronous_commit=off)",
+            "sqlite": "Redis + SQLite"}
+
+
+def add_compare_options(p: argparse.ArgumentParser, db: str) -> None:
+    """The options of a raw-Celery-vs-qflow comparison: --db (default ``db``) and the cap."""
+    p.add_argument("--db", default=db,
+                   help=f"comma-separated: pg, sqlite, pg-async (default {db})")
+    add_cap_option(p)
+
+
+def compare(args, commands: dict[str, str],
+            warm_up: Callable[[Any, Any], None],
+            cases: Callable[[Any, Any], list[tuple[Any, str, Callable, Callable]]]
+            ) -> Iterator[tuple[str, Any, list, list]]:
+    """For each results DB of ``--db``: servers and workers (:func:`side_by_side`),
+    ``warm_up(app, rt)``, then every ``(key, label, raw, qflow)`` of ``cases(app, rt)``
+    measured alternately (:func:`interleaved`). Yields (db, key, raw runs, qflow runs)."""
+    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    with contextlib.closing(side_by_side(dbs, commands)) as setups:
+        for db, app, rt in setups:
+            say(f"{DB_LABEL[db]}: warm-up")
+            warm_up(app, rt)
+            for key, label, raw, qflow in cases(app, rt):
+                yield (db, key, *interleaved(f"{label} {db}", raw, qflow, repeats(args),
+                                             args.max_case_seconds))
+
+
 WAIT_TIMEOUT = 900.0      # a run that has not ended by then is reported, not waited for
 
 

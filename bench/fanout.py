@@ -12,17 +12,12 @@ returned every result. Prints tasks/s and qflow's ratio to raw Celery.
 """
 from __future__ import annotations
 
-import contextlib
-
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
-
-DB_LABEL = {"pg": "Redis + PostgreSQL", "pg-async": "Redis + PostgreSQL (synchronous_commit=off)",
-            "sqlite": "Redis + SQLite"}
 
 
 def raw_fanout(app, n: int) -> float:
@@ -56,38 +51,34 @@ def qflow_fanout(rt, n: int) -> tuple[float, float]:
 def main() -> None:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--n", default=None, help="comma-separated sizes (default 1000,10000)")
-    p.add_argument("--db", default="pg,sqlite",
-                   help="comma-separated: pg, sqlite, pg-async (default pg,sqlite)")
-    C.add_cap_option(p)
+    C.add_compare_options(p, db="pg,sqlite")
     args = p.parse_args()
     sizes = [int(x) for x in (args.n or ("200,1000" if args.quick else "1000,10000")).split(",")]
-    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    reps = C.repeats(args)
     rows: list[dict] = []
     commands: dict[str, str] = {}
-    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
-        for db, app, rt in setups:
-            C.say(f"{DB_LABEL[db]}: warm-up")
-            raw_fanout(app, 100)
-            qflow_fanout(rt, 100)
-            for n in sizes:
-                raws, qs = C.interleaved(f"fan-out N={n} {db}",
-                                         lambda: raw_fanout(app, n),
-                                         lambda: qflow_fanout(rt, n), reps,
-                                         args.max_case_seconds)
-                raw_s = C.median(raws)
-                q_s = C.median([x[0] for x in qs])
-                trig = C.median([x[1] for x in qs])
-                row = dict(db=db, setup=DB_LABEL[db], n=n, runs=len(qs),
-                           raw_seconds=raws, qflow_seconds=[x[0] for x in qs],
-                           qflow_trigger_seconds=[x[1] for x in qs],
-                           raw_tasks_per_s=n / raw_s, qflow_tasks_per_s=n / q_s,
-                           qflow_trigger_s=trig, ratio=(n / q_s) / (n / raw_s))
-                rows.append(row)
-                C.say(f"fan-out N={n:>6} {DB_LABEL[db]:<20} raw {row['raw_tasks_per_s']:8.1f}"
-                      f" tasks/s | qflow {row['qflow_tasks_per_s']:8.1f} tasks/s "
-                      f"(trigger {trig:.2f} s) | ratio {row['ratio']:.2f}x "
-                      f"[median of {len(qs)}]")
+
+    def warm_up(app, rt) -> None:
+        raw_fanout(app, 100)
+        qflow_fanout(rt, 100)
+
+    def cases(app, rt):
+        return [(n, f"fan-out N={n}", lambda n=n: raw_fanout(app, n),
+                 lambda n=n: qflow_fanout(rt, n)) for n in sizes]
+
+    for db, n, raws, qs in C.compare(args, commands, warm_up, cases):
+        raw_s = C.median(raws)
+        q_s = C.median([x[0] for x in qs])
+        trig = C.median([x[1] for x in qs])
+        row = dict(db=db, setup=C.DB_LABEL[db], n=n, runs=len(qs),
+                   raw_seconds=raws, qflow_seconds=[x[0] for x in qs],
+                   qflow_trigger_seconds=[x[1] for x in qs],
+                   raw_tasks_per_s=n / raw_s, qflow_tasks_per_s=n / q_s,
+                   qflow_trigger_s=trig, ratio=(n / q_s) / (n / raw_s))
+        rows.append(row)
+        C.say(f"fan-out N={n:>6} {C.DB_LABEL[db]:<20} raw {row['raw_tasks_per_s']:8.1f}"
+              f" tasks/s | qflow {row['qflow_tasks_per_s']:8.1f} tasks/s "
+              f"(trigger {trig:.2f} s) | ratio {row['ratio']:.2f}x "
+              f"[median of {len(qs)}]")
     C.emit(args, "fanout", {"rows": rows, "workers": commands,
                             "qflow_settings": C.qflow_settings()})
 

@@ -11,15 +11,12 @@ to the last run done.
 """
 from __future__ import annotations
 
-import contextlib
-
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
-from bench.fanout import DB_LABEL  # noqa: E402
 
 
 def raw_diamonds(app, runs: int) -> tuple[float, float]:
@@ -50,37 +47,35 @@ def qflow_diamonds(rt, runs: int) -> tuple[float, float]:
 def main() -> None:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=None, help="diamond runs (default 1000)")
-    p.add_argument("--db", default="pg", help="comma-separated: pg, sqlite, pg-async")
-    C.add_cap_option(p)
+    C.add_compare_options(p, db="pg")
     args = p.parse_args()
     runs = args.runs or (100 if args.quick else 1000)
-    dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    reps = C.repeats(args)
     rows: list[dict] = []
     commands: dict[str, str] = {}
-    with contextlib.closing(C.side_by_side(dbs, commands)) as setups:
-        for db, app, rt in setups:
-            C.say(f"{DB_LABEL[db]}: warm-up")
-            raw_diamonds(app, 20)
-            qflow_diamonds(rt, 20)
-            raws, qs = C.interleaved(f"{runs} diamonds {db}",
-                                     lambda: raw_diamonds(app, runs),
-                                     lambda: qflow_diamonds(rt, runs), reps,
-                                     args.max_case_seconds)
-            raw_s = C.median([x[0] for x in raws])
-            q_s = C.median([x[0] for x in qs])
-            row = dict(db=db, setup=DB_LABEL[db], runs_per_case=runs, runs=len(qs),
-                       raw_seconds=[x[0] for x in raws],
-                       qflow_seconds=[x[0] for x in qs],
-                       raw_trigger_s=C.median([x[1] for x in raws]),
-                       qflow_trigger_s=C.median([x[1] for x in qs]),
-                       raw_runs_per_s=runs / raw_s, qflow_runs_per_s=runs / q_s,
-                       ratio=raw_s / q_s)
-            rows.append(row)
-            C.say(f"{runs} diamond runs {DB_LABEL[db]:<20} raw {row['raw_runs_per_s']:7.1f}"
-                  f" runs/s | qflow {row['qflow_runs_per_s']:7.1f} runs/s (triggering "
-                  f"took {row['qflow_trigger_s']:.2f} s) | ratio {row['ratio']:.2f}x "
-                  f"[median of {len(qs)}]")
+
+    def warm_up(app, rt) -> None:
+        raw_diamonds(app, 20)
+        qflow_diamonds(rt, 20)
+
+    def cases(app, rt):
+        return [(runs, f"{runs} diamonds", lambda: raw_diamonds(app, runs),
+                 lambda: qflow_diamonds(rt, runs))]
+
+    for db, _, raws, qs in C.compare(args, commands, warm_up, cases):
+        raw_s = C.median([x[0] for x in raws])
+        q_s = C.median([x[0] for x in qs])
+        row = dict(db=db, setup=C.DB_LABEL[db], runs_per_case=runs, runs=len(qs),
+                   raw_seconds=[x[0] for x in raws],
+                   qflow_seconds=[x[0] for x in qs],
+                   raw_trigger_s=C.median([x[1] for x in raws]),
+                   qflow_trigger_s=C.median([x[1] for x in qs]),
+                   raw_runs_per_s=runs / raw_s, qflow_runs_per_s=runs / q_s,
+                   ratio=raw_s / q_s)
+        rows.append(row)
+        C.say(f"{runs} diamond runs {C.DB_LABEL[db]:<20} raw {row['raw_runs_per_s']:7.1f}"
+              f" runs/s | qflow {row['qflow_runs_per_s']:7.1f} runs/s (triggering "
+              f"took {row['qflow_trigger_s']:.2f} s) | ratio {row['ratio']:.2f}x "
+              f"[median of {len(qs)}]")
     C.emit(args, "many_runs", {"rows": rows, "workers": commands})
 
 
