@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -96,6 +97,19 @@ def runs_note(rows: list[dict]) -> str:
 
 
 # -- the document --------------------------------------------------------------------
+def table(add: Callable[[str], None], header: list[str], rows: Iterable[list],
+          left: int = 1) -> None:
+    """A Markdown table: the first ``left`` columns aligned left, the others right."""
+    add("| " + " | ".join(header) + " |")
+    add("|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|")
+    for cells in rows:
+        add("| " + " | ".join(str(c) for c in cells) + " |")
+
+
+def failed(add: Callable[[str], None], name: str) -> None:
+    add(f"_not measured (bench/{name}.py failed; see its output)_")
+
+
 def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: float,
            load: tuple[str, str], quick: bool, notes: str,
            revisions: tuple[str, str]) -> str:
@@ -123,11 +137,9 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     add("")
     add("## Machine and settings")
     add("")
-    add("| | |")
-    add("|---|---|")
-    for k in ("cpu", "cores", "memory", "virtualisation", "os", "python", "celery", "kombu",
-              "sqlalchemy", "psycopg", "redis", "postgresql", "sqlite"):
-        add(f"| {k} | {machine.get(k, '?')} |")
+    table(add, ["", ""], ([k, machine.get(k, "?")] for k in (
+        "cpu", "cores", "memory", "virtualisation", "os", "python", "celery", "kombu",
+        "sqlalchemy", "psycopg", "redis", "postgresql", "sqlite")), left=2)
     add("")
     workers = {}
     for name in ("fanout", "chain", "many_runs"):
@@ -168,13 +180,11 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     if fan:
         add(f"`{fan['argv']}`")
         add("")
-        add("| setup | N | raw Celery group, tasks/s | qflow, tasks/s | of which trigger (s) "
-            "| qflow ÷ raw | runs |")
-        add("|---|---:|---:|---:|---:|---:|---:|")
-        for r in fan["rows"]:
-            add(f"| {r['setup']} | {r['n']:,} | {r['raw_tasks_per_s']:.0f} | "
-                f"{r['qflow_tasks_per_s']:.0f} | {r['qflow_trigger_s']:.2f} | "
-                f"**{r['ratio']:.2f}×** | {r['runs']} |")
+        table(add, ["setup", "N", "raw Celery group, tasks/s", "qflow, tasks/s",
+                    "of which trigger (s)", "qflow ÷ raw", "runs"],
+              ([r["setup"], f"{r['n']:,}", f"{r['raw_tasks_per_s']:.0f}",
+                f"{r['qflow_tasks_per_s']:.0f}", f"{r['qflow_trigger_s']:.2f}",
+                f"**{r['ratio']:.2f}×**", r["runs"]] for r in fan["rows"]))
         pg = [r for r in fan["rows"] if r["db"] == "pg"]
         if pg:
             worst = min(pg, key=lambda r: r["ratio"])
@@ -182,7 +192,7 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
                             ", ".join(f"N={r['n']:,}: {r['ratio']:.2f}×" for r in pg),
                             yes(worst["ratio"] >= FANOUT_MIN_RATIO)))
     else:
-        add("_not measured (the script failed; see its output)_")
+        failed(add, "fanout")
     add("")
 
     ch = results.get("chain")
@@ -191,11 +201,10 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     if ch:
         add(f"`{ch['argv']}`")
         add("")
-        add("| setup | N | raw Celery chain, ms/hop | qflow, ms/hop | qflow ÷ raw | runs |")
-        add("|---|---:|---:|---:|---:|---:|")
-        for r in ch["rows"]:
-            add(f"| {r['setup']} | {r['n']} | {r['raw_ms_per_hop']:.2f} | "
-                f"{r['qflow_ms_per_hop']:.2f} | **{r['ratio']:.2f}×** | {r['runs']} |")
+        table(add, ["setup", "N", "raw Celery chain, ms/hop", "qflow, ms/hop", "qflow ÷ raw",
+                    "runs"],
+              ([r["setup"], r["n"], f"{r['raw_ms_per_hop']:.2f}", f"{r['qflow_ms_per_hop']:.2f}",
+                f"**{r['ratio']:.2f}×**", r["runs"]] for r in ch["rows"]))
         pg = [r for r in ch["rows"] if r["db"] == "pg"]
         if pg:
             r = pg[0]
@@ -203,7 +212,7 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
                             f"{r['qflow_ms_per_hop']:.2f} vs {r['raw_ms_per_hop']:.2f} ms: "
                             f"{r['ratio']:.2f}×", yes(r["ratio"] <= CHAIN_MAX_RATIO)))
     else:
-        add("_not measured (the script failed; see its output)_")
+        failed(add, "chain")
     add("")
 
     ex = results.get("expansion")
@@ -221,14 +230,13 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
             f"{min(r['base_rss_mib'] for r in ex['rows']):.0f} MiB after its imports). "
             "*growth* is k in time ∝ size^k from the previous size (1 = linear).")
         add("")
-        add("| DB | nodes | edges | validate + expand (s) | commit (s) | total (s) | µs/node "
-            "| peak RSS (MiB) | growth | runs |")
-        add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for r in ex["rows"]:
-            g = f"{r['growth_exponent']:.2f}" if "growth_exponent" in r else "–"
-            add(f"| {r['setup']} | {r['size']:,} | {r['edges']:,} | {r['expand_s']:.3f} | "
-                f"{r['commit_s']:.3f} | {r['total_s']:.3f} | {r['us_per_node']:.1f} | "
-                f"{r['peak_rss_mib']:.0f} | {g} | {r['runs']} |")
+        table(add, ["DB", "nodes", "edges", "validate + expand (s)", "commit (s)", "total (s)",
+                    "µs/node", "peak RSS (MiB)", "growth", "runs"],
+              ([r["setup"], f"{r['size']:,}", f"{r['edges']:,}", f"{r['expand_s']:.3f}",
+                f"{r['commit_s']:.3f}", f"{r['total_s']:.3f}", f"{r['us_per_node']:.1f}",
+                f"{r['peak_rss_mib']:.0f}",
+                f"{r['growth_exponent']:.2f}" if "growth_exponent" in r else "–", r["runs"]]
+               for r in ex["rows"]))
         biggest = max(r["size"] for r in ex["rows"])
         for r in (r for r in ex["rows"] if r["size"] == biggest):
             targets.append((f"expansion of {biggest:,} nodes < 10 s and < 1 GiB ({r['setup']})",
@@ -243,7 +251,7 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
                                       for r in ex["rows"] if "growth_exponent" in r),
                             yes(max(exps) <= LINEAR_MAX_EXPONENT)))
     else:
-        add("_not measured (the script failed; see its output)_")
+        failed(add, "expansion")
     add("")
 
     mr = results.get("many_runs")
@@ -256,23 +264,18 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
             "run. Raw Celery: R `chain(a, group(b, c), d)` canvases (a chord on the Redis "
             "backend), then every final result.")
         add("")
-        add("| setup | runs | raw Celery, runs/s | qflow, runs/s | qflow triggering took (s) "
-            "| qflow ÷ raw | runs |")
-        add("|---|---:|---:|---:|---:|---:|---:|")
-        for r in mr["rows"]:
-            add(f"| {r['setup']} | {r['runs_per_case']:,} | {r['raw_runs_per_s']:.0f} | "
-                f"{r['qflow_runs_per_s']:.0f} | {r['qflow_trigger_s']:.2f} | "
-                f"**{r['ratio']:.2f}×** | {r['runs']} |")
+        table(add, ["setup", "runs", "raw Celery, runs/s", "qflow, runs/s",
+                    "qflow triggering took (s)", "qflow ÷ raw", "runs"],
+              ([r["setup"], f"{r['runs_per_case']:,}", f"{r['raw_runs_per_s']:.0f}",
+                f"{r['qflow_runs_per_s']:.0f}", f"{r['qflow_trigger_s']:.2f}",
+                f"**{r['ratio']:.2f}×**", r["runs"]] for r in mr["rows"]))
     else:
-        add("_not measured (the script failed; see its output)_")
+        failed(add, "many_runs")
     add("")
 
     add("## Targets")
     add("")
-    add("| target | measured | |")
-    add("|---|---|---|")
-    for t in targets:
-        add(f"| {t[0]} | {t[1]} | {t[2]} |")
+    table(add, ["target", "measured", ""], (list(t) for t in targets), left=3)
     add("")
 
     prof = results.get("profile")
@@ -288,15 +291,13 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
             "run. No broker, no worker processes. CPU is this process's, plus the "
             "PostgreSQL server's; statements exclude BEGIN/COMMIT.")
         add("")
-        add("| qflow | case | tasks | ms/task (wall) | CPU ms/task, qflow | CPU ms/task, "
-            "PostgreSQL | statements/task | runs |")
-        add("|---|---|---:|---:|---:|---:|---:|---:|")
-        for r in inp["rows"]:
-            add(f"| {r['rev']} | {r['case']} | {r['n']:,} | {r['wall_ms']:.2f} | "
-                f"{r['cpu_ms']:.2f} | {r['pg_cpu_ms']:.2f} | {r['statements']:.1f} | "
-                f"{r['runs']} |")
+        table(add, ["qflow", "case", "tasks", "ms/task (wall)", "CPU ms/task, qflow",
+                    "CPU ms/task, PostgreSQL", "statements/task", "runs"],
+              ([r["rev"], r["case"], f"{r['n']:,}", f"{r['wall_ms']:.2f}", f"{r['cpu_ms']:.2f}",
+                f"{r['pg_cpu_ms']:.2f}", f"{r['statements']:.1f}", r["runs"]]
+               for r in inp["rows"]), left=2)
     else:
-        add("_not measured (bench/inprocess.py failed; see its output)_")
+        failed(add, "inprocess")
     add("")
     add("### Profile of the real thing")
     add("")
@@ -310,7 +311,7 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
         L.extend(prof["lines"])
         add("```")
     else:
-        add("_profile not run (bench/profile.py failed; see its output)_")
+        failed(add, "profile")
     add("")
     var = results.get("variants")
     add("### What-if: settings qflow hard-codes")
@@ -322,13 +323,12 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
             f"{var['raw_tasks_per_s']:.0f} tasks/s; chain of {var['n_chain']}: "
             f"{var['raw_ms_per_hop']:.2f} ms/hop).")
         add("")
-        add("| qflow | fan-out, tasks/s | ÷ raw | chain, ms/hop | ÷ raw | runs |")
-        add("|---|---:|---:|---:|---:|---:|")
-        for r in var["rows"]:
-            add(f"| {r['label']} | {r['tasks_per_s']:.0f} | {r['fanout_ratio']:.2f}× | "
-                f"{r['ms_per_hop']:.2f} | {r['chain_ratio']:.2f}× | {r['runs']} |")
+        table(add, ["qflow", "fan-out, tasks/s", "÷ raw", "chain, ms/hop", "÷ raw", "runs"],
+              ([r["label"], f"{r['tasks_per_s']:.0f}", f"{r['fanout_ratio']:.2f}×",
+                f"{r['ms_per_hop']:.2f}", f"{r['chain_ratio']:.2f}×", r["runs"]]
+               for r in var["rows"]))
     else:
-        add("_not measured (bench/variants.py failed; see its output)_")
+        failed(add, "variants")
     add("")
     add(NOTES_BEGIN)
     add(notes.strip("\n") if notes.strip() else
