@@ -4,12 +4,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import Connection, delete, func, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import states as S
 from .models import attempts, runs, tasks, workers
-from .ops import Dispatch, message_options, utcnow
+from .ops import Dispatch, end_run, message_options, utcnow
 from .records import count_tasks
 
 _WAITING = (S.QUEUED, S.RETRYING)
@@ -106,9 +106,6 @@ def redeliveries(conn: Connection, run_id: str, node: str) -> int:
 def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
     """Runs still open with no task left to end: recount and end them. Returns
     (run_id, workflow, final state, held run's tasks admitted) for each."""
-    from sqlalchemy import exists
-
-    from .ops import run_ended
     cutoff = utcnow() - dt.timedelta(seconds=min_age)
     active = exists().where(tasks.c.run_id == runs.c.id, tasks.c.state.in_(S.ACTIVE))
     stuck = conn.execute(select(runs.c.id, runs.c.workflow).where(
@@ -117,13 +114,9 @@ def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
     for run in stuck:
         failed = count_tasks(conn, run.id, S.FAILED, S.UPSTREAM_FAILED)
         canceled = count_tasks(conn, run.id, S.CANCELED)
-        final = S.run_state(failed, canceled)
-        now = utcnow()
-        if conn.execute(update(runs).where(runs.c.id == run.id,
-                                           runs.c.state.in_((S.QUEUED, S.RUNNING)))
-                        .values(state=final, finished_at=now, tasks_left=0,
-                                tasks_failed=failed, tasks_canceled=canceled)).rowcount:
-            out.append((run.id, run.workflow, final, run_ended(conn, run.id, run.workflow,
-                                                              now)))
+        conn.execute(update(runs).where(runs.c.id == run.id).values(
+            tasks_left=0, tasks_failed=failed, tasks_canceled=canceled))
+        final, admitted = end_run(conn, run.id, run.workflow, (failed, canceled))
+        if final is not None:
+            out.append((run.id, run.workflow, final, admitted))
     return out
-
