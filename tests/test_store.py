@@ -525,3 +525,37 @@ def test_a_claim_whose_answer_was_lost_is_still_this_worker_s_when_retried(engin
         assert attempt_count(engine, run_id, "const") == 1
     finally:
         store.dispose()
+
+
+def test_a_worker_s_kept_connection_commits_each_claim_and_survives_the_server_dropping_it(
+        engine):
+    from sqlalchemy import text
+    store = Store(engine.store.url, retry_seconds=5)        # as in a worker: it retries
+    run_id = engine.trigger("fan", {"width": "3"})
+    roots = [d.node for d in engine.dispatcher.sent]
+
+    def claim(node):
+        return store.transact(ops.claim, run_id, node, 1, "w1", f"c-{node}", durable=False,
+                              autocommit=True, in_doubt=ops.claim_in_doubt)
+
+    def state_seen_elsewhere(node):               # a fresh connection of another store
+        with engine.store.read() as conn:
+            return conn.execute(select(tasks.c.state).where(
+                tasks.c.run_id == run_id, tasks.c.node == node)).scalar_one()
+
+    try:
+        assert claim(roots[0]) is not None
+        assert state_seen_elsewhere(roots[0]) == "running"       # committed, not pending
+        if store.dialect == "postgresql":        # the server ends every other session
+            with engine.store.write() as conn:
+                killed = conn.execute(text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+            assert killed >= 1
+        assert claim(roots[1]) is not None
+        assert state_seen_elsewhere(roots[1]) == "running"
+        assert store.transact(ops.finish, run_id, roots[1], 1, ops.Outcome(
+            "succeeded", result="1"), autocommit=True) is not None
+        assert attempt_count(engine, run_id, roots[1]) == 1
+    finally:
+        store.dispose()

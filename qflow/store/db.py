@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,9 @@ class Store:
         # How long a write keeps retrying while the DB is unreachable (workers wait out a
         # DB restart instead of losing an outcome; the CLI fails at once).
         self.retry_seconds = retry_seconds
-        self._engines: dict[bool, Engine] = {}
+        self._engines: dict[tuple[bool, bool], Engine] = {}
+        self._pinned = threading.local()
+        self._all_pinned: set[Connection] = set()      # every thread's, for dispose()
         self._pid = 0
         try:
             self.dialect = make_url(url).get_backend_name()
@@ -43,41 +46,51 @@ class Store:
         """The engine of durable transactions (and reads)."""
         return self._engine_for(durable=True)
 
-    def _engine_for(self, durable: bool) -> Engine:
+    def _engine_for(self, durable: bool, autocommit: bool = False) -> Engine:
         if self._pid != os.getpid():
             # A forked child must not reuse the parent's pooled connections.
             for engine in self._engines.values():
                 engine.dispose(close=False)
             self._engines, self._pid = {}, os.getpid()
+            self._pinned, self._all_pinned = threading.local(), set()
         if self.dialect == "sqlite":
-            durable = True                 # one engine: WAL + synchronous=NORMAL already
-        if durable not in self._engines:
-            self._engines[durable] = self._make_engine(durable)
-        return self._engines[durable]
+            # One engine: WAL + synchronous=NORMAL already; every write is a transaction.
+            durable, autocommit = True, False
+        key = (durable, autocommit)
+        if key not in self._engines:
+            self._engines[key] = self._make_engine(durable, autocommit)
+        return self._engines[key]
 
-    def _make_engine(self, durable: bool) -> Engine:
+    def _make_engine(self, durable: bool, autocommit: bool) -> Engine:
         try:
             if self.dialect == "sqlite":
                 return _sqlite_engine(self.url)
-            # Writes a crash may lose without harm use their own pool whose sessions do
-            # not wait for the disk at commit (set once per connection, not per
-            # transaction: that would cost a round trip each time).
-            relaxed = {} if durable else {"connect_args": {
-                "options": "-c synchronous_commit=off"}}
+            options: dict = {}
+            if not durable:
+                # Writes a crash may lose without harm use their own pool whose sessions
+                # do not wait for the disk at commit (set once per connection, not per
+                # transaction: that would cost a round trip each time).
+                options["connect_args"] = {"options": "-c synchronous_commit=off"}
+            if autocommit:
+                # Set once per engine: switching a pooled connection to autocommit and
+                # back costs more Python than the statement it saves a BEGIN for.
+                options["isolation_level"] = "AUTOCOMMIT"
             # Workers (which retry) skip the pre-ping, a round trip per transaction: a
             # connection the server dropped fails its first statement and transact()
             # retries on a fresh one. Short-lived clients keep it.
             return create_engine(self.url, pool_pre_ping=not self.retry_seconds,
                                  pool_size=self.pool_size, max_overflow=self.pool_size,
-                                 **relaxed)
+                                 **options)
         except (NoSuchModuleError, ImportError) as exc:
             raise UserError(f"database URL {self.url!r}: {exc} "
                             "(for PostgreSQL: pip install 'qflow[postgres]')") from None
 
     def dispose(self) -> None:
+        for conn in self._all_pinned:
+            conn.close()
         for engine in self._engines.values():
             engine.dispose()
-        self._engines = {}
+        self._engines, self._pinned, self._all_pinned = {}, threading.local(), set()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -95,11 +108,11 @@ class Store:
         ``autocommit=True`` (PostgreSQL) commits each statement on its own, saving the
         BEGIN and COMMIT round trips: for writers whose statements are each complete.
         """
-        with self._connect(durable) as conn:
-            if autocommit and self.dialect == "postgresql":
-                conn.execution_options(isolation_level="AUTOCOMMIT")
+        if autocommit and self.dialect == "postgresql":
+            with self._autocommitted(durable) as conn:
                 yield conn
-                return
+            return
+        with self._connect(durable) as conn:
             conn.execution_options(qflow_write=True)
             with conn.begin():
                 yield conn
@@ -146,6 +159,30 @@ class Store:
             raise UnreachableError("results DB", self.url, exc.orig or exc) from None
         with conn:
             yield conn
+
+    @contextmanager
+    def _autocommitted(self, durable: bool) -> Iterator[Connection]:
+        """This thread's connection of the autocommit engine, kept checked out between
+        calls (a worker sends two such statements per task; a pool checkout and check-in
+        costs about as much Python as one of them). Dropped after any error, so the next
+        call starts from a fresh one."""
+        engine = self._engine_for(durable, autocommit=True)
+        slot = "durable" if durable else "relaxed"
+        conn = getattr(self._pinned, slot, None)
+        if conn is None or conn.closed:
+            try:
+                conn = engine.connect()
+            except OperationalError as exc:
+                raise UnreachableError("results DB", self.url, exc.orig or exc) from None
+            setattr(self._pinned, slot, conn)
+            self._all_pinned.add(conn)
+        try:
+            yield conn
+        except BaseException:
+            setattr(self._pinned, slot, None)
+            self._all_pinned.discard(conn)
+            conn.close()
+            raise
 
     def ping(self) -> None:
         """Raise UnreachableError unless the DB answers."""

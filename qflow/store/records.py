@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Update, bindparam, func, select, update
+from sqlalchemy import (Connection, Update, bindparam, func, literal_column, select,
+                        update)
 
 from .. import states as S
 from ..dag import refs_in
@@ -112,13 +113,22 @@ def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_atte
                       returning: tuple, keys: tuple[str, ...]) -> Update:
     for old in allowed:
         S.check_transition(old, new)
-    cond = [tasks.c.run_id == bindparam("t_run_id"), tasks.c.state.in_(allowed)]
+    cond = [tasks.c.run_id == bindparam("t_run_id"), _one_of(allowed)]
     if by_node:
         cond.append(tasks.c.node == bindparam("t_node"))
     if by_attempt:
         cond.append(tasks.c.attempts == bindparam("t_attempt"))
     values = {k: bindparam(f"v_{k}", type_=tasks.c[k].type) for k in keys}
     return update(tasks).where(*cond).values(state=new, **values).returning(*returning)
+
+
+def _one_of(allowed: tuple[str, ...]):
+    """``state IN ('a', 'b')`` with the states written into the SQL: they are fixed per
+    shape, and an IN list of bound values is rebuilt by SQLAlchemy at every execution."""
+    unknown = set(allowed) - set(S.TASK_STATES)
+    if unknown:                                  # known names only: safe to inline
+        raise ValueError(f"unknown task state(s) {sorted(unknown)}")
+    return tasks.c.state.in_([literal_column(f"'{state}'") for state in allowed])
 
 
 def set_task_state(conn: Connection, run_id: str, node: str, new: str,
