@@ -21,19 +21,22 @@ from bench import common as C  # noqa: E402
 from bench.chain import raw_chain  # noqa: E402
 from bench.fanout import raw_fanout  # noqa: E402
 
-VARIANTS = [       # (bench/patched_qflow.py flags, results DB, label)
-    ("", "pg", "stock qflow"),
-    ("events", "pg", "with Celery task events on (what Flower costs while it watches)"),
-    ("noping", "pg", "no pool pre-ping on PostgreSQL"),
-    ("", "pg-async", "results DB with synchronous_commit=off (not durable: the disk wait's share)"),
+VARIANTS = [       # (bench/patched_qflow.py flags, results DB, label, worker settings)
+    ("", "pg", "stock qflow", {}),
+    ("events", "pg", "with Celery task events on (what Flower costs while it watches)", {}),
+    ("", "pg", "every task through the broker (follow_seconds = 0)",
+     {"QFLOW_FOLLOW_SECONDS": "0"}),
+    ("", "pg-async", "results DB with synchronous_commit=off (not durable: the disk wait's share)",
+     {}),
 ]
 
 
-def start_variant(flags: str, broker_url: str, database_url: str, folder: Path) -> C.Worker:
+def start_variant(flags: str, broker_url: str, database_url: str, folder: Path,
+                  settings: dict[str, str]) -> C.Worker:
     from celery import Celery
     hostname = f"variant-{uuid.uuid4().hex[:6]}@bench"
     env = C._clean_env(QFLOW_APP=str(C.FLOWS), QFLOW_BROKER_URL=broker_url,
-                       QFLOW_DATABASE_URL=database_url, QFLOW_BENCH_PATCH=flags)
+                       QFLOW_DATABASE_URL=database_url, QFLOW_BENCH_PATCH=flags, **settings)
     argv = [sys.executable, str(C.BENCH / "patched_qflow.py"), "worker", "-c",
             str(C.CONCURRENCY), "-n", hostname, "-l", C.LOGLEVEL]
     probe = Celery("probe", broker=broker_url, set_as_current=False)
@@ -67,10 +70,10 @@ def main() -> None:
             workers.append(raw_w)
             app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
             sides = []
-            for i, (flags, kind, label) in enumerate(VARIANTS):
+            for i, (flags, kind, label, settings) in enumerate(VARIANTS):
                 broker, db = s.redis_url(4 + i), s.database_url(kind)
-                workers.append(start_variant(flags, broker, db, s.folder))
-                sides.append((f"{flags}/{kind}", label, client(flags, broker, db)))
+                workers.append(start_variant(flags, broker, db, s.folder, settings))
+                sides.append((f"{i}:{flags}/{kind}", label, client(flags, broker, db)))
             C.say("warm-up")
             raw_fanout(app, 100)
             raw_chain(app, 50)

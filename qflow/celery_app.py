@@ -10,19 +10,20 @@ from typing import Iterator
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery
 from celery.exceptions import ImproperlyConfigured
-from celery.signals import (task_failure, worker_process_shutdown, worker_ready,
-                            worker_shutdown)
+from celery.signals import (task_failure, task_received, worker_process_shutdown,
+                            worker_ready, worker_shutdown)
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from .config import Config
 from .errors import TaskTimeout, UnreachableError, UserError, WorkerLost, one_line
-from .engine import PublishError
+from .engine import Follow, PublishError
 from .store import ops
 
 EXECUTE = "qflow.execute"
 HARD_LIMIT_GRACE = 5.0
 WAKE = "qflow.wake"
+TASK_EVENTS_ON = "qflow_task_events"     # set on a request while its worker sends them
 log = logging.getLogger("qflow.worker")
 
 
@@ -62,13 +63,24 @@ def make_celery(config: Config, engine_ref) -> Celery:
     @app.task(name=EXECUTE, bind=True, shared=False)
     def execute(self, run_id: str, node: str, attempt: int) -> None:
         outcome = engine_ref().execute(run_id, node, attempt, worker=self.request.hostname or "",
-                                       celery_id=self.request.id)
+                                       celery_id=self.request.id,
+                                       follow=_follow(self.request, config))
         if outcome is not None and outcome.state != "succeeded":
             # Recorded already; raising makes Flower and the worker log show the failure.
             raise TaskFailed(f"{node}: {outcome.error}")
 
+    @task_received.connect(weak=False)
+    def note_task_events(sender=None, request=None, **_):
+        # In the worker's main process as each message arrives: whether task events are
+        # on now (`worker -E`, or Flower turned them on), passed to the pool process with
+        # the message's request, where _follow reads it.
+        dispatcher = getattr(sender, "event_dispatcher", None)
+        if request is not None and dispatcher is not None and dispatcher.enabled \
+                and (not dispatcher.groups or "task" in dispatcher.groups):
+            request.request_dict[TASK_EVENTS_ON] = True
+
     @task_failure.connect(sender=execute, weak=False)
-    def on_process_lost(sender=None, exception=None, args=None, **_):
+    def on_process_lost(sender=None, task_id=None, exception=None, args=None, **_):
         # Runs in the worker's main process when a pool process died under a task (hard
         # time limit, kill, crash): the task could not record its own outcome.
         if isinstance(exception, (TimeLimitExceeded, WorkerLostError)) and args:
@@ -77,9 +89,20 @@ def make_celery(config: Config, engine_ref) -> Celery:
                 lost: Exception = TaskTimeout(limit, killed=True)
             else:
                 lost = WorkerLost(str(exception))
-            engine_ref().record_lost(*args, lost)
+            engine_ref().record_lost_message(task_id, args, lost)
 
     return app
+
+
+def _follow(request, config: Config) -> Follow | None:
+    """Whether this message's process may run released children itself, and until when:
+    not under a hard time limit (it is Celery's, per message), not while the worker sends
+    task events (Flower is watching and should see every task), not when turned off."""
+    queue = (request.delivery_info or {}).get("routing_key")
+    if config.follow_seconds <= 0 or getattr(request, TASK_EVENTS_ON, False) or not queue \
+            or any(request.timelimit or ()):
+        return None
+    return Follow(queue, time.monotonic() + config.follow_seconds)
 
 
 def _broker_priority(broker_url: str, priority: int) -> int:

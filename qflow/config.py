@@ -29,6 +29,9 @@ class Config:
     async_concurrency: int = 100        # async tasks running at once per worker process
     task_events: bool = False           # workers send Celery task events (Flower enables)
     pools: str = ""                     # "name=slots,name=slots": pools created on first use
+    # A worker process runs a task's released child itself (no broker round trip) for
+    # up to this many seconds per message; 0 = every task goes through the broker.
+    follow_seconds: float = 1.0
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
     # Liveness (see qflow/liveness.py): heartbeats, the sweeper and the reconciler.

@@ -35,6 +35,22 @@ class PublishError(Exception):
         super().__init__(str(reason))
 
 
+@dataclasses.dataclass(frozen=True)
+class Follow:
+    """Lets a worker run a task's released child itself, in the same process, instead of
+    publishing it: a chain's next hop then skips the broker round trip. Only a child
+    that goes to the message's own queue, now, with no time limit, and only until
+    ``deadline`` (``time.monotonic()``), so a long chain still yields to other messages
+    and a message never outlives Celery's hard limit."""
+
+    queue: str
+    deadline: float
+
+    def takes(self, item: ops.Dispatch, default_queue: str) -> bool:
+        return ((item.queue or default_queue) == self.queue and not item.countdown
+                and item.timeout is None and time.monotonic() < self.deadline)
+
+
 class Dispatcher(Protocol):
     """Publishes task messages (ids only) to workers, and stops running ones."""
 
@@ -119,8 +135,37 @@ class Engine:
 
     # -- executing one node (called by the worker) -----------------------------------
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
-                celery_id: str | None = None) -> ops.Outcome | None:
-        """Run one attempt of a node end to end. None when the message was stale."""
+                celery_id: str | None = None, follow: Follow | None = None
+                ) -> ops.Outcome | None:
+        """Run one attempt of a node end to end. None when the message was stale.
+
+        With ``follow``, a child this releases that ``follow`` takes runs next, here,
+        claimed under the same ``celery_id`` (so a process lost under it is found), and
+        so on down a chain; the return value is this attempt's own outcome.
+        """
+        outcome, item = self._execute_one(run_id, node, attempt, worker, celery_id, follow)
+        while item is not None:
+            current, started = item, time.monotonic()
+            try:
+                done, item = self._execute_one(current.run_id, current.node, current.attempt,
+                                               worker, celery_id, follow)
+            except Exception:  # noqa: BLE001 - not this message's task: send it instead
+                log.exception("running %s/%s here failed; publishing it", current.run_id,
+                              current.node)
+                self.publish([current])
+                break
+            # No Celery task shows it: the worker log says it ran, as Celery would.
+            state = "no outcome here" if done is None else done.state   # async, or stale
+            error = f": {done.error}" if done is not None and done.error else ""
+            log.log(logging.WARNING if error else logging.INFO,
+                    "Task %s.%s[%s] run after its parent: %s in %.3fs%s", current.workflow,
+                    current.node, celery_id, state, time.monotonic() - started, error)
+        return outcome
+
+    def _execute_one(self, run_id: str, node: str, attempt: int, worker: str,
+                     celery_id: str | None, follow: Follow | None
+                     ) -> tuple[ops.Outcome | None, ops.Dispatch | None]:
+        """One attempt; returns its outcome and the released child to run next, if any."""
         # The claim need not wait for the disk: if a crash loses it, the task is still
         # queued, its outcome report is refused, and the reconciler sends it again.
         claimed = self.store.transact(ops.claim, run_id, node, attempt, worker, celery_id,
@@ -128,7 +173,7 @@ class Engine:
                                       in_doubt=ops.claim_in_doubt)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
-            return None
+            return None, None
         logical = claimed.logical_time
         ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
                           logical.replace(tzinfo=dt.timezone.utc) if logical else None)
@@ -136,9 +181,9 @@ class Engine:
         if tdef is not None and inspect.iscoroutinefunction(tdef.fn) \
                 and claimed.options.get("isolation") != "subprocess":
             self._start_async(ctx, tdef, claimed, worker)
-            return None                       # recorded by the event loop when it ends
+            return None, None                 # recorded by the event loop when it ends
         outcome = self._call(tdef, claimed, ctx)
-        return self._record(ctx, tdef, claimed.options, outcome, claimed)
+        return self._record(ctx, tdef, claimed.options, outcome, claimed, follow)
 
     def record_lost(self, run_id: str, node: str, attempt: int, exc: BaseException) -> None:
         """Record an attempt whose process died or went silent (hard time limit, kill,
@@ -159,6 +204,17 @@ class Engine:
                 outcome, state=RETRYING if again else FAILED, retry_in=0.0 if again else None,
                 error=outcome.error + note)
         self._record(ctx, tdef, row["options"], outcome)
+
+    def record_lost_message(self, celery_id: str | None, args: tuple,
+                            exc: BaseException) -> None:
+        """Record what a pool process was running when it died under the message
+        ``celery_id`` (``args`` = its run, node and attempt): the attempts claimed under
+        that message and still running — the message's own task, or a child the process
+        went on to run after it (see :class:`Follow`)."""
+        with self.store.read() as conn:
+            running = liveness.running_under(conn, celery_id) if celery_id else []
+        for run_id, node, attempt in running or [tuple(args)]:
+            self.record_lost(run_id, node, attempt, exc)
 
     # -- maintenance (every worker runs it; each step is safe to run concurrently) ----
     def sweep(self) -> int:
@@ -191,7 +247,10 @@ class Engine:
         return len(items)
 
     def _record(self, ctx: TaskContext, tdef, options: dict, outcome: ops.Outcome,
-                claimed: ops.Claimed | None = None) -> ops.Outcome | None:
+                claimed: ops.Claimed | None = None, follow: Follow | None = None
+                ) -> tuple[ops.Outcome | None, ops.Dispatch | None]:
+        """Record an outcome and publish what it released, except the one task ``follow``
+        takes (returned second, for the caller to run next)."""
         fail_fast = bool(self._workflow_option(ctx.workflow, "fail_fast"))
         alone = claimed is not None and ops.finish_alone(claimed, outcome, fail_fast)
         finished = self.store.transact(ops.finish, ctx.run_id, ctx.node, ctx.attempt,
@@ -199,15 +258,18 @@ class Engine:
         if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)
-            return None
-        self.publish(finished.released)          # first: the next task starts sooner
-        run_state, admitted = None, []
+            return None, None
+        default = self.config.default_queue
+        kept = next((item for item in finished.released
+                     if follow.takes(item, default)), None) if follow else None
+        self.publish([item for item in finished.released if item is not kept])  # first:
+        run_state, admitted = None, []           # the next tasks start sooner
         if finished.totals is not None:          # this was the run's last task
             run_state, admitted = self.store.transact(ops.end_run, ctx.run_id,
                                                       finished.workflow, finished.totals)
         self.publish(admitted)
         self._alert(ctx, tdef, outcome, run_state)
-        return outcome
+        return outcome, kept
 
     def _call(self, tdef, claimed: ops.Claimed, ctx: TaskContext) -> ops.Outcome:
         if tdef is None:

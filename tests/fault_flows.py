@@ -29,6 +29,20 @@ def tick(i: int, seconds: float) -> int:
     return i
 
 
+@task
+def die_once(marker: str, value: int) -> int:
+    """Kills its own process on the first attempt (the marker file says it did)."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value
+
+
+@workflow
+def dies_after_tick(marker: str):
+    die_once(marker, tick(0, 0.0))
+
+
 @workflow
 def held(pidfile: str, counter: str, seconds: float = 4.0):
     counted(counter, hold(pidfile, seconds))

@@ -118,6 +118,17 @@ def test_a_killed_pool_process_is_a_new_attempt_and_a_task_killing_every_worker_
     assert "gave up after 2 redeliveries" in task["error"]
 
 
+def test_a_pool_process_killed_in_a_child_it_followed_into_is_a_new_attempt_of_that_child(
+        faults, tmp_path):
+    run_id = faults.rt.engine.trigger("dies_after_tick", {"marker": str(tmp_path / "died")})
+    # Its worker still heartbeats: only the lost pool process tells that die_once is gone.
+    assert faults.rt.engine.wait(run_id, timeout=LOST_TIMEOUT * 5)["state"] == "succeeded"
+    died = attempt_rows(faults.rt, run_id, "die_once")
+    assert [(r.number, r.error_type) for r in died] == [(1, "WorkerLost"), (2, None)]
+    tick = attempt_rows(faults.rt, run_id, "tick")
+    assert died[0].celery_id == tick[0].celery_id          # run after tick, no message
+
+
 def test_a_broker_restart_mid_run_loses_nothing(faults):
     run_id = faults.rt.engine.trigger("wide", {"width": 200, "seconds": 0.02})
     wait_for(lambda: get_run(faults.rt, run_id)["tasks_done"] >= 40, what="40 tasks")

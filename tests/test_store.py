@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 from sqlalchemy import select
@@ -559,3 +560,93 @@ def test_a_worker_s_kept_connection_commits_each_claim_and_survives_the_server_d
         assert attempt_count(engine, run_id, roots[1]) == 1
     finally:
         store.dispose()
+
+
+def celery_ids(engine, run_id) -> dict[str, str]:
+    return {t["node"]: t["celery_id"] for t in run_of(engine, run_id)["tasks"]}
+
+
+def test_a_worker_following_a_chain_runs_each_released_child_itself(engine):
+    from qflow.engine import Follow
+    run_id = engine.trigger("chain", {"length": "3"})
+    first = engine.dispatcher.sent.pop(0)
+    follow = Follow("default", time.monotonic() + 60)
+    outcome = engine.execute(run_id, first.node, 1, "w1", "msg-1", follow=follow)
+    assert outcome.state == "succeeded"
+    assert engine.dispatcher.sent == []                  # no message for the next hops
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["add__2"]) == {"add__2": 3}
+    assert set(celery_ids(engine, run_id).values()) == {"msg-1"}
+
+
+@pytest.mark.parametrize("follow", ["other queue", "deadline passed", "off"])
+def test_a_child_is_published_when_the_worker_may_not_follow(engine, follow):
+    from qflow.engine import Follow
+    run_id = engine.trigger("chain", {"length": "2"})
+    first = engine.dispatcher.sent.pop(0)
+    given = {"other queue": Follow("etl", time.monotonic() + 60),
+             "deadline passed": Follow("default", time.monotonic() - 1),
+             "off": None}[follow]
+    engine.execute(run_id, first.node, 1, "w1", "msg-1", follow=given)
+    assert [d.node for d in engine.dispatcher.sent] == ["add"]
+    assert run_of(engine, run_id)["state"] == "running"
+
+
+def test_a_child_with_a_timeout_or_a_countdown_goes_through_the_broker(engine, registry):
+    from qflow import task, workflow
+    from qflow.engine import Follow
+
+    @task
+    def first() -> int:
+        return 1
+
+    @task(timeout=30)
+    def limited(x: int) -> int:
+        return x
+
+    @workflow
+    def guarded():
+        limited(first())
+
+    run_id = engine.trigger("guarded")
+    root = engine.dispatcher.sent.pop(0)
+    engine.execute(run_id, root.node, 1, "w1", "msg-1",
+                   follow=Follow("default", time.monotonic() + 60))
+    assert [d.node for d in engine.dispatcher.sent] == ["limited"]   # Celery's hard limit
+
+
+def test_a_process_lost_while_running_a_followed_child_records_that_child(engine):
+    from qflow.errors import WorkerLost
+    run_id = engine.trigger("chain", {"length": "2"})
+    engine.dispatcher.sent.clear()
+    # The message for "const" ran it, then its process claimed the released "add" under
+    # the same message and died there.
+    engine.store.transact(ops.claim, run_id, "const", 1, "w1", "msg-1")
+    engine.store.transact(ops.finish, run_id, "const", 1, ops.Outcome("succeeded", result="0"))
+    assert engine.store.transact(ops.claim, run_id, "add", 1, "w1", "msg-1") is not None
+    engine.record_lost_message("msg-1", (run_id, "const", 1), WorkerLost("process died"))
+    assert [(d.node, d.attempt) for d in engine.dispatcher.sent] == [("add", 2)]
+    tasks_ = {t["node"]: t for t in run_of(engine, run_id)["tasks"]}
+    assert tasks_["add"]["state"] == "retrying" and tasks_["const"]["state"] == "succeeded"
+    assert drain(engine) == ["add", "add__1"]
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("settings, timelimit, events, follows", [
+    ({}, None, False, True),
+    ({}, (35.0, None), False, False),           # Celery's hard limit is per message
+    ({"follow_seconds": 0}, None, False, False),
+    ({}, None, True, False),                    # Flower is meant to see every task
+])
+def test_a_worker_follows_unless_limited_turned_off_or_sending_task_events(
+        settings, timelimit, events, follows):
+    from types import SimpleNamespace
+    from qflow.celery_app import TASK_EVENTS_ON, _follow
+    request = SimpleNamespace(delivery_info={"routing_key": "etl"}, timelimit=timelimit,
+                              **({TASK_EVENTS_ON: True} if events else {}))
+    got = _follow(request, Config(broker_url="redis://x", **settings))
+    assert (got is not None) == follows
+    if follows:
+        assert got.queue == "etl" and got.deadline > time.monotonic()

@@ -52,6 +52,13 @@ def lost_attempts(conn: Connection, timeout: float) -> list[tuple[str, str, int]
     return [(r.run_id, r.node, r.attempts) for r in rows]
 
 
+def running_under(conn: Connection, celery_id: str) -> list[tuple[str, str, int]]:
+    """Attempts still running that were claimed under this Celery message."""
+    rows = conn.execute(select(tasks.c.run_id, tasks.c.node, tasks.c.attempts).where(
+        tasks.c.state == S.RUNNING, tasks.c.celery_id == celery_id))
+    return [(r.run_id, r.node, r.attempts) for r in rows]
+
+
 def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
     """Remember released tasks whose message could not be published."""
     if items:
