@@ -351,8 +351,8 @@ def report(r: dict) -> list[str]:
         lines.append(f"a hop, from the task rows' timestamps (medians): {r['hop']['inside_ms']:.2f} ms "
                      "from claim to the start of recording the outcome (claim, read inputs, "
                      f"run), {r['hop']['gap_ms']:.2f} ms from there to the next task's claim "
-                     "(record outcome + release child + commit, publish, broker, worker "
-                     "dispatch)")
+                     "(record outcome + release child + commit, then either the same process "
+                     "goes on to it or publish, broker, worker dispatch)")
     pg = r["pg"]
     by_kind = collections.Counter()
     for q, calls, _ in pg["statements"]:
