@@ -1,15 +1,16 @@
 """`qflow` with some of its hard-coded settings changed, for bench/variants.py.
 
-    QFLOW_BENCH_PATCH=noevents,noping python bench/patched_qflow.py worker -c 2 ...
+    QFLOW_BENCH_PATCH=noevents python bench/patched_qflow.py worker -c 2 ...
 
 Nothing under qflow/ is edited: the changes are applied from outside when this process
 starts, so a what-if can be measured before anyone changes the engine. Flags:
 
 - ``events`` / ``noevents``: Celery task events on / off (``worker_send_task_events``,
   ``task_send_sent_event`` and the worker's ``send_events``), whatever qflow's default;
-  with ``events`` the figures are what a worker costs while Flower watches it;
-- ``noping``: no ``pool_pre_ping`` on the PostgreSQL engine (a checkout no longer costs a
-  round trip; ``Store.transact`` already retries a transaction on a lost connection).
+  with ``events`` the figures are what a worker costs while Flower watches it.
+
+Settings qflow reads from its config (e.g. ``follow_seconds``) need no patch:
+bench/variants.py passes them to a variant's worker as ``QFLOW_*`` variables.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ FLAGS = set(filter(None, os.environ.get("QFLOW_BENCH_PATCH", "").split(",")))
 def apply(flags: set[str] = FLAGS) -> None:
     import qflow.celery_app as celery_app
     import qflow.runtime as runtime
-    import qflow.store.db as db
 
     original = celery_app.make_celery
 
@@ -43,13 +43,6 @@ def apply(flags: set[str] = FLAGS) -> None:
 
     celery_app.make_celery = make_celery
     runtime.make_celery = make_celery
-    if "noping" in flags:
-        create_engine = db.create_engine
-
-        def no_ping(url, **kwargs):
-            kwargs.pop("pool_pre_ping", None)
-            return create_engine(url, **kwargs)
-        db.create_engine = no_ping
 
 
 if __name__ == "__main__":

@@ -69,16 +69,6 @@ def make_celery(config: Config, engine_ref) -> Celery:
             # Recorded already; raising makes Flower and the worker log show the failure.
             raise TaskFailed(f"{node}: {outcome.error}")
 
-    @task_received.connect(weak=False)
-    def note_task_events(sender=None, request=None, **_):
-        # In the worker's main process as each message arrives: whether task events are
-        # on now (`worker -E`, or Flower turned them on), passed to the pool process with
-        # the message's request, where _follow reads it.
-        dispatcher = getattr(sender, "event_dispatcher", None)
-        if request is not None and dispatcher is not None and dispatcher.enabled \
-                and (not dispatcher.groups or "task" in dispatcher.groups):
-            request.request_dict[TASK_EVENTS_ON] = True
-
     @task_failure.connect(sender=execute, weak=False)
     def on_process_lost(sender=None, task_id=None, exception=None, args=None, **_):
         # Runs in the worker's main process when a pool process died under a task (hard
@@ -92,6 +82,17 @@ def make_celery(config: Config, engine_ref) -> Celery:
             engine_ref().record_lost_message(task_id, args, lost)
 
     return app
+
+
+@task_received.connect(weak=False, dispatch_uid="qflow-note-task-events")
+def _note_task_events(sender=None, request=None, **_):
+    """In a worker's main process as each message arrives: whether task events are on now
+    (`worker -E`, or Flower turned them on), passed to the pool process with the message's
+    request, where :func:`_follow` reads it."""
+    dispatcher = getattr(sender, "event_dispatcher", None)
+    if request is not None and dispatcher is not None and dispatcher.enabled \
+            and (not dispatcher.groups or "task" in dispatcher.groups):
+        request.request_dict[TASK_EVENTS_ON] = True
 
 
 def _follow(request, config: Config) -> Follow | None:

@@ -297,7 +297,10 @@ class Engine:
     def _succeeded(self, value: Any, claimed: ops.Claimed, ctx: TaskContext,
                    log_text: str | None) -> ops.Outcome:
         if claimed.options.get("branch"):
-            outcome = outcomes.branch(value, ctx.node, self._children(ctx.run_id, ctx.node))
+            children = claimed.children
+            if children is None:                  # a row from before migration 0005
+                children = self._children(ctx.run_id, ctx.node)
+            outcome = outcomes.branch(value, ctx.node, list(children))
         else:
             limit = int(claimed.options.get("result_max_bytes")
                         or self.config.result_max_bytes)

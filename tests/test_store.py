@@ -479,6 +479,19 @@ def test_runs_recorded_before_tasks_listed_their_children_still_release_them(eng
     assert run_of(engine, run_id)["state"] == "succeeded"
 
 
+@pytest.mark.parametrize("listed", [True, False])
+def test_a_branch_picks_among_its_children_listed_on_its_row_or_in_the_edges(engine, listed):
+    run_id = engine.trigger("branching", {"value": "50"})
+    if not listed:                          # as migration 0005 leaves older runs
+        with engine.store.write() as conn:
+            conn.execute(tasks.update().where(tasks.c.run_id == run_id).values(children=None))
+    drain(engine)
+    got = {t["node"]: t["state"] for t in run_of(engine, run_id)["tasks"]}
+    assert got["choose"] == "succeeded" and got["big_path"] == "succeeded"
+    assert got["small_path"] == "skipped"
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
 def test_rows_written_in_bulk_keep_tabs_newlines_backslashes_and_unicode(engine, registry):
     from qflow import task, workflow
 

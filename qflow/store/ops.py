@@ -153,10 +153,12 @@ def _claimed(conn: Connection, run_id: str, row, now: dt.datetime) -> Claimed:
         run = _RUNS.put(run_id, conn.execute(
             select(runs.c.workflow, runs.c.params, runs.c.logical_time)
             .where(runs.c.id == run_id)).one())
-    call = json.loads(row.call)
-    return Claimed(row.id, row.task, call, json.loads(row.options or "{}"), run.workflow,
-                   json.loads(run.params), run.logical_time, _inputs(conn, run_id, call),
-                   alone=row.children == "[]" and not row.pools)
+    call, options = json.loads(row.call), json.loads(row.options or "{}")
+    branch = options.get("branch") and row.children is not None
+    return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
+                   run.logical_time, _inputs(conn, run_id, call),
+                   alone=row.children == "[]" and not row.pools,
+                   children=tuple(sorted(json.loads(row.children))) if branch else None)
 
 
 def finish_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:

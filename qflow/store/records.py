@@ -50,6 +50,9 @@ class Claimed:
     inputs: dict[str, Any]
     # No children and no pool slots: recording its outcome touches its own rows only.
     alone: bool = False
+    # A branch task's children, from its row (None for other tasks, and for rows written
+    # before tasks listed their children).
+    children: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
