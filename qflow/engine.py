@@ -297,10 +297,7 @@ class Engine:
     def _succeeded(self, value: Any, claimed: ops.Claimed, ctx: TaskContext,
                    log_text: str | None) -> ops.Outcome:
         if claimed.options.get("branch"):
-            children = claimed.children
-            if children is None:                  # a row from before migration 0005
-                children = self._children(ctx.run_id, ctx.node)
-            outcome = outcomes.branch(value, ctx.node, list(children))
+            outcome = outcomes.branch(value, ctx.node, list(claimed.children or ()))
         else:
             limit = int(claimed.options.get("result_max_bytes")
                         or self.config.result_max_bytes)
@@ -352,10 +349,6 @@ class Engine:
             return dataclasses.replace(outcomes.failure(exc, claimed.options, ctx.attempt, tdef),
                                        log=out.text)
         return self._succeeded(value, claimed, ctx, out.text)
-
-    def _children(self, run_id: str, node: str) -> list[str]:
-        with self.store.read() as conn:
-            return read.children(conn, run_id, node)
 
     def _workflow_option(self, workflow: str, name: str) -> Any:
         wdef = authoring.WORKFLOWS.get(workflow)

@@ -153,12 +153,14 @@ class Store:
 
     @contextmanager
     def _connect(self, durable: bool = True) -> Iterator[Connection]:
+        with self._open(self._engine_for(durable)) as conn:
+            yield conn
+
+    def _open(self, engine: Engine) -> Connection:
         try:
-            conn = self._engine_for(durable).connect()
+            return engine.connect()
         except OperationalError as exc:
             raise UnreachableError("results DB", self.url, exc.orig or exc) from None
-        with conn:
-            yield conn
 
     @contextmanager
     def _autocommitted(self, durable: bool) -> Iterator[Connection]:
@@ -170,10 +172,7 @@ class Store:
         slot = "durable" if durable else "relaxed"
         conn = getattr(self._pinned, slot, None)
         if conn is None or conn.closed:
-            try:
-                conn = engine.connect()
-            except OperationalError as exc:
-                raise UnreachableError("results DB", self.url, exc.orig or exc) from None
+            conn = self._open(engine)
             setattr(self._pinned, slot, conn)
             self._all_pinned.add(conn)
         try:

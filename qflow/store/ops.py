@@ -122,7 +122,7 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
                          attempt=attempt - 1, attempts=attempt, started_at=now,
                          finished_at=None, worker=worker, celery_id=celery_id,
                          returning=_CLAIMED)
-    return None if row is None else _claimed(conn, run_id, row, now)
+    return None if row is None else _claimed(conn, run_id, node, row, now)
 
 
 def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
@@ -137,14 +137,14 @@ def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worke
         tasks.c.run_id == run_id, tasks.c.node == node, tasks.c.state == S.RUNNING,
         tasks.c.attempts == attempt, tasks.c.worker == worker,
         tasks.c.celery_id == celery_id)).first()
-    return None if row is None else _claimed(conn, run_id, row, utcnow())
+    return None if row is None else _claimed(conn, run_id, node, row, utcnow())
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
             tasks.c.pools)
 
 
-def _claimed(conn: Connection, run_id: str, row, now: dt.datetime) -> Claimed:
+def _claimed(conn: Connection, run_id: str, node: str, row, now: dt.datetime) -> Claimed:
     """What a worker needs to run a task row it claimed."""
     run = _RUNS.get(run_id)
     if run is None:                   # first task of this run in this process
@@ -154,11 +154,11 @@ def _claimed(conn: Connection, run_id: str, row, now: dt.datetime) -> Claimed:
             select(runs.c.workflow, runs.c.params, runs.c.logical_time)
             .where(runs.c.id == run_id)).one())
     call, options = json.loads(row.call), json.loads(row.options or "{}")
-    branch = options.get("branch") and row.children is not None
+    children = (tuple(sorted(_children(conn, run_id, node, row.children)))
+                if options.get("branch") else None)
     return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
                    run.logical_time, _inputs(conn, run_id, call),
-                   alone=row.children == "[]" and not row.pools,
-                   children=tuple(sorted(json.loads(row.children))) if branch else None)
+                   alone=row.children == "[]" and not row.pools, children=children)
 
 
 def finish_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:

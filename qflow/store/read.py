@@ -86,12 +86,6 @@ def leaves(conn: Connection, run_id: str) -> list[str]:
     return [r.node for r in rows]
 
 
-def children(conn: Connection, run_id: str, node: str) -> list[str]:
-    rows = conn.execute(select(edges.c.child).where(edges.c.run_id == run_id,
-                                                    edges.c.parent == node))
-    return sorted(r.child for r in rows)
-
-
 def failed_tasks(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """The run's failed tasks (not upstream_failed), in creation order."""
     rows = conn.execute(select(tasks.c.node, tasks.c.error)

@@ -50,8 +50,7 @@ class Claimed:
     inputs: dict[str, Any]
     # No children and no pool slots: recording its outcome touches its own rows only.
     alone: bool = False
-    # A branch task's children, from its row (None for other tasks, and for rows written
-    # before tasks listed their children).
+    # A branch task's children (None for other tasks).
     children: tuple[str, ...] | None = None
 
 
@@ -127,10 +126,9 @@ def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_atte
 
 def _one_of(allowed: tuple[str, ...]):
     """``state IN ('a', 'b')`` with the states written into the SQL: they are fixed per
-    shape, and an IN list of bound values is rebuilt by SQLAlchemy at every execution."""
-    unknown = set(allowed) - set(S.TASK_STATES)
-    if unknown:                                  # known names only: safe to inline
-        raise ValueError(f"unknown task state(s) {sorted(unknown)}")
+    shape, and an IN list of bound values is rebuilt by SQLAlchemy at every execution.
+    Only for states :func:`_transition_shape` has checked against the transitions table
+    (known names, so safe to inline)."""
     return tasks.c.state.in_([literal_column(f"'{state}'") for state in allowed])
 
 
