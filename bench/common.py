@@ -258,11 +258,12 @@ def start_qflow_worker(broker_url: str, database_url: str, folder: Path,
 
 
 def start_raw_worker(broker_url: str, result_url: str, folder: Path,
-                     name: str = "raw") -> Worker:
-    """`celery -A bench.raw_app worker -c 2 -P prefork` with the same settings as qflow's."""
+                     name: str = "raw", **settings: str) -> Worker:
+    """`celery -A bench.raw_app worker -c 2 -P prefork` with the same settings as qflow's
+    (``settings``: more ``BENCH_*`` variables for bench/raw_app.py)."""
     from bench import raw_app
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@bench"
-    env = _clean_env(BENCH_BROKER_URL=broker_url, BENCH_RESULT_URL=result_url)
+    env = _clean_env(BENCH_BROKER_URL=broker_url, BENCH_RESULT_URL=result_url, **settings)
     argv = [celery_bin(), "-A", "bench.raw_app", "worker", "-c", str(CONCURRENCY), "-P",
             "prefork", "-n", hostname, "-l", LOGLEVEL]
     probe = raw_app.make_app(broker_url, result_url)

@@ -8,6 +8,9 @@ starts, so a what-if can be measured before anyone changes the engine. Flags:
 - ``events`` / ``noevents``: Celery task events on / off (``worker_send_task_events``,
   ``task_send_sent_event`` and the worker's ``send_events``), whatever qflow's default;
   with ``events`` the figures are what a worker costs while Flower watches it.
+- ``ackemulation``: kombu's Redis transport with its unacked-message bookkeeping back on
+  (``ack_emulation=True``, kombu's default, which qflow turns off: a hash and a sorted
+  set written at each delivery and cleared at each ack, a visibility-timeout restore).
 
 Settings qflow reads from its config (e.g. ``follow_seconds``) need no patch:
 bench/variants.py passes them to a variant's worker as ``QFLOW_*`` variables.
@@ -39,6 +42,9 @@ def apply(flags: set[str] = FLAGS) -> None:
                     kwargs["send_events"] = on
                     super().__init__(*args, **kwargs)
             app.Worker = Worker
+        if "ackemulation" in flags:
+            app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                                 "ack_emulation": True}
         return app
 
     celery_app.make_celery = make_celery

@@ -8,7 +8,9 @@ multiplier 1, UTC; its worker is started the same way (prefork, ``-c 2``, same l
 
 What differs is what qflow adds: qflow ignores Celery results (its DB is the record)
 where the raw side needs a result backend to know a group or chain has finished, and
-qflow's app turns on task events and Redis priority lists.
+qflow's app reads Redis priority lists and turns off the Redis transport's ack emulation
+(qflow recovers a lost message from its DB; raw Celery keeps kombu's default, which
+redelivers it after ``visibility_timeout``).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ def make_app(broker_url: str | None = None, result_url: str | None = None) -> Ce
         enable_utc=True,
         result_expires=3600,
     )
+    if os.environ.get("BENCH_ACK_EMULATION") == "0":    # bench/variants.py's what-if
+        app.conf.broker_transport_options = {"ack_emulation": False}
 
     @app.task(name="bench.noop", shared=False)
     def noop(x: int = 0) -> int:

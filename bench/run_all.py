@@ -156,8 +156,12 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     events = ("turns on Celery task events (`worker_send_task_events`, `task_send_sent_event`)"
               if q.get("worker_send_task_events") or q.get("task_send_sent_event")
               else "leaves Celery task events off (its default)")
-    prio = (", uses Redis priority lists" if (q.get("broker_transport_options") or {})
-            .get("priority_steps") else "")
+    transport = q.get("broker_transport_options") or {}
+    prio = ", uses Redis priority lists" if transport.get("priority_steps") else ""
+    if transport.get("ack_emulation") is False:
+        prio += (" and turns off the Redis transport's ack emulation (`ack_emulation=False`: "
+                 "no copy of each delivered message kept in Redis until its ack; qflow "
+                 "recovers lost messages from its DB), where raw Celery keeps kombu's default")
     add("- Both apps: JSON only, `task_acks_late=True`, `worker_prefetch_multiplier=1`, "
         "prefork `-c 2`, log level WARNING (no per-task log lines), gossip/mingle/heartbeat "
         "at Celery's defaults (qflow's app as `qflow.celery_app.make_celery` builds it: "
@@ -318,12 +322,13 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
     add("")
     if var:
         add(f"`{var['argv']}`: stock qflow and qflow with some settings changed from outside "
-            "(`bench/patched_qflow.py`, nothing under `qflow/` edited), side by side on "
+            "(`bench/patched_qflow.py`, nothing under `qflow/` edited), and raw Celery with "
+            "Redis set as qflow sets it, side by side on "
             f"Redis + PostgreSQL, alternating with raw Celery (fan-out of {var['n_fanout']:,}: "
             f"{var['raw_tasks_per_s']:.0f} tasks/s; chain of {var['n_chain']}: "
             f"{var['raw_ms_per_hop']:.2f} ms/hop).")
         add("")
-        table(add, ["qflow", "fan-out, tasks/s", "÷ raw", "chain, ms/hop", "÷ raw", "runs"],
+        table(add, ["side", "fan-out, tasks/s", "÷ raw", "chain, ms/hop", "÷ raw", "runs"],
               ([r["label"], f"{r['tasks_per_s']:.0f}", f"{r['fanout_ratio']:.2f}×",
                 f"{r['ms_per_hop']:.2f}", f"{r['chain_ratio']:.2f}×", r["runs"]]
                for r in var["rows"]))

@@ -6,7 +6,9 @@
 Each variant is a `qflow worker -c 2` started through bench/patched_qflow.py (nothing
 under qflow/ is edited) with its own Redis db and PostgreSQL database, all running side
 by side; the runs alternate raw Celery, stock qflow and each variant, so load on the
-machine hits them alike. Redis + PostgreSQL (stock durability unless a variant says).
+machine hits them alike. A second raw Celery worker runs with the Redis transport's ack
+emulation off, as qflow's workers do. Redis + PostgreSQL (stock durability unless a
+variant says).
 """
 from __future__ import annotations
 
@@ -24,11 +26,15 @@ from bench.fanout import raw_fanout  # noqa: E402
 VARIANTS = [       # (bench/patched_qflow.py flags, results DB, label, worker settings)
     ("", "pg", "stock qflow", {}),
     ("events", "pg", "with Celery task events on (what Flower costs while it watches)", {}),
+    ("ackemulation", "pg", "with kombu's Redis ack emulation on (kombu's default)", {}),
     ("", "pg", "every task through the broker (follow_seconds = 0)",
      {"QFLOW_FOLLOW_SECONDS": "0"}),
     ("", "pg-async", "results DB with synchronous_commit=off (not durable: the disk wait's share)",
      {}),
 ]
+
+RAW_NOACK = ("raw Celery itself with ack_emulation=False, as qflow sets Redis (not a "
+             "setting raw Celery can keep: a killed worker's messages are lost)")
 
 
 def start_variant(flags: str, broker_url: str, database_url: str, folder: Path,
@@ -69,23 +75,31 @@ def main() -> None:
             raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
             workers.append(raw_w)
             app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
+            # Raw Celery as qflow configures Redis: without ack emulation, which raw Celery
+            # cannot spare (nothing else re-sends the messages a killed worker held).
+            workers.append(C.start_raw_worker(s.redis_url(12), s.redis_url(13), s.folder,
+                                              name="raw-noack", BENCH_ACK_EMULATION="0"))
+            noack = raw_app.make_app(s.redis_url(12), s.redis_url(13))
             sides = []
             for i, (flags, kind, label, settings) in enumerate(VARIANTS):
                 broker, db = s.redis_url(4 + i), s.database_url(kind)
                 workers.append(start_variant(flags, broker, db, s.folder, settings))
                 sides.append((f"{i}:{flags}/{kind}", label, client(flags, broker, db)))
             C.say("warm-up")
-            raw_fanout(app, 100)
-            raw_chain(app, 50)
+            for a in (app, noack):
+                raw_fanout(a, 100)
+                raw_chain(a, 50)
             for _, _, rt in sides:
                 C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": 100}))
-            fan = {"raw": []}
-            chain = {"raw": []}
+            fan = {"raw": [], "raw-noack": []}
+            chain = {"raw": [], "raw-noack": []}
             for flags, _, _ in sides:
                 fan[flags], chain[flags] = [], []
             for i in range(reps):
                 fan["raw"].append(n_fan / raw_fanout(app, n_fan))
                 chain["raw"].append(raw_chain(app, n_chain) * 1000 / n_chain)
+                fan["raw-noack"].append(n_fan / raw_fanout(noack, n_fan))
+                chain["raw-noack"].append(raw_chain(noack, n_chain) * 1000 / n_chain)
                 for flags, _, rt in sides:
                     t0 = time.perf_counter()
                     C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": n_fan}))
@@ -97,14 +111,15 @@ def main() -> None:
             raw_tps, raw_ms = C.median(fan["raw"]), C.median(chain["raw"])
             rows = []
             C.say(f"raw Celery: fan-out {raw_tps:.0f} tasks/s, chain {raw_ms:.2f} ms/hop")
-            for flags, label, rt in sides:
+            for flags, label, rt in [("raw-noack", RAW_NOACK, None), *sides]:
                 tps, ms = C.median(fan[flags]), C.median(chain[flags])
                 rows.append(dict(flags=flags, label=label, tasks_per_s=tps, ms_per_hop=ms,
                                  fanout_ratio=tps / raw_tps, chain_ratio=ms / raw_ms,
                                  runs=len(fan[flags])))
                 C.say(f"{label:<55} fan-out {tps:6.0f} tasks/s ({tps / raw_tps:.2f}x raw) | "
                       f"chain {ms:5.2f} ms/hop ({ms / raw_ms:.2f}x raw)")
-                rt.store.dispose()
+                if rt is not None:
+                    rt.store.dispose()
         finally:
             for w in workers:
                 w.stop()

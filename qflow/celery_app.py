@@ -50,8 +50,14 @@ def make_celery(config: Config, engine_ref) -> Celery:
         app.conf.broker_transport_options = {"polling_interval": 0.01}
     elif broker.startswith(("redis://", "rediss://")):
         # One list per priority level, read highest first (Redis has no native priority).
+        # No ack emulation: kombu's copy of every delivered message in Redis, to deliver
+        # it again after visibility_timeout (1 h) if its worker dies, costs two Redis
+        # transactions per task in the consumer loop, and qflow recovers such tasks itself
+        # (the sweeper for running attempts, requeue_after for messages lost unstarted).
+        # An unstarted message still goes back to its queue at a worker's warm shutdown.
         app.conf.broker_transport_options = {"priority_steps": list(range(10)), "sep": ":",
-                                             "queue_order_strategy": "priority"}
+                                             "queue_order_strategy": "priority",
+                                             "ack_emulation": False}
     else:
         app.conf.task_queue_max_priority = 9          # RabbitMQ: x-max-priority queues
     _setup_signing(app, config)

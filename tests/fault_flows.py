@@ -38,6 +38,20 @@ def die_once(marker: str, value: int) -> int:
     return value
 
 
+@task(retries=1, retry_delay=3.0)
+def fails_once(marker: str) -> int:
+    """Fails its first attempt (the marker file says it did); its retry waits 3 s."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return context().attempt
+
+
+@workflow
+def retried_later(marker: str):
+    fails_once(marker)
+
+
 @workflow
 def dies_after_tick(marker: str):
     die_once(marker, tick(0, 0.0))

@@ -129,6 +129,46 @@ def test_a_pool_process_killed_in_a_child_it_followed_into_is_a_new_attempt_of_t
     assert died[0].celery_id == tick[0].celery_id          # run after tick, no message
 
 
+def hold_a_retry(faults, tmp_path) -> tuple[str, str, str]:
+    """A task whose retry is due in 3 s: returns the run, the worker that took the retry's
+    message (Celery keeps it until it is due) and that message's id."""
+    run_id = faults.rt.engine.trigger("retried_later", {"marker": str(tmp_path / "failed")})
+    inspect = faults.rt.celery.control.inspect(timeout=0.5)
+
+    def holder():
+        for worker, held in (inspect.scheduled() or {}).items():
+            for entry in held:
+                if entry["request"]["args"][0] == run_id:
+                    return worker.split("@")[0], entry["request"]["id"]
+        return None
+    return (run_id, *wait_for(holder, timeout=10, what="a worker to hold the retry"))
+
+
+def test_a_retry_held_by_a_killed_worker_is_sent_again(faults, tmp_path):
+    # The message left the broker when the worker took it: qflow sends the retry again
+    # itself (requeue_after), without waiting for Redis to redeliver it.
+    run_id, victim, message_id = hold_a_retry(faults, tmp_path)
+    killed_at = time.monotonic()
+    faults.cluster.signal_worker(victim, signal.SIGKILL)
+    assert faults.rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    assert time.monotonic() - killed_at < 3.0 + 4.0 + 6.0      # due + requeue_after + slack
+    rows = attempt_rows(faults.rt, run_id, "fails_once")
+    assert [(r.number, r.state) for r in rows] == [(1, "failed"), (2, "succeeded")]
+    assert not rows[1].worker.startswith(victim + "@") and rows[1].celery_id != message_id
+    restart_worker(faults, victim)
+
+
+def test_a_retry_held_by_a_worker_stopped_warm_goes_back_to_its_queue(faults, tmp_path):
+    run_id, holder, message_id = hold_a_retry(faults, tmp_path)
+    faults.cluster.workers[holder].terminate()                 # warm shutdown
+    assert faults.rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    rows = attempt_rows(faults.rt, run_id, "fails_once")
+    assert [(r.number, r.state) for r in rows] == [(1, "failed"), (2, "succeeded")]
+    assert not rows[1].worker.startswith(holder + "@")
+    assert rows[1].celery_id == message_id                    # the same message, not a resend
+    restart_worker(faults, holder)
+
+
 def test_a_broker_restart_mid_run_loses_nothing(faults):
     run_id = faults.rt.engine.trigger("wide", {"width": 200, "seconds": 0.02})
     wait_for(lambda: get_run(faults.rt, run_id)["tasks_done"] >= 40, what="40 tasks")
