@@ -96,7 +96,10 @@ def main() -> None:
         for db in dbs:
             for size in sizes:
                 url = s.database_url(db)       # a fresh database per size
-                runs = [measure(size, url) for _ in range(reps)]
+                # A small case takes tens of milliseconds: more runs, so that its median
+                # (the base of the growth exponent) does not ride on one noisy moment.
+                runs = [measure(size, url)
+                        for _ in range(reps if size >= 100_000 or args.quick else 2 * reps + 1)]
                 for i, r in enumerate(runs):
                     C.say(f"  {size} nodes {db} run {i + 1}: expand {r['expand_s']:.3f} s, "
                           f"commit {r['commit_s']:.3f} s, peak RSS {r['hwm_total'] / mib:.0f} MiB")
