@@ -241,18 +241,21 @@ LOGLEVEL = "WARNING"      # both sides: no per-task log lines
 
 
 def start_qflow_worker(broker_url: str, database_url: str, folder: Path,
-                       name: str = "qbench") -> Worker:
-    """`qflow worker -c 2` (prefork) serving bench/bench_flows.py."""
-    from celery import Celery
+                       name: str = "qbench", program: list[str] | None = None,
+                       **settings: str) -> Worker:
+    """`qflow worker -c 2` (prefork) serving bench/bench_flows.py; ``program`` runs it
+    another way (bench/variants.py: through bench/patched_qflow.py), ``settings`` are more
+    ``QFLOW_*`` variables for it."""
+    from qflow.celery_app import make_celery
+    from qflow.config import Config
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@bench"
     env = _clean_env(QFLOW_APP=str(FLOWS), QFLOW_BROKER_URL=broker_url,
-                     QFLOW_DATABASE_URL=database_url)
-    argv = [qflow_bin(), "worker", "-c", str(CONCURRENCY), "-n", hostname, "-l", LOGLEVEL]
-    probe = Celery("probe", broker=broker_url, set_as_current=False)
-    probe.conf.update(accept_content=["json"], broker_transport_options={
-        "priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"})
-    w = Worker("qflow", argv, env, folder / f"{name}.log", _pinger(probe, hostname))
-    w.command = " ".join(["qflow", *argv[1:]])
+                     QFLOW_DATABASE_URL=database_url, **settings)
+    args = ["worker", "-c", str(CONCURRENCY), "-n", hostname, "-l", LOGLEVEL]
+    probe = make_celery(Config(broker_url=broker_url), lambda: None)   # as qflow's client
+    w = Worker("qflow", [*(program or [qflow_bin()]), *args], env,
+               folder / f"{hostname.split('@')[0]}.log", _pinger(probe, hostname))
+    w.command = " ".join(["qflow", *args])
     w.wait_ready()
     return w
 

@@ -157,17 +157,17 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
               if q.get("worker_send_task_events") or q.get("task_send_sent_event")
               else "leaves Celery task events off (its default)")
     transport = q.get("broker_transport_options") or {}
-    prio = ", uses Redis priority lists" if transport.get("priority_steps") else ""
+    redis = ", uses Redis priority lists" if transport.get("priority_steps") else ""
     if transport.get("ack_emulation") is False:
-        prio += (" and turns off the Redis transport's ack emulation (`ack_emulation=False`: "
-                 "no copy of each delivered message kept in Redis until its ack; qflow "
-                 "recovers lost messages from its DB), where raw Celery keeps kombu's default")
+        redis += (" and turns off the Redis transport's ack emulation (`ack_emulation=False`: "
+                  "no copy of each delivered message kept in Redis until its ack; qflow "
+                  "recovers lost messages from its DB), where raw Celery keeps kombu's default")
     add("- Both apps: JSON only, `task_acks_late=True`, `worker_prefetch_multiplier=1`, "
         "prefork `-c 2`, log level WARNING (no per-task log lines), gossip/mingle/heartbeat "
         "at Celery's defaults (qflow's app as `qflow.celery_app.make_celery` builds it: "
         f"acks_late={q.get('task_acks_late')}, prefetch={q.get('worker_prefetch_multiplier')}, "
         f"serializer={q.get('task_serializer')}). What differs is what qflow adds: qflow "
-        f"ignores Celery results and records every state in its DB, {events}{prio}; the "
+        f"ignores Celery results and records every state in its DB, {events}{redis}; the "
         "raw side uses a Redis result backend to know when a group or chain is done.")
     add("- Time is trigger to done: for qflow from `Engine.trigger` until the run row is "
         "terminal (`Engine.wait`, polling every 10 ms), for raw Celery from "

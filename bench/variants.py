@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,19 +38,9 @@ RAW_NOACK = ("raw Celery itself with ack_emulation=False, as qflow sets Redis (n
 
 def start_variant(flags: str, broker_url: str, database_url: str, folder: Path,
                   settings: dict[str, str]) -> C.Worker:
-    from celery import Celery
-    hostname = f"variant-{uuid.uuid4().hex[:6]}@bench"
-    env = C._clean_env(QFLOW_APP=str(C.FLOWS), QFLOW_BROKER_URL=broker_url,
-                       QFLOW_DATABASE_URL=database_url, QFLOW_BENCH_PATCH=flags, **settings)
-    argv = [sys.executable, str(C.BENCH / "patched_qflow.py"), "worker", "-c",
-            str(C.CONCURRENCY), "-n", hostname, "-l", C.LOGLEVEL]
-    probe = Celery("probe", broker=broker_url, set_as_current=False)
-    probe.conf.update(accept_content=["json"], broker_transport_options={
-        "priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"})
-    w = C.Worker("qflow", argv, env, folder / f"variant-{uuid.uuid4().hex[:6]}.log",
-                 C._pinger(probe, hostname))
-    w.wait_ready()
-    return w
+    return C.start_qflow_worker(broker_url, database_url, folder, name="variant",
+                                program=[sys.executable, str(C.BENCH / "patched_qflow.py")],
+                                QFLOW_BENCH_PATCH=flags, **settings)
 
 
 def client(flags: str, broker_url: str, database_url: str):
@@ -72,34 +61,30 @@ def main() -> None:
     workers: list[C.Worker] = []
     with C.servers_up() as s:
         try:
-            raw_w = C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
-            workers.append(raw_w)
-            app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
+            workers.append(C.start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder))
             # Raw Celery as qflow configures Redis: without ack emulation, which raw Celery
             # cannot spare (nothing else re-sends the messages a killed worker held).
             workers.append(C.start_raw_worker(s.redis_url(12), s.redis_url(13), s.folder,
                                               name="raw-noack", BENCH_ACK_EMULATION="0"))
-            noack = raw_app.make_app(s.redis_url(12), s.redis_url(13))
+            raws = {"raw": raw_app.make_app(s.redis_url(1), s.redis_url(2)),
+                    "raw-noack": raw_app.make_app(s.redis_url(12), s.redis_url(13))}
             sides = []
             for i, (flags, kind, label, settings) in enumerate(VARIANTS):
                 broker, db = s.redis_url(4 + i), s.database_url(kind)
                 workers.append(start_variant(flags, broker, db, s.folder, settings))
                 sides.append((f"{i}:{flags}/{kind}", label, client(flags, broker, db)))
             C.say("warm-up")
-            for a in (app, noack):
+            for a in raws.values():
                 raw_fanout(a, 100)
                 raw_chain(a, 50)
             for _, _, rt in sides:
                 C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": 100}))
-            fan = {"raw": [], "raw-noack": []}
-            chain = {"raw": [], "raw-noack": []}
-            for flags, _, _ in sides:
-                fan[flags], chain[flags] = [], []
+            fan = {key: [] for key in [*raws, *(flags for flags, _, _ in sides)]}
+            chain = {key: [] for key in fan}
             for i in range(reps):
-                fan["raw"].append(n_fan / raw_fanout(app, n_fan))
-                chain["raw"].append(raw_chain(app, n_chain) * 1000 / n_chain)
-                fan["raw-noack"].append(n_fan / raw_fanout(noack, n_fan))
-                chain["raw-noack"].append(raw_chain(noack, n_chain) * 1000 / n_chain)
+                for key, a in raws.items():
+                    fan[key].append(n_fan / raw_fanout(a, n_fan))
+                    chain[key].append(raw_chain(a, n_chain) * 1000 / n_chain)
                 for flags, _, rt in sides:
                     t0 = time.perf_counter()
                     C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": n_fan}))
