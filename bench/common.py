@@ -246,7 +246,7 @@ def start_qflow_worker(broker_url: str, database_url: str, folder: Path,
     """`qflow worker -c 2` (prefork) serving bench/bench_flows.py; ``program`` runs it
     another way (bench/variants.py: through bench/patched_qflow.py), ``settings`` are more
     ``QFLOW_*`` variables for it."""
-    from qflow.celery_app import make_celery
+    from qflow.broker.app import make_celery
     from qflow.config import Config
     hostname = f"{name}-{uuid.uuid4().hex[:6]}@bench"
     env = _clean_env(QFLOW_APP=str(FLOWS), QFLOW_BROKER_URL=broker_url,
@@ -487,6 +487,7 @@ def qflow_wait(rt, run_id: str, timeout: float = WAIT_TIMEOUT) -> dict:
         return rt.engine.wait(run_id, timeout=timeout)
     except TimeoutError:
         from sqlalchemy import func, select
+
         from qflow.store.models import tasks
         with rt.store.read() as conn:
             states = dict(conn.execute(select(tasks.c.state, func.count())
@@ -511,7 +512,7 @@ def qflow_settings() -> dict:
     import qflow
     out: dict = {"qflow_path": str(Path(qflow.__file__).parent)}
     try:
-        from qflow.celery_app import make_celery
+        from qflow.broker.app import make_celery
         from qflow.config import Config
         app = make_celery(Config(broker_url="redis://127.0.0.1:1/0"), lambda: None)
         for k in ("task_acks_late", "worker_prefetch_multiplier", "task_serializer",

@@ -7,7 +7,7 @@ The DAG is bench_flows.grid: layers of 100 nodes, each node after the first laye
 the values of two nodes of the layer above (about 2 edges per node). What is timed is
 what ``Engine.trigger`` does before it publishes: ``WorkflowDef.resolve_params`` +
 ``expand`` (run the body, build and validate the graph, topological check), then
-``Store.transact(ops.insert_run, ...)`` (every task and edge row in one transaction).
+``Store.transact(lifecycle.insert_run, ...)`` (every task and edge row in one transaction).
 Each measurement runs in a fresh process, which reports its peak RSS (VmHWM); no broker
 is involved. There is no raw Celery counterpart: a Celery canvas has no expansion step.
 """
@@ -42,7 +42,8 @@ def child(size: int, database_url: str) -> None:
 
     from qflow import authoring
     from qflow.loader import load_app
-    from qflow.store import Store, ops
+    from qflow.store import Store, lifecycle
+    from qflow.store.lifecycle import NewRun
     from qflow.store.models import edges, tasks
     load_app(str(C.FLOWS))
     wdef = authoring.WORKFLOWS["grid"]
@@ -56,7 +57,7 @@ def child(size: int, database_url: str) -> None:
     hwm_expand = _status("VmHWM")
     run_id = uuid.uuid4().hex
     t0 = time.perf_counter()
-    roots = store.transact(ops.insert_run, run_id, graph, values, None)
+    roots = store.transact(lifecycle.insert_run, NewRun(run_id, graph, values)).to_publish
     commit_s = time.perf_counter() - t0
     hwm_total = _status("VmHWM")
     with store.read() as conn:

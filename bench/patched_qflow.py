@@ -24,13 +24,13 @@ FLAGS = set(filter(None, os.environ.get("QFLOW_BENCH_PATCH", "").split(",")))
 
 
 def apply(flags: set[str] = FLAGS) -> None:
-    import qflow.celery_app as celery_app
+    import qflow.broker.app as celery_app
     import qflow.runtime as runtime
 
     original = celery_app.make_celery
 
-    def make_celery(config, engine_ref):
-        app = original(config, engine_ref)
+    def make_celery(config, executor_ref):
+        app = original(config, executor_ref)
         if flags & {"events", "noevents"}:
             on = "events" in flags
             app.conf.worker_send_task_events = on

@@ -36,19 +36,19 @@ CATEGORIES = [
     ("connection checkout + pre-ping", ("_ConnectionFairy._checkout", "Pool.connect")),
     ("COMMIT", ("Transaction.commit", "RootTransaction._do_commit")),
     ("BEGIN", ("Connection.begin", "_begin_impl", "Connection._autobegin")),
-    ("ops.claim statements", ("claim (qflow/store/ops.py",)),
-    ("ops.finish statements (outcome, attempt, workflow)", ("finish (qflow/store/ops.py",)),
-    ("read inputs (ops._inputs)", ("_inputs (qflow/store/ops.py",)),
+    ("attempts.claim statements", ("claim (qflow/store/attempts.py",)),
+    ("attempts.finish statements (outcome, attempt, workflow)", ("finish (qflow/store/attempts.py",)),
+    ("read inputs (transitions.read_inputs)", ("read_inputs (qflow/store/transitions.py",)),
     ("the task function itself", ("call_with_timeout (qflow/timeouts.py",)),
     ("output capture", ("qflow/capture.py",)),
     ("publish released tasks", ("CeleryDispatcher.publish",)),
     ("alerts", ("qflow/alerts.py",)),
 ]
-# Sub-split of ops.finish: the outcome statement, the children, the extra run counts.
-FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count", "_end_attempt (qflow/store/ops.py"),
-                ("cascade: count and release children", "cascade (qflow/store/ops.py"),
-                ("count_ended: tasks ended on the way", "count_ended (qflow/store/ops.py"),
-                ("_workflow: SELECT qflow_runs.workflow", "_workflow (qflow/store/ops.py")]
+# Sub-split of attempts.finish: the outcome statement, the children, the extra run counts.
+FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count", "_end_attempt (qflow/store/attempts.py"),
+                ("cascade: count and release children", "cascade (qflow/store/lifecycle.py"),
+                ("count_ended: tasks ended on the way", "count_ended (qflow/store/lifecycle.py"),
+                ("_run_info: SELECT the run's workflow", "_run_info (qflow/store/attempts.py")]
 WAITING = ("Connection.wait (psycopg", "_read_from_socket", "wait_c", "select.select",
            "_epoll.poll", "PGconn", "wait (psycopg")
 
@@ -118,7 +118,7 @@ def analyse_spy(path: Path) -> dict:
         cats[name] += n
         if waiting:
             waits[name] += n
-        if name.startswith("ops.finish"):
+        if name.startswith("attempts.finish"):
             for part, key in FINISH_PARTS:
                 if any(key in f for f in frames):
                     finish_parts[part] += n
@@ -243,9 +243,12 @@ def run_case(name: str, n: int, s, rt, app, qworker, qurl: str, admin_url: str,
         t1 = time.perf_counter()
         engine.dispatcher.check()
         import uuid
-        from qflow.store import ops
+
+        from qflow.store import lifecycle
+        from qflow.store.lifecycle import NewRun
         run_id = uuid.uuid4().hex
-        roots = engine.store.transact(ops.insert_run, run_id, graph, values, None)
+        roots = engine.store.transact(lifecycle.insert_run,
+                                      NewRun(run_id, graph, values)).to_publish
         t2 = time.perf_counter()
         engine.publish(roots)
         t3 = time.perf_counter()
@@ -324,6 +327,7 @@ def hop_split(rt, run_id: str) -> dict:
     outcome, committing, publishing the child, the broker, the worker handing the
     message to a pool process)."""
     from sqlalchemy import select
+
     from qflow.store.models import tasks
     with rt.store.read() as conn:
         rows = conn.execute(select(tasks.c.started_at, tasks.c.finished_at)
@@ -385,7 +389,7 @@ def report(r: dict) -> list[str]:
         for k, v, w in spy["categories"]:
             lines.append(f"  {100 * v / it:5.1f}%  ({100 * w / it:4.1f}%)  {k}")
         for k, v in spy["finish_parts"].items():
-            lines.append(f"          of ops.finish: {100 * v / it:5.1f}%  {k}")
+            lines.append(f"          of attempts.finish: {100 * v / it:5.1f}%  {k}")
         if spy["deepest_qflow_lines"]:
             lines.append("  by store function > callee: " + ", ".join(
                 f"{100 * v / it:.0f}% {k}" for k, v in spy["deepest_qflow_lines"][:10]))

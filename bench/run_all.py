@@ -164,7 +164,7 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
                   "recovers lost messages from its DB), where raw Celery keeps kombu's default")
     add("- Both apps: JSON only, `task_acks_late=True`, `worker_prefetch_multiplier=1`, "
         "prefork `-c 2`, log level WARNING (no per-task log lines), gossip/mingle/heartbeat "
-        "at Celery's defaults (qflow's app as `qflow.celery_app.make_celery` builds it: "
+        "at Celery's defaults (qflow's app as `qflow.broker.app.make_celery` builds it: "
         f"acks_late={q.get('task_acks_late')}, prefetch={q.get('worker_prefetch_multiplier')}, "
         f"serializer={q.get('task_serializer')}). What differs is what qflow adds: qflow "
         f"ignores Celery results and records every state in its DB, {events}{redis}; the "
@@ -228,13 +228,13 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
         add("Layers of 100 nodes, each node after the first layer taking two values from "
             "the layer above (about 2 edges per node). *validate + expand* is "
             "`resolve_params` + `WorkflowDef.expand` (run the body, build the graph, check "
-            "it is acyclic); *commit* is `Store.transact(ops.insert_run, …)`, every task "
+            "it is acyclic); *commit* is `Store.transact(lifecycle.insert_run, NewRun(…)`, every task "
             "and edge row in one transaction. Each measurement in a fresh process; peak "
             "RSS is that process's VmHWM (the process starts at about "
             f"{min(r['base_rss_mib'] for r in ex['rows']):.0f} MiB after its imports). "
             "*growth* is k in time ∝ size^k from the previous size (1 = linear).")
         add("")
-        table(add, ["DB", "nodes", "edges", "validate + expand (s)", "commit (s)", "total (s)",
+        table(add, ["DB", "nodes", "edges", "validate + expand (s))", "commit (s)", "total (s)",
                     "µs/node", "peak RSS (MiB)", "growth", "runs"],
               ([r["setup"], f"{r['size']:,}", f"{r['edges']:,}", f"{r['expand_s']:.3f}",
                 f"{r['commit_s']:.3f}", f"{r['total_s']:.3f}", f"{r['us_per_node']:.1f}",

@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import dag, params as P
-from .errors import UserError
-from .states import TRIGGER_RULES
+from qflow.core import dag
+from qflow.core import params as P
+from qflow.core.states import TRIGGER_RULES
+from qflow.errors import UserError
 
 TASK_OPTIONS = frozenset({
     "name", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
@@ -300,7 +301,7 @@ def workflow(fn: Callable | None = None, /, **options) -> Any:
 
 def _validate_schedule(wdef: WorkflowDef) -> None:
     """Fail at decoration time on a bad schedule, timezone, date or scheduled-run params."""
-    from .schedule import check_options
+    from qflow.core.schedule import check_options
     try:
         if check_options(wdef.options) is not None or wdef.options.get("params"):
             wdef.resolve_params(wdef.options.get("params"))
@@ -313,7 +314,7 @@ def shell(command: str, name: str = "shell", **options) -> TaskDef:
     call's arguments: ``dbt = shell("dbt run --select {model}", name="dbt_run")`` then
     ``dbt(model="orders")`` in a workflow body. Output goes to the task's log; a non-zero
     exit fails the task."""
-    from .isolation import run_command
+    from qflow.worker.isolation import run_command
 
     def run(*args, **values):
         return run_command(command, *args, **values)

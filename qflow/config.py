@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
-from .errors import UserError
+from qflow.errors import UserError
 
 DEFAULT_DATABASE_URL = "sqlite:///qflow.db"
 
@@ -34,7 +34,7 @@ class Config:
     follow_seconds: float = 1.0
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
-    # Liveness (see qflow/liveness.py): heartbeats, the sweeper and the reconciler.
+    # Liveness (qflow/engine/upkeep.py): heartbeats, the sweeper and the reconciler.
     heartbeat_interval: float = 5.0
     worker_lost_timeout: float = 60.0
     max_redeliveries: int = 3
@@ -44,7 +44,7 @@ class Config:
     security_certificate: str = ""
     security_cert_store: str = ""
     scheduler_interval: float = 1.0           # most seconds between two scheduler looks
-    # Alerts (see qflow/alerts.py): which events notify, and where.
+    # Alerts (qflow/engine/alerts.py): which events notify, and where.
     notify_events: str = "run_failed"
     notify_webhook_url: str = ""
     notify_email_to: str = ""
@@ -54,7 +54,7 @@ class Config:
     smtp_password: str = ""
     smtp_from: str = "qflow@localhost"
     smtp_starttls: bool = False
-    # Seeing what runs (qflow/capture.py, `qflow flower`).
+    # Seeing what runs (qflow/worker/capture.py, `qflow flower`).
     log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
     log_level: str = "INFO"                   # lowest level of captured log records
     flower_basic_auth: str = ""               # user:password[,user:password...]
@@ -97,7 +97,7 @@ def load_config(path: str | None = None, env: Mapping[str, str] | None = None,
         if env.get(key, "") != "":
             values[name] = env[key]
     values.update({k: v for k, v in flags.items() if v is not None and v != ""})
-    return replace(Config(), **{k: _typed(k, v, path) for k, v in values.items()})
+    return replace(Config(), **{k: _typed(k, v) for k, v in values.items()})
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def _read_file(path: str) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k in _FIELDS}
 
 
-def _typed(name: str, value: Any, path: str | None) -> Any:
+def _typed(name: str, value: Any) -> Any:
     if name not in _FIELDS:
         raise UserError(f"unknown setting {name!r}")
     kind = type(getattr(Config(), name))

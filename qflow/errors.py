@@ -1,4 +1,4 @@
-"""Errors qflow raises, each mapped to a CLI exit code (see CONTRACT.md)."""
+"""Errors qflow raises; each user-facing one carries its CLI exit code."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
@@ -49,10 +49,6 @@ class TaskTimeout(TimeoutError):
 
 class WorkerLost(Exception):
     """The process running a task died (killed, crashed, out of memory)."""
-
-
-class TaskOutputError(Exception):
-    """A task's return value cannot be stored (not JSON, or too large)."""
 
 
 def hide_password(url: str) -> str:

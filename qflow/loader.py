@@ -6,7 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .errors import QflowError, UserError, one_line
+from qflow.errors import QflowError, UserError, one_line
 
 
 def load_app(target: str) -> list[str]:

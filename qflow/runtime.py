@@ -5,12 +5,14 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Iterator
 
-from .celery_app import CeleryDispatcher, embedded_worker, make_celery
-from .config import Config
-from .engine import Engine
-from .store import Store
-from .store.liveness import take_stale
-from .store.migrate import ensure_schema
+from qflow.broker.app import CeleryDispatcher, embedded_worker, make_celery
+from qflow.config import Config
+from qflow.engine.client import Engine
+from qflow.engine.executor import Executor
+from qflow.engine.upkeep import Upkeep
+from qflow.store import Store
+from qflow.store.liveness import take_stale
+from qflow.store.migrate import ensure_schema
 
 
 class Runtime:
@@ -25,11 +27,19 @@ class Runtime:
 
     @cached_property
     def celery(self):
-        return make_celery(self.config, lambda: self.engine)
+        return make_celery(self.config, lambda: self.executor)
 
     @cached_property
     def engine(self) -> Engine:
         return Engine(self.config, self.store, CeleryDispatcher(self.celery, self.config))
+
+    @cached_property
+    def executor(self) -> Executor:
+        return Executor(self.engine)
+
+    @cached_property
+    def upkeep(self) -> Upkeep:
+        return Upkeep(self.executor)
 
     def ready_store(self) -> Store:
         """The store, reachable and with an up-to-date schema."""

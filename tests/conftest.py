@@ -6,6 +6,7 @@ Locally a missing server binary skips the tests that need it, with what to insta
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -98,7 +99,7 @@ class Cluster:
         self.folder = folder
         self.env = qflow_env(QFLOW_BROKER_URL=broker_url, QFLOW_DATABASE_URL=database_url,
                              QFLOW_APP=app, **env)
-        self.workers: dict[str, "subprocess.Popen"] = {}
+        self.workers: dict[str, subprocess.Popen] = {}
         self.prefix: list[str] = []            # e.g. ["ip", "netns", "exec", "h1"]
 
     def start_worker(self, name: str, *args: str) -> None:
@@ -202,6 +203,7 @@ def amqp_cluster(amqp_url, pg_server_url, tmp_path_factory):
 def attempt_rows(rt, run_id: str, node: str) -> list:
     """Every attempt row of one task, oldest first."""
     from sqlalchemy import select
+
     from qflow.store.models import attempts, tasks
     with rt.store.read() as conn:
         return conn.execute(

@@ -6,6 +6,7 @@ import signal
 import time
 
 from flows import counted, join
+
 from qflow import context, task, workflow
 
 

@@ -105,7 +105,7 @@ def bad_output(n: int = 2_000_000):
 
 # -- failure handling -------------------------------------------------------------------
 from qflow import Fail  # noqa: E402
-from qflow.states import TRIGGER_RULES  # noqa: E402
+from qflow.core.states import TRIGGER_RULES  # noqa: E402
 
 
 def _bump(path: str) -> int:

@@ -6,12 +6,12 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import pytest
-
 import flows  # noqa: F401
+import pytest
 from conftest import start_cluster
-from qflow.store import read
 from servers import free_port
+
+from qflow.store import read
 
 
 class Webhook(HTTPServer):
@@ -114,11 +114,12 @@ def test_a_failing_callback_never_fails_the_run(alert_cluster, tmp_path):
 
 
 def test_an_unreachable_notifier_is_logged_and_the_run_still_ends(tmp_path, caplog):
+    from test_store import StubDispatcher, drain
+
     from qflow.config import Config
-    from qflow.engine import Engine
+    from qflow.engine.client import Engine
     from qflow.store import Store
     from qflow.store.migrate import ensure_schema
-    from test_store import StubDispatcher, drain
 
     store = Store(f"sqlite:///{tmp_path}/q.db")
     ensure_schema(store)
@@ -130,3 +131,33 @@ def test_an_unreachable_notifier_is_logged_and_the_run_still_ends(tmp_path, capl
     with store.read() as conn:
         assert read.get_run(conn, run_id, with_tasks=False)["state"] == "failed"
     assert "webhook notifier failed for run_failed" in caplog.text
+
+
+def test_a_run_that_ends_as_it_starts_tells_its_on_success_callback(registry, tmp_path):
+    """A workflow whose only node maps over an empty list has nothing to run: the run
+    ends `succeeded` inside trigger(), and its on_success callback must still fire."""
+    from test_store import StubDispatcher
+
+    from qflow import task, workflow
+    from qflow.config import Config
+    from qflow.engine.client import Engine
+    from qflow.store import Store
+    from qflow.store.migrate import ensure_schema
+
+    told = []
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @workflow(on_success=lambda event: told.append((event.kind, event.state)))
+    def nothing_to_do(items: list[int] = []):
+        double.map(items)
+
+    store = Store(f"sqlite:///{tmp_path}/q.db")
+    ensure_schema(store)
+    engine = Engine(Config(), store, StubDispatcher())
+    run_id = engine.trigger("nothing_to_do")
+    with store.read() as conn:
+        assert read.get_run(conn, run_id, with_tasks=False)["state"] == "succeeded"
+    assert told == [("run_succeeded", "succeeded")]

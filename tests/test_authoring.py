@@ -7,7 +7,7 @@ import pytest
 
 from qflow import task, workflow
 from qflow.authoring import OptionError
-from qflow.dag import REF_KEY, substitute
+from qflow.core.dag import REF_KEY, substitute
 from qflow.errors import CycleError, ParamError, UserError
 
 

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, qflow_env, run_id_in
 from servers import free_port
 
@@ -196,7 +195,7 @@ def test_the_embedded_worker_finishes_what_an_earlier_process_left_queued(tmp_pa
         "import flows\n"
         "from test_store import StubDispatcher\n"
         "from qflow.config import Config\n"
-        "from qflow.engine import Engine\n"
+        "from qflow.engine.client import Engine\n"
         "from qflow.store import Store\n"
         "from qflow.store.migrate import ensure_schema\n"
         "store = Store('sqlite:///qflow.db'); ensure_schema(store)\n"

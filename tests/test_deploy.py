@@ -1,8 +1,8 @@
 """The deployment files: docker-compose.yml parses and only runs commands the CLI has."""
 import yaml
-
 from conftest import ROOT
-from qflow.cli import cli
+
+from qflow.cli.commands import cli
 
 
 def test_compose_file_defines_a_scalable_cluster_whose_commands_exist():

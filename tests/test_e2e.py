@@ -6,10 +6,10 @@ import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 import fault_flows  # noqa: F401
 import flows  # noqa: F401 - registers the workflows in this process too
+import pytest
+
 from qflow.store import read
 
 
@@ -112,6 +112,7 @@ def test_workers_name_tasks_after_workflow_and_node(broker_cluster, rt):
 
 def test_an_urgent_task_jumps_the_queue(broker_cluster, tmp_path):
     import time
+
     from conftest import ROOT
     cluster = broker_cluster
     rt = cluster.runtime()

@@ -6,10 +6,10 @@ import os
 import subprocess
 import time
 
-import pytest
-
 import flows  # noqa: F401 - registers the workflows in this process too
+import pytest
 from conftest import attempt_rows
+
 from qflow.store import read
 
 

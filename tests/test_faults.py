@@ -9,13 +9,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-import sqlalchemy as sa
-
 import fault_flows  # noqa: F401 - registers the workflows in this process too
 import flows  # noqa: F401
+import pytest
 import servers
+import sqlalchemy as sa
 from conftest import ROOT, Cluster, _missing, attempt_rows, start_cluster
+
 from qflow.store import read
 
 APP = f"{ROOT / 'tests' / 'flows.py'},{ROOT / 'tests' / 'fault_flows.py'}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import subprocess
 import time
 
-import pytest
-
 import flows  # noqa: F401
+import pytest
 from conftest import start_cluster
+
 from qflow.store import read
 
 

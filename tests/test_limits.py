@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 
 import flows  # noqa: F401
+
 from qflow.store import read
 
 

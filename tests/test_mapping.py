@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import flows  # noqa: F401
+
 from qflow.store import read
 
 
@@ -17,9 +18,11 @@ def test_a_thousand_element_map_reduces_in_order_and_retries_one_element(cluster
     assert tasks["scale"]["error"] == "MapError: 1 of 1000 elements failed (scale[617])"
 
     # The fix: element 617 no longer fails (its stored call is corrected), then retry.
-    from sqlalchemy import update
-    from qflow.store.models import tasks as table
     import json
+
+    from sqlalchemy import update
+
+    from qflow.store.models import tasks as table
     with rt.store.write() as conn:
         conn.execute(update(table).where(table.c.run_id == run_id,
                                          table.c.node == "scale[617]")

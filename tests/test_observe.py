@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, qflow_env, run_id_in
 from servers import free_port, wait_port
 from test_cli import assert_one_line_error, qflow
@@ -271,7 +270,7 @@ def test_graph_of_a_run_shows_each_tasks_state_in_text_dot_and_mermaid(tmp_path)
 
 # -- the capture itself ---------------------------------------------------------------------
 def test_capture_routes_each_threads_output_and_restores_the_process_afterwards():
-    from qflow.capture import Capture
+    from qflow.worker.capture import Capture
 
     root = logging.getLogger()
     level, stdout = root.level, sys.stdout
@@ -305,7 +304,7 @@ def test_capture_routes_each_threads_output_and_restores_the_process_afterwards(
 
 
 def test_capture_keeps_the_head_and_tail_of_a_long_log():
-    from qflow.capture import Capture
+    from qflow.worker.capture import Capture
 
     with Capture(100) as cap:
         for k in range(1000):
@@ -317,9 +316,9 @@ def test_capture_keeps_the_head_and_tail_of_a_long_log():
 
 
 def test_flower_settings_and_log_level_come_from_the_config():
+    from qflow.broker.flower import flower_env
     from qflow.config import Config, load_config
     from qflow.errors import UserError
-    from qflow.monitor import flower_env
 
     assert flower_env(Config()) == {"FLOWER_MAX_TASKS": "10000",
                                     "FLOWER_PURGE_OFFLINE_WORKERS": "600"}

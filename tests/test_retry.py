@@ -1,6 +1,6 @@
 """When failed attempts are retried, and after how long (pure)."""
 from qflow import Fail
-from qflow.retry import retry_in
+from qflow.core.retry import retry_in
 
 
 def test_delays_grow_by_the_backoff_factor_and_stop_at_the_cap():

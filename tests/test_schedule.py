@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from itertools import pairwise
 
 import pytest
 
 from qflow import workflow
 from qflow.authoring import OptionError
-from qflow.cron import CronError, parse_cron
+from qflow.core.cron import CronError, parse_cron
+from qflow.core.schedule import due_times, from_options, parse_range, window_start
 from qflow.errors import UserError
-from qflow.schedule import due_times, from_options, parse_range, window_start
 
 UTC = dt.timezone.utc
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
@@ -111,7 +112,7 @@ def test_an_hourly_job_keeps_firing_every_real_hour_through_dst_changes(tz, day,
     end = at(*day, tz=zone) + dt.timedelta(days=1) - dt.timedelta(microseconds=1)
     got = [t for t in fires({"schedule": "@hourly", "timezone": tz}, start, 30) if t <= end]
     assert len(got) == runs
-    assert {b - a for a, b in zip(got, got[1:])} == {dt.timedelta(hours=1)}
+    assert {b - a for a, b in pairwise(got)} == {dt.timedelta(hours=1)}
 
 
 def test_new_york_spring_forward_and_fall_back_for_fixed_times():
@@ -156,7 +157,7 @@ def test_an_interval_is_a_fixed_duration_across_dst():
     options = {"schedule": dt.timedelta(days=1), "timezone": "Europe/Paris",
                "start_date": "2026-03-28T12:00"}
     got = fires(options, at(2026, 3, 1), 3)
-    assert {b - a for a, b in zip(got, got[1:])} == {dt.timedelta(days=1)}
+    assert {b - a for a, b in pairwise(got)} == {dt.timedelta(days=1)}
     assert local(got)[-1] == "2026-03-30T13:00:00+02:00"
 
 

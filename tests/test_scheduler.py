@@ -12,24 +12,26 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
-import pytest
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-
 import flows
+import pytest
 import sched_flows
 from conftest import ROOT, Cluster, new_pg_database
-from qflow import workflow
-from qflow import scheduler as S
-from qflow.engine import Engine
-from qflow.schedule import from_options
-from qflow.store import Store, ops, read, schedules
-from qflow.store.migrate import upgrade
-from qflow.store.models import runs
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from test_cli import assert_one_line_error, qflow
 from test_store import StubDispatcher, drain, engine  # noqa: F401 - the engine fixture
+
+from qflow import workflow
+from qflow.core.schedule import from_options
+from qflow.engine import scheduler as S
+from qflow.engine.client import Engine
+from qflow.store import Store, lifecycle, read, schedules
+from qflow.store.lifecycle import NewRun
+from qflow.store.migrate import upgrade
+from qflow.store.models import runs
 
 UTC = dt.timezone.utc
 SCHED_FLOWS = str(ROOT / "tests" / "sched_flows.py")
@@ -173,11 +175,11 @@ def test_schedulers_ticking_at_the_same_moment_create_each_time_once(engine, reg
 def test_the_db_refuses_a_second_run_for_a_logical_time_but_not_for_manual_runs(engine):
     graph = flows.diamond.expand()
     when = S.to_store(T0)
-    engine.store.transact(ops.insert_run, "a" * 32, graph, {"x": 1}, when)
+    engine.store.transact(lifecycle.insert_run, NewRun("a" * 32, graph, {"x": 1}, when))
     with pytest.raises(IntegrityError):
-        engine.store.transact(ops.insert_run, "b" * 32, graph, {"x": 1}, when)
+        engine.store.transact(lifecycle.insert_run, NewRun("b" * 32, graph, {"x": 1}, when))
     for run_id in ("c" * 32, "d" * 32):
-        engine.store.transact(ops.insert_run, run_id, graph, {"x": 1}, None)
+        engine.store.transact(lifecycle.insert_run, NewRun(run_id, graph, {"x": 1}, None))
 
 
 def test_backfill_creates_one_run_per_day_skips_succeeded_and_reruns_on_request(engine):
@@ -297,7 +299,7 @@ def test_two_scheduler_processes_fire_every_logical_time_exactly_once(
     made = c.runs("every_2s")
     times = times_of(made)
     assert max(Counter(times).values()) == 1, "a logical time ran twice"
-    steps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
+    steps = {(b - a).total_seconds() for a, b in pairwise(times)}
     assert steps == {2.0}, f"missing logical times: {times}"
     assert len(times) >= 8 and times[0] >= started - dt.timedelta(seconds=2)
     assert times[-1] >= stopped - dt.timedelta(seconds=4)
@@ -325,7 +327,7 @@ def test_a_restarted_scheduler_catches_up_missed_times_only_with_catchup(
     finally:
         c.stop()
     caught_up = times_of(c.runs("catchup_1s"))
-    assert {(b - a).total_seconds() for a, b in zip(caught_up, caught_up[1:])} == {1.0}
+    assert {(b - a).total_seconds() for a, b in pairwise(caught_up)} == {1.0}
     assert sum(down < t < up for t in caught_up) >= 2
     latest = times_of(c.runs("latest_1s"))
     assert sum(down + dt.timedelta(seconds=1) < t <= up for t in latest) <= 1

@@ -6,7 +6,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import start_cluster
 
 
@@ -74,7 +73,7 @@ def test_signed_runs_work_and_unsigned_or_foreign_messages_are_refused(signed_cl
 
 
 def test_an_incomplete_signing_setup_is_a_one_line_error(tmp_path, redis_url):
-    from conftest import qflow_env, ROOT
+    from conftest import ROOT, qflow_env
     env = qflow_env(QFLOW_BROKER_URL=redis_url, QFLOW_APP=str(ROOT / "tests" / "flows.py"),
                     QFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/q.db",
                     QFLOW_SECURITY_KEY=str(tmp_path / "missing.key"))

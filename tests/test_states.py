@@ -1,8 +1,17 @@
 """Unit tests of the state table and trigger rules (pure)."""
 import pytest
 
-from qflow.states import (RUN, SKIP, UPSTREAM, WAIT, TransitionError, Upstream,
-                          check_transition, decide, run_state)
+from qflow.core.states import (
+    RUN,
+    SKIP,
+    UPSTREAM,
+    WAIT,
+    TransitionError,
+    Upstream,
+    check_transition,
+    decide,
+    run_state,
+)
 
 # (succeeded, failed, skipped) of 2 parents -> decision per rule
 CASES = {

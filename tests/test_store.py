@@ -11,19 +11,22 @@ import time
 import pytest
 from sqlalchemy import select
 
-import flows
 from qflow.config import Config
-from qflow.engine import Engine
+from qflow.core.records import Dispatch, Outcome
+from qflow.core.states import TransitionError
+from qflow.engine.client import Engine
+from qflow.engine.executor import Executor
+from qflow.engine.upkeep import Upkeep
 from qflow.errors import UserError
-from qflow.states import TransitionError
-from qflow.store import Store, ops, read
+from qflow.store import Store, attempts, read, transitions
 from qflow.store.migrate import ensure_schema, upgrade
-from qflow.store.models import attempts, tasks
+from qflow.store.models import attempts as attempt_rows
+from qflow.store.models import tasks
 
 
 class StubDispatcher:
     def __init__(self):
-        self.sent: list[ops.Dispatch] = []
+        self.sent: list[Dispatch] = []
 
     def publish(self, items):
         self.sent.extend(items)
@@ -51,7 +54,8 @@ def drain(engine: Engine) -> list[str]:
     ran = []
     while engine.dispatcher.sent:
         item = engine.dispatcher.sent.pop(0)
-        if engine.execute(item.run_id, item.node, item.attempt, worker="test") is not None:
+        done = Executor(engine).execute(item.run_id, item.node, item.attempt, worker="test")
+        if done is not None:
             ran.append(item.node)
     return ran
 
@@ -88,7 +92,7 @@ def test_a_failure_fails_the_run_and_its_downstream_but_not_siblings(engine):
     boom = next(t for t in run["tasks"] if t["node"] == "boom")
     assert boom["error"] == "ValueError: 1"
     with engine.store.read() as conn:
-        row = conn.execute(select(attempts).join(tasks, tasks.c.id == attempts.c.task_id)
+        row = conn.execute(select(attempt_rows).join(tasks, tasks.c.id == attempt_rows.c.task_id)
                            .where(tasks.c.run_id == run_id, tasks.c.node == "boom")).one()
     assert row.error_type == "ValueError" and "raise ValueError(message)" in row.traceback
     assert row.worker == "test" and row.number == 1 and row.state == "failed"
@@ -97,9 +101,9 @@ def test_a_failure_fails_the_run_and_its_downstream_but_not_siblings(engine):
 def test_a_redelivered_message_neither_reruns_nor_releases_twice(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     first = engine.dispatcher.sent.pop(0)
-    assert engine.execute(run_id, first.node, 1) is not None
+    assert Executor(engine).execute(run_id, first.node, 1) is not None
     assert [d.node for d in engine.dispatcher.sent] == ["add"]
-    assert engine.execute(run_id, first.node, 1) is None          # redelivery
+    assert Executor(engine).execute(run_id, first.node, 1) is None          # redelivery
     assert [d.node for d in engine.dispatcher.sent] == ["add"]
     drain(engine)
     assert run_of(engine, run_id)["state"] == "succeeded"
@@ -108,15 +112,15 @@ def test_a_redelivered_message_neither_reruns_nor_releases_twice(engine):
 def test_a_stale_outcome_is_refused(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     with engine.store.write() as conn:
-        assert ops.claim(conn, run_id, "const", 1, "w1", None) is not None
-    outcome = ops.Outcome("succeeded", result="0")
+        assert attempts.claim(conn, run_id, "const", 1, "w1", None) is not None
+    outcome = Outcome("succeeded", result="0")
     with engine.store.write() as conn:
-        assert ops.finish(conn, run_id, "const", 2, outcome) is None  # not its attempt
+        assert attempts.finish(conn, run_id, "const", 2, outcome) is None  # not its attempt
     with engine.store.write() as conn:
-        finished = ops.finish(conn, run_id, "const", 1, outcome)
+        finished = attempts.finish(conn, run_id, "const", 1, outcome)
         assert [d.node for d in finished.released] == ["add"]
     with engine.store.write() as conn:
-        assert ops.finish(conn, run_id, "const", 1, outcome) is None  # already recorded
+        assert attempts.finish(conn, run_id, "const", 1, outcome) is None  # already recorded
 
 
 def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine):
@@ -126,14 +130,14 @@ def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine
         engine.dispatcher.sent.clear()
         for node in parents:
             with engine.store.write() as conn:
-                ops.claim(conn, run_id, node, 1, "w", None)
+                attempts.claim(conn, run_id, node, 1, "w", None)
         barrier = threading.Barrier(len(parents))
         released: list = []
 
-        def finish(node):
+        def finish(node, barrier=barrier, run_id=run_id, released=released):
             barrier.wait()
-            out = engine.store.transact(ops.finish, run_id, node, 1,
-                                        ops.Outcome("succeeded", result="0"))
+            out = engine.store.transact(attempts.finish, run_id, node, 1,
+                                        Outcome("succeeded", result="0"))
             released.extend(out.released)
 
         threads = [threading.Thread(target=finish, args=(n,)) for n in parents]
@@ -152,7 +156,7 @@ def test_state_writes_outside_the_transition_table_are_refused(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     with pytest.raises(TransitionError):
         with engine.store.write() as conn:
-            ops.set_task_state(conn, run_id, "add", "running", expect=("pending",))
+            transitions.set_task_state(conn, run_id, "add", "running", expect=("pending",))
 
 
 def test_return_values_that_cannot_be_stored_fail_the_task_clearly(engine):
@@ -217,14 +221,14 @@ def test_cancel_ends_every_unfinished_task_and_a_late_report_is_refused(engine):
     run_id = engine.trigger("chain", {"length": "2"})
     first = engine.dispatcher.sent.pop(0)
     with engine.store.write() as conn:
-        ops.claim(conn, run_id, first.node, 1, "w1", "celery-id-1")
+        attempts.claim(conn, run_id, first.node, 1, "w1", "celery-id-1")
     assert engine.cancel(run_id) == "canceled"
     assert engine.dispatcher.revoked == ["celery-id-1"]
     run = run_of(engine, run_id)
     assert run["state"] == "canceled"
     assert {t["state"] for t in run["tasks"]} == {"canceled"}
     with engine.store.write() as conn:
-        assert ops.finish(conn, run_id, first.node, 1, ops.Outcome("succeeded", "0")) is None
+        assert attempts.finish(conn, run_id, first.node, 1, Outcome("succeeded", "0")) is None
     with pytest.raises(UserError, match="already ended"):
         engine.cancel(run_id)
     assert engine.resume(run_id) == 1
@@ -335,7 +339,7 @@ def test_a_pool_lets_only_its_slots_run_and_each_end_admits_the_next(engine):
         from qflow.store.pools import listing
         assert listing(conn) == [{"name": "warehouse", "slots": 2, "used": 2, "waiting": 3}]
     first = engine.dispatcher.sent.pop(0)
-    engine.execute(first.run_id, first.node, 1)
+    Executor(engine).execute(first.run_id, first.node, 1)
     assert len(engine.dispatcher.sent) == 2             # one ended, one admitted
     drain(engine)
     assert run_of(engine, run_id)["state"] == "succeeded"
@@ -382,7 +386,7 @@ def test_max_active_runs_holds_extra_runs_until_one_ends(engine):
     assert [d.run_id for d in engine.dispatcher.sent] == [first]
     assert run_of(engine, second)["state"] == "queued"
     item = engine.dispatcher.sent.pop(0)
-    engine.execute(item.run_id, item.node, 1)
+    Executor(engine).execute(item.run_id, item.node, 1)
     assert run_of(engine, first)["state"] == "succeeded"
     assert [d.run_id for d in engine.dispatcher.sent] == [second]
     drain(engine)
@@ -416,6 +420,7 @@ def test_an_aware_logical_time_is_stored_as_utc_and_tasks_see_it_aware(engine):
 
 def test_a_run_whose_count_was_lost_is_ended_by_the_maintenance_step(engine):
     import datetime as dt
+
     from qflow.store.models import runs
     run_id = engine.trigger("diamond")
     drain(engine)
@@ -423,48 +428,48 @@ def test_a_run_whose_count_was_lost_is_ended_by_the_maintenance_step(engine):
         conn.execute(runs.update().where(runs.c.id == run_id).values(
             state="running", finished_at=None, tasks_left=1,
             created_at=dt.datetime(2026, 1, 1)))
-    assert engine.finish_stuck_runs() == 1
+    assert Upkeep(Executor(engine)).finish_stuck_runs() == 1
     run = run_of(engine, run_id)
     assert run["state"] == "succeeded" and run["tasks_done"] == run["tasks_total"]
-    assert engine.finish_stuck_runs() == 0
+    assert Upkeep(Executor(engine)).finish_stuck_runs() == 0
 
 
 def test_a_run_whose_end_was_counted_but_not_recorded_is_ended_by_the_maintenance_step(
         engine):
     import datetime as dt
+
     from qflow.store.models import runs
     run_id = engine.trigger("diamond")
     drain(engine)
     with engine.store.write() as conn:      # the count reached 0; the crash came before
         conn.execute(runs.update().where(runs.c.id == run_id).values(   # the state write
             state="running", finished_at=None, created_at=dt.datetime(2026, 1, 1)))
-    assert engine.finish_stuck_runs() == 1
+    assert Upkeep(Executor(engine)).finish_stuck_runs() == 1
     assert run_of(engine, run_id)["state"] == "succeeded"
 
 
 def attempt_count(engine, run_id, node) -> int:
     with engine.store.read() as conn:
-        return len(conn.execute(select(attempts.c.id).join(tasks, tasks.c.id == attempts.c.task_id)
-                                .where(tasks.c.run_id == run_id, tasks.c.node == node)).all())
+        return len(conn.execute(
+            select(attempt_rows.c.id).join(tasks, tasks.c.id == attempt_rows.c.task_id)
+            .where(tasks.c.run_id == run_id, tasks.c.node == node)).all())
 
 
 def test_a_leaf_s_outcome_is_one_autocommitted_write_and_a_stale_one_writes_nothing(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     first = engine.dispatcher.sent.pop(0)
-    engine.execute(run_id, first.node, 1)
-    claimed = engine.store.transact(ops.claim, run_id, "add", 1, "w1", None, autocommit=True)
+    Executor(engine).execute(run_id, first.node, 1)
+    claimed = engine.store.transact(attempts.claim, run_id, "add", 1, "w1", None)
     assert claimed.alone                      # no children, no pools
-    outcome = ops.Outcome("succeeded", result="1")
-    assert ops.finish_alone(claimed, outcome, fail_fast=False)
+    outcome = Outcome("succeeded", result="1")
+    assert attempts.finishes_alone(claimed, outcome, fail_fast=False)
     for stale in (2, 0):
-        assert engine.store.transact(ops.finish, run_id, "add", stale, outcome,
-                                     autocommit=True) is None
+        assert engine.store.transact(attempts.finish_one, run_id, "add", stale, outcome) is None
     assert attempt_count(engine, run_id, "add") == 0
-    finished = engine.store.transact(ops.finish, run_id, "add", 1, outcome,
-                                     autocommit=True)
+    finished = engine.store.transact(attempts.finish_one, run_id, "add", 1, outcome)
     assert finished.released == [] and finished.totals == (0, 0)     # the run's last task
-    assert engine.store.transact(ops.finish, run_id, "add", 1, outcome,
-                                 autocommit=True) is None               # a redelivery
+    redelivered = engine.store.transact(attempts.finish_one, run_id, "add", 1, outcome)
+    assert redelivered is None
     assert attempt_count(engine, run_id, "add") == 1
 
 
@@ -520,7 +525,7 @@ def test_a_claim_whose_answer_was_lost_is_still_this_worker_s_when_retried(engin
     first_try = []
 
     def claim_then_lose_the_answer(conn, *args):
-        claimed = ops.claim(conn, *args)       # on PostgreSQL this commits at once
+        claimed = attempts.claim(conn, *args)       # on PostgreSQL this commits at once
         if not first_try:
             first_try.append(claimed)
             raise OperationalError("UPDATE qflow_tasks …", {}, OSError(
@@ -528,14 +533,13 @@ def test_a_claim_whose_answer_was_lost_is_still_this_worker_s_when_retried(engin
         return claimed
 
     try:
-        claimed = store.transact(claim_then_lose_the_answer, run_id, "const", 1, "w1", "c1",
-                                 durable=False, autocommit=True, in_doubt=ops.claim_in_doubt)
+        claimed = store.transact(claim_then_lose_the_answer, run_id, "const", 1, "w1", "c1")
         assert first_try[0] is not None and claimed is not None and claimed.task == "flows.const"
         for worker, celery_id in (("w2", "c1"), ("w1", "c2")):    # not this worker's message
-            assert store.transact(ops.claim_in_doubt, run_id, "const", 1, worker,
+            assert store.transact(attempts.claim_in_doubt, run_id, "const", 1, worker,
                                   celery_id) is None
-        assert store.transact(ops.finish, run_id, "const", 1,
-                              ops.Outcome("succeeded", result="0")) is not None
+        assert store.transact(attempts.finish, run_id, "const", 1,
+                              Outcome("succeeded", result="0")) is not None
         assert attempt_count(engine, run_id, "const") == 1
     finally:
         store.dispose()
@@ -549,8 +553,7 @@ def test_a_worker_s_kept_connection_commits_each_claim_and_survives_the_server_d
     roots = [d.node for d in engine.dispatcher.sent]
 
     def claim(node):
-        return store.transact(ops.claim, run_id, node, 1, "w1", f"c-{node}", durable=False,
-                              autocommit=True, in_doubt=ops.claim_in_doubt)
+        return store.transact(attempts.claim, run_id, node, 1, "w1", f"c-{node}")
 
     def state_seen_elsewhere(node):               # a fresh connection of another store
         with engine.store.read() as conn:
@@ -568,8 +571,8 @@ def test_a_worker_s_kept_connection_commits_each_claim_and_survives_the_server_d
             assert killed >= 1
         assert claim(roots[1]) is not None
         assert state_seen_elsewhere(roots[1]) == "running"
-        assert store.transact(ops.finish, run_id, roots[1], 1, ops.Outcome(
-            "succeeded", result="1"), autocommit=True) is not None
+        assert store.transact(attempts.finish, run_id, roots[1], 1, Outcome(
+            "succeeded", result="1")) is not None
         assert attempt_count(engine, run_id, roots[1]) == 1
     finally:
         store.dispose()
@@ -580,11 +583,11 @@ def celery_ids(engine, run_id) -> dict[str, str]:
 
 
 def test_a_worker_following_a_chain_runs_each_released_child_itself(engine):
-    from qflow.engine import Follow
+    from qflow.engine.dispatch import Follow
     run_id = engine.trigger("chain", {"length": "3"})
     first = engine.dispatcher.sent.pop(0)
     follow = Follow("default", time.monotonic() + 60)
-    outcome = engine.execute(run_id, first.node, 1, "w1", "msg-1", follow=follow)
+    outcome = Executor(engine).execute(run_id, first.node, 1, "w1", "msg-1", follow=follow)
     assert outcome.state == "succeeded"
     assert engine.dispatcher.sent == []                  # no message for the next hops
     run = run_of(engine, run_id)
@@ -596,20 +599,20 @@ def test_a_worker_following_a_chain_runs_each_released_child_itself(engine):
 
 @pytest.mark.parametrize("follow", ["other queue", "deadline passed", "off"])
 def test_a_child_is_published_when_the_worker_may_not_follow(engine, follow):
-    from qflow.engine import Follow
+    from qflow.engine.dispatch import Follow
     run_id = engine.trigger("chain", {"length": "2"})
     first = engine.dispatcher.sent.pop(0)
     given = {"other queue": Follow("etl", time.monotonic() + 60),
              "deadline passed": Follow("default", time.monotonic() - 1),
              "off": None}[follow]
-    engine.execute(run_id, first.node, 1, "w1", "msg-1", follow=given)
+    Executor(engine).execute(run_id, first.node, 1, "w1", "msg-1", follow=given)
     assert [d.node for d in engine.dispatcher.sent] == ["add"]
     assert run_of(engine, run_id)["state"] == "running"
 
 
 def test_a_child_with_a_timeout_or_a_countdown_goes_through_the_broker(engine, registry):
     from qflow import task, workflow
-    from qflow.engine import Follow
+    from qflow.engine.dispatch import Follow
 
     @task
     def first() -> int:
@@ -625,7 +628,7 @@ def test_a_child_with_a_timeout_or_a_countdown_goes_through_the_broker(engine, r
 
     run_id = engine.trigger("guarded")
     root = engine.dispatcher.sent.pop(0)
-    engine.execute(run_id, root.node, 1, "w1", "msg-1",
+    Executor(engine).execute(run_id, root.node, 1, "w1", "msg-1",
                    follow=Follow("default", time.monotonic() + 60))
     assert [d.node for d in engine.dispatcher.sent] == ["limited"]   # Celery's hard limit
 
@@ -636,10 +639,10 @@ def test_a_process_lost_while_running_a_followed_child_records_that_child(engine
     engine.dispatcher.sent.clear()
     # The message for "const" ran it, then its process claimed the released "add" under
     # the same message and died there.
-    engine.store.transact(ops.claim, run_id, "const", 1, "w1", "msg-1")
-    engine.store.transact(ops.finish, run_id, "const", 1, ops.Outcome("succeeded", result="0"))
-    assert engine.store.transact(ops.claim, run_id, "add", 1, "w1", "msg-1") is not None
-    engine.record_lost_message("msg-1", (run_id, "const", 1), WorkerLost("process died"))
+    engine.store.transact(attempts.claim, run_id, "const", 1, "w1", "msg-1")
+    engine.store.transact(attempts.finish, run_id, "const", 1, Outcome("succeeded", result="0"))
+    assert engine.store.transact(attempts.claim, run_id, "add", 1, "w1", "msg-1") is not None
+    Executor(engine).record_lost_message("msg-1", (run_id, "const", 1), WorkerLost("process died"))
     assert [(d.node, d.attempt) for d in engine.dispatcher.sent] == [("add", 2)]
     tasks_ = {t["node"]: t for t in run_of(engine, run_id)["tasks"]}
     assert tasks_["add"]["state"] == "retrying" and tasks_["const"]["state"] == "succeeded"
@@ -656,7 +659,8 @@ def test_a_process_lost_while_running_a_followed_child_records_that_child(engine
 def test_a_worker_follows_unless_limited_turned_off_or_sending_task_events(
         settings, timelimit, events, follows):
     from types import SimpleNamespace
-    from qflow.celery_app import TASK_EVENTS_ON, _follow
+
+    from qflow.broker.app import TASK_EVENTS_ON, _follow
     request = SimpleNamespace(delivery_info={"routing_key": "etl"}, timelimit=timelimit,
                               **({TASK_EVENTS_ON: True} if events else {}))
     got = _follow(request, Config(broker_url="redis://x", **settings))

@@ -1,4 +1,4 @@
 """The results DB: models, sessions, migrations and the state-changing queries."""
-from .db import Store
+from qflow.store.db import Store
 
 __all__ = ["Store"]

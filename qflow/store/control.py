@@ -7,24 +7,26 @@ from types import SimpleNamespace
 
 from sqlalchemy import Connection, select, update
 
-from .. import states as S
-from ..dag import topological_order
-from ..errors import UserError
-from . import mapping, pools
-from .models import edges, runs, tasks
-from .records import count_tasks
-from .ops import (Dispatch, _dispatch_rows, cancel_open, propagate, release, set_task_state,
-                  settle, utcnow)
+from qflow.core import states as S
+from qflow.core.dag import topological_order
+from qflow.core.records import Dispatch
+from qflow.errors import UserError
+from qflow.store import mapping, pools
+from qflow.store.db import query
+from qflow.store.lifecycle import RunWriter, dispatch_rows
+from qflow.store.models import edges, runs, tasks
+from qflow.store.transitions import count_tasks, set_run_state, set_task_state, utcnow
 
 
 @dataclass(frozen=True)
 class Canceled:
     """A canceled run: the Celery ids of the attempts that were running, to revoke, and
-    tasks of other runs admitted to the pool slots it gave back, to publish."""
+    tasks of other runs admitted to the pool slots it gave back (or a held run admitted
+    in its place), to publish."""
 
     run_state: str | None
     running: list[str]
-    released: list[Dispatch]
+    admitted: list[Dispatch]
 
 
 def _run_row(conn: Connection, run_id: str):
@@ -35,6 +37,7 @@ def _run_row(conn: Connection, run_id: str):
     return row
 
 
+@query()
 def cancel_run(conn: Connection, run_id: str) -> Canceled:
     """Cancel every task that has not ended; the run ends once none is left."""
     run = _run_row(conn, run_id)
@@ -43,15 +46,16 @@ def cancel_run(conn: Connection, run_id: str) -> Canceled:
     running = [r.celery_id for r in conn.execute(
         select(tasks.c.celery_id).where(tasks.c.run_id == run_id, tasks.c.state == S.RUNNING))
         if r.celery_id]
-    now = utcnow()
-    ended, released = cancel_open(conn, run_id, S.ACTIVE, now)
-    final, admitted = settle(conn, run_id, run.workflow, ended)
-    return Canceled(final, running, released + admitted)
+    writer = RunWriter(conn, run_id, run.workflow)
+    canceled = writer.cancel_open(S.ACTIVE)
+    settled = writer.settle(canceled.ended)
+    return Canceled(settled.final, running, canceled.to_publish + settled.to_publish)
 
 
 _AGAIN = (S.FAILED, S.CANCELED, S.UPSTREAM_FAILED)
 
 
+@query()
 def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> list[Dispatch]:
     """Re-run a run's failed, canceled and upstream-failed tasks (and ``from_node``) and
     everything downstream of them; succeeded tasks upstream keep their results."""
@@ -70,17 +74,17 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
         rows, pairs = _graph(conn, run_id)
         start &= set(rows)
     reset = _downstream(start, pairs)
-    now = utcnow()
+    writer = RunWriter(conn, run_id, run.workflow)
     released: list[Dispatch] = []
     ended: list[tuple[str, str]] = []
     for node in topological_order(rows, pairs):
         if node in reset and _reset(conn, run_id, rows[node], pairs, rows, reset):
-            sent, done = release(conn, run_id, run.workflow, rows[node], now)
-            released += sent
-            ended += done
+            step = writer.release(rows[node])
+            released += step.to_publish
+            ended += step.ended
     if ended:
-        released += propagate(conn, run_id, run.workflow, ended, now)[0]
-    _recount(conn, run_id, now)
+        released += writer.propagate(ended).to_publish
+    _recount(conn, run_id, run.state, writer.now)
     return released
 
 
@@ -137,17 +141,20 @@ def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
     return S.decide(row.trigger_rule, up) == S.RUN
 
 
-def _recount(conn: Connection, run_id: str, now) -> None:
-    """Recompute the run's counters from its tasks; running again unless all ended."""
+def _recount(conn: Connection, run_id: str, was: str, now) -> None:
+    """Recompute the resumed run's counters from its tasks; it runs again unless they
+    all ended already (``was``: its state before the resume)."""
     left = count_tasks(conn, run_id, *S.ACTIVE)
     failed = count_tasks(conn, run_id, S.FAILED, S.UPSTREAM_FAILED)
     canceled = count_tasks(conn, run_id, S.CANCELED)
-    ended = {"state": S.run_state(failed, canceled), "finished_at": now} if left == 0 else {
-        "state": S.RUNNING, "finished_at": None}
     conn.execute(update(runs).where(runs.c.id == run_id).values(
-        tasks_left=left, tasks_failed=failed, tasks_canceled=canceled, **ended))
+        tasks_left=left, tasks_failed=failed, tasks_canceled=canceled))
+    final = S.run_state(failed, canceled) if left == 0 else S.RUNNING
+    if final != was:
+        set_run_state(conn, run_id, final, expect=(was,), finished_at=None if left else now)
 
 
+@query()
 def set_pool(conn: Connection, name: str, slots: int) -> list[Dispatch]:
     """Create or resize a pool; returns the waiting tasks its new slots admit."""
-    return _dispatch_rows(conn, pools.set_slots(conn, name, slots, utcnow()))
+    return dispatch_rows(conn, pools.set_slots(conn, name, slots, utcnow()))

@@ -7,15 +7,21 @@ import random
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import (ArgumentError, DBAPIError, InterfaceError, NoSuchModuleError,
-                            OperationalError)
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
-from ..errors import UnreachableError, UserError, one_line
+from qflow.errors import UnreachableError, UserError, one_line
 
 log = logging.getLogger("qflow.store")
 
@@ -117,9 +123,9 @@ class Store:
             with conn.begin():
                 yield conn
 
-    def transact(self, fn, *args, retries: int = 8, durable: bool = True,
-                 autocommit: bool = False, in_doubt=None):
-        """Run ``fn(conn, *args)`` in a write transaction.
+    def transact(self, fn, *args, retries: int = 8):
+        """Run ``fn(conn, *args)`` in a write transaction, with the policy ``fn`` declares
+        (see :func:`query`; by default durable, one transaction, simply repeated).
 
         Deadlocks and a busy SQLite are retried ``retries`` times; a lost or refused
         connection is retried with backoff for ``retry_seconds``. The whole transaction
@@ -127,12 +133,13 @@ class Store:
         the first try may have committed all the same: ``in_doubt`` (same arguments)
         then runs instead of ``fn``, for writes that cannot simply be repeated.
         """
+        policy: Policy = getattr(fn, "policy", _DEFAULT)
         deadline = time.monotonic() + self.retry_seconds
         conflicts = outages = 0
         call = fn
         while True:
             try:
-                with self.write(durable, autocommit) as conn:
+                with self.write(policy.durable, policy.autocommit) as conn:
                     return call(conn, *args)
             except DBAPIError as exc:
                 if _retryable(exc) and conflicts < retries:
@@ -147,7 +154,7 @@ class Store:
                     raise
                 reason = exc
             outages += 1
-            call = in_doubt or fn
+            call = policy.in_doubt or fn
             log.warning("results DB unreachable (%s); retrying", one_line(reason))
             time.sleep(min(5.0, 0.1 * 2 ** outages))
 
@@ -187,6 +194,31 @@ class Store:
         """Raise UnreachableError unless the DB answers."""
         with self.read() as conn:
             conn.execute(text("SELECT 1"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How :meth:`Store.transact` runs a write query (see :meth:`Store.write`).
+
+    ``durable=False``: the commit may be lost in a server crash without harm. ``autocommit``:
+    each statement is complete on its own. ``in_doubt``: what to run instead after a lost
+    connection, for a write that may have committed and cannot simply be repeated."""
+
+    durable: bool = True
+    autocommit: bool = False
+    in_doubt: Callable | None = None
+
+
+_DEFAULT = Policy()
+
+
+def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | None = None):
+    """Declare a write query's transaction policy where it is defined, so its callers
+    just ``store.transact(fn, ...)`` and a reader of ``fn`` sees how it commits."""
+    def mark(fn):
+        fn.policy = Policy(durable, autocommit, in_doubt)
+        return fn
+    return mark
 
 
 def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:

@@ -7,14 +7,17 @@ import json
 from sqlalchemy import Connection, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import states as S
-from .models import attempts, runs, tasks, workers
-from .ops import Dispatch, end_run, message_options, utcnow
-from .records import count_tasks
+from qflow.core import states as S
+from qflow.core.records import Dispatch, message_options
+from qflow.store.db import query
+from qflow.store.lifecycle import RunWriter
+from qflow.store.models import attempts, runs, tasks, workers
+from qflow.store.transitions import count_tasks, utcnow
 
 _WAITING = (S.QUEUED, S.RETRYING)
 
 
+@query()
 def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) -> None:
     """Record that worker ``name`` (this incarnation) is alive now."""
     now = utcnow()
@@ -29,6 +32,7 @@ def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) ->
             pass
 
 
+@query()
 def assign_worker(conn: Connection, run_id: str, node: str, attempt: int, name: str) -> None:
     """Name the process that now runs this attempt (an async task's event loop)."""
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node,
@@ -36,6 +40,7 @@ def assign_worker(conn: Connection, run_id: str, node: str, attempt: int, name: 
                  .values(worker=name))
 
 
+@query()
 def forget(conn: Connection, name: str, pid: int) -> None:
     """A worker that stopped cleanly (no task left running) removes its row."""
     conn.execute(delete(workers).where(workers.c.name == name, workers.c.pid == pid))
@@ -59,6 +64,7 @@ def running_under(conn: Connection, celery_id: str) -> list[tuple[str, str, int]
     return [(r.run_id, r.node, r.attempts) for r in rows]
 
 
+@query()
 def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
     """Remember released tasks whose message could not be published."""
     if items:
@@ -69,11 +75,13 @@ def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
                      .values(unsent=True))
 
 
+@query()
 def take_unsent(conn: Connection, limit: int = 1000) -> list[Dispatch]:
     """Unmark and return up to ``limit`` unsent tasks, to publish them now."""
     return _redispatch(conn, tasks.c.unsent.is_(True), limit)
 
 
+@query()
 def take_stale(conn: Connection, older_than: float, limit: int = 1000) -> list[Dispatch]:
     """Tasks due for longer than ``older_than`` seconds that no worker has claimed: their
     message may be lost (a broker restart without persistence); publish them again.
@@ -110,9 +118,10 @@ def redeliveries(conn: Connection, run_id: str, node: str) -> int:
         attempts.c.error_type == "WorkerLost")).scalar_one()
 
 
+@query()
 def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
     """Runs still open with no task left to end: recount and end them. Returns
-    (run_id, workflow, final state, held run's tasks admitted) for each."""
+    (run_id, workflow, :class:`~qflow.store.lifecycle.Progress`) for each."""
     cutoff = utcnow() - dt.timedelta(seconds=min_age)
     active = exists().where(tasks.c.run_id == runs.c.id, tasks.c.state.in_(S.ACTIVE))
     stuck = conn.execute(select(runs.c.id, runs.c.workflow).where(
@@ -123,7 +132,7 @@ def finish_stuck_runs(conn: Connection, min_age: float = 10.0) -> list[tuple]:
         canceled = count_tasks(conn, run.id, S.CANCELED)
         conn.execute(update(runs).where(runs.c.id == run.id).values(
             tasks_left=0, tasks_failed=failed, tasks_canceled=canceled))
-        final, admitted = end_run(conn, run.id, run.workflow, (failed, canceled))
-        if final is not None:
-            out.append((run.id, run.workflow, final, admitted))
+        ended = RunWriter(conn, run.id, run.workflow).end((failed, canceled))
+        if ended.final is not None:
+            out.append((run.id, run.workflow, ended))
     return out

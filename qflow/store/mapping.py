@@ -12,11 +12,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 
-from .. import states as S
-from ..dag import substitute
-from .db import bulk_insert
-from .models import edges, runs, tasks
-from .records import set_task_state
+from qflow.core import states as S
+from qflow.core.dag import substitute
+from qflow.store.db import bulk_insert
+from qflow.store.models import edges, runs, tasks
+from qflow.store.transitions import set_task_state
 
 
 def is_mapped(options: str | dict | None) -> bool:
@@ -86,7 +86,7 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
         queue=row.queue, options=json.dumps(element_options) if element_options else None,
         call=json.dumps({"args": [item, *call["args"][1:]], "kwargs": call["kwargs"]}),
         n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
-        children=json.dumps([node])) for eid, item in zip(ids, items)])
+        children=json.dumps([node])) for eid, item in zip(ids, items, strict=True)])
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
     options["map"]["expanded"] = len(ids)
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)

@@ -10,8 +10,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from ..errors import UserError
-from .db import Store
+from qflow.errors import UserError
+from qflow.store.db import Store
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 

@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import (Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false,
-                        text)
+from sqlalchemy import (
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 

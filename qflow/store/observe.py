@@ -5,9 +5,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from ..dag import Graph, Node
-from .models import attempts, edges, runs, tasks
-from .read import iso
+from qflow.core.dag import Graph, Node
+from qflow.store.models import attempts, edges, runs, tasks
+from qflow.store.read import iso
 
 
 def attempt_logs(conn: Connection, run_id: str, node: str | None = None,

@@ -15,9 +15,9 @@ import json
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import states as S
-from ..errors import UserError
-from .models import pool_waits, pools, runs, tasks
+from qflow.core import states as S
+from qflow.errors import UserError
+from qflow.store.models import pool_waits, pools, runs, tasks
 
 
 def task_pool(workflow: str) -> str:

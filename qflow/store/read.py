@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from .models import edges, runs, tasks
+from qflow.store.models import edges, runs, tasks
 
 _RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.created_at,
                 runs.c.started_at, runs.c.finished_at, runs.c.logical_time,

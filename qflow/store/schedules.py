@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .. import states as S
-from .models import runs, schedules
+from qflow.core import states as S
+from qflow.store.models import runs, schedules
 
 ACTIVE = (S.QUEUED, S.RUNNING)
 

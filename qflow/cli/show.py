@@ -1,0 +1,142 @@
+"""Commands that show runs and workflows: status, runs, workflows, graph."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+from typing import Any
+
+import click
+
+from qflow import authoring
+from qflow.cli import progress, render, timing
+from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
+from qflow.core.states import RUN_STATES, SUCCEEDED
+from qflow.errors import UserError
+from qflow.store import observe, read
+
+
+@cli.command()
+@click.argument("run_id")
+@json_option
+@click.option("--watch", is_flag=True, help="Redraw until the run ends; exit 1 if it fails.")
+@click.option("--interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
+              help="With --watch: seconds between two looks.")
+@click.pass_obj
+def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
+    """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
+    and where the time went."""
+    store = obj.runtime().ready_store()
+    if watch:
+        progress.watch(store, run_id, interval, quiet=as_json)
+    run, summary = progress.snapshot(store, run_id)
+    if as_json:
+        click.echo(json.dumps({**run, "summary": summary}, indent=2))
+    elif not watch:
+        click.echo(render.status_text(run, summary, progress.use_color(sys.stdout)))
+    if watch:
+        sys.exit(0 if run["state"] == SUCCEEDED else 1)
+
+
+def _when(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return timing.parse_when(value, dt.datetime.now(dt.timezone.utc))
+    except ValueError as exc:
+        raise UserError(f"--{param.name}: {exc}") from None
+
+
+@cli.command()
+@click.option("--workflow", default=None, help="Only this workflow's runs.")
+@click.option("--state", type=click.Choice(RUN_STATES), default=None)
+@click.option("--since", callback=_when, metavar="WHEN",
+              help="Only runs created since WHEN: an age (30m, 2h, 7d) or an ISO time.")
+@click.option("--until", callback=_when, metavar="WHEN", help="Only runs created before WHEN.")
+@click.option("--limit", type=click.IntRange(1, 100000), default=20, show_default=True)
+@json_option
+@click.pass_obj
+def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
+         until: dt.datetime | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    store = obj.runtime().ready_store()
+    with store.read() as conn:
+        rows = read.list_runs(conn, workflow, state, limit, since, until)
+    for row in rows:
+        row["duration_seconds"] = timing.seconds(row["started_at"], row["finished_at"])
+    click.echo(json.dumps(rows, indent=2) if as_json else render.runs_text(rows))
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def workflows(obj: Obj, as_json: bool) -> None:
+    """List the registered workflows with their parameters, tasks and schedules."""
+    from qflow.engine.scheduler import (
+        now_aware,
+        paused_workflows,
+        schedule_summary,
+        scheduled_workflows,
+    )
+    rt = obj.app()
+    paused = paused_workflows(rt.ready_store()) if scheduled_workflows() else set()
+    now = now_aware()
+    out = []
+    for name in sorted(authoring.WORKFLOWS):
+        wdef = authoring.WORKFLOWS[name]
+        try:
+            nodes = list(wdef.expand(wdef.resolve_params(wdef.options.get("params"))).nodes)
+        except UserError:
+            nodes = None                       # needs parameters without defaults
+        out.append({"name": name, **schedule_summary(wdef, name in paused, now),
+                    "params": {p: v.describe() for p, v in wdef.params.items()},
+                    "tasks": nodes, "module": wdef.fn.__module__})
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        click.echo("no workflows")
+    for w in out:
+        params = ", ".join(f"{k}: {v}" for k, v in w["params"].items()) or "-"
+        tasks = f"{len(w['tasks'])} tasks" if w["tasks"] is not None else "tasks depend on params"
+        click.echo(f"{w['name']}  ({tasks}; schedule: {_schedule_text(w)})\n  params: {params}")
+
+
+def _schedule_text(w: dict[str, Any]) -> str:
+    if w["schedule"] is None:
+        return "-"
+    state = "paused" if w["paused"] else f"next {w['next_fire_time'] or 'never (ended)'}"
+    return f"{w['schedule']} {w['timezone']}, {state}"
+
+
+@cli.command()
+@click.argument("target", metavar="WORKFLOW|RUN_ID")
+@param_option
+@click.option("--format", "fmt", type=click.Choice(list(render.GRAPH_FORMATS)), default="text",
+              show_default=True)
+@click.pass_obj
+def graph(obj: Obj, target: str, params: tuple[str, ...], fmt: str) -> None:
+    """Print WORKFLOW's DAG (built with default parameters unless -p is given), or the DAG
+    of run RUN_ID with each task coloured by its state."""
+    found = _run_graph(obj, target) if RUN_ID.fullmatch(target) else None
+    if found is not None:
+        color = fmt == "text" and progress.use_color(sys.stdout)
+        click.echo(render.GRAPH_FORMATS[fmt](*found, color=color))
+        return
+    if RUN_ID.fullmatch(target) and not obj.runtime().config.app:
+        raise UserError(f"unknown run {target!r}")
+    rt = obj.app()
+    wdef = rt.engine.workflow(target)
+    graph_ = wdef.expand(wdef.resolve_params(parse_params(params)))
+    click.echo(render.GRAPH_FORMATS[fmt](graph_))
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _run_graph(obj: Obj, run_id: str):
+    with obj.runtime().ready_store().read() as conn:
+        return observe.run_graph(conn, run_id)
+
+

@@ -1,0 +1,66 @@
+"""Turning what a task did into an outcome to record (pure, no DB, no broker)."""
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any
+
+from qflow.core import dag
+from qflow.core.records import Claimed, Outcome
+from qflow.core.retry import retry_in
+from qflow.core.states import FAILED, RETRYING, SUCCEEDED
+from qflow.errors import Fail
+
+
+def arguments(claimed: Claimed) -> tuple[list, dict]:
+    """The call's arguments with the parents' stored values in place of their handles."""
+    return (dag.substitute(claimed.call.get("args", []), claimed.inputs),
+            dag.substitute(claimed.call.get("kwargs", {}), claimed.inputs))
+
+
+def missing(task: str, attempt: int) -> Outcome:
+    """The worker's app has no task of that name."""
+    return failure(LookupError(f"task {task!r} is not in this worker's app "
+                               "(start the worker with the same -A/--app)"), {}, attempt, None)
+
+
+def success(value: Any, limit: int) -> Outcome:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        return Outcome(FAILED, error_type="TaskOutputError",
+                           error=f"return value is not JSON-serialisable: {exc}")
+    size = len(text.encode())
+    if size > limit:
+        return Outcome(FAILED, error_type="TaskOutputError",
+                           error=f"return value is {size} bytes, larger than "
+                                 f"result_max_bytes ({limit})")
+    return Outcome(SUCCEEDED, result=text)
+
+
+def branch(value: Any, node: str, children: list[str]) -> Outcome:
+    """A branch task returns the id (or ids) of the children to follow."""
+    chosen = [value] if isinstance(value, str) else value
+    if value is None:
+        chosen = []
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        return Outcome(FAILED, error_type="BranchError",
+                           error=f"branch {node!r} must return a node id or a list of them, "
+                                 f"got {value!r}")
+    unknown = sorted(set(chosen) - set(children))
+    if unknown:
+        return Outcome(FAILED, error_type="BranchError",
+                           error=f"branch {node!r} returned {unknown[0]!r}, not one of its "
+                                 f"children ({', '.join(children) or 'none'})")
+    return Outcome(SUCCEEDED, result=json.dumps(chosen), chosen=tuple(chosen))
+
+
+def failure(exc: BaseException, options: dict, attempt: int, tdef) -> Outcome:
+    name = type(exc).__name__
+    message = f"{name}: {exc}" if str(exc) else name
+    tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
+    retry_on = tdef.options.get("retry_on") if tdef is not None else None
+    delay = retry_in(options, attempt, exc, retry_on)
+    return Outcome(FAILED if delay is None else RETRYING,
+                       error_type="Fail" if isinstance(exc, Fail) else name,
+                       error=message, traceback=tb, retry_in=delay)

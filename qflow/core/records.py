@@ -1,0 +1,70 @@
+"""The records the layers exchange: what to publish, what a worker claimed, how an attempt
+ended and what recording it set in motion. Frozen dataclasses, standard library only."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A task instance to publish: the message carries ids only."""
+
+    run_id: str
+    node: str
+    attempt: int
+    queue: str | None
+    workflow: str
+    countdown: float = 0.0
+    timeout: float | None = None
+    priority: int | None = None          # 0-9, 9 first
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a worker needs to execute one attempt."""
+
+    task_id: int
+    task: str
+    call: dict
+    options: dict
+    workflow: str
+    params: dict
+    logical_time: dt.datetime | None
+    inputs: dict[str, Any]
+    # No children and no pool slots: recording its outcome touches its own rows only.
+    alone: bool = False
+    # A branch task's children (None for other tasks).
+    children: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended: succeeded, failed, or retrying after ``retry_in`` seconds."""
+
+    state: str
+    result: str | None = None        # JSON text
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    retry_in: float | None = None
+    chosen: tuple[str, ...] | None = None     # a branch task's choice of children
+    log: str | None = None           # what the attempt printed and logged (capped)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What a recorded outcome set in motion, to act on after commit."""
+
+    workflow: str
+    released: list[Dispatch] = field(default_factory=list)
+    totals: tuple[int, int] | None = None     # (failed, canceled) if the run's last task ended
+
+
+
+def message_options(options: str | dict | None) -> dict[str, Any]:
+    """The task options a message carries: its timeout and priority."""
+    opts = json.loads(options) if isinstance(options, str) else (options or {})
+    return {"timeout": opts.get("timeout"), "priority": opts.get("priority")}

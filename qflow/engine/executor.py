@@ -1,0 +1,231 @@
+"""The worker side of the coordinator: claim one attempt, call the task, record how it
+ended and publish what that released.
+
+Runs inside Celery's ``qflow.execute`` task (see :mod:`qflow.broker.app`), in a worker
+process or in the embedded worker's threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import functools
+import inspect
+import logging
+import os
+import time
+from typing import Any
+
+from qflow import authoring
+from qflow.context import TaskContext, _current
+from qflow.core import outcomes
+from qflow.core.records import Claimed, Dispatch, Outcome
+from qflow.core.states import FAILED, RETRYING
+from qflow.engine.client import Engine
+from qflow.engine.dispatch import Follow
+from qflow.errors import TaskTimeout, WorkerLost
+from qflow.store import attempts, lifecycle, liveness, read
+from qflow.worker import aio, capture, isolation
+from qflow.worker.timeouts import call_with_timeout
+
+log = logging.getLogger("qflow.engine")
+
+
+class Executor:
+    """Runs attempts of nodes for one engine (its store, config and publisher)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.config = engine.config
+        self.store = engine.store
+        self._async_name: str | None = None     # this process's name for async tasks
+
+    def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
+                celery_id: str | None = None, follow: Follow | None = None
+                ) -> Outcome | None:
+        """Run one attempt of a node end to end. None when the message was stale.
+
+        With ``follow``, a child this releases that ``follow`` takes runs next, here,
+        claimed under the same ``celery_id`` (so a process lost under it is found), and
+        so on down a chain; the return value is this attempt's own outcome.
+        """
+        outcome, item = self._execute_one(run_id, node, attempt, worker, celery_id, follow)
+        while item is not None:
+            current, started = item, time.monotonic()
+            try:
+                done, item = self._execute_one(current.run_id, current.node, current.attempt,
+                                               worker, celery_id, follow)
+            except Exception:  # noqa: BLE001 - not this message's task: send it instead
+                log.exception("running %s/%s here failed; publishing it", current.run_id,
+                              current.node)
+                self.engine.publish([current])
+                break
+            # No Celery task shows it: the worker log says it ran, as Celery would.
+            state = "no outcome here" if done is None else done.state   # async, or stale
+            error = f": {done.error}" if done is not None and done.error else ""
+            log.log(logging.WARNING if error else logging.INFO,
+                    "Task %s.%s[%s] run after its parent: %s in %.3fs%s", current.workflow,
+                    current.node, celery_id, state, time.monotonic() - started, error)
+        return outcome
+
+    def _execute_one(self, run_id: str, node: str, attempt: int, worker: str,
+                     celery_id: str | None, follow: Follow | None
+                     ) -> tuple[Outcome | None, Dispatch | None]:
+        """One attempt; returns its outcome and the released child to run next, if any."""
+        claimed = self.store.transact(attempts.claim, run_id, node, attempt, worker,
+                                      celery_id)
+        if claimed is None:
+            log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
+            return None, None
+        logical = claimed.logical_time
+        ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
+                          logical.replace(tzinfo=dt.timezone.utc) if logical else None)
+        tdef = authoring.find_task(claimed.task)
+        if tdef is not None and inspect.iscoroutinefunction(tdef.fn) \
+                and claimed.options.get("isolation") != "subprocess":
+            self._start_async(ctx, tdef, claimed, worker)
+            return None, None                 # recorded by the event loop when it ends
+        outcome = self._call(tdef, claimed, ctx)
+        return self._record(ctx, tdef, claimed.options, outcome, claimed, follow)
+
+    # -- lost attempts -----------------------------------------------------------------
+    def record_lost(self, run_id: str, node: str, attempt: int, exc: BaseException) -> None:
+        """Record an attempt whose process died or went silent (hard time limit, kill,
+        crash, lost worker). A lost worker is redelivered up to ``max_redeliveries``
+        times, whatever the task's retries; other causes follow the retry policy."""
+        with self.store.read() as conn:
+            row = read.task_options(conn, run_id, node)
+            lost_before = liveness.redeliveries(conn, run_id, node) if row else 0
+        if row is None:
+            return
+        ctx = TaskContext(run_id, row["workflow"], node, attempt)
+        tdef = authoring.find_task(row["task"])
+        outcome = outcomes.failure(exc, row["options"], attempt, tdef)
+        if isinstance(exc, WorkerLost):
+            again = lost_before < self.config.max_redeliveries
+            note = "" if again else f" (gave up after {lost_before} redeliveries)"
+            outcome = dataclasses.replace(
+                outcome, state=RETRYING if again else FAILED, retry_in=0.0 if again else None,
+                error=outcome.error + note)
+        self._record(ctx, tdef, row["options"], outcome)
+
+    def record_lost_message(self, celery_id: str | None, args: tuple,
+                            exc: BaseException) -> None:
+        """Record what a pool process was running when it died under the message
+        ``celery_id`` (``args`` = its run, node and attempt): the attempts claimed under
+        that message and still running — the message's own task, or a child the process
+        went on to run after it (see :class:`Follow`)."""
+        with self.store.read() as conn:
+            running = liveness.running_under(conn, celery_id) if celery_id else []
+        for run_id, node, attempt in running or [tuple(args)]:
+            self.record_lost(run_id, node, attempt, exc)
+
+    # -- recording -----------------------------------------------------------------------
+    def _record(self, ctx: TaskContext, tdef, options: dict, outcome: Outcome,
+                claimed: Claimed | None = None, follow: Follow | None = None
+                ) -> tuple[Outcome | None, Dispatch | None]:
+        """Record an outcome and publish what it released, except the one task ``follow``
+        takes (returned second, for the caller to run next)."""
+        wdef = authoring.WORKFLOWS.get(ctx.workflow)
+        fail_fast = bool(wdef.options.get("fail_fast")) if wdef is not None else False
+        alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast)
+        finished = self.store.transact(attempts.finish_one if alone else attempts.finish,
+                                       ctx.run_id, ctx.node, ctx.attempt, outcome, fail_fast)
+        if finished is None:
+            log.warning("outcome of %s/%s attempt %s refused: no longer current",
+                        ctx.run_id, ctx.node, ctx.attempt)
+            return None, None
+        default = self.config.default_queue
+        kept = next((item for item in finished.released
+                     if follow.takes(item, default)), None) if follow else None
+        self.engine.publish([item for item in finished.released if item is not kept])
+        ended = None                              # published first: the next tasks start
+        if finished.totals is not None:           # sooner; this was the run's last task
+            ended = self.store.transact(lifecycle.end_run, ctx.run_id, finished.workflow,
+                                        finished.totals)
+            self.engine.publish(ended.to_publish)
+        self.engine.alerts.task_ended(ctx.run_id, ctx.workflow, ctx.node, ctx.attempt,
+                                      ctx.params, tdef, outcome)
+        if ended is not None:
+            self.engine.alerts.run_ended(ctx.run_id, ctx.workflow, ended.final)
+        return outcome, kept
+
+    # -- calling the task ----------------------------------------------------------------
+    def _call(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
+        if tdef is None:
+            return outcomes.missing(claimed.task, ctx.attempt)
+        args, kwargs = outcomes.arguments(claimed)
+        token = _current.set(ctx)
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            with out:
+                value = self._invoke(tdef, args, kwargs, claimed.options)
+        except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
+            return self._failed(exc, tdef, claimed, ctx, out)
+        finally:
+            _current.reset(token)
+        return self._succeeded(value, claimed, ctx, out)
+
+    def _invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
+        timeout = options.get("timeout")
+        if options.get("isolation") == "subprocess":
+            return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
+                                                self.config.log_max_bytes)
+        return call_with_timeout(tdef.fn, args, kwargs, timeout)
+
+    def _failed(self, exc: BaseException, tdef, claimed: Claimed, ctx: TaskContext,
+                out: capture.Capture) -> Outcome:
+        return dataclasses.replace(outcomes.failure(exc, claimed.options, ctx.attempt, tdef),
+                                   log=out.text)
+
+    def _succeeded(self, value: Any, claimed: Claimed, ctx: TaskContext,
+                   out: capture.Capture) -> Outcome:
+        if claimed.options.get("branch"):
+            outcome = outcomes.branch(value, ctx.node, list(claimed.children or ()))
+        else:
+            limit = int(claimed.options.get("result_max_bytes")
+                        or self.config.result_max_bytes)
+            outcome = outcomes.success(value, limit)
+        return dataclasses.replace(outcome, log=out.text)
+
+    # -- async tasks: many overlap on one event loop per process --------------------------
+    def _start_async(self, ctx: TaskContext, tdef, claimed: Claimed, worker: str) -> None:
+        name = f"{worker}/{os.getpid()}"
+        heartbeat = None
+        if not self.config.embedded:
+            self.store.transact(liveness.assign_worker, ctx.run_id, ctx.node, ctx.attempt, name)
+            heartbeat = functools.partial(self.store.transact, liveness.heartbeat, name,
+                                          os.getpid(), liveness.utcnow())
+        loop = aio.runner(self.config.async_concurrency, heartbeat,
+                          self.config.heartbeat_interval)
+        self._async_name = name
+
+        async def job() -> None:
+            outcome = await self._acall(tdef, claimed, ctx)
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._record, ctx, tdef, claimed.options, outcome, claimed)
+
+        loop.submit(job)
+
+    def stop_async(self, timeout: float = 300.0) -> None:
+        """At process shutdown: let running async tasks end, then forget the loop."""
+        loop = aio.current()
+        if loop is None:
+            return
+        loop.drain(timeout)
+        if self._async_name and not self.config.embedded:
+            self.store.transact(liveness.forget, self._async_name, os.getpid())
+
+    async def _acall(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
+        args, kwargs = outcomes.arguments(claimed)
+        _current.set(ctx)                     # this coroutine's own context
+        timeout = claimed.options.get("timeout")
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            with out:
+                value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
+        except asyncio.TimeoutError:
+            return self._failed(TaskTimeout(timeout), tdef, claimed, ctx, out)
+        except Exception as exc:  # noqa: BLE001
+            return self._failed(exc, tdef, claimed, ctx, out)
+        return self._succeeded(value, claimed, ctx, out)

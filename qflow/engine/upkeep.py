@@ -1,0 +1,95 @@
+"""Upkeep that every `qflow worker` runs beside Celery: heartbeat, sweep, reconcile.
+
+Heartbeats prove a worker is alive. The sweeper requeues attempts whose worker went
+silent for ``worker_lost_timeout`` (rather than waiting for Redis' visibility timeout);
+the reconciler publishes tasks that were released while the broker was down. Every worker
+runs all of it: each requeue or publish is a conditional update, so concurrent sweepers
+agree.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from qflow.engine.executor import Executor
+from qflow.errors import WorkerLost
+from qflow.store import liveness
+
+log = logging.getLogger("qflow.upkeep")
+
+
+class Upkeep:
+    """The steps of upkeep; each is safe to run in many processes at once."""
+
+    def __init__(self, executor: Executor):
+        self.executor = executor
+        self.engine = executor.engine
+        self.store = executor.store
+        self.config = executor.config
+
+    def sweep(self) -> int:
+        """Requeue attempts whose worker is gone; returns how many were found."""
+        timeout = self.config.worker_lost_timeout
+        with self.store.read() as conn:
+            lost = liveness.lost_attempts(conn, timeout)
+        for run_id, node, attempt in lost:
+            log.warning("worker of %s/%s attempt %s is gone; requeueing", run_id, node, attempt)
+            self.executor.record_lost(run_id, node, attempt, WorkerLost(
+                f"its worker stopped heartbeating for {timeout:g}s"))
+        return len(lost)
+
+    def finish_stuck_runs(self) -> int:
+        """End runs whose tasks have all ended but whose counters missed it (the
+        transaction that counts them was lost in a crash); returns how many."""
+        ended = self.store.transact(liveness.finish_stuck_runs)
+        for run_id, workflow, progress in ended:
+            self.engine.publish(progress.to_publish)
+            self.engine.alerts.run_ended(run_id, workflow, progress.final)
+        return len(ended)
+
+    def reconcile(self) -> int:
+        """Publish tasks that were released but never sent, or whose message went
+        missing; returns how many were published."""
+        items = self.store.transact(liveness.take_unsent)
+        if self.config.requeue_after > 0:
+            items += self.store.transact(liveness.take_stale, self.config.requeue_after)
+        if items:
+            self.engine.publish(items)
+        return len(items)
+
+
+class Maintenance(threading.Thread):
+    """Background upkeep for one worker process, every ``heartbeat_interval``."""
+
+    def __init__(self, upkeep: Upkeep, name: str):
+        super().__init__(name="qflow-maintenance", daemon=True)
+        self.upkeep = upkeep
+        self.worker_name = name
+        self.pid = os.getpid()
+        self.started_at = liveness.utcnow()
+        self._stop_event = threading.Event()
+
+    def beat(self) -> None:
+        self.upkeep.store.transact(liveness.heartbeat, self.worker_name, self.pid,
+                                   self.started_at)
+
+    def run(self) -> None:
+        interval = self.upkeep.config.heartbeat_interval
+        while True:
+            for step in (self.beat, self.upkeep.sweep, self.upkeep.reconcile,
+                         self.upkeep.finish_stuck_runs):
+                try:
+                    step()
+                except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips
+                    log.exception("maintenance step %s failed", step.__name__)
+            if self._stop_event.wait(interval):
+                return
+
+    def stop(self) -> None:
+        """Stop and, as no task is running any more, forget this worker."""
+        self._stop_event.set()
+        try:
+            self.upkeep.store.transact(liveness.forget, self.worker_name, self.pid)
+        except Exception:  # noqa: BLE001
+            log.exception("could not remove worker %s from the DB", self.worker_name)

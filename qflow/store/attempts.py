@@ -1,0 +1,237 @@
+"""One attempt's writes: claim a queued task for a worker, then record how it ended and
+what that released. The hot path of every task, so each is as few statements as it can
+be (one for a claim, one for an outcome without children on PostgreSQL)."""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, select, true
+
+from qflow.core import states as S
+from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
+from qflow.store import pools
+from qflow.store.db import query
+from qflow.store.lifecycle import (
+    COUNT_IN_RUN,
+    RunWriter,
+    children_of,
+    count_ended,
+    count_params,
+    dispatch_rows,
+    totals_of,
+)
+from qflow.store.models import attempts, runs, tasks
+from qflow.store.transitions import (
+    read_inputs,
+    run_transition_stmt,
+    set_run_state,
+    transition_stmt,
+    utcnow,
+)
+
+
+def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
+                   celery_id: str | None) -> Claimed | None:
+    """:func:`claim` again after the connection dropped during the first try, which may
+    have committed: a row already running this attempt for this worker and this message
+    is ours. Only for that retry: a redelivered message keeps its Celery id."""
+    found = claim(conn, run_id, node, attempt, worker, celery_id)
+    if found is not None:
+        return found
+    row = conn.execute(select(*_CLAIMED).where(
+        tasks.c.run_id == run_id, tasks.c.node == node, tasks.c.state == S.RUNNING,
+        tasks.c.attempts == attempt, tasks.c.worker == worker,
+        tasks.c.celery_id == celery_id)).first()
+    return None if row is None else _claimed(conn, run_id, node, row)
+
+
+# The claim need not wait for the disk: if a crash loses it, the task is still queued,
+# its outcome report is refused, and the reconciler sends it again.
+@query(durable=False, autocommit=True, in_doubt=claim_in_doubt)
+def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
+          celery_id: str | None) -> Claimed | None:
+    """Mark ``attempt`` of a queued task running, and its run running if this is its
+    first task to start; None if it is not ours to run."""
+    now = utcnow()
+    stmt, params = transition_stmt(run_id, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
+                                   node=node, attempt=attempt - 1, attempts=attempt,
+                                   started_at=now, finished_at=None, worker=worker,
+                                   celery_id=celery_id, returning=_CLAIMED)
+    if conn.dialect.name == "postgresql":       # one statement: claim, run, run's info
+        params.update(r_run_id=run_id, r_started_at=now)
+        row = conn.execute(_with_run(stmt), params).first()
+        return None if row is None else _claimed(conn, run_id, node, row, row)
+    row = conn.execute(stmt, params).first()
+    if row is None:
+        return None
+    set_run_state(conn, run_id, S.RUNNING, expect=(S.QUEUED,), started_at=now)
+    return _claimed(conn, run_id, node, row)
+
+
+@functools.lru_cache(maxsize=4)
+def _with_run(claim_stmt: Update) -> Select:
+    """The claim, the run's move to running (if it was queued) and the run's workflow,
+    params and logical time, as one statement (PostgreSQL's data-modifying WITH)."""
+    row = claim_stmt.cte("claimed")
+    started = (run_transition_stmt(S.RUNNING, (S.QUEUED,), ("started_at",))
+               .where(exists(select(row.c.id))).cte("started"))
+    return (select(row, runs.c.workflow, runs.c.params, runs.c.logical_time)
+            .select_from(row.join(runs, runs.c.id == bindparam("r_run_id")))
+            .add_cte(started))
+
+
+_CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
+            tasks.c.pools)
+
+
+def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed:
+    """What a worker needs to run a task row it claimed (``run``: the run's info, when
+    the claim read it already)."""
+    run = run or _run_info(conn, run_id)
+    call, options = json.loads(row.call), json.loads(row.options or "{}")
+    children = (tuple(sorted(children_of(conn, run_id, node, row.children)))
+                if options.get("branch") else None)
+    return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
+                   run.logical_time, read_inputs(conn, run_id, call),
+                   alone=row.children == "[]" and not row.pools, children=children)
+
+
+def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
+    """Whether recording this outcome is a single statement (no children to count, no
+    pool slots to give back, no fail_fast cancellation): then :func:`finish_one`, which
+    needs no transaction around it, records it."""
+    return claimed.alone and not (fail_fast and outcome.state == S.FAILED)
+
+
+@query()
+def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
+           fail_fast: bool = False) -> Finished | None:
+    """Record an attempt's outcome, release the children it makes ready and count what
+    ended in the run.
+
+    None when the report is stale (the task no longer runs this attempt), so a
+    redelivered message or a presumed-dead worker's late report changes nothing. The
+    task counts itself on its run's row in the outcome's own statement (PostgreSQL);
+    tasks ended on the way (skipped, canceled) are counted last.
+    """
+    now = utcnow()
+    found = _end_attempt(conn, run_id, node, attempt, outcome, now)
+    if found is None:
+        return None
+    row, totals = found
+    workflow = _run_info(conn, run_id).workflow
+    if outcome.state == S.RETRYING:
+        again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
+                         countdown=outcome.retry_in or 0.0, **message_options(row.options))
+        return Finished(workflow, [again])
+    writer = RunWriter(conn, run_id, workflow, now)
+    ended = [(node, outcome.state)]
+    freed = dispatch_rows(conn, pools.give_back(conn, row.id, json.loads(row.pools), now)
+                          ) if row.holding else []
+    if outcome.state == S.FAILED and fail_fast:
+        canceled = writer.cancel_open((S.PENDING, S.QUEUED, S.RETRYING))
+        ended += canceled.ended
+        freed += canceled.to_publish
+    chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
+    step = writer.cascade(ended, chosen, {node: row.children})
+    if step.ended[1:]:                # the task itself was counted with its outcome
+        totals = count_ended(conn, run_id, step.ended[1:])
+    return Finished(workflow, freed + step.to_publish, totals)
+
+
+@query(autocommit=True)
+def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
+               fail_fast: bool = False) -> Finished | None:
+    """:func:`finish` for an outcome that :func:`finishes_alone`: each statement commits
+    on its own (PostgreSQL), saving the BEGIN and COMMIT round trips."""
+    return finish(conn, run_id, node, attempt, outcome, fail_fast)
+
+
+def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
+                 now: dt.datetime) -> tuple[Any, tuple[int, int] | None] | None:
+    """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
+    own row, written once when the attempt ends, and, unless it will be retried, count the
+    task as ended in its run: one statement on PostgreSQL. Returns the task row and the
+    run's totals if that count ended it (see :func:`count_ended`), or None for a stale
+    report.
+    """
+    retrying = outcome.state == S.RETRYING
+    count = not retrying
+    due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
+    ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
+                                    attempt=attempt, finished_at=None if retrying else now,
+                                    result=outcome.result, error=outcome.error, **due,
+                                    returning=_ENDED)
+    values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
+                  finished_at=now, error_type=outcome.error_type, error=outcome.error,
+                  traceback=outcome.traceback, log=outcome.log)
+    if conn.dialect.name == "postgresql":
+        params.update({f"a_{k}": v for k, v in values.items()})
+        if count:
+            params.update(count_params(run_id, [(node, outcome.state)]))
+        row = conn.execute(_with_attempt(ended, count), params).first()
+        return None if row is None else (row, totals_of(row) if count else None)
+    row = conn.execute(ended, params).first()
+    if row is None:
+        return None
+    conn.execute(insert(attempts).values(task_id=row.id, worker=row.worker,
+                                         celery_id=row.celery_id, started_at=row.started_at,
+                                         **values))
+    return row, count_ended(conn, run_id, [(node, outcome.state)]) if count else None
+
+
+@functools.lru_cache(maxsize=32)
+def _with_attempt(ended: Update, count: bool) -> Select:
+    """``ended`` (an UPDATE of one task row), the INSERT of its attempt's row and, with
+    ``count``, the run's count as one statement (PostgreSQL's data-modifying WITH),
+    built once per outcome state."""
+    row = ended.cte("outcome")
+    cols = {"task_id": row.c.id, "worker": row.c.worker, "celery_id": row.c.celery_id,
+            "started_at": row.c.started_at,
+            **{k: bindparam(f"a_{k}", type_=attempts.c[k].type) for k in _ATTEMPT}}
+    write = insert(attempts).from_select(list(cols), select(*cols.values()))
+    if not count:
+        return select(row).add_cte(write.cte("attempt"))
+    run = COUNT_IN_RUN.where(exists(select(row.c.id))).cte("counted")
+    return (select(row, *run.c).select_from(row.join(run, true()))
+            .add_cte(write.cte("attempt")))
+
+
+_ATTEMPT = ("number", "state", "finished_at", "error_type", "error", "traceback", "log")
+_ENDED = (tasks.c.id, tasks.c.queue, tasks.c.options, tasks.c.pools, tasks.c.holding,
+          tasks.c.children, tasks.c.started_at, tasks.c.worker, tasks.c.celery_id)
+
+
+class _RunCache:
+    """What never changes about a run (workflow, params, logical time), per process: the
+    claim of every task needs it, and reading it each time is a round trip."""
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, run_id: str):
+        found = self.items.get(run_id)
+        if found is not None:
+            self.items.move_to_end(run_id)
+        return found
+
+    def put(self, run_id: str, info):
+        self.items[run_id] = info
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return info
+
+
+_RUNS = _RunCache()
+
+
+def _run_info(conn: Connection, run_id: str):
+    """The run's workflow, params and logical time (cached: they never change)."""
+    return _RUNS.get(run_id) or _RUNS.put(run_id, conn.execute(
+        select(runs.c.workflow, runs.c.params, runs.c.logical_time)
+        .where(runs.c.id == run_id)).one())

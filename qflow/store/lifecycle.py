@@ -1,0 +1,362 @@
+"""A run's life in the store: insert it, start it, release and end its tasks, end it.
+
+Every step takes a connection inside a write transaction. Task states are written only
+through :func:`qflow.store.transitions.transition`, run states only through
+:func:`qflow.store.transitions.set_run_state` (both checked and conditional). The steps
+of one run share a :class:`RunWriter`; what each step set in motion comes back as a named
+record, to act on after commit.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, Update, bindparam, insert, select, update
+
+from qflow.core import states as S
+from qflow.core.dag import Graph
+from qflow.core.records import Dispatch, message_options
+from qflow.store import mapping, pools
+from qflow.store.db import bulk_insert, query
+from qflow.store.models import attempts, edges, runs, tasks
+from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
+
+Ended = list[tuple[str, str]]          # (node, state) of tasks that just ended
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The concurrency limits a new run is subject to."""
+
+    pools: dict[str, int] = field(default_factory=dict)     # from the config
+    max_active_tasks: int | None = None
+    max_active_runs: int | None = None
+
+    def register(self, conn: Connection, graph: Graph) -> dict[str, list[str]]:
+        """Make sure every pool exists; return the pools of each node that needs any."""
+        pools.ensure(conn, self.pools, overwrite=False)
+        shared = []
+        if self.max_active_tasks is not None:
+            shared = [pools.task_pool(graph.workflow)]
+            pools.ensure(conn, {shared[0]: self.max_active_tasks}, overwrite=True)
+        needed = {n.id: sorted({*shared, *([n.options["pool"]] if n.options.get("pool")
+                                           else [])}) for n in graph.nodes.values()
+                  if shared or n.options.get("pool")}
+        pools.check_known(conn, {p for names in needed.values() for p in names})
+        return needed
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A validated, expanded run about to be inserted."""
+
+    run_id: str
+    graph: Graph
+    values: dict[str, Any]
+    logical_time: dt.datetime | None = None
+    max_map_size: int | None = None
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def workflow(self) -> str:
+        return self.graph.workflow
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a step set in motion: tasks to publish after commit, and the run's final state
+    if the step ended the run (``None`` while it goes on)."""
+
+    to_publish: list[Dispatch] = field(default_factory=list)
+    final: str | None = None
+
+
+@dataclass(frozen=True)
+class Released:
+    """Tasks to publish, and every task that ended on the way (given ones included)."""
+
+    to_publish: list[Dispatch] = field(default_factory=list)
+    ended: Ended = field(default_factory=list)
+
+
+@query()
+def insert_run(conn: Connection, new: NewRun) -> Progress:
+    """Record a run with all its task rows and edges, and start it.
+
+    With ``max_active_runs`` reached the run is recorded but held: nothing is published
+    until a run of the workflow ends.
+    """
+    now, graph, run_id = utcnow(), new.graph, new.run_id
+    logical_time = new.logical_time
+    if logical_time is not None and logical_time.tzinfo is not None:   # stored naive UTC
+        logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
+    children: dict[str, list[str]] = {n: [] for n in graph.nodes}
+    ordered = sorted(graph.edges)
+    for parent, child in ordered:
+        n_parents[child] += 1
+        children[parent].append(child)
+    conn.execute(insert(runs).values(
+        id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
+        created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
+        tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
+    needed = new.limits.register(conn, graph)
+    rows = []
+    for node in graph.nodes.values():
+        options = dict(node.options)
+        if "map" in options:
+            options["map"] = {**options["map"], "max": new.max_map_size}
+        ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
+        rows.append(dict(
+            run_id=run_id, node=node.id, task=node.task,
+            state=S.QUEUED if ready and "map" not in options else S.PENDING,
+            trigger_rule=node.trigger_rule, queue=node.queue,
+            call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
+            options=json.dumps(options) if options else None,
+            pools=json.dumps(needed[node.id]) if node.id in needed else None,
+            n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
+            attempts=0, queued_at=now if ready else None,
+            children=json.dumps(children[node.id])))
+    bulk_insert(conn, tasks, rows)
+    bulk_insert(conn, edges, [dict(run_id=run_id, parent=p, child=c) for p, c in ordered])
+    if not pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs):
+        return Progress()
+    return RunWriter(conn, run_id, graph.workflow, now).start()
+
+
+@query()
+def end_run(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int]
+            ) -> Progress:
+    """:meth:`RunWriter.end` in a transaction of its own."""
+    return RunWriter(conn, run_id, workflow).end(totals)
+
+
+_ROW = (tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue, tasks.c.options,
+        tasks.c.attempts, tasks.c.pools)
+_COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
+            S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
+
+
+class RunWriter:
+    """The state changes of one run inside one transaction, all at the same ``now``."""
+
+    def __init__(self, conn: Connection, run_id: str, workflow: str,
+                 now: dt.datetime | None = None):
+        self.conn = conn
+        self.run_id = run_id
+        self.workflow = workflow
+        self.now = now or utcnow()
+
+    def start(self) -> Progress:
+        """The run is admitted: its roots are published (taking pool slots) and its root
+        maps expand; it runs once a worker claims its first task. An empty root map may
+        end the run at once."""
+        out: list[Dispatch] = []
+        ended: Ended = []
+        for row in self.conn.execute(select(*_ROW).where(
+                tasks.c.run_id == self.run_id, tasks.c.attempts == 0,
+                (tasks.c.state == S.QUEUED) | ((tasks.c.state == S.PENDING)
+                                               & (tasks.c.n_parents == 0)))).all():
+            step = self.release(row) if row.state == S.PENDING else self._queued(row)
+            out += step.to_publish
+            ended += step.ended
+        if not ended:
+            return Progress(out)
+        after = self.propagate(ended)
+        return Progress(out + after.to_publish, after.final)
+
+    def release(self, row) -> Released:
+        """Queue a pending task whose trigger rule is met. A mapped node expands into its
+        elements instead, and once expanded collects them."""
+        if mapping.is_mapped(row.options):
+            if mapping.is_expanded(row.options):
+                mapping.collect(self.conn, self.run_id, row.node, row.options, self.now)
+                return Released([], [(row.node, S.SUCCEEDED)])
+            ids, ended, _ = mapping.expand(self.conn, self.run_id, row.node, self.now,
+                                           read_inputs)
+            options = {k: v for k, v in json.loads(row.options).items() if k != "map"}
+            return Released([Dispatch(self.run_id, eid, 1, row.queue, self.workflow,
+                                      **message_options(options)) for eid in ids],
+                            [(row.node, ended)] if ended else [])
+        queued = set_task_state(self.conn, self.run_id, row.node, S.QUEUED,
+                                expect=(S.PENDING,), queued_at=self.now)
+        if queued is None:
+            return Released()
+        return self._queued(SimpleNamespace(
+            id=queued.id, node=row.node, queue=row.queue, options=row.options,
+            attempts=row.attempts, pools=row.pools))
+
+    def _queued(self, row) -> Released:
+        """A queued task is published, unless it must first wait for a pool slot."""
+        if row.pools and not pools.acquire(self.conn, row.id, json.loads(row.pools),
+                                           self.now):
+            return Released()
+        return Released([dispatch_of(self.run_id, self.workflow, row)])
+
+    def cascade(self, ended: Ended, chosen: dict[str, set[str]] | None = None,
+                known: dict[str, str | None] | None = None) -> Released:
+        """Count each ended task in its children; release or end the children it decides.
+
+        The counter update is one statement per parent; its row locks serialise parents
+        that end at the same moment, so exactly one of them sees the last count. A branch
+        task's children outside its ``chosen`` set are skipped. ``known`` maps nodes to
+        their rows' ``children`` column where the caller has it at hand.
+        """
+        released: list[Dispatch] = []
+        todo = list(ended)
+        known = dict(known or {})
+        for node, state in todo:                      # todo grows while we walk it
+            children = children_of(self.conn, self.run_id, node, known.get(node))
+            if not children:
+                continue
+            rows = self.conn.execute(_COUNT_IN_CHILDREN[_COUNTER[state]],
+                                     {"b_run_id": self.run_id, "b_nodes": children}).all()
+            picked = (chosen or {}).get(node)
+            for child in rows:
+                known[child.node] = child.children
+                if child.state != S.PENDING:
+                    continue
+                step = self._decide(child, picked)
+                released += step.to_publish
+                todo += step.ended
+        return Released(released, todo)
+
+    def _decide(self, child, picked: set[str] | None) -> Released:
+        """Release or end one pending child whose parents' counts just changed."""
+        if picked is not None and child.node not in picked:
+            verdict = S.SKIPPED
+        else:
+            verdict = S.decide(child.trigger_rule, S.Upstream(
+                child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+        if verdict == S.RUN:
+            return self.release(child)
+        if verdict == S.WAIT:
+            return Released()
+        values: dict[str, Any] = {"finished_at": self.now}
+        if verdict == S.UPSTREAM and mapping.is_expanded(child.options):
+            verdict = S.FAILED          # the map itself failed: say which elements did
+            values["error"] = mapping.failed_elements(self.conn, self.run_id, child.node,
+                                                      child.options)
+        if set_task_state(self.conn, self.run_id, child.node, verdict, expect=(S.PENDING,),
+                          **values) is None:
+            return Released()
+        return Released([], [(child.node, verdict)])
+
+    def propagate(self, ended: Ended, chosen: dict[str, set[str]] | None = None
+                  ) -> Progress:
+        """:meth:`cascade`, then :meth:`settle`."""
+        step = self.cascade(ended, chosen)
+        after = self.settle(step.ended)
+        return Progress(step.to_publish + after.to_publish, after.final)
+
+    def settle(self, ended: Ended) -> Progress:
+        """Count ended tasks in the run; if that ended it, :meth:`end` it."""
+        totals = count_ended(self.conn, self.run_id, ended)
+        return self.end(totals) if totals else Progress()
+
+    def end(self, totals: tuple[int, int]) -> Progress:
+        """Give a run whose tasks have all ended its final state, from its (failed,
+        canceled) totals. ``final`` is set only if this call ended it; ``to_publish``
+        holds the first tasks of a held run that may start in its place."""
+        final = S.run_state(*totals)
+        if set_run_state(self.conn, self.run_id, final, finished_at=self.now) is None:
+            return Progress()
+        return Progress(self._admit_next(), final)
+
+    def _admit_next(self) -> list[Dispatch]:
+        """This run ended: a run of its workflow held back by max_active_runs may start."""
+        conn = self.conn
+        held = conn.execute(select(runs.c.held).where(runs.c.id == self.run_id)).scalar_one()
+        if held:
+            conn.execute(update(runs).where(runs.c.id == self.run_id).values(held=False))
+        admitted = pools.next_run(conn, self.workflow, was_held=held)
+        if not admitted:
+            return []
+        return RunWriter(conn, admitted, self.workflow, self.now).start().to_publish
+
+    def cancel_open(self, expect: Iterable[str]) -> Released:
+        """Cancel the run's tasks in ``expect`` states. Returns the tasks of any run
+        admitted to the pool slots they gave back, and the tasks canceled."""
+        conn, now = self.conn, self.now
+        running = conn.execute(select(tasks.c.id, tasks.c.attempts, tasks.c.worker,
+                                      tasks.c.celery_id, tasks.c.started_at).where(
+            tasks.c.run_id == self.run_id, tasks.c.state == S.RUNNING)).all() \
+            if S.RUNNING in expect else []
+        rows = transition(conn, self.run_id, S.CANCELED, expect=tuple(expect),
+                          finished_at=now,
+                          returning=(tasks.c.id, tasks.c.node, tasks.c.pools, tasks.c.holding))
+        if running:                       # the attempts cut short end here, as canceled
+            conn.execute(insert(attempts), [dict(
+                task_id=r.id, number=r.attempts, state=S.CANCELED, worker=r.worker,
+                celery_id=r.celery_id, started_at=r.started_at, finished_at=now,
+                error_type="Canceled", error="canceled by `qflow cancel`") for r in running])
+        pools.forget_waits(conn, [r.id for r in rows if r.pools and not r.holding])
+        admitted = []
+        for r in rows:
+            if r.holding:
+                admitted += pools.give_back(conn, r.id, json.loads(r.pools), now)
+        return Released(dispatch_rows(conn, admitted), [(r.node, S.CANCELED) for r in rows])
+
+
+def _count_in_children(counter: str) -> Update:
+    column = getattr(tasks.c, counter)
+    return (update(tasks)
+            .where(tasks.c.run_id == bindparam("b_run_id"),
+                   tasks.c.node.in_(bindparam("b_nodes", expanding=True)))
+            .values({counter: column + 1})
+            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
+                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
+                       tasks.c.children))
+
+
+_COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
+
+
+def children_of(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
+    """A task's children: from its row's ``children`` column, else from qflow_edges (by
+    its own index, not a subquery the planner might join against the whole run)."""
+    if listed is not None:
+        return json.loads(listed)
+    return conn.execute(select(edges.c.child).where(
+        edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+
+
+def dispatch_rows(conn: Connection, rows: list) -> list[Dispatch]:
+    """Messages for task rows of any runs (e.g. admitted to freed pool slots)."""
+    names = dict(conn.execute(select(runs.c.id, runs.c.workflow).where(
+        runs.c.id.in_({r.run_id for r in rows}))).all()) if rows else {}
+    return [dispatch_of(r.run_id, names[r.run_id], r) for r in rows]
+
+
+def dispatch_of(run_id: str, workflow: str, row) -> Dispatch:
+    """The message for a task row's next attempt."""
+    return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
+                    **message_options(row.options))
+
+
+def count_ended(conn: Connection, run_id: str, ended: Ended) -> tuple[int, int] | None:
+    """Decrement the run's open-task counter in one statement; the update that reaches 0
+    ends the run: it returns the run's (failed, canceled) totals for
+    :meth:`RunWriter.end`."""
+    return totals_of(conn.execute(COUNT_IN_RUN, count_params(run_id, ended)).one())
+
+
+def count_params(run_id: str, ended: Ended) -> dict[str, Any]:
+    return {"c_run_id": run_id, "c_ended": len(ended),
+            "c_failed": sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended),
+            "c_canceled": sum(state == S.CANCELED for _, state in ended)}
+
+
+def totals_of(row) -> tuple[int, int] | None:
+    return (row.tasks_failed, row.tasks_canceled) if row.tasks_left == 0 else None
+
+
+COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("c_run_id"))
+                .values(tasks_left=runs.c.tasks_left - bindparam("c_ended"),
+                        tasks_failed=runs.c.tasks_failed + bindparam("c_failed"),
+                        tasks_canceled=runs.c.tasks_canceled + bindparam("c_canceled"))
+                .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled))
