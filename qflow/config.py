@@ -58,6 +58,11 @@ class Config:
     log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
     log_level: str = "INFO"                   # lowest level of captured log records
     flower_basic_auth: str = ""               # user:password[,user:password...]
+    # The web console and REST API (`qflow web`, `qflow flower`): HTTP basic users for
+    # pages and API ("user:password,..."; flower_basic_auth is an alias) and bearer
+    # tokens for the API ("token,token"). Without either, servers listen on 127.0.0.1.
+    web_auth: str = ""
+    web_tokens: str = ""
     flower_max_tasks: int = 10000             # tasks Flower keeps in memory
     flower_purge_offline_workers: int = 600   # seconds; 0 = keep offline workers
 
