@@ -1,7 +1,7 @@
 """Errors qflow raises; each user-facing one carries its CLI exit code."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+import re
 
 
 class QflowError(Exception):
@@ -31,7 +31,9 @@ class UnreachableError(QflowError):
 
     def __init__(self, what: str, url: str, reason: object):
         self.url = hide_password(url)
-        super().__init__(f"cannot reach the {what} at {self.url}: {one_line(reason)}")
+        # A driver may quote the URL it was given, password and all.
+        why = one_line(reason).replace(url, self.url) if url else one_line(reason)
+        super().__init__(f"cannot reach the {what} at {self.url}: {why}")
 
 
 class Fail(Exception):
@@ -51,21 +53,33 @@ class WorkerLost(Exception):
     """The process running a task died (killed, crashed, out of memory)."""
 
 
+# Query parameters that carry a secret in URLs (libpq's ?password=, kombu's, S3-style keys).
+_SECRET_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pwd|secret|token|sslpassword|"
+                           r"access_key|secret_key|access_key_id|secret_access_key)=)[^&;#]*")
+
+
 def hide_password(url: str) -> str:
-    """Return ``url`` with its password replaced by ``***``."""
+    """Return ``url`` with every password replaced by ``***``; never raises.
+
+    Handles several URLs separated by ``;`` (Redis Sentinel, broker failover lists), a
+    password in the user part or in the query (``?password=``), and URLs that do not
+    parse (a bad port): the text is masked, not parsed.
+    """
     if not url:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return ";".join(_hide_one(part) for part in url.split(";"))
+
+
+def _hide_one(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    # The user part ends at the last "@": a password may hold "/", "?" or "@" unescaped;
+    # hiding too much of a strange URL is better than showing a password.
+    user, at, host = rest.rpartition("@")
+    if at and ":" in user:
+        rest = f"{user.split(':', 1)[0]}:***@{host}"
+    return scheme + sep + _SECRET_QUERY.sub(r"\1***", rest)
 
 
 def one_line(reason: object) -> str:

@@ -15,13 +15,14 @@ from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DatabaseError,
     DBAPIError,
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
 )
 
-from qflow.errors import UnreachableError, UserError, one_line
+from qflow.errors import UnreachableError, UserError, hide_password, one_line
 
 log = logging.getLogger("qflow.store")
 
@@ -42,10 +43,7 @@ class Store:
         self._pinned = threading.local()
         self._all_pinned: set[Connection] = set()      # every thread's, for dispose()
         self._pid = 0
-        try:
-            self.dialect = make_url(url).get_backend_name()
-        except ArgumentError:
-            raise UserError(f"bad database URL {url!r}") from None
+        self.dialect = _dialect_of(url)
 
     @property
     def engine(self) -> Engine:
@@ -88,7 +86,7 @@ class Store:
                                  pool_size=self.pool_size, max_overflow=self.pool_size,
                                  **options)
         except (NoSuchModuleError, ImportError) as exc:
-            raise UserError(f"database URL {self.url!r}: {exc} "
+            raise UserError(f"database URL {hide_password(self.url)}: {one_line(exc)} "
                             "(for PostgreSQL: pip install 'qflow[postgres]')") from None
 
     def dispose(self) -> None:
@@ -168,6 +166,14 @@ class Store:
             return engine.connect()
         except OperationalError as exc:
             raise UnreachableError("results DB", self.url, exc.orig or exc) from None
+        except DatabaseError as exc:
+            if self.dialect != "sqlite":
+                raise
+            # A corrupt, truncated or foreign file fails the connection's first PRAGMA.
+            raise UnreachableError("results DB", self.url,
+                                   f"{one_line(exc.orig or exc)} (not a usable SQLite "
+                                   "database: corrupt, truncated or another kind of "
+                                   "file)") from None
 
     @contextmanager
     def _autocommitted(self, durable: bool) -> Iterator[Connection]:
@@ -237,6 +243,21 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
     with cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[n] for n in names])
+
+
+def _dialect_of(url: str) -> str:
+    """The URL's backend name; UserError for a URL that does not parse or a bad port."""
+    try:
+        parsed = make_url(url)
+        port = parsed.port
+    except (ArgumentError, ValueError):
+        raise UserError(f"bad database URL {hide_password(url)} (expected e.g. "
+                        "postgresql+psycopg://user:password@host:5432/db or "
+                        "sqlite:////path/to/qflow.db)") from None
+    if port is not None and not 0 < port < 65536:
+        raise UserError(f"bad database URL {hide_password(url)}: port {port} is not "
+                        "between 1 and 65535")
+    return parsed.get_backend_name()
 
 
 def _disconnected(exc: DBAPIError, dialect: str) -> bool:
