@@ -309,19 +309,30 @@ def _validate_schedule(wdef: WorkflowDef) -> None:
         raise OptionError(f"@workflow on {wdef.name!r}: {exc}") from None
 
 
-def shell(command: str, name: str = "shell", **options) -> TaskDef:
-    """A task that runs ``command`` in a shell, its ``{placeholders}`` filled from the
-    call's arguments: ``dbt = shell("dbt run --select {model}", name="dbt_run")`` then
-    ``dbt(model="orders")`` in a workflow body. Output goes to the task's log; a non-zero
-    exit fails the task."""
+def shell(command: str | list[str], name: str = "shell", **options) -> TaskDef:
+    """A task that runs ``command``, its ``{placeholders}`` filled from the call's
+    arguments: ``dbt = shell("dbt run --select {model}", name="dbt_run")`` then
+    ``dbt(model="orders")`` in a workflow body. A string runs in a shell, every filled-in
+    value shell-quoted (a value is always one word, never more commands); a list runs
+    without a shell, each placeholder filled inside its own argument. Output goes to the
+    task's log; a non-zero exit fails the task."""
+    import shlex
+
     from qflow.worker.isolation import run_command
 
+    if not isinstance(command, str) and not (
+            isinstance(command, (list, tuple)) and command
+            and all(isinstance(c, str) for c in command)):
+        raise OptionError(f"shell task {name!r}: command must be a string or a non-empty "
+                          f"list of strings, got {command!r}")
+    template = command if isinstance(command, str) else list(command)
+
     def run(*args, **values):
-        return run_command(command, *args, **values)
+        return run_command(template, *args, **values)
 
     run.__name__ = run.__qualname__ = name
     run.__module__ = "qflow.shell"
-    run.__doc__ = f"$ {command}"
+    run.__doc__ = f"$ {template if isinstance(template, str) else shlex.join(template)}"
     existing = TASKS.get(f"qflow.shell.{name}")
     if existing is not None and existing.fn.__doc__ != run.__doc__:
         raise OptionError(f"shell task name {name!r} is used for two commands")

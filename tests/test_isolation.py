@@ -6,9 +6,10 @@ import time
 
 import flows  # noqa: F401
 import pytest
-from conftest import start_cluster
+from conftest import qflow_env, run_id_in, start_cluster
 
 from qflow.store import read
+from qflow.worker.isolation import ShellError, fill_command
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +85,51 @@ def test_shell_tasks_store_their_output_and_a_failing_command_fails(single):
     logs = subprocess.run(["qflow", "logs", run_id, "failing_command"], env=single.env,
                           capture_output=True, text=True).stdout
     assert "partial output" in logs
+
+
+# -- placeholders: a value is one argument, never more shell syntax ------------------------
+INJECTION = "orders; touch {marker} && echo $(touch {marker}2) `touch {marker}3` it's"
+
+SHELL_FLOW = '''
+from qflow import shell, workflow
+
+dbt = shell("echo selecting {model}", name="dbt_run")
+argv = shell(["printf", "[%s]\\\\n", "--select={model}"], name="argv_run")
+
+
+@workflow
+def dbt_flow(model: str = "orders"):
+    dbt(model=model)
+    argv(model=model)
+'''
+
+
+def test_a_shell_placeholder_cannot_run_a_second_command(tmp_path):
+    marker = tmp_path / "pwned"
+    value = INJECTION.format(marker=marker)
+    flow = tmp_path / "dbt_flow.py"
+    flow.write_text(SHELL_FLOW)
+    env = qflow_env(QFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/qflow.db")
+    done = subprocess.run(["qflow", "-A", str(flow), "run", "dbt_flow", "-p", f"model={value}"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pwned")) == []
+    run_id = run_id_in(done.stdout)
+
+    def logs(node: str) -> str:
+        return subprocess.run(["qflow", "-A", str(flow), "logs", run_id, node], env=env,
+                              cwd=tmp_path, capture_output=True, text=True).stdout
+
+    assert f"selecting {value}\n" in logs("dbt_run")            # echoed, not executed
+    assert f"[--select={value}]\n" in logs("argv_run")          # one argv item
+
+
+def test_placeholders_fill_a_list_command_item_by_item():
+    assert fill_command(["grep", "-e", "{pattern}", "{path}"], (), {
+        "pattern": "a b; rm -rf /", "path": "/tmp/x y"}) == [
+        "grep", "-e", "a b; rm -rf /", "/tmp/x y"]
+    assert fill_command("wc -l {path}", (), {"path": "x y"}) == "wc -l 'x y'"
+    assert fill_command("echo {0} {rows}", ("$HOME",), {"rows": [1, 2]}) == \
+        "echo '$HOME' '[1, 2]'"
+    with pytest.raises(ShellError, match="needs a value for 'model'"):
+        fill_command(["dbt", "--select", "{model}"], (), {})

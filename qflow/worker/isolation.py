@@ -1,4 +1,5 @@
-"""Tasks that run outside the worker process: ``isolation="subprocess"`` and ``shell()``.
+"""Tasks that run outside the worker process: ``isolation="subprocess"`` and ``shell()``,
+and the placeholder filling that ``shell()`` and ``container()`` share.
 
 A subprocess task runs in a forked child, so a crash, ``os._exit`` or a memory leak ends
 with the child; the worker survives and records a clean failure. The child sends back
@@ -10,7 +11,9 @@ import importlib
 import json
 import os
 import select
+import shlex
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -45,7 +48,7 @@ def call_in_subprocess(fn: Callable, args: list, kwargs: dict, timeout: float | 
     if report.get("log"):
         sys.stdout.write(report["log"])                    # into the attempt's log
     if "error" in report:
-        raise _rebuild(report["error"])
+        raise rebuild(report["error"])
     return report["value"]
 
 
@@ -57,24 +60,33 @@ def _child(fn: Callable, args: list, kwargs: dict, write_fd: int, log_limit: int
             with out:
                 report: dict = {"value": fn(*args, **kwargs)}
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            report = {"error": {"module": type(exc).__module__,
-                                "type": type(exc).__qualname__, "message": str(exc),
-                                "args": _json_args(exc),
-                                "traceback": "".join(traceback.format_exception(exc))}}
+            report = {"error": error_report(exc)}
         report["log"] = out.text
-        try:
-            payload = json.dumps(report).encode()
-        except (TypeError, ValueError) as exc:
-            payload = json.dumps({"error": {"module": "builtins", "type": "TypeError",
-                                            "message": f"return value is not "
-                                                       f"JSON-serialisable: {exc}",
-                                            "traceback": ""}, "log": out.text}).encode()
+        payload = report_json(report).encode()
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(payload)
     except BaseException:  # noqa: BLE001 - never return into the worker's code
         code = 1
     finally:
         os._exit(code)
+
+
+def error_report(exc: BaseException) -> dict:
+    """An exception as JSON-ready data, for :func:`rebuild` on the other side."""
+    return {"module": type(exc).__module__, "type": type(exc).__qualname__,
+            "message": str(exc), "args": _json_args(exc),
+            "traceback": "".join(traceback.format_exception(exc))}
+
+
+def report_json(report: dict) -> str:
+    """``report`` (a ``value`` or an ``error``) as JSON; a value that is not
+    JSON-serialisable becomes a TypeError report."""
+    try:
+        return json.dumps(report)
+    except (TypeError, ValueError) as exc:
+        error = TypeError(f"return value is not JSON-serialisable: {exc}")
+        return json.dumps({**report, "value": None,
+                           "error": {**error_report(error), "traceback": ""}})
 
 
 def _json_args(exc: BaseException) -> list:
@@ -107,7 +119,7 @@ def _describe(status: int) -> str:
     return f"exited with code {os.WEXITSTATUS(status)}" if os.WIFEXITED(status) else "ended"
 
 
-def _rebuild(error: dict) -> BaseException:
+def rebuild(error: dict) -> BaseException:
     """The child's exception, as its own class when importable (for retry_on and Fail)."""
     try:
         cls: Any = importlib.import_module(error["module"])
@@ -123,23 +135,59 @@ def _rebuild(error: dict) -> BaseException:
     return SubprocessDied(f"{error['type']}: {error['message']}")
 
 
-# -- shell tasks ------------------------------------------------------------------------
+# -- commands: shell tasks and container tasks ----------------------------------------------
 class ShellError(Exception):
     """A shell task's command exited with a non-zero status."""
 
 
-def run_command(template: str, *args: Any, **values: Any) -> dict:
-    """Run ``template.format(*args, **values)`` in a shell; its output goes to the task's log.
+class _Quoting(string.Formatter):
+    """``str.format`` whose every filled-in value is quoted for a POSIX shell."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return shlex.quote(_text(value, format_spec))
+
+
+class _Plain(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        return _text(value, format_spec)
+
+
+def _text(value: Any, format_spec: str) -> str:
+    """A value as command text: lists and dicts (parents' results) as JSON."""
+    if isinstance(value, (list, dict)) and not format_spec:
+        return json.dumps(value)
+    return format(value, format_spec)
+
+
+def fill_command(command: str | list[str], args: tuple | list, values: dict
+                 ) -> str | list[str]:
+    """Fill ``{placeholders}`` from ``args``/``values`` so that no value can change the
+    command's shape: in a string (run by a shell) each value is shell-quoted; in a list
+    (run without a shell) each item is formatted on its own, so a value stays inside
+    its one argv item."""
+    try:
+        if isinstance(command, str):
+            return _Quoting().vformat(command, tuple(args), values)
+        return [_Plain().vformat(item, tuple(args), values) for item in command]
+    except (KeyError, IndexError) as exc:
+        raise ShellError(f"command {command!r} needs a value for {exc}") from None
+
+
+def run_command(template: str | list[str], *args: Any, **values: Any) -> dict:
+    """Run ``template`` with its placeholders filled (see :func:`fill_command`): a string
+    in a shell, a list without one. Its output goes to the task's log.
 
     Returns ``{"command", "returncode", "stdout"}`` (stdout's last 4 KiB); a non-zero
     exit fails the task with the end of stderr.
     """
+    command = fill_command(template, args, values)
+    shown = command if isinstance(command, str) else shlex.join(command)
+    print(f"$ {shown}", flush=True)
     try:
-        command = template.format(*args, **values)
-    except (KeyError, IndexError) as exc:
-        raise ShellError(f"command {template!r} needs a value for {exc}") from None
-    print(f"$ {command}", flush=True)
-    done = subprocess.run(command, shell=True, capture_output=True, text=True)
+        done = subprocess.run(command, shell=isinstance(command, str), capture_output=True,
+                              text=True)
+    except OSError as exc:                   # a list command whose program is missing
+        raise ShellError(f"cannot run {shown!r}: {exc.strerror or exc}") from None
     if done.stdout:
         sys.stdout.write(done.stdout)
     if done.stderr:
@@ -147,4 +195,4 @@ def run_command(template: str, *args: Any, **values: Any) -> dict:
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["(no stderr)"]
         raise ShellError(f"command exited with {done.returncode}: {tail[0]}")
-    return {"command": command, "returncode": 0, "stdout": done.stdout[-4096:]}
+    return {"command": shown, "returncode": 0, "stdout": done.stdout[-4096:]}
