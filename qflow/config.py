@@ -65,11 +65,21 @@ class Config:
     web_tokens: str = ""
     flower_max_tasks: int = 10000             # tasks Flower keeps in memory
     flower_purge_offline_workers: int = 600   # seconds; 0 = keep offline workers
+    # Container tasks (qflow/worker/container.py): the CLI that runs them ("" = docker
+    # when a Docker engine is configured, else whichever of podman and docker is
+    # installed), a remote engine's URL, and how long a stopped container may take to
+    # end before SIGKILL (keep it under the 5 s margin of Celery's hard time limit).
+    container_runtime: str = ""
+    container_host: str = ""
+    container_stop_grace: float = 3.0
 
     def __post_init__(self) -> None:
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             raise UserError(f"setting 'log_level' must be a logging level such as INFO or "
                             f"DEBUG, got {self.log_level!r}")
+        if self.container_runtime not in ("", "docker", "podman"):
+            raise UserError(f"setting 'container_runtime' must be docker or podman, got "
+                            f"{self.container_runtime!r}")
 
     def pool_slots(self) -> dict[str, int]:
         """The ``pools`` setting as {name: slots}."""
