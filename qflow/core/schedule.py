@@ -3,7 +3,7 @@
 Every time here is an aware datetime; the functions return them in UTC. A run's logical
 time is the instant its schedule fired for (``0 17 * * *`` in Europe/Paris: 17:00 local
 each day, 16:00 or 15:00 UTC depending on the season). How cron handles clock changes is
-told in :mod:`qflow.cron`.
+told in :mod:`qflow.core.cron`.
 
 An interval is a fixed duration counted from ``start_date`` (or from 1970-01-01 00:00 in
 the time zone), so a 1-day interval stays on the same UTC time across DST; use cron for
@@ -16,7 +16,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Protocol
 
-from qflow.core.cron import UTC, CronRule, parse_cron, wall_instants
+from qflow.core.cron import UTC, CronRule, parse_cron
 from qflow.errors import UserError
 
 _ONE_DAY = dt.timedelta(days=1)
@@ -190,8 +190,14 @@ def parse_time(value: Any, tz: zoneinfo.ZoneInfo, what: str) -> dt.datetime:
     if not isinstance(value, dt.datetime):
         raise UserError(f"{what} must be a date, datetime or ISO string, got {value!r}")
     if value.tzinfo is None:
-        return wall_instants(value, tz)[0]
+        return _wall_instant(value, tz)
     return value.astimezone(UTC)
+
+
+def _wall_instant(wall: dt.datetime, tz: zoneinfo.ZoneInfo) -> dt.datetime:
+    """The UTC instant of a naive wall-clock time in ``tz``: its first occurrence if the
+    clocks went back, read with the offset from before the jump if they skipped it."""
+    return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
 
 
 def parse_range(start: str, end: str, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
@@ -212,7 +218,7 @@ def parse_rule(value: Any, tz: zoneinfo.ZoneInfo,
                start: dt.datetime | None) -> CronRule | IntervalRule:
     """A cron string or ``@alias``, or an interval (timedelta or seconds)."""
     if isinstance(value, str):
-        return CronRule(parse_cron(value))
+        return parse_cron(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = dt.timedelta(seconds=value)
     if not isinstance(value, dt.timedelta):
@@ -220,7 +226,7 @@ def parse_rule(value: Any, tz: zoneinfo.ZoneInfo,
                         f"number of seconds, got {value!r}")
     if value < dt.timedelta(seconds=1):
         raise UserError(f"an interval schedule must be at least 1 second, got {value}")
-    anchor = start if start is not None else wall_instants(dt.datetime(1970, 1, 1), tz)[0]
+    anchor = start if start is not None else _wall_instant(dt.datetime(1970, 1, 1), tz)
     return IntervalRule(value, anchor)
 
 
