@@ -1,0 +1,348 @@
+"""Tasks that run in a container image, through the ``docker`` or ``podman`` CLI.
+
+One code path for both: ``create`` (with ``--rm`` and the labels ``qflow.run``,
+``qflow.node`` and ``qflow.attempt``), then ``start --attach``, whose stdout and stderr
+are read line by line into the attempt's log as they come. The container itself is
+supervised by the runtime, not by this process, so a worker that dies leaves it running:
+the sweeper (:func:`labelled` and :func:`stop`) finds it by its labels.
+
+A failure to create the container (a missing image, a refused pull, an unreachable
+runtime) is permanent: :class:`ContainerUnavailable` is a :class:`~qflow.errors.Fail`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from qflow.errors import Fail, TaskTimeout, one_line
+from qflow.worker.isolation import fill_command
+
+LABELS = ("qflow.run", "qflow.node", "qflow.attempt")
+OUT_DIR = "/qflow/out"                       # result.json here is the task's value
+PULL_POLICIES = ("missing", "always", "never")
+TICK_SECONDS = 1.0
+
+
+class ContainerUnavailable(Fail):
+    """The container could not be created or the runtime not reached: never retried."""
+
+
+class ContainerFailed(Exception):
+    """The container's command exited with a non-zero code."""
+
+
+class ContainerStopped(Exception):
+    """The container was stopped before its command ended (cancel, lost attempt)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to run a container: ``docker run``'s options that qflow passes on."""
+
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, str] = field(default_factory=dict)   # host path -> "target[:ro]"
+    workdir: str | None = None
+    user: str | None = None
+    network: str | None = None
+    cpus: float | None = None
+    memory: str | None = None
+    pull: str = "missing"
+
+    def create_args(self) -> list[str]:
+        """The ``create`` options; env values stay out of the argument list (``-e NAME``
+        takes the value from the CLI's environment), so ``ps`` never shows them."""
+        args = ["--pull", self.pull]
+        for name in self.env:
+            args += ["-e", name]
+        for host, target in self.volumes.items():
+            args += ["-v", f"{host}:{target}"]
+        for flag, value in (("-w", self.workdir), ("-u", self.user),
+                            ("--network", self.network), ("--cpus", self.cpus),
+                            ("--memory", self.memory)):
+            if value is not None:
+                args += [flag, str(value)]
+        return args
+
+
+def check_spec(spec: Spec, where: str) -> None:
+    """Raise ValueError on options the runtime would refuse only at run time."""
+    if not isinstance(spec.image, str) or not spec.image:
+        raise ValueError(f"{where}: image must be a non-empty string")
+    if spec.pull not in PULL_POLICIES:
+        raise ValueError(f"{where}: pull must be one of {', '.join(PULL_POLICIES)}, "
+                         f"got {spec.pull!r}")
+    for kind, mapping in (("env", spec.env), ("volumes", spec.volumes)):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+            raise ValueError(f"{where}: {kind} must map strings to strings")
+
+
+SPEC_OPTIONS = ("image", "env", "volumes", "workdir", "user", "network", "cpus", "memory",
+                "pull")
+
+
+def spec_of(options: dict) -> Spec:
+    """The container options of a task (``container()``'s keywords, or ``@task``'s)."""
+    return Spec(options["image"], dict(options.get("env") or {}),
+                dict(options.get("volumes") or {}), options.get("workdir"),
+                options.get("user"), options.get("network"), options.get("cpus"),
+                options.get("memory"), options.get("pull") or "missing")
+
+
+# -- running a task in a container -------------------------------------------------------------
+def invoke(tdef: Any, args: list, kwargs: dict, config: Any, ctx: Any,
+           timeout: float | None, tick: Callable[[], bool] | None) -> Any:
+    """Run one attempt of a container task (``container()``, or a Python task with
+    ``isolation="container"``) and return its value."""
+    runtime, spec = Runtime.from_config(config), spec_of(tdef.options)
+    labels = {"qflow.run": ctx.run_id, "qflow.node": ctx.node,
+              "qflow.attempt": str(ctx.attempt)}
+    grace = config.container_stop_grace
+    command = getattr(tdef.fn, "container_command", None)
+    if command is None:
+        from qflow.worker import inside
+        return inside.call(runtime, spec, tdef, args, kwargs, ctx, config.app, labels,
+                           timeout, grace, tick)
+    return _command(runtime, spec, command, args, kwargs, labels, timeout, grace, tick)
+
+
+def call_plain(options: dict, command: list[str] | None, args: tuple, kwargs: dict) -> Any:
+    """A ``container()`` task called outside a workflow run: the same container, with
+    the settings of ``load_config()`` and no run to label it with."""
+    from qflow.config import load_config
+    config = load_config()
+    return _command(Runtime.from_config(config), spec_of(options), command, args, kwargs,
+                    {}, options.get("timeout"), config.container_stop_grace, None)
+
+
+def _command(runtime: "Runtime", spec: Spec, command: list[str] | None, args, kwargs,
+             labels: dict[str, str], timeout: float | None, grace: float,
+             tick: Callable[[], bool] | None) -> Any:
+    argv = fill_command(command, args, kwargs) if command is not None else None
+    shown = shlex.join(argv) if argv is not None else "(the image's command)"
+    print(f"[{spec.image}] $ {shown}", flush=True)
+    return run(runtime, spec, argv, labels, timeout, grace, tick)
+
+
+# -- the runtime's CLI -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Runtime:
+    """The ``docker`` or ``podman`` program, pointed at ``container_host`` if set."""
+
+    program: str
+    host: str = ""
+
+    @classmethod
+    def from_config(cls, config: Any) -> "Runtime":
+        """``container_runtime`` if set; else Docker when a Docker engine is configured
+        or its socket exists, else whichever of podman and docker is installed."""
+        name = config.container_runtime or _default_runtime(config.container_host)
+        return cls(name, config.container_host)
+
+    def argv(self, *args: str) -> list[str]:
+        if not self.host:
+            return [self.program, *args]
+        flag = "--url" if self.program == "podman" else "--host"
+        return [self.program, flag, self.host, *args]
+
+    def call(self, *args: str, env: dict | None = None, timeout: float = 120.0
+             ) -> subprocess.CompletedProcess:
+        """Run one CLI command to its end; ContainerUnavailable if the CLI is missing."""
+        try:
+            return subprocess.run(self.argv(*args), capture_output=True, text=True,
+                                   env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError:
+            raise ContainerUnavailable(f"container runtime {self.program!r} not found: "
+                                       "install podman or docker, or set "
+                                       "container_runtime") from None
+        except subprocess.TimeoutExpired:
+            raise ContainerUnavailable(f"container runtime {self.program!r} did not answer "
+                                       f"{args[0]!r} within {timeout:g}s") from None
+
+
+def _default_runtime(host: str) -> str:
+    docker = shutil.which("docker")
+    podman = shutil.which("podman")
+    if docker and (host or os.environ.get("DOCKER_HOST")
+                   or os.path.exists("/var/run/docker.sock")):
+        return "docker"
+    return "podman" if podman or not docker else "docker"
+
+
+# -- one container, start to end -----------------------------------------------------------
+@dataclass
+class _Output:
+    """What the container printed: forwarded to the task's log as it comes, with the
+    last JSON line of stdout and the last lines of stderr kept."""
+
+    value: Any = None
+    has_value: bool = False
+    stderr_tail: deque = field(default_factory=lambda: deque(maxlen=5))
+
+    def line(self, stream: str, text: str) -> None:
+        (sys.stdout if stream == "stdout" else sys.stderr).write(text)
+        stripped = text.strip()
+        if stream == "stderr":
+            if stripped:
+                self.stderr_tail.append(stripped)
+        elif stripped:
+            try:
+                self.value, self.has_value = json.loads(stripped), True
+            except ValueError:
+                pass
+
+
+def run(runtime: Runtime, spec: Spec, command: list[str] | None, labels: dict[str, str],
+        timeout: float | None = None, grace: float = 3.0,
+        tick: Callable[[], bool] | None = None) -> Any:
+    """Run ``command`` (None: the image's own) in a new container; return its value.
+
+    ``tick`` is called about every second while the container runs; when it returns False
+    (the attempt was canceled or given up) the container is stopped. Timeout, a tick
+    saying stop and SIGTERM (in the main thread) stop the container (SIGTERM, SIGKILL
+    after ``grace`` seconds) and remove it.
+    """
+    out_dir = tempfile.mkdtemp(prefix="qflow-out-")
+    os.chmod(out_dir, 0o777)                  # the image's user may not be ours
+    try:
+        cid = _create(runtime, spec, command, labels, out_dir)
+        try:
+            code, output = _attend(runtime, cid, timeout, grace, tick)
+        finally:
+            runtime.call("rm", "-f", cid, timeout=30)     # --rm may lag behind the exit
+        if code != 0:
+            tail = " | ".join(output.stderr_tail) or "(no stderr)"
+            raise ContainerFailed(f"container exited with code {code}: {tail}")
+        return _result(Path(out_dir) / "result.json", output)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _create(runtime: Runtime, spec: Spec, command: list[str] | None,
+            labels: dict[str, str], out_dir: str) -> str:
+    args = ["create", "--rm", *spec.create_args(), "-v", f"{out_dir}:{OUT_DIR}"]
+    for key, value in labels.items():
+        args += ["--label", f"{key}={value}"]
+    env = {**os.environ, **spec.env}
+    done = runtime.call(*args, spec.image, *(command or []), env=env, timeout=600.0)
+    if done.returncode != 0:
+        reason = one_line(done.stderr.replace("Error: ", "")) or f"exit {done.returncode}"
+        raise ContainerUnavailable(f"cannot create a container from {spec.image!r} with "
+                                   f"{runtime.program}: {reason}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _attend(runtime: Runtime, cid: str, timeout: float | None, grace: float,
+            tick: Callable[[], bool] | None) -> tuple[int, _Output]:
+    """Start the container attached and forward its output until it ends."""
+    proc = subprocess.Popen(runtime.argv("start", "--attach", cid), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    lines: queue.Queue = queue.Queue()
+    readers = [threading.Thread(target=_read, args=(pipe, name, lines), daemon=True)
+               for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))]
+    for reader in readers:
+        reader.start()
+    output = _Output()
+    try:
+        with _stop_on_sigterm():
+            _forward(lines, output, timeout, tick)
+    except BaseException:
+        stop(runtime, cid, grace)             # ends `start --attach` too
+        proc.wait(30)
+        raise
+    return proc.wait(), output
+
+
+def _read(pipe, name: str, lines: queue.Queue) -> None:
+    for raw in iter(pipe.readline, b""):
+        lines.put((name, raw.decode("utf-8", "replace")))
+    lines.put((name, None))
+
+
+def _forward(lines: queue.Queue, output: _Output, timeout: float | None,
+             tick: Callable[[], bool] | None) -> None:
+    deadline = time.monotonic() + timeout if timeout else None
+    next_tick = time.monotonic() + TICK_SECONDS
+    open_streams = 2
+    while open_streams:
+        try:
+            name, text = lines.get(timeout=0.2)
+        except queue.Empty:
+            pass
+        else:
+            if text is None:
+                open_streams -= 1
+            else:
+                output.line(name, text)
+        now = time.monotonic()
+        if deadline is not None and now > deadline:
+            raise TaskTimeout(timeout or 0, killed=True)
+        if tick is not None and now >= next_tick:
+            next_tick = now + TICK_SECONDS
+            if not tick():
+                raise ContainerStopped("the attempt was canceled or given up; its "
+                                       "container was stopped")
+
+
+class _stop_on_sigterm:
+    """In the main thread (a prefork pool process, which ``qflow cancel`` terminates
+    with SIGTERM), turn SIGTERM into an exception so the container is stopped first."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(_signum, _frame) -> None:
+        raise ContainerStopped("the task was terminated (SIGTERM); its container was stopped")
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _result(path: Path, output: _Output) -> Any:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise ContainerFailed(f"{OUT_DIR}/result.json is not JSON: {exc}") from None
+    return output.value if output.has_value else None
+
+
+# -- what the sweeper uses -------------------------------------------------------------------
+def labelled(runtime: Runtime) -> list[tuple[str, str, str, int]]:
+    """Every container with qflow labels: (id, run_id, node, attempt)."""
+    listed = runtime.call("ps", "-a", "-q", "--no-trunc", "--filter", "label=qflow.run")
+    ids = listed.stdout.split() if listed.returncode == 0 else []
+    if not ids:
+        return []
+    fmt = "{{.Id}}\t" + "\t".join('{{index .Config.Labels "%s"}}' % k for k in LABELS)
+    found = runtime.call("inspect", "--format", fmt, *ids)
+    out = []
+    for line in found.stdout.splitlines():   # a container gone since `ps` is left out
+        parts = line.split("\t")
+        if len(parts) == 4 and parts[3].isdigit():
+            out.append((parts[0], parts[1], parts[2], int(parts[3])))
+    return out
+
+
+def stop(runtime: Runtime, cid: str, grace: float = 3.0) -> None:
+    """Stop a container (SIGTERM, then SIGKILL after ``grace`` seconds) and remove it;
+    quiet if it is gone already."""
+    runtime.call("stop", "-t", str(int(max(grace, 0))), cid, timeout=grace + 30)
+    runtime.call("rm", "-f", cid, timeout=30)
