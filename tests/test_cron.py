@@ -41,6 +41,9 @@ def test_a_time_skipped_by_spring_forward_still_runs_next_to_its_neighbours():
     assert fires("30 1,2,3,4,5 * * *", "Europe/Riga", 2021, 3, 28, 1, 30, n=4) == [
         "2021-03-28T02:30:00+02:00", "2021-03-28T04:00:00+03:00",     # 03:30, at the jump
         "2021-03-28T04:30:00+03:00", "2021-03-28T05:30:00+03:00"]
+    # 03:00 and 03:30 are both skipped: they run once, with 04:00, at the jump.
+    assert fires("0,30 3,4 * * *", "Europe/Riga", 2021, 3, 28, 1, 30) == [
+        "2021-03-28T04:00:00+03:00", "2021-03-28T04:30:00+03:00", "2021-03-29T03:00:00+03:00"]
 
 
 def test_every_minute_of_a_repeated_hour_runs_in_both_passes():
