@@ -1,11 +1,14 @@
-"""Read-only queries behind `logs`, `graph RUN_ID`, the progress display and run timings."""
+"""Read-only queries behind `logs`, `graph RUN_ID`, the progress display, run timings and
+the web console's pages."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, union_all
 
 from qflow.core.dag import Graph, Node
+from qflow.store import livelog
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.read import iso
 
@@ -13,7 +16,8 @@ from qflow.store.read import iso
 def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
                  number: int | None = None) -> list[dict[str, Any]]:
     """Every attempt of the run (or of ``node``, or just attempt ``number``) with what it
-    printed and logged, in the order they started."""
+    printed and logged, in the order they started; an attempt still running is there
+    with its live log if it writes one (see :mod:`qflow.store.livelog`)."""
     stmt = (select(tasks.c.node, attempts.c.number, attempts.c.state, attempts.c.worker,
                    attempts.c.celery_id, attempts.c.started_at, attempts.c.finished_at,
                    attempts.c.error, attempts.c.log)
@@ -27,7 +31,7 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
     return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at),
              "finished_at": iso(r.finished_at), "error": r.error, "log": r.log}
-            for r in conn.execute(stmt)]
+            for r in conn.execute(stmt)] + livelog.running_logs(conn, run_id, node, number)
 
 
 def has_node(conn: Connection, run_id: str, node: str) -> bool:
@@ -70,3 +74,115 @@ def running(conn: Connection, run_id: str, limit: int = 20) -> list[dict[str, An
                         .order_by(tasks.c.started_at).limit(limit))
     return [{"node": r.node, "worker": r.worker, "started_at": iso(r.started_at),
              "attempts": r.attempts, "state": "running"} for r in rows]
+
+
+# -- the web console ------------------------------------------------------------------
+# Rows as tuples in this order: the run page ships them as they are (no per-row dict).
+VIEW_COLUMNS = ("node", "state", "attempts", "started_at", "finished_at", "worker", "queue",
+                "error", "celery_id")
+_VIEW = tuple(tasks.c[name] for name in VIEW_COLUMNS)
+# States a task holds for a while without its finished_at changing. Few rows hold them at
+# once in the whole DB (running: bounded by the workers' slots), so their index finds a
+# run's share at once.
+_MOVING = ("running", "retrying")
+
+
+def view_rows(conn: Connection, run_id: str) -> list[tuple]:
+    """Every task of the run as a :data:`VIEW_COLUMNS` tuple (times naive UTC), in the
+    order they were created."""
+    return [tuple(r) for r in conn.execute(select(*_VIEW).where(tasks.c.run_id == run_id)
+                                           .order_by(tasks.c.id))]
+
+
+def changed_since(conn: Connection, run_id: str, since: dt.datetime) -> list[tuple]:
+    """The run's tasks that ended at or after ``since`` (naive UTC) or are running or
+    waiting to retry, as :data:`VIEW_COLUMNS` tuples: what a page that looked at ``since``
+    must redraw. One statement on two indexes (ix_qflow_tasks_finished, ix_qflow_tasks_state),
+    never a scan of the run."""
+    ended = select(*_VIEW).where(tasks.c.run_id == run_id, tasks.c.finished_at >= since)
+    moving = select(*_VIEW).where(tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
+    return [tuple(r) for r in conn.execute(union_all(ended, moving))]
+
+
+def attempt_spans(conn: Connection, run_id: str) -> list[tuple]:
+    """(node, number, state, started_at, finished_at) of every attempt of the run."""
+    rows = conn.execute(select(tasks.c.node, attempts.c.number, attempts.c.state,
+                               attempts.c.started_at, attempts.c.finished_at)
+                        .join(tasks, tasks.c.id == attempts.c.task_id)
+                        .where(tasks.c.run_id == run_id))
+    return [tuple(r) for r in rows]
+
+
+def task_detail(conn: Connection, run_id: str, node: str) -> dict[str, Any] | None:
+    """One task with its attempts (no logs or tracebacks: those load on demand)."""
+    row = conn.execute(select(tasks.c.id, tasks.c.task, *_VIEW)
+                       .where(tasks.c.run_id == run_id, tasks.c.node == node)).first()
+    if row is None:
+        return None
+    out = {name: getattr(row, name) for name in VIEW_COLUMNS}
+    out.update(task=row.task, started_at=iso(row.started_at), finished_at=iso(row.finished_at))
+    tries = conn.execute(select(attempts.c.number, attempts.c.state, attempts.c.worker,
+                                attempts.c.started_at, attempts.c.finished_at,
+                                attempts.c.error_type, attempts.c.error,
+                                attempts.c.traceback.is_not(None).label("has_traceback"))
+                         .where(attempts.c.task_id == row.id).order_by(attempts.c.number))
+    return {"task": out, "attempts": [
+        {"number": a.number, "state": a.state, "worker": a.worker,
+         "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
+         "error_type": a.error_type, "error": a.error, "has_traceback": bool(a.has_traceback)}
+        for a in tries]}
+
+
+def attempt_text(conn: Connection, run_id: str, node: str, number: int
+                 ) -> dict[str, Any] | None:
+    """The log and traceback of one attempt, or None if there is no such attempt."""
+    row = conn.execute(select(attempts.c.log, attempts.c.traceback, attempts.c.error)
+                       .join(tasks, tasks.c.id == attempts.c.task_id)
+                       .where(tasks.c.run_id == run_id, tasks.c.node == node,
+                              attempts.c.number == number)).first()
+    return None if row is None else {"log": row.log, "traceback": row.traceback,
+                                     "error": row.error}
+
+
+def grid_cells(conn: Connection, run_ids: list[str]) -> list[tuple[str, str, str]]:
+    """(run_id, node, state) of the runs' tasks, mapped elements (``name[i]``) left out,
+    in creation order."""
+    if not run_ids:
+        return []
+    rows = conn.execute(select(tasks.c.run_id, tasks.c.node, tasks.c.state)
+                        .where(tasks.c.run_id.in_(run_ids), tasks.c.node.not_like("%]"))
+                        .order_by(tasks.c.id))
+    return [tuple(r) for r in rows]
+
+
+def runs_page(conn: Connection, workflow: str | None = None, state: str | None = None,
+              since: dt.datetime | None = None, until: dt.datetime | None = None,
+              before: tuple[dt.datetime, str] | None = None, limit: int = 50) -> list[dict]:
+    """A page of runs, newest first: those after the (created_at, run_id) ``before`` key
+    in that order (keyset paging, indexed however deep the page)."""
+    stmt = (select(runs.c.id, runs.c.workflow, runs.c.state, runs.c.created_at,
+                   runs.c.started_at, runs.c.finished_at, runs.c.tasks_total, runs.c.tasks_left)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit))
+    for column, value in ((runs.c.workflow, workflow), (runs.c.state, state)):
+        if value:
+            stmt = stmt.where(column == value)
+    if since is not None:
+        stmt = stmt.where(runs.c.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(runs.c.created_at < until)
+    if before is not None:
+        # (created_at, id) < before, spelt so that the created_at indexes bound the range.
+        at, run_id = before
+        stmt = stmt.where(runs.c.created_at <= at,
+                          (runs.c.created_at < at) | (runs.c.id < run_id))
+    return [{"run_id": r.id, "workflow": r.workflow, "state": r.state,
+             "created_at": r.created_at, "started_at": r.started_at,
+             "finished_at": r.finished_at, "tasks_total": r.tasks_total,
+             "tasks_done": r.tasks_total - r.tasks_left} for r in conn.execute(stmt)]
+
+
+def recent_states(conn: Connection, workflow: str, limit: int) -> list[tuple[str, str]]:
+    """(run_id, state) of the workflow's last ``limit`` runs, oldest first."""
+    rows = conn.execute(select(runs.c.id, runs.c.state).where(runs.c.workflow == workflow)
+                        .order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit))
+    return [tuple(r) for r in rows][::-1]
