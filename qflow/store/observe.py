@@ -34,6 +34,19 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
             for r in conn.execute(stmt)] + livelog.running_logs(conn, run_id, node, number)
 
 
+def ended_attempts(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """Every ended attempt of the run, without its log: what the progress display turns
+    into lines (see :mod:`qflow.cli.events`)."""
+    rows = conn.execute(select(tasks.c.node, attempts.c.number, attempts.c.state,
+                               attempts.c.worker, attempts.c.started_at,
+                               attempts.c.finished_at, attempts.c.error)
+                        .join(tasks, tasks.c.id == attempts.c.task_id)
+                        .where(tasks.c.run_id == run_id))
+    return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
+             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
+             "error": r.error} for r in rows]
+
+
 def has_node(conn: Connection, run_id: str, node: str) -> bool:
     return conn.execute(select(tasks.c.id).where(tasks.c.run_id == run_id,
                                                  tasks.c.node == node)).first() is not None
