@@ -2,9 +2,36 @@
 
 Author workflows with :func:`task` and :func:`workflow`; run them with the ``qflow`` CLI.
 """
-from qflow.authoring import container, shell, task, workflow
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# ``context`` is also a submodule's name: bound now so that the function, not the module,
+# is what ``from qflow import context`` finds.
 from qflow.context import TaskContext, context
-from qflow.errors import Fail
+
+# The other names are imported on first use: the `qflow` command imports this package
+# before anything else, and most commands need none of them (bench/cli_startup.py).
+_LAZY = {"task": "qflow.authoring", "workflow": "qflow.authoring",
+         "shell": "qflow.authoring", "container": "qflow.authoring", "Fail": "qflow.errors"}
 
 __all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskContext"]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from qflow.authoring import container, shell, task, workflow  # noqa: F401
+    from qflow.errors import Fail  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
