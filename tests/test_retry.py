@@ -27,5 +27,7 @@ def test_jitter_spreads_each_delay_over_its_upper_half():
 
 
 def test_a_resumed_task_gets_its_full_retry_budget_again():
-    options = {"retries": 2, "retry_delay": 1, "retry_backoff": 2, "first_attempt": 4}
-    assert [retry_in(options, n, ValueError()) for n in (4, 5, 6)] == [1, 2, None]
+    from qflow.core.records import Claimed
+    options = {"retries": 2, "retry_delay": 1, "retry_backoff": 2}
+    resumed = Claimed(1, "t", {}, options, "w", {}, None, {}, first_attempt=4)
+    assert [retry_in(options, resumed.tries(n), ValueError()) for n in (4, 5, 6)] == [1, 2, None]

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import flows  # noqa: F401 - registers the workflows
 import pytest
 from sqlalchemy import select
 

@@ -38,6 +38,12 @@ class Claimed:
     alone: bool = False
     # A branch task's children (None for other tasks).
     children: tuple[str, ...] | None = None
+    # The first attempt since the task last started afresh (a resume restarts the count).
+    first_attempt: int = 1
+
+    def tries(self, attempt: int) -> int:
+        """How many attempts ``attempt`` is, counted from :attr:`first_attempt`."""
+        return attempt - self.first_attempt + 1
 
 
 @dataclass(frozen=True)

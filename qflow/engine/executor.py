@@ -100,7 +100,8 @@ class Executor:
             return
         ctx = TaskContext(run_id, row["workflow"], node, attempt)
         tdef = authoring.find_task(row["task"])
-        outcome = outcomes.failure(exc, row["options"], attempt, tdef)
+        outcome = outcomes.failure(exc, row["options"], attempt - row["first_attempt"] + 1,
+                                   tdef)
         if isinstance(exc, WorkerLost):
             again = lost_before < self.config.max_redeliveries
             note = "" if again else f" (gave up after {lost_before} redeliveries)"
@@ -175,7 +176,8 @@ class Executor:
 
     def _failed(self, exc: BaseException, tdef, claimed: Claimed, ctx: TaskContext,
                 out: capture.Capture) -> Outcome:
-        return dataclasses.replace(outcomes.failure(exc, claimed.options, ctx.attempt, tdef),
+        tries = claimed.tries(ctx.attempt)
+        return dataclasses.replace(outcomes.failure(exc, claimed.options, tries, tdef),
                                    log=out.text)
 
     def _succeeded(self, value: Any, claimed: Claimed, ctx: TaskContext,

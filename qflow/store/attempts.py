@@ -85,7 +85,7 @@ def _with_run(claim_stmt: Update) -> Select:
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
-            tasks.c.pools)
+            tasks.c.pools, tasks.c.first_attempt)
 
 
 def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed:
@@ -97,7 +97,8 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed
                 if options.get("branch") else None)
     return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
                    run.logical_time, read_inputs(conn, run_id, call),
-                   alone=row.children == "[]" and not row.pools, children=children)
+                   alone=row.children == "[]" and not row.pools, children=children,
+                   first_attempt=row.first_attempt or 1)
 
 
 def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:

@@ -1,7 +1,6 @@
 """Operator actions on a whole run: cancel it, or resume it in place."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -91,7 +90,8 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
 def _graph(conn: Connection, run_id: str):
     rows = {r.node: SimpleNamespace(**r._mapping) for r in conn.execute(
         select(tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-               tasks.c.options, tasks.c.attempts, tasks.c.n_parents, tasks.c.pools)
+               tasks.c.options, tasks.c.attempts, tasks.c.n_parents, tasks.c.pools,
+               tasks.c.expanded)
         .where(tasks.c.run_id == run_id))}
     pairs = [(e.parent, e.child) for e in conn.execute(
         select(edges.c.parent, edges.c.child).where(edges.c.run_id == run_id))]
@@ -102,12 +102,12 @@ def _unexpand_stale_maps(conn, run_id, rows, pairs, reset) -> bool:
     """A mapped node whose input is re-run must expand again: drop its elements."""
     changed = False
     for node in reset:
-        if not mapping.is_expanded(rows[node].options):
+        if not mapping.is_expanded(rows[node]):
             continue
-        elements = set(mapping.element_ids(node, rows[node].options))
+        elements = set(mapping.element_ids(node, rows[node].expanded))
         inputs = [p for p, c in pairs if c == node and p not in elements]
         if any(p in reset for p in inputs):
-            mapping.unexpand(conn, run_id, node, rows[node].options, rows[node].n_parents)
+            mapping.unexpand(conn, run_id, node, rows[node].expanded, rows[node].n_parents)
             changed = True
     return changed
 
@@ -131,13 +131,11 @@ def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
     up = S.Upstream(row.n_parents, kept.count(S.SUCCEEDED),
                     sum(s in (S.FAILED, S.UPSTREAM_FAILED) for s in kept),
                     sum(s in (S.SKIPPED, S.CANCELED) for s in kept))
-    options = json.loads(row.options or "{}")
-    options["first_attempt"] = row.attempts + 1          # retries count from here again
     set_task_state(conn, run_id, row.node, S.PENDING, expect=(row.state,),
                    up_succeeded=up.succeeded, up_failed=up.failed, up_skipped=up.skipped,
                    result=None, error=None, finished_at=None, queued_at=None,
-                   options=json.dumps(options))
-    row.state, row.options = S.PENDING, json.dumps(options)
+                   first_attempt=row.attempts + 1)      # retries count from here again
+    row.state = S.PENDING
     return S.decide(row.trigger_rule, up) == S.RUN
 
 

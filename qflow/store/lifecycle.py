@@ -135,7 +135,7 @@ def end_run(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int
 
 
 _ROW = (tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue, tasks.c.options,
-        tasks.c.attempts, tasks.c.pools)
+        tasks.c.attempts, tasks.c.pools, tasks.c.expanded)
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
             S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
 
@@ -172,8 +172,8 @@ class RunWriter:
         """Queue a pending task whose trigger rule is met. A mapped node expands into its
         elements instead, and once expanded collects them."""
         if mapping.is_mapped(row.options):
-            if mapping.is_expanded(row.options):
-                mapping.collect(self.conn, self.run_id, row.node, row.options, self.now)
+            if mapping.is_expanded(row):
+                mapping.collect(self.conn, self.run_id, row.node, row.expanded, self.now)
                 return Released([], [(row.node, S.SUCCEEDED)])
             ids, ended, _ = mapping.expand(self.conn, self.run_id, row.node, self.now,
                                            read_inputs)
@@ -236,10 +236,10 @@ class RunWriter:
         if verdict == S.WAIT:
             return Released()
         values: dict[str, Any] = {"finished_at": self.now}
-        if verdict == S.UPSTREAM and mapping.is_expanded(child.options):
+        if verdict == S.UPSTREAM and mapping.is_expanded(child):
             verdict = S.FAILED          # the map itself failed: say which elements did
             values["error"] = mapping.failed_elements(self.conn, self.run_id, child.node,
-                                                      child.options)
+                                                      child.expanded)
         if set_task_state(self.conn, self.run_id, child.node, verdict, expect=(S.PENDING,),
                           **values) is None:
             return Released()
@@ -310,7 +310,7 @@ def _count_in_children(counter: str) -> Update:
             .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
                        tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
                        tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
-                       tasks.c.children))
+                       tasks.c.children, tasks.c.expanded))
 
 
 _COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}

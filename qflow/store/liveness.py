@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from sqlalchemy import Connection, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
@@ -110,9 +109,9 @@ def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
 
 def redeliveries(conn: Connection, run_id: str, node: str) -> int:
     """How many attempts of this task (since it was last resumed) lost their worker."""
-    row = conn.execute(select(tasks.c.id, tasks.c.options).where(
+    row = conn.execute(select(tasks.c.id, tasks.c.first_attempt).where(
         tasks.c.run_id == run_id, tasks.c.node == node)).one()
-    first = json.loads(row.options or "{}").get("first_attempt", 1)
+    first = row.first_attempt or 1
     return conn.execute(select(func.count()).select_from(attempts).where(
         attempts.c.task_id == row.id, attempts.c.number >= first,
         attempts.c.error_type == "WorkerLost")).scalar_one()

@@ -23,8 +23,9 @@ def is_mapped(options: str | dict | None) -> bool:
     return "map" in _opts(options)
 
 
-def is_expanded(options: str | dict | None) -> bool:
-    return "expanded" in _opts(options).get("map", {})
+def is_expanded(row) -> bool:
+    """Whether a mapped node's row has expanded into its elements."""
+    return row.expanded is not None
 
 
 def _opts(options: str | dict | None) -> dict:
@@ -35,21 +36,18 @@ def element_id(node: str, i: int) -> str:
     return f"{node}[{i}]"
 
 
-def element_ids(node: str, options: str | dict) -> list[str]:
-    return [element_id(node, i) for i in range(_opts(options)["map"].get("expanded", 0))]
+def element_ids(node: str, expanded: int | None) -> list[str]:
+    return [element_id(node, i) for i in range(expanded or 0)]
 
 
-def unexpand(conn: Connection, run_id: str, node: str, options: str | dict,
-             n_parents: int) -> None:
+def unexpand(conn: Connection, run_id: str, node: str, expanded: int, n_parents: int) -> None:
     """Forget a mapped node's elements (their rows, attempts and edges) so that it expands
     again from its re-run input."""
-    ids = element_ids(node, options)
-    opts = _opts(options)
-    del opts["map"]["expanded"]
+    ids = element_ids(node, expanded)
     conn.execute(delete(edges).where(edges.c.run_id == run_id, edges.c.parent.in_(ids)))
     conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.node.in_(ids)))
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
-                 .values(n_parents=n_parents - len(ids), options=json.dumps(opts)))
+                 .values(n_parents=n_parents - len(ids), expanded=None))
     conn.execute(update(runs).where(runs.c.id == run_id)
                  .values(tasks_total=runs.c.tasks_total - len(ids)))
 
@@ -88,28 +86,27 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
         n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
         children=json.dumps([node])) for eid, item in zip(ids, items, strict=True)])
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
-    options["map"]["expanded"] = len(ids)
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
-                 .values(n_parents=row.n_parents + len(ids), options=json.dumps(options)))
+                 .values(n_parents=row.n_parents + len(ids), expanded=len(ids)))
     conn.execute(update(runs).where(runs.c.id == run_id)
                  .values(tasks_total=runs.c.tasks_total + len(ids),
                          tasks_left=runs.c.tasks_left + len(ids)))
     return ids, None, None
 
 
-def collect(conn: Connection, run_id: str, node: str, options: str | dict,
+def collect(conn: Connection, run_id: str, node: str, expanded: int,
             now: dt.datetime) -> None:
     """End an expanded mapped node with the list of its elements' results, in order."""
-    ids = element_ids(node, options)
+    ids = element_ids(node, expanded)
     found = dict(conn.execute(select(tasks.c.node, tasks.c.result).where(
         tasks.c.run_id == run_id, tasks.c.node.in_(ids))).all())
     values = [json.loads(found[eid]) if found.get(eid) else None for eid in ids]
     _end(conn, run_id, node, S.SUCCEEDED, now, result=json.dumps(values))
 
 
-def failed_elements(conn: Connection, run_id: str, node: str, options: str | dict) -> str:
+def failed_elements(conn: Connection, run_id: str, node: str, expanded: int) -> str:
     """The error of a mapped node whose elements did not all succeed."""
-    ids = element_ids(node, options)
+    ids = element_ids(node, expanded)
     n = len(ids)
     bad = [r.node for r in conn.execute(select(tasks.c.node).where(
         tasks.c.run_id == run_id, tasks.c.node.in_(ids),

@@ -93,6 +93,11 @@ class TaskInstance(Base):
     # The children's node ids (JSON list; "[]" for none), copied from qflow_edges so that
     # recording an outcome need not look them up. NULL (rows from before 0005): look up.
     children: Mapped[str | None] = mapped_column(Text)
+    # Bookkeeping, apart from the options the decorator set: how many elements a mapped
+    # node expanded into (NULL: not expanded), and the first attempt of the current
+    # resume (NULL: 1), from which retries and redeliveries are counted.
+    expanded: Mapped[int | None] = mapped_column(Integer)
+    first_attempt: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),

@@ -63,9 +63,18 @@ def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
 
 def list_runs(conn: Connection, workflow: str | None = None, state: str | None = None,
               limit: int = 20, since: dt.datetime | None = None,
-              until: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Most recent runs first; ``since``/``until`` bound their creation time (naive UTC)."""
-    stmt = select(*_RUN_COLUMNS).order_by(runs.c.created_at.desc(), runs.c.id).limit(limit)
+              until: dt.datetime | None = None, before: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Most recent runs first; ``since``/``until`` bound their creation time (naive UTC);
+    ``before`` (a run id) asks for the runs that follow that one in this order (keyset
+    paging: as fast on page 1000 as on page 1)."""
+    stmt = (select(*_RUN_COLUMNS).order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit))
+    if before is not None:
+        # (created_at, id) < the cursor's, spelt so the created_at indexes bound the range.
+        at = select(runs.c.created_at).where(runs.c.id == before).scalar_subquery()
+        stmt = stmt.where(runs.c.created_at <= at,
+                          (runs.c.created_at < at) | (runs.c.id < before))
     if workflow:
         stmt = stmt.where(runs.c.workflow == workflow)
     if state:
@@ -95,11 +104,13 @@ def failed_tasks(conn: Connection, run_id: str) -> list[dict[str, Any]]:
 
 
 def task_options(conn: Connection, run_id: str, node: str) -> dict[str, Any] | None:
-    """The task key, options and workflow of one task instance."""
-    row = conn.execute(select(tasks.c.task, tasks.c.options, runs.c.workflow)
+    """The task key, options, first attempt (see qflow_tasks.first_attempt) and workflow
+    of one task instance."""
+    row = conn.execute(select(tasks.c.task, tasks.c.options, tasks.c.first_attempt,
+                              runs.c.workflow)
                        .join(runs, runs.c.id == tasks.c.run_id)
                        .where(tasks.c.run_id == run_id, tasks.c.node == node)).first()
     if row is None:
         return None
     return {"task": row.task, "options": json.loads(row.options or "{}"),
-            "workflow": row.workflow}
+            "first_attempt": row.first_attempt or 1, "workflow": row.workflow}
