@@ -186,6 +186,19 @@ class PoolWait(Base):
     __table_args__ = (Index("ix_qflow_pool_waits_since", "pool", "since"),)
 
 
+class LiveLog(Base):
+    """What a running attempt has printed so far (a container task's, written about once
+    a second); its attempt row takes the whole log when it ends."""
+
+    __tablename__ = "qflow_live_logs"
+
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("qflow_tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    number: Mapped[int] = mapped_column(Integer)
+    log: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime]
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
@@ -194,3 +207,4 @@ workers = Worker.__table__
 pools = Pool.__table__
 pool_waits = PoolWait.__table__
 schedules = WorkflowSchedule.__table__
+live_logs = LiveLog.__table__
