@@ -24,8 +24,8 @@ from qflow.core.states import FAILED, RETRYING
 from qflow.engine.client import Engine
 from qflow.engine.dispatch import Follow
 from qflow.errors import TaskTimeout, WorkerLost
-from qflow.store import attempts, lifecycle, liveness, read
-from qflow.worker import aio, capture, isolation
+from qflow.store import attempts, lifecycle, livelog, liveness, read
+from qflow.worker import aio, capture, container, isolation
 from qflow.worker.timeouts import call_with_timeout
 
 log = logging.getLogger("qflow.engine")
@@ -82,7 +82,7 @@ class Executor:
                           logical.replace(tzinfo=dt.timezone.utc) if logical else None)
         tdef = authoring.find_task(claimed.task)
         if tdef is not None and inspect.iscoroutinefunction(tdef.fn) \
-                and claimed.options.get("isolation") != "subprocess":
+                and claimed.options.get("isolation") not in ("subprocess", "container"):
             self._start_async(ctx, tdef, claimed, worker)
             return None, None                 # recorded by the event loop when it ends
         outcome = self._call(tdef, claimed, ctx)
@@ -169,6 +169,13 @@ class Executor:
 
     def _invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
         timeout = options.get("timeout")
+        if options.get("isolation") == "container":
+            # Writes its output so far as the attempt's live log about once a second; the
+            # write also says when the attempt was canceled (then the container stops).
+            ctx = _current.get()
+            live = functools.partial(self.store.transact, livelog.write, ctx.run_id,
+                                     ctx.node, ctx.attempt)
+            return container.invoke(tdef, args, kwargs, self.config, ctx, timeout, live)
         if options.get("isolation") == "subprocess":
             return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
                                                 self.config.log_max_bytes)

@@ -2,9 +2,10 @@
 
 Heartbeats prove a worker is alive. The sweeper requeues attempts whose worker went
 silent for ``worker_lost_timeout`` (rather than waiting for Redis' visibility timeout);
-the reconciler publishes tasks that were released while the broker was down. Every worker
-runs all of it: each requeue or publish is a conditional update, so concurrent sweepers
-agree.
+the reconciler publishes tasks that were released while the broker was down; the
+container sweep stops containers (found by their labels) whose attempt no longer runs.
+Every worker runs all of it: each requeue or publish is a conditional update, so
+concurrent sweepers agree.
 """
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import logging
 import os
 import threading
 
+from qflow import authoring
 from qflow.engine.executor import Executor
 from qflow.errors import WorkerLost
-from qflow.store import liveness
+from qflow.store import livelog, liveness
+from qflow.worker import container
 
 log = logging.getLogger("qflow.upkeep")
 
@@ -27,6 +30,7 @@ class Upkeep:
         self.engine = executor.engine
         self.store = executor.store
         self.config = executor.config
+        self._runtime_missing = False
 
     def sweep(self) -> int:
         """Requeue attempts whose worker is gone; returns how many were found."""
@@ -38,6 +42,30 @@ class Upkeep:
             self.executor.record_lost(run_id, node, attempt, WorkerLost(
                 f"its worker stopped heartbeating for {timeout:g}s"))
         return len(lost)
+
+    def sweep_containers(self) -> int:
+        """Stop and remove the containers of attempts that no longer run (their worker
+        was lost, or the run was canceled), found by their labels on this worker's
+        container runtime; returns how many. Only where the app has container tasks."""
+        if not any(t.options.get("isolation") == "container"
+                   for t in authoring.TASKS.values()):
+            return 0
+        runtime = container.Runtime.from_config(self.config)
+        try:
+            found = container.labelled(runtime)
+        except container.ContainerUnavailable as exc:
+            if not self._runtime_missing:
+                log.warning("cannot look for lost containers: %s", exc)
+            self._runtime_missing = True
+            return 0
+        with self.store.read() as conn:
+            stale = set(livelog.not_current(conn, [f[1:] for f in found]))
+        gone = [f for f in found if f[1:] in stale]
+        for cid, run_id, node, attempt in gone:
+            log.warning("stopping container %s of %s/%s attempt %s: the attempt no longer "
+                        "runs", cid[:12], run_id, node, attempt)
+            container.stop(runtime, cid, self.config.container_stop_grace)
+        return len(gone)
 
     def finish_stuck_runs(self) -> int:
         """End runs whose tasks have all ended but whose counters missed it (the
@@ -77,8 +105,8 @@ class Maintenance(threading.Thread):
     def run(self) -> None:
         interval = self.upkeep.config.heartbeat_interval
         while True:
-            for step in (self.beat, self.upkeep.sweep, self.upkeep.reconcile,
-                         self.upkeep.finish_stuck_runs):
+            for step in (self.beat, self.upkeep.sweep, self.upkeep.sweep_containers,
+                         self.upkeep.reconcile, self.upkeep.finish_stuck_runs):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips

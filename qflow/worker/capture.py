@@ -180,6 +180,12 @@ class _Hooks:
 _HOOKS = _Hooks()
 
 
+def snapshot() -> str | None:
+    """What the capture of the calling task holds so far (None outside one)."""
+    buffer = _target.get()
+    return None if buffer is None else buffer.text()
+
+
 class Capture:
     """``with Capture(limit) as cap: ...`` — afterwards ``cap.text`` is what the block
     printed and logged at ``level`` or above (None if nothing), at most ``limit`` bytes

@@ -12,6 +12,7 @@ runtime) is permanent: :class:`ContainerUnavailable` is a :class:`~qflow.errors.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import shlex
@@ -28,12 +29,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from qflow.errors import Fail, TaskTimeout, one_line
+from qflow.worker import capture
 from qflow.worker.isolation import fill_command
 
 LABELS = ("qflow.run", "qflow.node", "qflow.attempt")
 OUT_DIR = "/qflow/out"                       # result.json here is the task's value
 PULL_POLICIES = ("missing", "always", "never")
 TICK_SECONDS = 1.0
+log = logging.getLogger("qflow.container")
 
 
 class ContainerUnavailable(Fail):
@@ -104,19 +107,51 @@ def spec_of(options: dict) -> Spec:
 
 # -- running a task in a container -------------------------------------------------------------
 def invoke(tdef: Any, args: list, kwargs: dict, config: Any, ctx: Any,
-           timeout: float | None, tick: Callable[[], bool] | None) -> Any:
+           timeout: float | None, live: Callable[..., bool] | None = None) -> Any:
     """Run one attempt of a container task (``container()``, or a Python task with
-    ``isolation="container"``) and return its value."""
+    ``isolation="container"``) and return its value. ``live(text)`` stores the output so
+    far (None: unchanged) and says whether the attempt is still current; ``live(None,
+    True)`` says it ended."""
     runtime, spec = Runtime.from_config(config), spec_of(tdef.options)
     labels = {"qflow.run": ctx.run_id, "qflow.node": ctx.node,
               "qflow.attempt": str(ctx.attempt)}
     grace = config.container_stop_grace
     command = getattr(tdef.fn, "container_command", None)
-    if command is None:
-        from qflow.worker import inside
-        return inside.call(runtime, spec, tdef, args, kwargs, ctx, config.app, labels,
-                           timeout, grace, tick)
-    return _command(runtime, spec, command, args, kwargs, labels, timeout, grace, tick)
+    watch = _LiveLog(live) if live is not None else None
+    try:
+        if command is None:
+            from qflow.worker import inside
+            return inside.call(runtime, spec, tdef, args, kwargs, ctx, config.app, labels,
+                               timeout, grace, watch and watch.tick)
+        return _command(runtime, spec, command, args, kwargs, labels, timeout, grace,
+                        watch and watch.tick)
+    finally:
+        if watch is not None:
+            watch.end()
+
+
+class _LiveLog:
+    """Hands the task's captured output to ``live`` when it changed since last time."""
+
+    def __init__(self, live: Callable[..., bool]):
+        self.live = live
+        self.sent: str | None = None
+
+    def tick(self) -> bool:
+        text = capture.snapshot()
+        try:
+            current = self.live(None if text == self.sent else text)
+        except Exception:  # noqa: BLE001 - a DB blip must not stop the container
+            log.warning("could not write the live log", exc_info=True)
+            return True
+        self.sent = text
+        return current
+
+    def end(self) -> None:
+        try:
+            self.live(None, True)
+        except Exception:  # noqa: BLE001 - only a copy; the attempt's row has the log
+            log.warning("could not forget the live log", exc_info=True)
 
 
 def call_plain(options: dict, command: list[str] | None, args: tuple, kwargs: dict) -> Any:
