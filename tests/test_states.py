@@ -25,10 +25,13 @@ CASES = {
                     one_failed=SKIP, none_failed=RUN, none_failed_min_one_success=RUN),
     (0, 0, 2): dict(all_success=SKIP, all_done=RUN, all_failed=SKIP, one_success=SKIP,
                     one_failed=SKIP, none_failed=RUN, none_failed_min_one_success=SKIP),
-    (1, 0, 0): dict(all_success=WAIT, all_done=WAIT, all_failed=WAIT, one_success=RUN,
+    # One parent still running: decided early where the rule is already settled
+    # (tests/test_trigger_rules.py has every combination and order).
+    (1, 0, 0): dict(all_success=WAIT, all_done=WAIT, all_failed=SKIP, one_success=RUN,
                     one_failed=WAIT, none_failed=WAIT, none_failed_min_one_success=WAIT),
-    (0, 1, 0): dict(all_success=WAIT, all_done=WAIT, all_failed=WAIT, one_success=WAIT,
-                    one_failed=RUN, none_failed=WAIT, none_failed_min_one_success=WAIT),
+    (0, 1, 0): dict(all_success=UPSTREAM, all_done=WAIT, all_failed=WAIT, one_success=WAIT,
+                    one_failed=RUN, none_failed=UPSTREAM,
+                    none_failed_min_one_success=UPSTREAM),
 }
 
 

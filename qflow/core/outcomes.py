@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import traceback
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from qflow.core import dag
@@ -39,20 +41,34 @@ def success(value: Any, limit: int) -> Outcome:
 
 
 def branch(value: Any, node: str, children: list[str]) -> Outcome:
-    """A branch task returns the id (or ids) of the children to follow."""
-    chosen = [value] if isinstance(value, str) else value
-    if value is None:
-        chosen = []
-    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+    """A branch task returns the id of the child to follow, or any sequence (or set) of
+    them; ``None`` or an empty one follows none."""
+    chosen = _node_ids(value)
+    if chosen is None:
         return Outcome(FAILED, error_type="BranchError",
-                           error=f"branch {node!r} must return a node id or a list of them, "
-                                 f"got {value!r}")
+                       error=f"branch {node!r} must return a node id or a sequence of them, "
+                             f"got {value!r}")
     unknown = sorted(set(chosen) - set(children))
     if unknown:
         return Outcome(FAILED, error_type="BranchError",
-                           error=f"branch {node!r} returned {unknown[0]!r}, not one of its "
-                                 f"children ({', '.join(children) or 'none'})")
+                       error=f"branch {node!r} returned {unknown[0]!r}, not one of its "
+                             f"children ({', '.join(children) or 'none'})")
     return Outcome(SUCCEEDED, result=json.dumps(chosen), chosen=tuple(chosen))
+
+
+def _node_ids(value: Any) -> list[str] | None:
+    """The ids a branch returned, in order (a set's sorted), or None if it is not a str
+    or a collection of them."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, (Sequence, AbstractSet)) or isinstance(value, (bytes, bytearray)):
+        return None
+    ids = list(value)
+    if not all(isinstance(i, str) for i in ids):
+        return None
+    return sorted(ids) if isinstance(value, AbstractSet) else ids
 
 
 def failure(exc: BaseException, options: dict, attempt: int, tdef) -> Outcome:

@@ -83,7 +83,14 @@ WAIT, RUN, SKIP, UPSTREAM = "wait", "run", SKIPPED, UPSTREAM_FAILED
 
 @dataclass(frozen=True)
 class Upstream:
-    """How a task's parents have ended so far."""
+    """How a task's parents have ended so far.
+
+    ``failed`` counts parents that ended failed or upstream_failed (Airflow treats both
+    as failures under every rule). ``skipped`` counts parents that ended skipped or
+    canceled: Airflow has no canceled task state (a run stopped by hand there leaves its
+    unstarted tasks skipped), so a canceled parent skips its ``all_success`` children
+    rather than failing them, and the run ends canceled rather than failed.
+    """
 
     total: int
     succeeded: int = 0
@@ -94,42 +101,80 @@ class Upstream:
     def done(self) -> int:
         return self.succeeded + self.failed + self.skipped
 
+    @property
+    def all_done(self) -> bool:
+        return self.done >= self.total
+
 
 def decide(rule: str, up: Upstream) -> str:
-    """Decide, per Airflow's semantics, whether a pending task runs, waits or ends.
+    """Decide, as Airflow's scheduler does, whether a pending task runs, waits or ends.
 
-    Returns ``"run"``, ``"wait"``, ``"skipped"`` or ``"upstream_failed"``.
+    It is asked again each time one more parent ends, and a task ends as soon as its
+    rule settles it, without waiting for its other parents; the first decision other
+    than ``"wait"`` is final. Returns ``"run"``, ``"wait"``, ``"skipped"`` or
+    ``"upstream_failed"``.
     """
     if rule == "always" or up.total == 0:
         return RUN
-    all_done = up.done == up.total
-    if rule == "one_success":
-        if up.succeeded:
-            return RUN
-        if not all_done:
-            return WAIT
-        return SKIP if up.skipped == up.total else UPSTREAM
-    if rule == "one_failed":
-        if up.failed:
-            return RUN
-        return SKIP if all_done else WAIT
-    if not all_done:
-        return WAIT
-    if rule == "all_done":
+    judge = _RULES.get(rule)
+    if judge is None:
+        raise ValueError(f"unknown trigger rule {rule!r}")
+    return judge(up)
+
+
+def _all_success(up: Upstream) -> str:
+    # A failed parent fails it at once, a skipped one skips it at once: whichever ends
+    # first decides (Airflow looks at failures first when it sees both together).
+    if up.failed:
+        return UPSTREAM
+    if up.skipped:
+        return SKIP
+    return RUN if up.all_done else WAIT
+
+
+def _all_failed(up: Upstream) -> str:
+    if up.succeeded or up.skipped:
+        return SKIP
+    return RUN if up.all_done else WAIT
+
+
+def _all_done(up: Upstream) -> str:
+    return RUN if up.all_done else WAIT
+
+
+def _one_success(up: Upstream) -> str:
+    if up.succeeded:
         return RUN
-    if rule == "all_success":
-        if up.failed:
-            return UPSTREAM
-        return SKIP if up.skipped else RUN
-    if rule == "all_failed":
-        return RUN if up.failed == up.total else SKIP
-    if rule == "none_failed":
-        return UPSTREAM if up.failed else RUN
-    if rule == "none_failed_min_one_success":
-        if up.failed:
-            return UPSTREAM
-        return RUN if up.succeeded else SKIP
-    raise ValueError(f"unknown trigger rule {rule!r}")
+    if not up.all_done:
+        return WAIT
+    return SKIP if up.skipped == up.total else UPSTREAM
+
+
+def _one_failed(up: Upstream) -> str:
+    if up.failed:
+        return RUN
+    return SKIP if up.all_done else WAIT
+
+
+def _none_failed(up: Upstream) -> str:
+    if up.failed:
+        return UPSTREAM
+    return RUN if up.all_done else WAIT
+
+
+def _none_failed_min_one_success(up: Upstream) -> str:
+    # Skipped only once every parent is (one may still succeed until then).
+    if up.failed:
+        return UPSTREAM
+    if up.skipped == up.total:
+        return SKIP
+    return RUN if up.all_done else WAIT
+
+
+_RULES = {"all_success": _all_success, "all_failed": _all_failed, "all_done": _all_done,
+          "one_success": _one_success, "one_failed": _one_failed,
+          "none_failed": _none_failed,
+          "none_failed_min_one_success": _none_failed_min_one_success}
 
 
 def run_state(failed: int, canceled: int) -> str:

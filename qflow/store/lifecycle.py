@@ -201,9 +201,11 @@ class RunWriter:
         """Count each ended task in its children; release or end the children it decides.
 
         The counter update is one statement per parent; its row locks serialise parents
-        that end at the same moment, so exactly one of them sees the last count. A branch
-        task's children outside its ``chosen`` set are skipped. ``known`` maps nodes to
-        their rows' ``children`` column where the caller has it at hand.
+        that end at the same moment, so exactly one of them sees the last count. Each
+        count is decided on at once, so a child ends as soon as its trigger rule settles
+        it; one that ended is not pending and is never decided again when its other
+        parents end. A branch task's children it does not follow are skipped. ``known``
+        maps nodes to their rows' ``children`` column where the caller has it at hand.
         """
         released: list[Dispatch] = []
         todo = list(ended)
@@ -215,6 +217,8 @@ class RunWriter:
             rows = self.conn.execute(_COUNT_IN_CHILDREN[_COUNTER[state]],
                                      {"b_run_id": self.run_id, "b_nodes": children}).all()
             picked = (chosen or {}).get(node)
+            if picked is not None:
+                picked = self._followed(picked, children)
             for child in rows:
                 known[child.node] = child.children
                 if child.state != S.PENDING:
@@ -223,6 +227,16 @@ class RunWriter:
                 released += step.to_publish
                 todo += step.ended
         return Released(released, todo)
+
+    def _followed(self, picked: set[str], children: list[str]) -> set[str]:
+        """What a branch follows: the children it chose and, as Airflow's skip rule does,
+        any other child of it downstream of a chosen one (branch -> a -> join plus
+        branch -> join, choosing a, runs join once a succeeds). Its other children are
+        skipped, whatever their trigger rule."""
+        others = set(children) - picked
+        if not picked or not others:
+            return picked
+        return picked | downstream_among(self.conn, self.run_id, picked, others)
 
     def _decide(self, child, picked: set[str] | None) -> Released:
         """Release or end one pending child whose parents' counts just changed."""
@@ -323,6 +337,18 @@ def children_of(conn: Connection, run_id: str, node: str, listed: str | None) ->
         return json.loads(listed)
     return conn.execute(select(edges.c.child).where(
         edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+
+
+def downstream_among(conn: Connection, run_id: str, start: set[str], among: set[str]
+                     ) -> set[str]:
+    """The nodes of ``among`` reachable from ``start`` in a run's graph: one recursive
+    query over qflow_edges, which holds every edge of the run."""
+    reach = (select(edges.c.child.label("node"))
+             .where(edges.c.run_id == run_id, edges.c.parent.in_(start))
+             .cte("reach", recursive=True))
+    reach = reach.union(select(edges.c.child).join(reach, edges.c.parent == reach.c.node)
+                        .where(edges.c.run_id == run_id))
+    return set(conn.execute(select(reach.c.node).where(reach.c.node.in_(among))).scalars())
 
 
 def dispatch_rows(conn: Connection, rows: list) -> list[Dispatch]:
