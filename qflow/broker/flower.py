@@ -1,25 +1,36 @@
-"""`qflow flower`: Flower on qflow's Celery app, set up from qflow's config.
+"""`qflow flower`: Flower on qflow's Celery app, with qflow's console and API on the same
+port behind the same login.
 
 Settings go to Flower through its ``FLOWER_*`` environment variables rather than the
 command line, so a password never shows in the process list; the user's own ``FLOWER_*``
-variables and Flower options on the command line still win.
+variables and Flower options on the command line still win. qflow's routes (/qflow/...)
+are added to Flower's Tornado application, and its navbar gets "Workflows" and "Runs".
 """
 from __future__ import annotations
 
 import os
-from typing import Sequence
+import sys
+from typing import Any, Sequence
 
-from celery import Celery, states
+import tornado.template
+from celery import states
 from celery.events.state import Task
 
 from qflow.config import Config
+from qflow.loader import load_app
+from qflow.web.app import listen_address, qflow_handlers
+from qflow.web.auth import WebSettings
+
+NAV_LINKS = ('<li class="nav-item"><a class="nav-link" href="/qflow/">Workflows</a></li>\n'
+             '<li class="nav-item"><a class="nav-link" href="/qflow/runs">Runs</a></li>\n')
 
 
 def flower_env(config: Config) -> dict[str, str]:
     """The FLOWER_* variables qflow's config asks for."""
     env = {"FLOWER_MAX_TASKS": str(config.flower_max_tasks)}
-    if config.flower_basic_auth:
-        env["FLOWER_BASIC_AUTH"] = config.flower_basic_auth
+    users = WebSettings.from_config(config).users
+    if users:
+        env["FLOWER_BASIC_AUTH"] = ",".join(users)
     if config.flower_purge_offline_workers > 0:
         env["FLOWER_PURGE_OFFLINE_WORKERS"] = str(config.flower_purge_offline_workers)
     return env
@@ -38,12 +49,78 @@ class QflowTask(Task):
         "queue", "exchange", "routing_key", "eta", "expires", "root_id", "parent_id")}
 
 
-def start_flower(app: Celery, config: Config, args: Sequence[str]) -> None:
-    """Run Flower in this process until it is stopped."""
-    for key, value in flower_env(config).items():
+class NavbarLoader(tornado.template.Loader):
+    """Flower's templates, its navbar with links to qflow's pages."""
+
+    def _create_template(self, name: str) -> tornado.template.Template:
+        if name != "navbar.html":
+            return super()._create_template(name)
+        with open(os.path.join(self.root, name), "rb") as fh:
+            text = fh.read().decode()
+        end = text.find("</ul>")
+        if end >= 0:                       # Flower's first list: its main links
+            text = text[:end] + NAV_LINKS + text[end:]
+        return tornado.template.Template(text, name=name, loader=self)
+
+
+def flower_class(runtime: Any) -> type:
+    """Flower's application class, with qflow's routes and navbar links added."""
+    from flower.app import Flower
+
+    class QflowFlower(Flower):
+        def __init__(self, options: Any = None, **kwargs: Any):
+            if kwargs.get("template_path"):
+                kwargs["template_loader"] = NavbarLoader(kwargs["template_path"])
+            super().__init__(options=options, **kwargs)
+            settings = WebSettings.from_config(
+                runtime.config, in_flower=True,
+                more_users=tuple(self.options.basic_auth or ()))
+            if self.options.auth:
+                settings = WebSettings(settings.users, settings.tokens, True,
+                                       self.options.auth)
+            # Before Flower's own rules, which end in a catch-all 404.
+            self.add_handlers(".*$", qflow_handlers(runtime, settings))
+
+    return QflowFlower
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of Flower option ``--name`` on the command line (either spelling)."""
+    for i, arg in enumerate(args):
+        key, eq, value = arg.partition("=")
+        if key.lstrip("-").replace("-", "_") == name:
+            if eq:
+                return value
+            return args[i + 1] if i + 1 < len(args) else ""
+    return None
+
+
+def start_flower(runtime: Any, args: Sequence[str]) -> None:
+    """Run Flower with qflow's pages and API in this process until it is stopped.
+
+    Without a login configured (basic auth or Flower's OAuth) it listens on 127.0.0.1
+    only; another ``--address`` then needs ``--insecure``."""
+    given = list(args)
+    args = [a for a in given if a != "--insecure"]
+    for key, value in flower_env(runtime.config).items():
         os.environ.setdefault(key, value)
+    address = _option(args, "address")
+    if address is None:
+        address = os.environ.get("FLOWER_ADDRESS")
+    guarded = any(_option(args, name) or os.environ.get(f"FLOWER_{name.upper()}")
+                  for name in ("basic_auth", "auth"))
+    host, note = listen_address(address, guarded, len(args) < len(given),
+                                "Flower's --address")
+    if address is None:
+        args.append(f"--address={host}")
+    if note:
+        print(f"qflow flower: {note}", file=sys.stderr, flush=True)
+    if runtime.config.app:
+        load_app(runtime.config.app)
+    import flower.command
     from flower.events import EventsState
 
+    flower.command.Flower = flower_class(runtime)
     EventsState.Task = QflowTask
-    app.control.enable_events()        # now, not at Flower's first periodic reminder
-    app.start(["flower", *args])
+    runtime.celery.control.enable_events()   # now, not at Flower's first periodic reminder
+    runtime.celery.start(["flower", *args])

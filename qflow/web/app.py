@@ -63,19 +63,19 @@ def is_loopback(address: str) -> bool:
         return False
 
 
-def listen_address(address: str | None, settings: WebSettings, insecure: bool,
+def listen_address(address: str | None, protected: bool, insecure: bool,
                    option: str = "--address") -> tuple[str, str | None]:
     """The address to listen on, and a note to show when it is 127.0.0.1 for want of auth.
 
     Without credentials configured, anyone who can connect may trigger and cancel runs:
     only this machine may then, unless ``insecure``. UserError for another address."""
     address = "127.0.0.1" if address is None else address
-    if settings.protected or insecure:
+    if protected or insecure:
         return address, None
     if not is_loopback(address):
         raise UserError(f"refusing to listen on {address or 'every address'} without "
                         "authentication: set web_auth (QFLOW_WEB_AUTH) or web_tokens "
-                        f"(QFLOW_WEB_TOKENS), or pass --insecure ({option})")
+                        f"(QFLOW_WEB_TOKENS), or pass --insecure with {option}")
     return address, ("no web_auth or web_tokens configured: listening on "
                      f"{address} only, every request is allowed")
 
@@ -83,7 +83,7 @@ def listen_address(address: str | None, settings: WebSettings, insecure: bool,
 def serve(runtime: Any, port: int, address: str | None, insecure: bool = False) -> None:
     """Serve qflow's pages and API until interrupted (`qflow web`)."""
     settings = WebSettings.from_config(runtime.config)
-    host, note = listen_address(address, settings, insecure)
+    host, note = listen_address(address, settings.protected, insecure)
     app = make_app(runtime, settings)
     try:
         server = app.listen(port, address=host, xheaders=False)

@@ -53,6 +53,7 @@ class WebSettings:
     users: tuple[str, ...] = ()      # "user:password" pairs (HTTP basic)
     tokens: tuple[str, ...] = ()     # API bearer tokens
     in_flower: bool = False          # served inside Flower: pages may link to its task pages
+    oauth: str = ""                  # inside Flower with --auth: who its login lets in
 
     @classmethod
     def from_config(cls, config: Config, in_flower: bool = False,
@@ -63,7 +64,7 @@ class WebSettings:
     @property
     def protected(self) -> bool:
         """Whether any credentials are required."""
-        return bool(self.users or self.tokens)
+        return bool(self.users or self.tokens or self.oauth)
 
     def user(self, authorization: str, accept_tokens: bool) -> str | None:
         """Who the ``Authorization`` header names: a user name, ``token`` for a bearer
@@ -111,7 +112,7 @@ class QflowHandler(tornado.web.RequestHandler):
     def initialize(self, runtime: Any, web: WebSettings) -> None:
         self.runtime = runtime
         self.web = web
-        self.user: str | None = None
+        self.user: str | None = None      # who authenticated ("anonymous": no auth set)
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
@@ -127,14 +128,27 @@ class QflowHandler(tornado.web.RequestHandler):
         if not self.web.protected:
             return "anonymous"
         user = self.web.user(self.request.headers.get("Authorization", ""),
-                             self.accepts_tokens)
+                             self.accepts_tokens) or self._flower_login()
         if user is None:
-            schemes = (['Basic realm="qflow"'] if self.web.users else []) + (
-                ['Bearer realm="qflow"'] if self.accepts_tokens and self.web.tokens else [])
-            for scheme in schemes or ['Basic realm="qflow"']:
-                self.add_header("WWW-Authenticate", scheme)
             raise Refused(401, "authentication required")
         return user
+
+    def _challenge(self) -> None:
+        """How a 401 says which credentials would do."""
+        schemes = (['Basic realm="qflow"'] if self.web.users else []) + (
+            ['Bearer realm="qflow"'] if self.accepts_tokens and self.web.tokens else [])
+        for scheme in schemes or ['Basic realm="qflow"']:
+            self.add_header("WWW-Authenticate", scheme)
+
+    def _flower_login(self) -> str | None:
+        """The user Flower's OAuth login let in (its signed ``user`` cookie), if any."""
+        if not self.web.oauth:
+            return None
+        from flower.utils.authentication import authenticate
+
+        user = self.get_secure_cookie("user")
+        name = user.decode() if user else ""
+        return name if name and authenticate(self.web.oauth, name) else None
 
     def get_current_user(self) -> str | None:
         return self.user
@@ -150,13 +164,18 @@ class QflowHandler(tornado.web.RequestHandler):
             raise Refused(403, "cross-site request refused")
         if origin and urlsplit(origin).netloc != self.request.host:
             raise Refused(403, "cross-origin request refused")
-        if self.user == "token" or self._json_body():
+        if self._bearer() or self._json_body():
             return
         try:
             tornado.web.RequestHandler.check_xsrf_cookie(self)
         except tornado.web.HTTPError:
             raise Refused(403, "request refused: send Content-Type: application/json, a "
                           "bearer token, or the page's _xsrf token") from None
+
+    def _bearer(self) -> bool:
+        """Whether the request authenticated with a bearer token."""
+        scheme = self.request.headers.get("Authorization", "").strip().partition(" ")[0]
+        return self.web.protected and self.accepts_tokens and scheme.lower() == "bearer"
 
     def _json_body(self) -> bool:
         kind = self.request.headers.get("Content-Type", "")
@@ -183,6 +202,8 @@ class QflowHandler(tornado.web.RequestHandler):
             message = exc.log_message or self._reason
         else:
             message = "internal error (see the server's log)"
+        if status_code == 401:
+            self._challenge()
         self.write_json({"error": message}, status_code)
 
     def json_body(self) -> dict[str, Any]:
