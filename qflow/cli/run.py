@@ -96,12 +96,15 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
 @click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def flower(obj: Obj, flower_args: tuple[str, ...]) -> None:
-    """Start Flower on qflow's Celery app (options are Flower's, e.g. --port=5555)."""
+    """Start Flower on qflow's Celery app, with qflow's console (/qflow/) and REST API
+    on the same port behind the same login. Options are Flower's (e.g. --port=5555),
+    plus --insecure: listen on another --address than 127.0.0.1 without a login."""
     rt = obj.runtime()
     if rt.config.embedded:
         raise UserError("Flower needs a broker (set QFLOW_BROKER_URL or --broker-url)")
     rt.engine.dispatcher.check()
-    monitor.start_flower(rt.celery, rt.config, flower_args)
+    rt.ready_store()
+    monitor.start_flower(rt, flower_args)
 
 
 @cli.group()
