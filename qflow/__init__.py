@@ -14,13 +14,16 @@ from qflow.context import TaskContext, context
 # The other names are imported on first use: the `qflow` command imports this package
 # before anything else, and most commands need none of them (bench/cli_startup.py).
 _LAZY = {"task": "qflow.authoring", "workflow": "qflow.authoring",
-         "shell": "qflow.authoring", "container": "qflow.authoring", "Fail": "qflow.errors"}
+         "shell": "qflow.authoring", "container": "qflow.authoring", "Fail": "qflow.errors",
+         "Client": "qflow.client"}
 
-__all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskContext"]
+__all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskContext",
+           "Client"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from qflow.authoring import container, shell, task, workflow  # noqa: F401
+    from qflow.client import Client  # noqa: F401
     from qflow.errors import Fail  # noqa: F401
 
 
