@@ -16,6 +16,10 @@ class UserError(QflowError):
     exit_code = 2
 
 
+class NoResultsDB(UserError):
+    """A command that only reads found no results DB, or an empty one: nothing ran yet."""
+
+
 class CycleError(UserError):
     """The workflow's graph has a cycle."""
 

@@ -43,9 +43,8 @@ def _import(name: str) -> str:
         if exc.name and name.startswith(exc.name):
             raise UserError(f"cannot import app {name!r}: no such module or file") from None
         raise UserError(f"cannot import app {name!r}: {one_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - user code may raise anything at import
-        raise UserError(f"cannot import app {name!r}: {type(exc).__name__}: "
-                        f"{one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may raise anything
+        raise UserError(f"cannot import app {name!r}: {_describe(exc)}") from None
     return name
 
 
@@ -69,8 +68,15 @@ def _load_file(path: Path) -> str:
     except QflowError:
         sys.modules.pop(name, None)
         raise
-    except Exception as exc:  # noqa: BLE001
+    except (Exception, SystemExit) as exc:  # noqa: BLE001
         sys.modules.pop(name, None)
-        raise UserError(f"cannot load app file {path}: {type(exc).__name__}: "
-                        f"{one_line(exc)}") from None
+        raise UserError(f"cannot load app file {path}: {_describe(exc)}") from None
     return name
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong importing user code, in one line. ``sys.exit()`` in a workflow
+    file would otherwise end qflow itself, silently, with the file's exit code."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) while being imported"
+    return f"{type(exc).__name__}: {one_line(exc)}"

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from functools import cached_property
+from pathlib import Path
 from typing import Iterator
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from qflow.broker.app import CeleryDispatcher, embedded_worker, make_celery
 from qflow.config import Config
 from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
 from qflow.engine.upkeep import Upkeep
+from qflow.errors import NoResultsDB, UserError
 from qflow.store import Store
 from qflow.store.liveness import take_stale
-from qflow.store.migrate import ensure_schema
+from qflow.store.migrate import check_schema, ensure_schema
 
 
 class Runtime:
@@ -23,6 +28,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> Store:
+        _refuse_private_sqlite(self.config)
         return Store(self.config.database_url, pool_size=self.config.db_pool_size)
 
     @cached_property
@@ -41,10 +47,23 @@ class Runtime:
     def upkeep(self) -> Upkeep:
         return Upkeep(self.executor)
 
-    def ready_store(self) -> Store:
-        """The store, reachable and with an up-to-date schema."""
+    def ready_store(self, migrate: bool = True) -> Store:
+        """The store, reachable and with an up-to-date schema.
+
+        Commands that only read pass ``migrate=False``: they neither create a SQLite file
+        nor migrate a DB (another qflow version may be using it), and raise
+        :class:`NoResultsDB` when there is nothing to read yet.
+        """
+        if not migrate:
+            path = sqlite_path(self.config.database_url)
+            if path is not None and not path.exists():
+                raise NoResultsDB(f"no results DB at {path} (nothing has run here yet, or "
+                                  "QFLOW_DATABASE_URL points elsewhere)")
         self.store.ping()
-        ensure_schema(self.store)
+        if migrate:
+            ensure_schema(self.store)
+        else:
+            check_schema(self.store)
         return self.store
 
     @contextmanager
@@ -58,3 +77,29 @@ class Runtime:
             # has no message any more, so send it again (a duplicate cannot run twice).
             self.engine.publish(self.store.transact(take_stale, 0.0))
             yield
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for another DB or an in-memory one)."""
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except (ArgumentError, ValueError):         # the Store says what is wrong with it
+        return None
+    return Path(database).expanduser() if database and database != ":memory:" else None
+
+
+def _refuse_private_sqlite(config: Config) -> None:
+    """With a real broker every process must share one results DB: a relative SQLite path
+    names a different file in each process's directory, and an in-memory one is private,
+    so a cluster would split silently (tasks skipped, runs queued for ever)."""
+    url = config.database_url
+    if config.embedded or not url.startswith("sqlite"):
+        return
+    path = sqlite_path(url)
+    if path is not None and path.is_absolute():
+        return
+    raise UserError(f"the results DB {url} is private to each process (a relative or "
+                    "in-memory SQLite path), but a broker is set: use PostgreSQL or an "
+                    "absolute path such as sqlite:////srv/qflow/qflow.db")

@@ -112,7 +112,7 @@ def report_{n}():
     (["-A", "missing.py", "workflows"], "app file not found: missing.py"),
     (["workflows"], "no workflows loaded: pass -A/--app TARGET or set QFLOW_APP"),
     (["--config", "nope.toml", "runs"], "config file not found: nope.toml"),
-    (["status", "0123"], "unknown run '0123'"),
+    (["status", "0123"], "no results DB at qflow.db (nothing has run here yet"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, pattern):
     assert_one_line_error(qflow(*args, cwd=tmp_path), 2, pattern)
@@ -145,7 +145,8 @@ def test_two_workflows_with_one_name_are_refused(tmp_path):
 def test_an_unreachable_broker_exits_3_and_hides_the_password(tmp_path):
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
     out = qflow("-A", FLOWS, "trigger", "diamond", cwd=tmp_path,
-                env=qflow_env(QFLOW_BROKER_URL=url))
+                env=qflow_env(QFLOW_BROKER_URL=url,
+                              QFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/q.db"))
     assert_one_line_error(out, 3, "cannot reach the broker at redis://:***@127.0.0.1:")
     assert "s3cret" not in out.stderr + out.stdout
 

@@ -6,6 +6,7 @@ import socket
 import time
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import urlsplit
 
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery import Celery
@@ -19,11 +20,19 @@ from celery.signals import (
 )
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.transport import TRANSPORT_ALIASES
 
 from qflow.config import Config
 from qflow.core.records import Dispatch
 from qflow.engine.dispatch import Follow, PublishError
-from qflow.errors import TaskTimeout, UnreachableError, UserError, WorkerLost, one_line
+from qflow.errors import (
+    TaskTimeout,
+    UnreachableError,
+    UserError,
+    WorkerLost,
+    hide_password,
+    one_line,
+)
 
 EXECUTE = "qflow.execute"
 HARD_LIMIT_GRACE = 5.0
@@ -35,6 +44,7 @@ log = logging.getLogger("qflow.worker")
 def make_celery(config: Config, executor_ref) -> Celery:
     """A Celery app that knows one task, ``qflow.execute``, and speaks JSON only."""
     broker = config.broker_url or "memory://localhost/"
+    check_broker_url(broker)
     app = Celery("qflow", broker=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json", result_serializer="json", event_serializer="json",
@@ -71,14 +81,17 @@ def make_celery(config: Config, executor_ref) -> Celery:
     def wake() -> None:
         """No-op: lets an embedded worker's consumer loop notice it should stop."""
 
-    @app.task(name=EXECUTE, bind=True, shared=False)
+    # TaskFailed is "expected" (Celery's throws): the message still ends FAILURE (Flower
+    # shows it) but the worker logs one line, not a traceback of qflow's own frames; the
+    # user's traceback is in the results DB (`qflow logs`, `status --json`).
+    @app.task(name=EXECUTE, bind=True, shared=False, throws=(TaskFailed,))
     def execute(self, run_id: str, node: str, attempt: int) -> None:
         outcome = executor_ref().execute(run_id, node, attempt, worker=self.request.hostname or "",
                                        celery_id=self.request.id,
                                        follow=_follow(self.request, config))
         if outcome is not None and outcome.state != "succeeded":
             # Recorded already; raising makes Flower and the worker log show the failure.
-            raise TaskFailed(f"{node}: {outcome.error}")
+            raise TaskFailed(f"{node}: {_shortened(one_line(outcome.error or ''))}")
 
     @task_failure.connect(sender=execute, weak=False)
     def on_process_lost(sender=None, task_id=None, exception=None, args=None, **_):
@@ -117,6 +130,22 @@ def _follow(request, config: Config) -> Follow | None:
     return Follow(queue, time.monotonic() + config.follow_seconds)
 
 
+def check_broker_url(url: str) -> None:
+    """Raise a one-line UserError for a broker URL kombu would fail on later, with a
+    traceback: an unknown scheme, a port that is not a number from 1 to 65535."""
+    for part in filter(None, (p.strip() for p in url.split(";"))):
+        scheme = part.partition("://")[0]
+        if scheme.partition("+")[0] not in TRANSPORT_ALIASES:
+            raise UserError(f"unknown broker scheme {scheme!r} in {hide_password(part)} "
+                            "(use redis://, rediss://, sentinel:// or amqp://)")
+        try:
+            port = urlsplit(part).port
+        except ValueError as exc:
+            raise UserError(f"bad broker URL {hide_password(part)}: {exc}") from None
+        if port == 0:
+            raise UserError(f"bad broker URL {hide_password(part)}: port 0")
+
+
 def _broker_priority(broker_url: str, priority: int) -> int:
     """qflow's 9 is most urgent; Celery's Redis transport serves 0 first."""
     return 9 - priority if broker_url.startswith(("redis://", "rediss://")) else priority
@@ -143,6 +172,10 @@ def _setup_signing(app: Celery, config: Config) -> None:
 
 class TaskFailed(Exception):
     """Raised after a failure is recorded, so Celery monitoring shows the task failed."""
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + " …"
 
 
 class CeleryDispatcher:
@@ -175,8 +208,12 @@ class CeleryDispatcher:
         if item.timeout and not self.config.embedded:
             # Backstop for a task that ignores its alarm: Celery kills the process.
             extra["time_limit"] = item.timeout + HARD_LIMIT_GRACE
+        # The embedded worker is the only one: it serves every queue, so a task routed
+        # to a queue no `qflow worker -Q` would serve here still runs.
+        queue = (self.config.default_queue if self.config.embedded
+                 else item.queue or self.config.default_queue)
         task.apply_async((item.run_id, item.node, item.attempt), producer=producer,
-                         queue=item.queue or self.config.default_queue,
+                         queue=queue,
                          shadow=f"{item.workflow}.{item.node}", **extra)
 
     def revoke(self, celery_ids: list[str]) -> None:

@@ -7,11 +7,12 @@ from typing import Any
 
 import click
 from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.exc import OperationalError as DBOperationalError
 
 from qflow.cli import progress, render
 from qflow.config import load_config
-from qflow.errors import QflowError, UnreachableError, UserError
+from qflow.errors import QflowError, UnreachableError, UserError, hide_password, one_line
 from qflow.loader import load_app
 from qflow.runtime import Runtime
 from qflow.store import read
@@ -52,6 +53,10 @@ class QflowGroup(click.Group):
             rt = ctx.obj._rt if ctx.obj else None
             url = rt.config.database_url if rt else "?"
             fail(str(UnreachableError("results DB", url, exc.orig or exc)), 3)
+        except DatabaseError as exc:        # e.g. a SQLite file corrupt past its header
+            rt = ctx.obj._rt if ctx.obj else None
+            url = hide_password(rt.config.database_url) if rt else "?"
+            fail(f"the results DB at {url} failed: {one_line(exc.orig or exc)}", 3)
         except KombuOperationalError as exc:
             rt = ctx.obj._rt if ctx.obj else None
             url = rt.config.broker_url if rt else "?"

@@ -22,7 +22,7 @@ from qflow.store import observe, read
 def logs(obj: Obj, run_id: str, node: str | None, attempt: int | None, as_json: bool) -> None:
     """Show what the tasks of RUN_ID (or only NODE) printed and logged, each attempt
     under a header with its state, worker, time and error."""
-    store = obj.runtime().ready_store()
+    store = obj.runtime().ready_store(migrate=False)
     with store.read() as conn:
         if read.get_run(conn, run_id, with_tasks=False) is None:
             raise UserError(f"unknown run {run_id!r}")

@@ -18,7 +18,7 @@ from qflow.cli.base import (
     wait_for,
 )
 from qflow.core.states import SUCCEEDED
-from qflow.errors import UnreachableError, UserError
+from qflow.errors import UserError, hide_password
 from qflow.store.migrate import upgrade
 
 
@@ -37,7 +37,7 @@ def run(obj: Obj, workflow: str, params: tuple[str, ...], timeout: float | None)
     with rt.embedded():
         run_id = rt.engine.trigger(workflow, given)
         click.echo(f"run {run_id} of {workflow} started"
-                   + (" (embedded worker, " + rt.config.database_url + ")"
+                   + (" (embedded worker, " + hide_password(rt.config.database_url) + ")"
                       if rt.config.embedded else ""))
         final = wait_for(rt, run_id, timeout)
     print_summary(rt, final)
@@ -119,7 +119,7 @@ def db_upgrade(obj: Obj) -> None:
     rt = obj.runtime()
     rt.store.ping()
     revision = upgrade(rt.store)
-    click.echo(f"results DB at {UnreachableError('', rt.config.database_url, '').url} "
+    click.echo(f"results DB at {hide_password(rt.config.database_url)} "
                f"is at revision {revision}")
 
 

@@ -13,7 +13,8 @@ from qflow import authoring
 from qflow.cli import progress, render, timing
 from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
 from qflow.core.states import RUN_STATES, SUCCEEDED
-from qflow.errors import UserError
+from qflow.errors import NoResultsDB, UserError
+from qflow.runtime import Runtime
 from qflow.store import observe, read
 
 
@@ -27,7 +28,7 @@ from qflow.store import observe, read
 def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
-    store = obj.runtime().ready_store()
+    store = obj.runtime().ready_store(migrate=False)
     if watch:
         progress.watch(store, run_id, interval, quiet=as_json)
     run, summary = progress.snapshot(store, run_id)
@@ -60,9 +61,13 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None):
 def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
          until: dt.datetime | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    store = obj.runtime().ready_store()
-    with store.read() as conn:
-        rows = read.list_runs(conn, workflow, state, limit, since, until)
+    try:
+        store = obj.runtime().ready_store(migrate=False)
+    except NoResultsDB:
+        rows = []
+    else:
+        with store.read() as conn:
+            rows = read.list_runs(conn, workflow, state, limit, since, until)
     for row in rows:
         row["duration_seconds"] = timing.seconds(row["started_at"], row["finished_at"])
     click.echo(json.dumps(rows, indent=2) if as_json else render.runs_text(rows))
@@ -75,12 +80,11 @@ def workflows(obj: Obj, as_json: bool) -> None:
     """List the registered workflows with their parameters, tasks and schedules."""
     from qflow.engine.scheduler import (
         now_aware,
-        paused_workflows,
         schedule_summary,
         scheduled_workflows,
     )
     rt = obj.app()
-    paused = paused_workflows(rt.ready_store()) if scheduled_workflows() else set()
+    paused = _paused(rt) if scheduled_workflows() else set()
     now = now_aware()
     out = []
     for name in sorted(authoring.WORKFLOWS):
@@ -136,7 +140,16 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _run_graph(obj: Obj, run_id: str):
-    with obj.runtime().ready_store().read() as conn:
+    with obj.runtime().ready_store(migrate=False).read() as conn:
         return observe.run_graph(conn, run_id)
+
+
+def _paused(rt: Runtime) -> set[str]:
+    """Paused workflows; none when nothing has run yet (no DB to read)."""
+    from qflow.engine.scheduler import paused_workflows
+    try:
+        return paused_workflows(rt.ready_store(migrate=False))
+    except NoResultsDB:
+        return set()
 
 
