@@ -82,7 +82,18 @@ def resolve(params: dict[str, Param], given: dict[str, Any], workflow: str) -> d
         else:
             value = param.default
         out[name] = to_json(value)
+        _refuse_non_finite(out[name], name, workflow)
     return out
+
+
+def _refuse_non_finite(value: Any, name: str, workflow: str) -> None:
+    """NaN and ±Infinity are not JSON: stored, they would come out of `status --json` and
+    the REST API as invalid JSON."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ParamError(f"parameter {name!r} of workflow {workflow!r}: NaN and Infinity "
+                         "are not allowed (parameters travel as JSON)") from None
 
 
 def body_values(params: dict[str, Param], stored: dict[str, Any]) -> dict[str, Any]:
