@@ -409,4 +409,4 @@ def test_a_bad_cron_string_is_refused_when_the_workflows_load(tmp_path):
     (tmp_path / "bad_cron.py").write_text(BAD_CRON)
     out = qflow("-A", "bad_cron.py", "workflows", cwd=tmp_path)
     assert_one_line_error(out, 2, "@workflow on 'nightly': bad cron expression "
-                                  "'0 25 * * *': hour '25' is out of range 0-23")
+                                  "'0 25 * * *': hour field '25' is not valid: 0-23")
