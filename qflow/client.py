@@ -56,15 +56,11 @@ def run_list(store: Store, workflow: str | None = None, state: str | None = None
     return rows
 
 
-def workflow_list(store: Store) -> list[dict[str, Any]]:
-    """The loaded workflows with parameters, tasks and schedule: `workflows --json`."""
-    from qflow.engine.scheduler import (
-        now_aware,
-        paused_workflows,
-        schedule_summary,
-        scheduled_workflows,
-    )
-    paused = paused_workflows(store) if scheduled_workflows() else set()
+def workflow_list(paused: set[str]) -> list[dict[str, Any]]:
+    """The loaded workflows with parameters, tasks and schedule (``paused``: the names of
+    the paused ones): `workflows --json`."""
+    from qflow.engine.scheduler import now_aware, schedule_summary
+
     now = now_aware()
     out = []
     for name in sorted(authoring.WORKFLOWS):
@@ -77,6 +73,13 @@ def workflow_list(store: Store) -> list[dict[str, Any]]:
                     "params": {p: v.describe() for p, v in wdef.params.items()},
                     "tasks": nodes, "module": wdef.fn.__module__})
     return out
+
+
+def paused_of(store: Store) -> set[str]:
+    """Names of the paused workflows (no query when none has a schedule)."""
+    from qflow.engine.scheduler import paused_workflows, scheduled_workflows
+
+    return paused_workflows(store) if scheduled_workflows() else set()
 
 
 def task_result(store: Store, run_id: str, node: str | None = None) -> tuple[str, Any]:

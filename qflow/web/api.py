@@ -73,7 +73,8 @@ class ApiHandler(QflowHandler):
 
 class Workflows(ApiHandler):
     async def get(self) -> None:
-        self.write_json(await self.call(client.workflow_list, self.runtime.store))
+        paused = await self.call(client.paused_of, self.runtime.store)
+        self.write_json(client.workflow_list(paused))
 
 
 class Trigger(ApiHandler):
