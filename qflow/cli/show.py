@@ -9,7 +9,6 @@ from typing import Any
 
 import click
 
-from qflow import authoring
 from qflow.cli import progress, render, timing
 from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
 from qflow.core.states import RUN_STATES, SUCCEEDED
@@ -78,24 +77,11 @@ def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime |
 @click.pass_obj
 def workflows(obj: Obj, as_json: bool) -> None:
     """List the registered workflows with their parameters, tasks and schedules."""
-    from qflow.engine.scheduler import (
-        now_aware,
-        schedule_summary,
-        scheduled_workflows,
-    )
+    from qflow.client import workflow_list
+    from qflow.engine.scheduler import scheduled_workflows
+
     rt = obj.app()
-    paused = _paused(rt) if scheduled_workflows() else set()
-    now = now_aware()
-    out = []
-    for name in sorted(authoring.WORKFLOWS):
-        wdef = authoring.WORKFLOWS[name]
-        try:
-            nodes = list(wdef.expand(wdef.resolve_params(wdef.options.get("params"))).nodes)
-        except UserError:
-            nodes = None                       # needs parameters without defaults
-        out.append({"name": name, **schedule_summary(wdef, name in paused, now),
-                    "params": {p: v.describe() for p, v in wdef.params.items()},
-                    "tasks": nodes, "module": wdef.fn.__module__})
+    out = workflow_list(_paused(rt) if scheduled_workflows() else set())
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
