@@ -45,6 +45,9 @@ class QueueDispatcher:
     def revoke(self, celery_ids) -> None:
         pass
 
+    def waiting(self, queue) -> None:
+        return None
+
 
 def measure(engine, pg, workflow: str, n: int, statements: collections.Counter) -> dict:
     """Trigger one run and execute all its tasks here; figures per task."""

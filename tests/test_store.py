@@ -38,6 +38,9 @@ class StubDispatcher:
     def revoke(self, celery_ids):
         self.revoked = list(celery_ids)
 
+    def waiting(self, queue):
+        return None
+
 
 @pytest.fixture
 def engine(db_url):

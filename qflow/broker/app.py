@@ -220,6 +220,18 @@ class CeleryDispatcher:
         """Stop running attempts: their worker processes are terminated."""
         self.app.control.revoke(celery_ids, terminate=True, signal="SIGTERM")
 
+    def waiting(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` (all its priority levels), by a passive declare;
+        None when the broker cannot tell (the embedded memory transport, an outage, a
+        queue that does not exist)."""
+        if self.config.embedded:
+            return None
+        try:
+            with self.app.connection_for_read() as conn:
+                return conn.default_channel.queue_declare(queue=queue, passive=True)[1]
+        except Exception:  # noqa: BLE001 - unknown is an answer: the caller re-sends
+            return None
+
     def check(self) -> None:
         """Raise UnreachableError unless the broker answers (an answer counts for a few
         seconds: a process that triggers many runs does not reconnect for each)."""

@@ -1,6 +1,7 @@
 """Turning what a task did into an outcome to record (pure, no DB, no broker)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 from collections.abc import Sequence
@@ -71,12 +72,38 @@ def _node_ids(value: Any) -> list[str] | None:
     return sorted(ids) if isinstance(value, AbstractSet) else ids
 
 
-def failure(exc: BaseException, options: dict, attempt: int, tdef) -> Outcome:
+def failure(exc: BaseException, options: dict, tries: int, tdef) -> Outcome:
+    """A failed attempt, retried or not (``tries``: see :func:`qflow.core.retry.retry_in`)."""
     name = type(exc).__name__
     message = f"{name}: {exc}" if str(exc) else name
     tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
     retry_on = tdef.options.get("retry_on") if tdef is not None else None
-    delay = retry_in(options, attempt, exc, retry_on)
+    delay = retry_in(options, tries, exc, retry_on)
     return Outcome(FAILED if delay is None else RETRYING,
                        error_type="Fail" if isinstance(exc, Fail) else name,
                        error=message, traceback=tb, retry_in=delay)
+
+
+def storable(outcome: Outcome) -> Outcome:
+    """The outcome with NUL characters (which PostgreSQL's text columns refuse) in its
+    error, traceback and captured output written as ``\\x00``."""
+    fields = {k: v.replace("\x00", "\\x00") for k in ("error", "traceback", "log")
+              if isinstance(v := getattr(outcome, k), str) and "\x00" in v}
+    return dataclasses.replace(outcome, **fields) if fields else outcome
+
+
+_UNRECORDABLE = "OutcomeNotRecorded"
+
+
+def unrecordable(outcome: Outcome, exc: BaseException) -> Outcome:
+    """What to record when the DB refused ``outcome`` itself: a failure (not retried)
+    that says why, without the values that could not be stored."""
+    return Outcome(FAILED, error_type=_UNRECORDABLE,
+                   error=f"{_UNRECORDABLE}: the task ended {outcome.state} but its outcome "
+                         f"could not be recorded: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:500] if str(exc) else ''}")
+
+
+def is_unrecordable(outcome: Outcome) -> bool:
+    return outcome.error_type == _UNRECORDABLE
+

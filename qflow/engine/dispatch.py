@@ -26,6 +26,9 @@ class Dispatcher(Protocol):
 
     def revoke(self, celery_ids: list[str]) -> None: ...
 
+    def waiting(self, queue: str) -> int | None:
+        """How many messages wait in ``queue`` on the broker (None: cannot tell)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Follow:

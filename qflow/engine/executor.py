@@ -16,6 +16,8 @@ import os
 import time
 from typing import Any
 
+from sqlalchemy.exc import DataError
+
 from qflow import authoring
 from qflow.context import TaskContext, _current
 from qflow.core import outcomes
@@ -129,9 +131,20 @@ class Executor:
         takes (returned second, for the caller to run next)."""
         wdef = authoring.WORKFLOWS.get(ctx.workflow)
         fail_fast = bool(wdef.options.get("fail_fast")) if wdef is not None else False
+        outcome = outcomes.storable(outcome)
         alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast)
-        finished = self.store.transact(attempts.finish_one if alone else attempts.finish,
-                                       ctx.run_id, ctx.node, ctx.attempt, outcome, fail_fast)
+        finish = attempts.finish_one if alone else attempts.finish
+        args = (ctx.run_id, ctx.node, ctx.attempt)
+        try:
+            finished = self.store.transact(finish, *args, outcome, fail_fast)
+        except DataError as exc:
+            if outcomes.is_unrecordable(outcome):
+                raise
+            # The DB refused a value of this outcome (too long for a column, say): record
+            # that instead, so the task never stays running under a live worker.
+            log.exception("outcome of %s/%s attempt %s could not be recorded", *args)
+            outcome = outcomes.unrecordable(outcome, exc)
+            finished = self.store.transact(attempts.finish, *args, outcome, fail_fast)
         if finished is None:
             log.warning("outcome of %s/%s attempt %s refused: no longer current",
                         ctx.run_id, ctx.node, ctx.attempt)

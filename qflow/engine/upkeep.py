@@ -81,10 +81,23 @@ class Upkeep:
         missing; returns how many were published."""
         items = self.store.transact(liveness.take_unsent)
         if self.config.requeue_after > 0:
-            items += self.store.transact(liveness.take_stale, self.config.requeue_after)
+            items += self._stale()
         if items:
             self.engine.publish(items)
         return len(items)
+
+    def _stale(self) -> list:
+        """Tasks queued longer than ``requeue_after``, in the queues whose messages the
+        broker may have lost: where it holds as many messages as the DB has such tasks,
+        they are a backlog, not a loss, and are not sent again (a long backlog would
+        otherwise be duplicated every window)."""
+        after = self.config.requeue_after
+        with self.store.read() as conn:
+            counts = liveness.stale_counts(conn, after)
+        default = self.config.default_queue
+        short = [q for q, n in counts.items()
+                 if (self.engine.dispatcher.waiting(q or default) or 0) < n]
+        return self.store.transact(liveness.take_stale, after, short) if short else []
 
 
 class Maintenance(threading.Thread):

@@ -55,12 +55,18 @@ def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worke
 def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
           celery_id: str | None) -> Claimed | None:
     """Mark ``attempt`` of a queued task running, and its run running if this is its
-    first task to start; None if it is not ours to run."""
+    first task to start; None if it is not ours to run.
+
+    Only an admitted task is claimed (see :func:`_admitted`): a stray, duplicate or
+    forged message cannot start a held run, pass a pool or cut a retry delay short.
+    """
     now = utcnow()
     stmt, params = transition_stmt(run_id, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
                                    node=node, attempt=attempt - 1, attempts=attempt,
                                    started_at=now, finished_at=None, worker=worker,
                                    celery_id=celery_id, returning=_CLAIMED)
+    stmt = _admitted(stmt)
+    params["c_due"] = now + _EARLY
     if conn.dialect.name == "postgresql":       # one statement: claim, run, run's info
         params.update(r_run_id=run_id, r_started_at=now)
         row = conn.execute(_with_run(stmt), params).first()
@@ -70,6 +76,21 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
         return None
     set_run_state(conn, run_id, S.RUNNING, expect=(S.QUEUED,), started_at=now)
     return _claimed(conn, run_id, node, row)
+
+
+# How early a retry's message may be claimed before its delay is over (Celery's countdown
+# and the stored due time come from the same clock; this absorbs rounding).
+_EARLY = dt.timedelta(seconds=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _admitted(claim_stmt: Update) -> Update:
+    """The claim, only for a task that may start now: it holds its pool slots (or needs
+    none), its run is not held back by max_active_runs, and its retry delay is over."""
+    held = exists().where(runs.c.id == tasks.c.run_id, runs.c.held.is_(True))
+    return claim_stmt.where(tasks.c.pools.is_(None) | tasks.c.holding.is_(True), ~held,
+                            tasks.c.queued_at.is_(None) | (tasks.c.queued_at <= bindparam(
+                                "c_due", type_=tasks.c.queued_at.type)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,7 +129,7 @@ def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
     return claimed.alone and not (fail_fast and outcome.state == S.FAILED)
 
 
-@query()
+@query(patient=True)
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
            fail_fast: bool = False) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
@@ -144,7 +165,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     return Finished(workflow, freed + step.to_publish, totals)
 
 
-@query(autocommit=True)
+@query(autocommit=True, patient=True)
 def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
                fail_fast: bool = False) -> Finished | None:
     """:func:`finish` for an outcome that :func:`finishes_alone`: each statement commits

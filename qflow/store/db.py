@@ -132,7 +132,7 @@ class Store:
         then runs instead of ``fn``, for writes that cannot simply be repeated.
         """
         policy: Policy = getattr(fn, "policy", _DEFAULT)
-        deadline = time.monotonic() + self.retry_seconds
+        deadline = float("inf") if policy.patient else time.monotonic() + self.retry_seconds
         conflicts = outages = 0
         call = fn
         while True:
@@ -208,21 +208,25 @@ class Policy:
 
     ``durable=False``: the commit may be lost in a server crash without harm. ``autocommit``:
     each statement is complete on its own. ``in_doubt``: what to run instead after a lost
-    connection, for a write that may have committed and cannot simply be repeated."""
+    connection, for a write that may have committed and cannot simply be repeated.
+    ``patient``: wait out an outage however long it lasts (a worker's outcome: dropping
+    it would leave its task running under a live worker, whom no sweeper suspects)."""
 
     durable: bool = True
     autocommit: bool = False
     in_doubt: Callable | None = None
+    patient: bool = False      # retry through an outage of any length, not retry_seconds
 
 
 _DEFAULT = Policy()
 
 
-def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | None = None):
+def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | None = None,
+          patient: bool = False):
     """Declare a write query's transaction policy where it is defined, so its callers
     just ``store.transact(fn, ...)`` and a reader of ``fn`` sees how it commits."""
     def mark(fn):
-        fn.policy = Policy(durable, autocommit, in_doubt)
+        fn.policy = Policy(durable, autocommit, in_doubt, patient)
         return fn
     return mark
 

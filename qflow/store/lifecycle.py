@@ -104,6 +104,7 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
     needed = new.limits.register(conn, graph)
+    started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
     rows = []
     for node in graph.nodes.values():
         options = dict(node.options)
@@ -118,11 +119,11 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
             options=json.dumps(options) if options else None,
             pools=json.dumps(needed[node.id]) if node.id in needed else None,
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
-            attempts=0, queued_at=now if ready else None,
+            attempts=0, queued_at=now if ready and started else None,   # see start()
             children=json.dumps(children[node.id])))
     bulk_insert(conn, tasks, rows)
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=p, child=c) for p, c in ordered])
-    if not pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs):
+    if not started:
         return Progress()
     return RunWriter(conn, run_id, graph.workflow, now).start()
 
@@ -150,12 +151,17 @@ class RunWriter:
         self.workflow = workflow
         self.now = now or utcnow()
 
-    def start(self) -> Progress:
+    def start(self, was_held: bool = False) -> Progress:
         """The run is admitted: its roots are published (taking pool slots) and its root
         maps expand; it runs once a worker claims its first task. An empty root map may
         end the run at once."""
         out: list[Dispatch] = []
         ended: Ended = []
+        if was_held:        # its roots were stored without queued_at, so that the
+            # reconciler, which re-sends what has been queued too long, left them alone.
+            self.conn.execute(update(tasks).where(
+                tasks.c.run_id == self.run_id, tasks.c.state == S.QUEUED,
+                tasks.c.attempts == 0).values(queued_at=self.now))
         for row in self.conn.execute(select(*_ROW).where(
                 tasks.c.run_id == self.run_id, tasks.c.attempts == 0,
                 (tasks.c.state == S.QUEUED) | ((tasks.c.state == S.PENDING)
@@ -289,7 +295,8 @@ class RunWriter:
         admitted = pools.next_run(conn, self.workflow, was_held=held)
         if not admitted:
             return []
-        return RunWriter(conn, admitted, self.workflow, self.now).start().to_publish
+        return RunWriter(conn, admitted, self.workflow, self.now).start(was_held=True
+                                                                          ).to_publish
 
     def cancel_open(self, expect: Iterable[str]) -> Released:
         """Cancel the run's tasks in ``expect`` states. Returns the tasks of any run

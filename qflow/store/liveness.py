@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, exists, false, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
@@ -18,8 +18,8 @@ _WAITING = (S.QUEUED, S.RETRYING)
 
 @query()
 def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) -> None:
-    """Record that worker ``name`` (this incarnation) is alive now."""
-    now = utcnow()
+    """Record that worker ``name`` (this incarnation) is alive now, by the DB's clock."""
+    now = db_now(conn)
     done = conn.execute(update(workers).where(workers.c.name == name)
                         .values(pid=pid, started_at=started_at, last_seen=now)).rowcount
     if not done:
@@ -46,14 +46,30 @@ def forget(conn: Connection, name: str, pid: int) -> None:
 
 
 def lost_attempts(conn: Connection, timeout: float) -> list[tuple[str, str, int]]:
-    """Running attempts whose worker stopped heartbeating, or restarted since."""
-    cutoff = utcnow() - dt.timedelta(seconds=timeout)
+    """Running attempts whose worker stopped heartbeating, restarted since, or is gone.
+
+    A worker that stops cleanly removes its row; an attempt still running under a name
+    with no row (its outcome could not be recorded, say) is lost once it is ``timeout``
+    old. Heartbeats are stamped and compared by the DB's clock, so hosts whose clocks
+    disagree do not declare each other dead.
+    """
+    cutoff = db_now(conn) - dt.timedelta(seconds=timeout)
+    gone = workers.c.name.is_(None) & (tasks.c.started_at < cutoff)
     rows = conn.execute(
         select(tasks.c.run_id, tasks.c.node, tasks.c.attempts)
-        .join(workers, workers.c.name == tasks.c.worker)
+        .outerjoin(workers, workers.c.name == tasks.c.worker)
         .where(tasks.c.state == S.RUNNING,
-               (workers.c.last_seen < cutoff) | (tasks.c.started_at < workers.c.started_at)))
+               (workers.c.last_seen < cutoff) | (tasks.c.started_at < workers.c.started_at)
+               | gone))
     return [(r.run_id, r.node, r.attempts) for r in rows]
+
+
+def db_now(conn: Connection):
+    """Now by the DB server's clock, as naive UTC (the store's convention): on PostgreSQL
+    an SQL expression, on SQLite (one host) this process's clock."""
+    if conn.dialect.name == "postgresql":
+        return func.timezone("UTC", func.now())
+    return utcnow()
 
 
 def running_under(conn: Connection, celery_id: str) -> list[tuple[str, str, int]]:
@@ -81,19 +97,39 @@ def take_unsent(conn: Connection, limit: int = 1000) -> list[Dispatch]:
 
 
 @query()
-def take_stale(conn: Connection, older_than: float, limit: int = 1000) -> list[Dispatch]:
-    """Tasks due for longer than ``older_than`` seconds that no worker has claimed: their
-    message may be lost (a broker restart without persistence); publish them again.
-    A duplicate is harmless: only one delivery can claim the attempt."""
-    cutoff = utcnow() - dt.timedelta(seconds=older_than)
-    return _redispatch(conn, tasks.c.queued_at < cutoff, limit)
+def take_stale(conn: Connection, older_than: float, queues: list[str | None] | None = None,
+               limit: int = 1000) -> list[Dispatch]:
+    """Tasks due for longer than ``older_than`` seconds that no worker has claimed (in
+    ``queues`` only, if given; None is the default queue): their message may be lost (a
+    broker restart without persistence); publish them again. A duplicate is harmless:
+    only one delivery can claim the attempt."""
+    condition = _stale(older_than)
+    if queues is not None:
+        named = [q for q in queues if q is not None]
+        condition &= tasks.c.queue.in_(named) | (
+            tasks.c.queue.is_(None) if None in queues else false())
+    return _redispatch(conn, condition, limit)
+
+
+def stale_counts(conn: Connection, older_than: float) -> dict[str | None, int]:
+    """How many tasks :func:`take_stale` would find, by queue."""
+    return dict(conn.execute(
+        select(tasks.c.queue, func.count()).where(
+            tasks.c.state.in_(_WAITING), _stale(older_than), HAS_MESSAGE)
+        .group_by(tasks.c.queue)).all())
+
+
+def _stale(older_than: float):
+    return tasks.c.queued_at < utcnow() - dt.timedelta(seconds=older_than)
+
+
+# A task waiting for a pool slot has no message on purpose.
+HAS_MESSAGE = tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
 
 
 def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
-    # A task waiting for a pool slot has no message on purpose.
-    has_message = tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
     ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition,
-                                   has_message).limit(limit)
+                                   HAS_MESSAGE).limit(limit)
     rows = conn.execute(
         update(tasks).where(tasks.c.id.in_(ids.scalar_subquery()))
         .values(unsent=False, queued_at=utcnow())
