@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from test_store import StubDispatcher
 
 from qflow.config import Config
+from qflow.core.records import Outcome
 from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
 from qflow.engine.upkeep import Upkeep
@@ -225,3 +226,22 @@ def test_the_reconciler_does_not_resend_a_backlog_the_broker_still_holds(engine)
     assert upkeep.reconcile() == 0
     engine.dispatcher.waiting = lambda queue: sent - 1    # one message went missing
     assert upkeep.reconcile() == sent                     # the queue's stale tasks again
+
+
+def test_an_outcome_whose_claim_a_db_crash_lost_is_still_recorded(engine):
+    """The claim commits without waiting for the disk; if a crash loses it after the task
+    ran, the task's report still counts (instead of the task running a second time)."""
+    run_id = engine.trigger("chain", {"length": 1})
+    first = engine.dispatcher.sent.pop(0)
+    engine.store.transact(attempts.claim, run_id, first.node, 1, "w1", None)
+    with engine.store.write() as conn:             # what the crash leaves: never claimed
+        conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == first.node)
+                     .values(state="queued", attempts=0, worker=None, started_at=None))
+    finished = engine.store.transact(attempts.finish, run_id, first.node, 1,
+                                     Outcome("succeeded", result="0"))
+    assert finished is not None
+    task = status(engine, run_id)["by_node"][first.node]
+    assert (task["state"], task["attempts"]) == ("succeeded", 1)
+    # A report for an attempt that another claim superseded is still refused.
+    assert engine.store.transact(attempts.finish, run_id, first.node, 1,
+                                 Outcome("succeeded", result="0")) is None

@@ -29,6 +29,7 @@ from qflow.store.transitions import (
     read_inputs,
     run_transition_stmt,
     set_run_state,
+    set_task_state,
     transition_stmt,
     utcnow,
 )
@@ -142,6 +143,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     """
     now = utcnow()
     found = _end_attempt(conn, run_id, node, attempt, outcome, now)
+    if found is None and _lost_claim(conn, run_id, node, attempt, now):
+        found = _end_attempt(conn, run_id, node, attempt, outcome, now)
     if found is None:
         return None
     row, totals = found
@@ -163,6 +166,19 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     if step.ended[1:]:                # the task itself was counted with its outcome
         totals = count_ended(conn, run_id, step.ended[1:])
     return Finished(workflow, freed + step.to_publish, totals)
+
+
+def _lost_claim(conn: Connection, run_id: str, node: str, attempt: int,
+                now: dt.datetime) -> bool:
+    """Redo the claim of an attempt that reports an outcome while its row shows it was
+    never claimed (queued, one attempt behind). A claim is committed without waiting for
+    the disk (see :func:`claim`), so a PostgreSQL crash can lose it after its task ran;
+    the report proves the attempt ran, and recording it keeps the task from running
+    twice. (The outcome's commit waits for the disk, and the WAL is written in order: once
+    an outcome is durable, so is the claim before it.)"""
+    return set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
+                          attempt=attempt - 1, attempts=attempt, started_at=now,
+                          finished_at=None) is not None
 
 
 @query(autocommit=True, patient=True)
