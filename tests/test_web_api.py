@@ -470,6 +470,13 @@ def test_qflow_flower_serves_the_api_behind_flowers_login(cluster, tmp_path):
         status, page, _ = api.get("/workers")
         assert status == 200 and 'href="/qflow/">Workflows</a>' in page
         assert 'href="/qflow/runs">Runs</a>' in page
+        run = api.wait(trigger(api, "diamond", {"x": 1}))
+        task = next(t for t in run["tasks"] if t["node"] == "add__2")
+        deadline = time.monotonic() + 20
+        while (found := api.get(f"/task/{task['celery_id']}"))[0] != 200:
+            assert time.monotonic() < deadline, found[:2]     # Flower gets task events
+            time.sleep(0.2)
+        assert f'<a href="/qflow/runs/{run["run_id"]}">' in found[1]
     finally:
         proc.terminate()
         proc.wait(20)

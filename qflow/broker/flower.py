@@ -8,7 +8,9 @@ are added to Flower's Tornado application, and its navbar gets "Workflows" and "
 """
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -21,6 +23,7 @@ from qflow.loader import load_app
 from qflow.web.app import listen_address, qflow_handlers
 from qflow.web.auth import WebSettings
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 NAV_LINKS = ('<li class="nav-item"><a class="nav-link" href="/qflow/">Workflows</a></li>\n'
              '<li class="nav-item"><a class="nav-link" href="/qflow/runs">Runs</a></li>\n')
 
@@ -49,18 +52,47 @@ class QflowTask(Task):
         "queue", "exchange", "routing_key", "eta", "expires", "root_id", "parent_id")}
 
 
-class NavbarLoader(tornado.template.Loader):
-    """Flower's templates, its navbar with links to qflow's pages."""
+class FlowerTemplates(tornado.template.Loader):
+    """Flower's templates with qflow's links: "Workflows" and "Runs" in the navbar, and
+    on a task's page the qflow run it belongs to."""
 
     def _create_template(self, name: str) -> tornado.template.Template:
-        if name != "navbar.html":
+        patch = _PATCHES.get(name)
+        if patch is None:
             return super()._create_template(name)
         with open(os.path.join(self.root, name), "rb") as fh:
             text = fh.read().decode()
-        end = text.find("</ul>")
-        if end >= 0:                       # Flower's first list: its main links
-            text = text[:end] + NAV_LINKS + text[end:]
+        at = text.find(patch[0])
+        if at >= 0:                       # a Flower that changed its pages keeps them
+            text = text[:at] + patch[1] + text[at:]
         return tornado.template.Template(text, name=name, loader=self)
+
+
+RUN_ROW = """      {% set qflow_of = handler.application.qflow_task(task) %}
+      {% if qflow_of %}
+      <div class="detail-row task-data-row">
+        <dt>qflow run</dt>
+        <dd><a href="/qflow/runs/{{ qflow_of[0] }}">{{ qflow_of[0] }}</a>
+          &middot; {{ qflow_of[1] }}</dd>
+      </div>
+      {% end %}
+"""
+# template: (the text to insert before, the text inserted)
+_PATCHES = {"navbar.html": ("</ul>", NAV_LINKS),         # Flower's first list: its main links
+            "task.html": ('      <div class="detail-row task-data-row">\n        <dt>UUID',
+                          RUN_ROW)}
+
+
+def qflow_task(task: Any) -> tuple[str, str] | None:
+    """(run id, node) of a Flower task that is a qflow task, from its arguments."""
+    try:
+        args = ast.literal_eval(getattr(task, "args", "") or "")
+    except (ValueError, SyntaxError):
+        return None
+    if (isinstance(args, (list, tuple)) and len(args) == 3 and isinstance(args[0], str)
+            and RUN_ID.fullmatch(args[0]) and isinstance(args[1], str)):
+        return args[0], args[1]
+    return None
 
 
 def flower_class(runtime: Any) -> type:
@@ -70,7 +102,7 @@ def flower_class(runtime: Any) -> type:
     class QflowFlower(Flower):
         def __init__(self, options: Any = None, **kwargs: Any):
             if kwargs.get("template_path"):
-                kwargs["template_loader"] = NavbarLoader(kwargs["template_path"])
+                kwargs["template_loader"] = FlowerTemplates(kwargs["template_path"])
             super().__init__(options=options, **kwargs)
             settings = WebSettings.from_config(
                 runtime.config, in_flower=True,
@@ -80,6 +112,8 @@ def flower_class(runtime: Any) -> type:
                                        self.options.auth)
             # Before Flower's own rules, which end in a catch-all 404.
             self.add_handlers(".*$", qflow_handlers(runtime, settings))
+
+        qflow_task = staticmethod(qflow_task)
 
     return QflowFlower
 
