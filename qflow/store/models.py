@@ -103,6 +103,11 @@ class TaskInstance(Base):
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
         Index("ix_qflow_tasks_unsent", "unsent"),
         Index("ix_qflow_tasks_state", "state"),
+        # The run page's "ended since" query (qflow.store.observe.changed_since); ended
+        # rows only, so releasing and claiming a task never write to it.
+        Index("ix_qflow_tasks_finished", "run_id", "finished_at",
+              sqlite_where=text("finished_at IS NOT NULL"),
+              postgresql_where=text("finished_at IS NOT NULL")),
     )
 
 
