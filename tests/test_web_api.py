@@ -486,3 +486,32 @@ def test_qflow_flower_refuses_another_address_without_a_login(cluster):
     env = {k: v for k, v in cluster.env.items() if not k.startswith("FLOWER_")}
     out = _qflow("flower", "--port=1", "--address=0.0.0.0", env=env)
     assert out.returncode == 2 and "refusing to listen on 0.0.0.0" in out.stderr
+
+
+def test_scheduler_lag_is_how_long_the_due_run_has_waited(registry, tmp_path):
+    import datetime as dt
+
+    from qflow.store import schedules
+    from qflow.web.metrics import Collector
+
+    @task
+    def tick() -> int:
+        return 1
+
+    @workflow(schedule="*/5 * * * *")
+    def lagging():
+        tick()
+
+    utc = dt.timezone.utc
+    rt = Runtime(Config(database_url=f"sqlite:///{tmp_path}/q.db"))
+    store = rt.ready_store()
+    now = dt.datetime(2026, 11, 30, 12, 7, 30, tzinfo=utc)
+    store.transact(schedules.register, "lagging", dt.datetime(2026, 11, 30, 11, 0))
+    text = Collector().scrape(store, now)
+    assert _metric(text, "qflow_scheduler_lag_seconds", workflow="lagging") == 150.0
+    rt.engine.create_run(lagging, {}, dt.datetime(2026, 11, 30, 12, 5, tzinfo=utc))
+    text = Collector().scrape(store, now)
+    assert _metric(text, "qflow_scheduler_lag_seconds", workflow="lagging") == 0.0
+    store.transact(schedules.set_paused, "lagging", True, dt.datetime(2026, 11, 30, 12, 7))
+    text = Collector().scrape(store, now + dt.timedelta(hours=1))
+    assert _metric(text, "qflow_scheduler_lag_seconds", workflow="lagging") is None
