@@ -53,7 +53,9 @@ class Config:
     smtp_user: str = ""
     smtp_password: str = ""
     smtp_from: str = "qflow@localhost"
-    smtp_starttls: bool = False
+    # Upgrade to TLS with STARTTLS whenever the server offers it (false: never; with a
+    # login, a server that does not offer it gets no password in clear).
+    smtp_starttls: bool = True
     # Seeing what runs (qflow/worker/capture.py, `qflow flower`).
     log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
     log_level: str = "INFO"                   # lowest level of captured log records

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import smtplib
+import ssl
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -96,11 +97,23 @@ def _email(config: Config, event: Event) -> None:
     message["To"] = ", ".join(recipients)
     message.set_content(json.dumps(dataclasses.asdict(event), indent=2, default=str))
     with smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=10) as smtp:
-        if config.smtp_starttls:
-            smtp.starttls()
+        _secure(smtp, config)
         if config.smtp_user:
             smtp.login(config.smtp_user, config.smtp_password)
         smtp.send_message(message)
+
+
+def _secure(smtp: smtplib.SMTP, config: Config) -> None:
+    """STARTTLS (verifying the server's certificate) when the server offers it, unless
+    ``smtp_starttls`` is off; never a password over a connection left in clear."""
+    smtp.ehlo()
+    if config.smtp_starttls and smtp.has_extn("starttls"):
+        smtp.starttls(context=ssl.create_default_context())
+        smtp.ehlo()
+    elif config.smtp_starttls and config.smtp_user:
+        raise smtplib.SMTPException(f"{config.smtp_host} does not offer STARTTLS: the "
+                                    "password is not sent in clear (smtp_starttls = false "
+                                    "allows it)")
 
 
 class Alerter:

@@ -1,0 +1,259 @@
+"""Bad input, leaks and silent hangs: each case as a user (or an attacker) would meet it,
+against real processes, Redis and PostgreSQL."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, new_pg_database, qflow_env
+from servers import free_port
+
+FLOWS = str(ROOT / "tests" / "flows.py")
+
+ETL = """
+from qflow import task, workflow
+
+@task(queue="etl")
+def extract() -> int:
+    return 41
+
+@task
+def load(n: int) -> int:
+    return n + 1
+
+@workflow
+def etl():
+    load(extract())
+"""
+
+
+def qflow(*args: str, cwd: Path, timeout: float = 90, **env: str):
+    return subprocess.run(["qflow", *args], cwd=cwd, env=qflow_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(out, code: int) -> str:
+    """The single stderr line of a failed command (no traceback), without its prefix."""
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert lines[0].startswith("qflow: error: "), lines[0]
+    return lines[0].removeprefix("qflow: error: ")
+
+
+# -- 5. a queue no worker serves -------------------------------------------------------
+def test_the_embedded_worker_runs_tasks_routed_to_any_queue(tmp_path):
+    (tmp_path / "etl.py").write_text(ETL)
+    out = qflow("-A", "etl.py", "run", "etl", cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "load returned:\n42" in out.stdout
+
+
+# -- 6. a relative SQLite path with a real broker ----------------------------------------
+def test_a_relative_sqlite_path_with_a_broker_is_refused_and_an_absolute_one_works(
+        tmp_path, redis_url):
+    env = dict(QFLOW_APP=FLOWS, QFLOW_BROKER_URL=redis_url.rsplit("/", 1)[0] + "/7")
+    for url in ("", "sqlite:///qflow.db", "sqlite://"):
+        out = qflow("trigger", "diamond", cwd=tmp_path, QFLOW_DATABASE_URL=url, **env)
+        assert "is private to each process" in one_line_error(out, 2)
+    assert not (tmp_path / "qflow.db").exists()
+    shared = f"sqlite:///{tmp_path}/shared.db"
+    out = qflow("trigger", "diamond", "--json", cwd=tmp_path, QFLOW_DATABASE_URL=shared, **env)
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["run_id"]) == 32
+
+
+# -- 8. passwords --------------------------------------------------------------------------
+@pytest.mark.parametrize("url, shown", [
+    ("redis://:s3cret@h:6379/0", "redis://:***@h:6379/0"),
+    ("postgresql://u:s3cret@h:99999/db", "postgresql://u:***@h:99999/db"),
+    ("postgresql://u@h/db?sslmode=require&password=s3cret",
+     "postgresql://u@h/db?sslmode=require&password=***"),
+    ("sentinel://:s3cret@h1:26379;sentinel://:s3cret@h2:abc",
+     "sentinel://:***@h1:26379;sentinel://:***@h2:abc"),
+    ("postgresql://u:s3/cr@et@h/db", "postgresql://u:***@h/db"),
+    ("sqlite:////srv/qflow.db", "sqlite:////srv/qflow.db"),
+])
+def test_hide_password_masks_every_form_and_never_raises(url, shown):
+    from qflow.errors import hide_password
+    assert hide_password(url) == shown
+
+
+def test_no_command_prints_a_database_password(tmp_path, pg_server_url):
+    from sqlalchemy.engine import make_url
+    db = make_url(new_pg_database(pg_server_url)).set(password="s3cret")
+    url = db.render_as_string(hide_password=False)
+    (tmp_path / "etl.py").write_text(ETL)
+    upgraded = qflow("db", "upgrade", cwd=tmp_path, QFLOW_DATABASE_URL=url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    ran = qflow("-A", "etl.py", "run", "etl", cwd=tmp_path, QFLOW_DATABASE_URL=url)
+    assert ran.returncode == 0, ran.stderr
+    assert "postgres:***@127.0.0.1" in upgraded.stdout + ran.stdout
+    bad_port = url.replace(f":{db.port}/", ":99999/")
+    refused = qflow("runs", cwd=tmp_path, QFLOW_DATABASE_URL=bad_port)
+    assert "port 99999 is not between 1 and 65535" in one_line_error(refused, 2)
+    unreachable = qflow("runs", cwd=tmp_path,
+                        QFLOW_DATABASE_URL=url.replace(f":{db.port}/", f":{free_port()}/")
+                        + "?password=s3cret")
+    assert "password=***" in one_line_error(unreachable, 3)
+    for out in (upgraded, ran, refused, unreachable):
+        assert "s3cret" not in out.stdout + out.stderr
+
+
+# -- 9. Flower's published password, SMTP in clear --------------------------------------
+def test_docker_compose_has_no_default_flower_password():
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in compose
+    assert "${FLOWER_BASIC_AUTH:?" in compose       # compose refuses to start without one
+
+
+def _tls_identity(folder: Path) -> tuple[str, str]:
+    """A key and a self-signed certificate for 127.0.0.1, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path, cert_path = folder / "smtp.key", folder / "smtp.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+class TlsMailbox:
+    """An aiosmtpd server that offers STARTTLS and accepts mail only over TLS."""
+
+    def __init__(self, folder: Path):
+        import ssl
+
+        from aiosmtpd.controller import Controller
+
+        key, cert = _tls_identity(folder)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        self.cert, self.received = cert, []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                outer.received.append(session.ssl is not None)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port,
+                                     tls_context=context, require_starttls=True)
+        self.controller.start()
+
+
+def test_alert_mail_uses_starttls_by_default_when_the_server_offers_it(tmp_path, monkeypatch):
+    from qflow.config import Config
+    from qflow.engine import alerts
+
+    mailbox = TlsMailbox(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", mailbox.cert)     # trust the test's certificate
+    try:
+        config = Config(smtp_host="127.0.0.1", smtp_port=mailbox.port,
+                        notify_email_to="ops@example.org")
+        alerts._email(config, alerts.Event("run_failed", "r1", "wf"))
+        assert mailbox.received == [True]
+        with pytest.raises(Exception, match="530"):     # the server wants TLS first
+            alerts._email(Config(smtp_host="127.0.0.1", smtp_port=mailbox.port,
+                                 notify_email_to="ops@example.org", smtp_starttls=False),
+                          alerts.Event("run_failed", "r2", "wf"))
+    finally:
+        mailbox.controller.stop()
+
+
+# -- 11. one-line errors instead of tracebacks -------------------------------------------
+@pytest.mark.parametrize("broker, expected", [
+    ("redis://127.0.0.1:99999/0", "bad broker URL redis://127.0.0.1:99999/0"),
+    ("foo://somewhere", "unknown broker scheme 'foo'"),
+    ("redis://:s3cret@127.0.0.1:6379/0;redis://:s3cret@h2:port",
+     "bad broker URL redis://:***@h2:port"),
+])
+def test_a_bad_broker_url_is_a_one_line_error(tmp_path, broker, expected):
+    out = qflow("-A", FLOWS, "trigger", "diamond", cwd=tmp_path, QFLOW_BROKER_URL=broker,
+                QFLOW_DATABASE_URL=f"sqlite:///{tmp_path}/q.db")
+    assert expected in one_line_error(out, 2)
+    assert "s3cret" not in out.stderr
+
+
+def test_a_corrupt_or_truncated_sqlite_file_is_a_one_line_error(tmp_path):
+    good = tmp_path / "qflow.db"
+    assert qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path).returncode == 0
+    (tmp_path / "truncated.db").write_bytes(good.read_bytes()[:3000])
+    (tmp_path / "text.db").write_text("these are not the rows you are looking for\n" * 50)
+    for name in ("truncated.db", "text.db"):
+        for args in (["runs"], ["-A", FLOWS, "run", "diamond"]):
+            out = qflow(*args, cwd=tmp_path, QFLOW_DATABASE_URL=f"sqlite:///{name}")
+            assert f"results DB at sqlite:///{name}" in one_line_error(out, 3)
+
+
+def _set_revision(db: Path, revision: str) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+
+
+def test_a_db_from_a_newer_qflow_is_named_not_migrated_or_tracebacked(tmp_path):
+    assert qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path).returncode == 0
+    _set_revision(tmp_path / "qflow.db", "9999")
+    for args in (["runs"], ["db", "upgrade"], ["-A", FLOWS, "run", "diamond"]):
+        message = one_line_error(qflow(*args, cwd=tmp_path), 2)
+        assert message.startswith("the results DB is at revision 9999, newer than this "
+                                  "qflow knows"), message
+
+
+def test_read_only_commands_neither_create_nor_migrate_the_db(tmp_path):
+    from qflow.store.migrate import head
+    for args in (["runs", "--json"], ["-A", FLOWS, "workflows"]):
+        out = qflow(*args, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+    assert "no results DB at qflow.db" in one_line_error(qflow("status", "0" * 32,
+                                                               cwd=tmp_path), 2)
+    assert not (tmp_path / "qflow.db").exists()
+
+    assert qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path).returncode == 0
+    _set_revision(tmp_path / "qflow.db", "0001")        # as an older qflow left it
+    for args in (["runs"], ["status", "0" * 32], ["logs", "0" * 32]):
+        assert "run `qflow db upgrade`" in one_line_error(qflow(*args, cwd=tmp_path), 2)
+    with sqlite3.connect(tmp_path / "qflow.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+    _set_revision(tmp_path / "qflow.db", head())
+
+
+def test_sys_exit_in_a_workflow_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\nsys.exit(5)\n")
+    message = one_line_error(qflow("-A", "quits.py", "workflows", cwd=tmp_path), 2)
+    assert message == (f"cannot load app file {tmp_path / 'quits.py'}: it called "
+                       "sys.exit(5) while being imported")
+
+
+# -- 12. sizes and values ----------------------------------------------------------------
+def test_nan_and_infinity_parameters_are_refused(tmp_path):
+    (tmp_path / "floats.py").write_text(
+        "from qflow import task, workflow\n\n@task\ndef show(x):\n    return x\n\n"
+        "@workflow\ndef floats(x: float = 1.0, xs: list[float] = []):\n    show(x)\n")
+    for param in ("x=nan", "x=-inf", "xs=[1, Infinity]", "xs=[NaN]"):
+        out = qflow("-A", "floats.py", "run", "floats", "-p", param, cwd=tmp_path)
+        assert "NaN and Infinity are not allowed" in one_line_error(out, 2), param
+    assert not (tmp_path / "qflow.db").exists() or json.loads(
+        qflow("runs", "--json", cwd=tmp_path).stdout) == []
