@@ -13,7 +13,7 @@ from qflow.broker.app import CeleryDispatcher, embedded_worker, make_celery
 from qflow.config import Config
 from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
-from qflow.engine.upkeep import Upkeep
+from qflow.engine.upkeep import Maintenance, Upkeep
 from qflow.errors import NoResultsDB, UserError
 from qflow.store import Store
 from qflow.store.liveness import take_stale
@@ -72,11 +72,22 @@ class Runtime:
         if not self.config.embedded:
             yield
             return
-        with embedded_worker(self.celery, self.config.embedded_concurrency):
-            # A fresh in-memory broker: whatever an earlier process left queued in the DB
-            # has no message any more, so send it again (a duplicate cannot run twice).
-            self.engine.publish(self.store.transact(take_stale, 0.0))
-            yield
+        with embedded_worker(self.celery, self.config.embedded_concurrency) as name:
+            # Heartbeats, so that a later `qflow run` knows this one's attempts are owned,
+            # and the sweeper, which finds those of an earlier one that was killed.
+            self.executor.name = name
+            upkeep = Maintenance(self.upkeep, name)
+            upkeep.beat()
+            self.upkeep.bury_local_dead()
+            upkeep.start()
+            try:
+                # A fresh in-memory broker: whatever an earlier process left queued in the
+                # DB has no message any more, so send it again (a duplicate cannot run
+                # twice).
+                self.engine.publish(self.store.transact(take_stale, 0.0))
+                yield
+            finally:
+                upkeep.stop()
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -10,10 +10,11 @@ import datetime as dt
 import json
 import os
 import subprocess
+import time
 
 import pytest
 from conftest import new_pg_database
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from test_store import StubDispatcher
 
 from qflow.config import Config
@@ -245,3 +246,62 @@ def test_an_outcome_whose_claim_a_db_crash_lost_is_still_recorded(engine):
     # A report for an attempt that another claim superseded is still refused.
     assert engine.store.transact(attempts.finish, run_id, first.node, 1,
                                  Outcome("succeeded", result="0")) is None
+
+
+def _has_tasks(conn) -> bool:
+    return bool(conn.execute(text("SELECT 1 FROM sqlite_master WHERE name = 'qflow_tasks'")
+                             ).first())
+
+
+KILLED_FLOW = '''
+import time
+from qflow import context, task, workflow
+
+@task
+def slow_first_time(seconds: float) -> int:
+    if context().attempt == 1:
+        time.sleep(seconds)
+    return context().attempt
+
+@workflow
+def interrupted(seconds: float = 60):
+    slow_first_time(seconds)
+'''
+
+
+def test_a_run_whose_qflow_run_was_killed_is_finished_by_the_next_one(tmp_path):
+    """`qflow run` is killed with SIGKILL while a task runs; the next `qflow run` in the
+    same place finds the attempt lost (its process is gone) and finishes that run too."""
+    (tmp_path / "flow.py").write_text(KILLED_FLOW)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("QFLOW_BROKER_URL", "QFLOW_DATABASE_URL")}
+    cmd = ["qflow", "-A", "flow.py", "run", "interrupted"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    store = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if (tmp_path / "qflow.db").exists():
+                store = store or Store(f"sqlite:///{tmp_path}/qflow.db")
+                with store.read() as conn:
+                    running = conn.execute(text(          # the schema may not exist yet
+                        "SELECT run_id FROM qflow_tasks WHERE state = 'running'")
+                        ).scalars().all() if _has_tasks(conn) else []
+                if running:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the task never started")
+        killed_run = running[0]
+    finally:
+        first.kill()
+        first.wait()
+    second = subprocess.run([*cmd, "-p", "seconds=3"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    with store.read() as conn:
+        run = read.get_run(conn, killed_run)
+    assert run["state"] == "succeeded"
+    assert run["tasks"][0]["attempts"] == 2
+    store.dispose()

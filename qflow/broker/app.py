@@ -86,9 +86,11 @@ def make_celery(config: Config, executor_ref) -> Celery:
     # user's traceback is in the results DB (`qflow logs`, `status --json`).
     @app.task(name=EXECUTE, bind=True, shared=False, throws=(TaskFailed,))
     def execute(self, run_id: str, node: str, attempt: int) -> None:
-        outcome = executor_ref().execute(run_id, node, attempt, worker=self.request.hostname or "",
-                                       celery_id=self.request.id,
-                                       follow=_follow(self.request, config))
+        executor = executor_ref()
+        outcome = executor.execute(run_id, node, attempt,
+                                   worker=executor.name or self.request.hostname or "",
+                                   celery_id=self.request.id,
+                                   follow=_follow(self.request, config))
         if outcome is not None and outcome.state != "succeeded":
             # Recorded already; raising makes Flower and the worker log show the failure.
             raise TaskFailed(f"{node}: {_shortened(one_line(outcome.error or ''))}")
@@ -247,15 +249,16 @@ class CeleryDispatcher:
 
 
 @contextmanager
-def embedded_worker(app: Celery, concurrency: int) -> Iterator[None]:
-    """A real Celery worker in this process, on threads, over kombu's memory transport."""
+def embedded_worker(app: Celery, concurrency: int) -> Iterator[str]:
+    """A real Celery worker in this process, on threads, over kombu's memory transport;
+    yields its name (unique to this process: ``gen<pid>@<host>``)."""
     from celery.contrib.testing.worker import start_worker
     from celery.worker import state
 
     with start_worker(app, pool="threads", concurrency=concurrency, perform_ping_check=False,
-                      loglevel="WARNING", shutdown_timeout=30):
+                      loglevel="WARNING", shutdown_timeout=30) as worker:
         try:
-            yield
+            yield worker.hostname
         finally:
             # The consumer loop checks for shutdown between messages, then drains once more
             # (polling the memory transport for up to 2 s each time): two no-op messages

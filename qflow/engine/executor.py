@@ -41,6 +41,9 @@ class Executor:
         self.config = engine.config
         self.store = engine.store
         self._async_name: str | None = None     # this process's name for async tasks
+        # The name attempts are claimed under when it is not the Celery worker's (the
+        # embedded worker's, unique to its process, which heartbeats under it).
+        self.name: str | None = None
 
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None, follow: Follow | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 
 from qflow import authoring
@@ -67,6 +68,20 @@ class Upkeep:
             container.stop(runtime, cid, self.config.container_stop_grace)
         return len(gone)
 
+    def bury_local_dead(self) -> int:
+        """Embedded workers (``qflow run``) of this host whose process is gone, killed
+        without a clean stop: mark them silent, so that :meth:`sweep` requeues their
+        attempts now rather than after ``worker_lost_timeout``. Only their names
+        (``gen<pid>@<host>``) carry a process id this host can check."""
+        host = socket.gethostname()
+        with self.store.read() as conn:
+            found = liveness.workers_named(conn, f"gen%@{host}")
+        dead = [name for name, pid in found if name == f"gen{pid}@{host}"
+                and not _alive(pid)]
+        if dead:
+            self.store.transact(liveness.silence, dead)
+        return len(dead)
+
     def finish_stuck_runs(self) -> int:
         """End runs whose tasks have all ended but whose counters missed it (the
         transaction that counts them was lost in a crash); returns how many."""
@@ -98,6 +113,16 @@ class Upkeep:
         short = [q for q, n in counts.items()
                  if (self.engine.dispatcher.waiting(q or default) or 0) < n]
         return self.store.transact(liveness.take_stale, after, short) if short else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True                 # someone else's process: alive
+    return True
 
 
 class Maintenance(threading.Thread):

@@ -45,6 +45,19 @@ def forget(conn: Connection, name: str, pid: int) -> None:
     conn.execute(delete(workers).where(workers.c.name == name, workers.c.pid == pid))
 
 
+def workers_named(conn: Connection, pattern: str) -> list[tuple[str, int]]:
+    """(name, pid) of the registered workers whose name is LIKE ``pattern``."""
+    return [tuple(r) for r in conn.execute(
+        select(workers.c.name, workers.c.pid).where(workers.c.name.like(pattern)))]
+
+
+@query()
+def silence(conn: Connection, names: list[str]) -> None:
+    """Mark workers as not seen for a long time (their process is known to be gone)."""
+    conn.execute(update(workers).where(workers.c.name.in_(names))
+                 .values(last_seen=dt.datetime(2000, 1, 1)))
+
+
 def lost_attempts(conn: Connection, timeout: float) -> list[tuple[str, str, int]]:
     """Running attempts whose worker stopped heartbeating, restarted since, or is gone.
 
