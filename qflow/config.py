@@ -58,6 +58,8 @@ class Config:
     smtp_starttls: bool = True
     # Seeing what runs (qflow/worker/capture.py, `qflow flower`).
     log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
+    # An attempt's error message and traceback are each cut to this size; 0 = no limit.
+    error_max_bytes: int = 64 * 1024
     log_level: str = "INFO"                   # lowest level of captured log records
     flower_basic_auth: str = ""               # user:password[,user:password...]
     # The web console and REST API (`qflow web`, `qflow flower`): HTTP basic users for

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, new_pg_database, qflow_env
+from conftest import ROOT, new_pg_database, qflow_env, run_id_in
 from servers import free_port
 
 FLOWS = str(ROOT / "tests" / "flows.py")
@@ -245,6 +245,46 @@ def test_sys_exit_in_a_workflow_file_is_a_one_line_error(tmp_path):
     message = one_line_error(qflow("-A", "quits.py", "workflows", cwd=tmp_path), 2)
     assert message == (f"cannot load app file {tmp_path / 'quits.py'}: it called "
                        "sys.exit(5) while being imported")
+
+
+FAILING = """
+from qflow import task, workflow
+
+@task
+def huge():
+    raise ValueError("x" * 3_000_000)
+
+@task
+def missing():
+    raise KeyError("no such row")
+
+@workflow
+def failing():
+    huge()
+    missing()
+"""
+
+
+def test_a_failed_attempt_logs_one_line_and_keeps_the_traceback_for_logs_and_status(
+        tmp_path):
+    (tmp_path / "failing.py").write_text(FAILING)
+    ran = qflow("-A", "failing.py", "run", "failing", cwd=tmp_path,
+                QFLOW_ERROR_MAX_BYTES="10000")
+    assert ran.returncode == 1
+    assert "Traceback" not in ran.stdout + ran.stderr
+    assert "TaskFailed" not in ran.stdout + ran.stderr
+    run_id = run_id_in(ran.stdout)
+    logs = qflow("logs", run_id, "missing", cwd=tmp_path).stdout
+    assert "-- traceback:\nTraceback (most recent call last):" in logs
+    assert 'raise KeyError("no such row")' in logs
+    tasks = {t["node"]: t for t in json.loads(
+        qflow("status", run_id, "--json", cwd=tmp_path).stdout)["tasks"]}
+    assert tasks["missing"]["traceback"].endswith("KeyError: 'no such row'\n")
+    # 12: the 3 MB message is cut to error_max_bytes, and not repeated in the traceback.
+    error, trace = tasks["huge"]["error"], tasks["huge"]["traceback"]
+    assert error.endswith(" … (truncated, 3000012 bytes)") and len(error) < 10_100
+    assert 'raise ValueError("x" * 3_000_000)' in trace and len(trace) < 3000
+    assert (tmp_path / "qflow.db").stat().st_size < 1_000_000
 
 
 # -- 12. sizes and values ----------------------------------------------------------------

@@ -221,6 +221,42 @@ def test_resume_from_a_node_reruns_it_and_its_downstream_only(engine):
         engine.store.transact(control.resume_run, run_id, "nope")
 
 
+def test_resume_from_a_node_its_kept_parents_skip_ends_it_at_once(engine, registry):
+    """`retry --from` a task whose kept parent was skipped: its trigger rule settles it
+    at once (skipped), instead of leaving it pending and the run running for ever."""
+    @registry.task.branch
+    def pick() -> str:
+        return "taken"
+
+    @registry.task
+    def taken() -> int:
+        return 1
+
+    @registry.task
+    def passed_over() -> int:
+        return 2
+
+    @registry.task
+    def after(value: int) -> int:
+        return value
+
+    @registry.workflow
+    def forked():
+        p, other = pick(), passed_over()
+        p >> taken()
+        p >> other
+        after(other)
+
+    run_id = engine.trigger("forked")
+    drain(engine)
+    states = {t["node"]: t["state"] for t in run_of(engine, run_id)["tasks"]}
+    assert states["passed_over"] == states["after"] == "skipped"
+    assert engine.resume(run_id, "after") == 0
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert {t["node"]: t["state"] for t in run["tasks"]}["after"] == "skipped"
+
+
 def test_cancel_ends_every_unfinished_task_and_a_late_report_is_refused(engine):
     run_id = engine.trigger("chain", {"length": "2"})
     first = engine.dispatcher.sent.pop(0)

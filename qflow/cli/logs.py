@@ -46,4 +46,6 @@ def _attempt_text(row: dict[str, Any]) -> str:
     header = "== " + "  ".join(p for p in parts if p) + " =="
     body = (row["log"] or "(no output)").rstrip("\n")
     error = f"\n-- error: {row['error']}" if row["error"] else ""
+    if row.get("traceback"):
+        error += "\n-- traceback:\n" + row["traceback"].rstrip("\n")
     return f"{header}\n{body}{error}"

@@ -76,7 +76,7 @@ def failure(exc: BaseException, options: dict, tries: int, tdef) -> Outcome:
     """A failed attempt, retried or not (``tries``: see :func:`qflow.core.retry.retry_in`)."""
     name = type(exc).__name__
     message = f"{name}: {exc}" if str(exc) else name
-    tb = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
+    tb = _traceback(exc)
     retry_on = tdef.options.get("retry_on") if tdef is not None else None
     delay = retry_in(options, tries, exc, retry_on)
     return Outcome(FAILED if delay is None else RETRYING,
@@ -84,12 +84,47 @@ def failure(exc: BaseException, options: dict, tries: int, tdef) -> Outcome:
                        error=message, traceback=tb, retry_in=delay)
 
 
-def storable(outcome: Outcome) -> Outcome:
-    """The outcome with NUL characters (which PostgreSQL's text columns refuse) in its
-    error, traceback and captured output written as ``\\x00``."""
-    fields = {k: v.replace("\x00", "\\x00") for k in ("error", "traceback", "log")
-              if isinstance(v := getattr(outcome, k), str) and "\x00" in v}
+def storable(outcome: Outcome, max_bytes: int = 0) -> Outcome:
+    """The outcome as the results DB keeps it: NUL characters (which PostgreSQL's text
+    columns refuse) in its error, traceback and captured output written as ``\\x00``;
+    with ``max_bytes`` (``error_max_bytes``) its error and traceback cut to that size."""
+    fields = {}
+    for key in ("error", "traceback", "log"):
+        value = getattr(outcome, key)
+        if not isinstance(value, str):
+            continue
+        text = value.replace("\x00", "\\x00") if "\x00" in value else value
+        if max_bytes and key != "log":          # the log has log_max_bytes already
+            # A traceback's end (the innermost frames) tells most; an error's start.
+            text = capped(text, max_bytes, keep_end=key == "traceback")
+        if text is not value:
+            fields[key] = text
     return dataclasses.replace(outcome, **fields) if fields else outcome
+
+
+def capped(text: str, max_bytes: int, keep_end: bool = False) -> str:
+    """``text`` cut to about ``max_bytes`` UTF-8 bytes, with a marker saying it was."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    if keep_end:
+        return f"(truncated, {len(data)} bytes) … " + data[-max_bytes:].decode(errors="ignore")
+    return data[:max_bytes].decode(errors="ignore") + f" … (truncated, {len(data)} bytes)"
+
+
+# A message longer than this is not repeated at the end of the stored traceback: it is
+# the attempt's error already.
+_QUOTED = 1000
+
+
+def _traceback(exc: BaseException) -> str:
+    """The exception's traceback (a subprocess's own, for isolated tasks), quoting at
+    most the start of a long message, so that a big message is stored once."""
+    text = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(exc))
+    message = str(exc)
+    if len(message) > _QUOTED and text.endswith(message + "\n"):
+        text = f"{text[:-len(message) - 1]}{message[:_QUOTED]} … (the rest is in the error)\n"
+    return text
 
 
 _UNRECORDABLE = "OutcomeNotRecorded"

@@ -77,10 +77,18 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
     released: list[Dispatch] = []
     ended: list[tuple[str, str]] = []
     for node in topological_order(rows, pairs):
-        if node in reset and _reset(conn, run_id, rows[node], pairs, rows, reset):
+        if node not in reset:
+            continue
+        verdict = _reset(conn, run_id, rows[node], pairs, rows, reset)
+        if verdict == S.RUN:
             step = writer.release(rows[node])
             released += step.to_publish
             ended += step.ended
+        elif verdict != S.WAIT:       # its kept parents settle it already (e.g. skipped)
+            set_task_state(conn, run_id, node, verdict, expect=(S.PENDING,),
+                           finished_at=writer.now)
+            rows[node].state = verdict
+            ended.append((node, verdict))
     if ended:
         released += writer.propagate(ended).to_publish
     _recount(conn, run_id, run.state, writer.now)
@@ -125,8 +133,9 @@ def _downstream(start: set[str], pairs: list[tuple[str, str]]) -> set[str]:
     return seen
 
 
-def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
-    """Put one task back to pending, counting its kept parents; True if it may start."""
+def _reset(conn, run_id, row, pairs, rows, reset) -> str:
+    """Put one task back to pending, counting its kept parents; returns what its trigger
+    rule decides from them (run, wait, or how it ends)."""
     kept = [rows[p].state for p, c in pairs if c == row.node and p not in reset]
     up = S.Upstream(row.n_parents, kept.count(S.SUCCEEDED),
                     sum(s in (S.FAILED, S.UPSTREAM_FAILED) for s in kept),
@@ -136,7 +145,7 @@ def _reset(conn, run_id, row, pairs, rows, reset) -> bool:
                    result=None, error=None, finished_at=None, queued_at=None,
                    first_attempt=row.attempts + 1)      # retries count from here again
     row.state = S.PENDING
-    return S.decide(row.trigger_rule, up) == S.RUN
+    return S.decide(row.trigger_rule, up)
 
 
 def _recount(conn: Connection, run_id: str, was: str, now) -> None:

@@ -57,7 +57,7 @@ def running_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(live_logs.c.number == number)
     return [{"node": r.node, "attempt": r.number, "state": S.RUNNING, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at), "finished_at": None,
-             "error": None, "log": r.log} for r in conn.execute(stmt)]
+             "error": None, "traceback": None, "log": r.log} for r in conn.execute(stmt)]
 
 
 def not_current(conn: Connection, attempts: list[tuple[str, str, int]]

@@ -20,7 +20,7 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
     with its live log if it writes one (see :mod:`qflow.store.livelog`)."""
     stmt = (select(tasks.c.node, attempts.c.number, attempts.c.state, attempts.c.worker,
                    attempts.c.celery_id, attempts.c.started_at, attempts.c.finished_at,
-                   attempts.c.error, attempts.c.log)
+                   attempts.c.error, attempts.c.traceback, attempts.c.log)
             .join(tasks, tasks.c.id == attempts.c.task_id)
             .where(tasks.c.run_id == run_id)
             .order_by(attempts.c.started_at, attempts.c.id))
@@ -30,7 +30,8 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(attempts.c.number == number)
     return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at),
-             "finished_at": iso(r.finished_at), "error": r.error, "log": r.log}
+             "finished_at": iso(r.finished_at), "error": r.error,
+             "traceback": r.traceback, "log": r.log}
             for r in conn.execute(stmt)] + livelog.running_logs(conn, run_id, node, number)
 
 

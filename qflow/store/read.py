@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from qflow.store.models import edges, runs, tasks
+from qflow.store.models import attempts, edges, runs, tasks
 
 _RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.created_at,
                 runs.c.started_at, runs.c.finished_at, runs.c.logical_time,
@@ -38,7 +38,20 @@ def get_run(conn: Connection, run_id: str, with_tasks: bool = True) -> dict[str,
     out = _run_dict(row)
     if with_tasks:
         out["tasks"] = task_rows(conn, run_id)
+        found = tracebacks(conn, run_id)
+        for task in out["tasks"]:
+            task["traceback"] = found.get(task["node"])
     return out
+
+
+def tracebacks(conn: Connection, run_id: str) -> dict[str, str]:
+    """The traceback of each task's latest attempt, for the tasks whose has one."""
+    rows = conn.execute(
+        select(tasks.c.node, attempts.c.traceback)
+        .join(attempts, (attempts.c.task_id == tasks.c.id)
+              & (attempts.c.number == tasks.c.attempts))
+        .where(tasks.c.run_id == run_id, attempts.c.traceback.is_not(None)))
+    return {r.node: r.traceback for r in rows}
 
 
 def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
