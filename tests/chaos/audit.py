@@ -91,11 +91,12 @@ def audit(url: str, ledger: Ledger, faults: list[Injected]) -> Findings:
 def _check_run(run, n_tasks: int, results: dict) -> list[str]:
     params = json.loads(run.params)
     width, length, group = params["width"], params["length"], params["group"]
+    expected = size(width, length, group, params.get("hold", ""))
     problems = []
     if run.state != "succeeded":
         problems.append(f"run {run.id} ended {run.state}")
-    if n_tasks != size(width, length, group):
-        problems.append(f"run {run.id} has {n_tasks} tasks, not {size(width, length, group)}")
+    if n_tasks != expected:
+        problems.append(f"run {run.id} has {n_tasks} tasks, not {expected}")
     last = f"gather__{-(-width // group)}"
     value = results.get((run.id, last))
     if value is None or json.loads(value) != expected_total(width, length):

@@ -68,9 +68,22 @@ def gather(ledger: str, pause: float, values: list) -> int:
     return sum(values)
 
 
-def size(width: int, length: int, group: int) -> int:
+@task
+def sensor(ledger: str, path: str, limit: float = 600.0) -> int:
+    """Waits until ``path`` exists, holding the run open: the soak creates it when its
+    faults are over, so that they all hit an unfinished run however fast it goes."""
+    _enter(ledger, 0.0)
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear within {limit:g}s")
+        time.sleep(0.2)
+    return 0
+
+
+def size(width: int, length: int, group: int, hold: str = "") -> int:
     """How many tasks a chaos run of this shape has."""
-    return 1 + width * (length + 1) + -(-width // group) + 1
+    return 1 + width * (length + 1) + -(-width // group) + bool(hold) + 1
 
 
 def expected_total(width: int, length: int) -> int:
@@ -80,8 +93,9 @@ def expected_total(width: int, length: int) -> int:
 
 @workflow
 def chaos(ledger: str, width: int = 100, length: int = 19, group: int = 10,
-          flaky_every: int = 10, pause: float = 0.0):
-    """``size(width, length, group)`` tasks: 2,012 with the defaults."""
+          flaky_every: int = 10, pause: float = 0.0, hold: str = ""):
+    """``size(width, length, group, hold)`` tasks: 2,012 with the defaults. With
+    ``hold``, a sensor waits for that file before the last gather can run."""
     root = origin(ledger, pause)
     ends = []
     for i in range(width):
@@ -91,4 +105,6 @@ def chaos(ledger: str, width: int = 100, length: int = 19, group: int = 10,
             value = kind(ledger, pause, value)
         ends.append(pooled(ledger, pause, value))
     sums = [gather(ledger, pause, ends[k:k + group]) for k in range(0, width, group)]
+    if hold:
+        sums.append(sensor(ledger, hold))
     gather(ledger, pause, sums)

@@ -4,6 +4,7 @@ chaos workflow, a seeded fault schedule bounded in time, then the audit and `qfl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import subprocess
@@ -35,7 +36,8 @@ ENV = dict(QFLOW_HEARTBEAT_INTERVAL="1", QFLOW_WORKER_LOST_TIMEOUT="5",
 class Settings:
     """One soak: ``faults`` faults within ``window`` seconds on ``workers`` workers;
     ``runs`` chaos runs open at once (``keep_busy``: a new one whenever one ends, until
-    the faults are over); ``shape``: the workflow's parameters."""
+    the faults are over; ``hold``: each run waits for the faults to be over before it
+    can end); ``shape``: the workflow's parameters."""
 
     seed: int = 1
     faults: int = 6
@@ -43,6 +45,7 @@ class Settings:
     workers: int = 3
     runs: int = 1
     keep_busy: bool = False
+    hold: bool = False
     shape: dict = field(default_factory=dict)
     settle: float = 120.0         # how long the runs may take to end after the faults
 
@@ -104,7 +107,7 @@ class Report:
 
 
 def _shape(shape: dict) -> dict:
-    defaults = dict(width=100, length=19, group=10)
+    defaults = dict(width=100, length=19, group=10, hold="")
     return {k: shape.get(k, v) for k, v in defaults.items()}
 
 
@@ -130,6 +133,9 @@ def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
     cluster = hands.cluster
     faults = plan(settings.seed, settings.faults, settings.window, sorted(cluster.workers))
     watch = Watch(cluster.database_url)
+    over = folder / "faults-over"
+    if settings.hold:
+        settings = dataclasses.replace(settings, shape={**settings.shape, "hold": str(over)})
     began = time.monotonic()
     for _ in range(settings.runs):
         trigger(cluster.env, ledger, settings.shape)
@@ -160,6 +166,7 @@ def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
         log.info("+%.1fs %s %s", time.monotonic() - started, fault.kind, fault.target)
     for name in list(hands.down):               # killed by a plan that was cut short
         hands.revive(name)
+    over.touch()
     watch.wait_ended(settings.settle, hands.supervise)
     watch.close()
     findings = audit(cluster.database_url, read_ledger(ledger), injected)
