@@ -68,7 +68,9 @@
         return;
       }
       const before = this.runState;
+      this.grown = false;
       for (const tuple of changes.tasks) this.apply(toRow(tuple));
+      if (this.grown) { this.graph.render(); this.renderTable(); }
       this.cursor = changes.cursor;
       this.showRun(changes.run);
       if (ENDED.has(before) && !ENDED.has(changes.run.state)) { await this.load(); return; }
@@ -79,12 +81,19 @@
     apply(row) {
       const m = this.model;
       const element = ELEMENT.exec(row.node);
-      if (element && m.groups.has(element[1])) {
+      if (element && m.nodes.has(element[1])) {
+        if (!m.groups.has(element[1])) m.groups.set(element[1], { codes: [] });
         const group = m.groups.get(element[1]);
         const index = Number(element[2]);
+        if (index >= group.codes.length) {          // the map expanded since the page loaded
+          for (let i = group.codes.length; i < index; i++) group.codes[i] = "pending";
+          this.grown = true;
+        }
         group.codes[index] = row.state;
-        this.graph.updateGroup(element[1], index);
-        this.updateGroupRow(element[1]);
+        if (!this.grown) {
+          this.graph.updateGroup(element[1], index);
+          this.updateGroupRow(element[1]);
+        }
       } else if (m.nodes.has(row.node)) {
         m.nodes.set(row.node, row);
         this.graph.update(row.node);

@@ -1,0 +1,78 @@
+"""Workflows the browser tests of the web console run on real workers."""
+from __future__ import annotations
+
+import os
+import time
+
+from qflow import task, workflow
+
+
+@task
+def step(value: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return value + 1
+
+
+@task
+def flaky(marker: str) -> str:
+    """Fails the first time it runs (no marker file yet), succeeds afterwards."""
+    print("flaky attempt printing to its log")
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails on purpose")
+    return "second time lucky"
+
+
+@task
+def echo(note: str) -> str:
+    """Prints ``note`` to its log, then fails with it as the error."""
+    print(f"log line: {note}")
+    raise ValueError(note)
+
+
+@task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def element(i: int) -> int:
+    return i * 2
+
+
+@task
+def items(n: int) -> list:
+    return list(range(n))
+
+
+@workflow
+def web_steps(count: int = 3, seconds: float = 1.0, label: str = "steps"):
+    value = step(0, seconds)
+    for _ in range(count - 1):
+        value = step(value, seconds)
+
+
+@task
+def after(value):
+    return value
+
+
+@workflow
+def web_flaky(marker: str):
+    after(flaky(marker))
+
+
+@workflow
+def web_echo(note: str = "hello"):
+    echo(note)
+
+
+@workflow
+def web_sleepy(seconds: float = 120.0):
+    nap(seconds)
+
+
+@workflow
+def web_map(n: int = 30):
+    element.map(items(n))
