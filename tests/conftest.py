@@ -218,3 +218,15 @@ def run_id_in(output: str) -> str:
     found = re.search(r"^run ([0-9a-f]{32}) ", output, re.M)
     assert found, output
     return found.group(1)
+
+
+def wait_for(check, timeout: float = 30.0, what: str = "condition"):
+    """Poll ``check`` every 0.2 s until it returns something truthy, and return that."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout}s: {what}")
