@@ -297,3 +297,41 @@ def test_nan_and_infinity_parameters_are_refused(tmp_path):
         assert "NaN and Infinity are not allowed" in one_line_error(out, 2), param
     assert not (tmp_path / "qflow.db").exists() or json.loads(
         qflow("runs", "--json", cwd=tmp_path).stdout) == []
+
+
+MAPPED = """
+from qflow import task, workflow
+
+@task
+def items() -> list[int]:
+    return [1, 2, 3]
+
+@task
+def blob(i: int) -> str:
+    return "x" * 400_000
+
+@task
+def size(parts: list[str]) -> int:
+    return sum(map(len, parts))
+
+@workflow
+def mapped():
+    size(blob.map(items()))
+"""
+
+
+def test_a_mapped_nodes_collected_results_obey_result_max_bytes(tmp_path):
+    (tmp_path / "mapped.py").write_text(MAPPED)
+    out = qflow("-A", "mapped.py", "run", "mapped", cwd=tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    status = json.loads(qflow("status", run_id_in(out.stdout), "--json", cwd=tmp_path).stdout)
+    tasks = {t["node"]: t for t in status["tasks"]}
+    assert [tasks[f"blob[{i}]"]["state"] for i in range(3)] == ["succeeded"] * 3
+    assert tasks["blob"]["state"] == "failed"
+    assert tasks["blob"]["error"] == (
+        "TaskOutputError: the 3 results of blob.map() are 1200012 bytes together, larger "
+        "than result_max_bytes (1048576)")
+    assert tasks["size"]["state"] == "upstream_failed"
+    fits = qflow("-A", "mapped.py", "run", "mapped", cwd=tmp_path,
+                 QFLOW_RESULT_MAX_BYTES=str(2 * 1024 * 1024))
+    assert fits.returncode == 0 and "size returned:\n1200000" in fits.stdout, fits.stdout

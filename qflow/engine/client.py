@@ -68,7 +68,8 @@ class Engine:
         its first tasks. Bad parameters raise before anything is written."""
         values = wdef.resolve_params(params)
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
-                               logical_time, self.config.max_map_size, self.limits(wdef))
+                               logical_time, self.config.max_map_size, self.limits(wdef),
+                               self.config.result_max_bytes)
         self.dispatcher.check()
         refused, started = self.store.transact(_insert, new, guard)
         if refused is not None:

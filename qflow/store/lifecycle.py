@@ -59,6 +59,7 @@ class NewRun:
     logical_time: dt.datetime | None = None
     max_map_size: int | None = None
     limits: Limits = field(default_factory=Limits)
+    result_max_bytes: int | None = None     # a mapped node's collected list, too
 
     @property
     def workflow(self) -> str:
@@ -109,7 +110,8 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     for node in graph.nodes.values():
         options = dict(node.options)
         if "map" in options:
-            options["map"] = {**options["map"], "max": new.max_map_size}
+            options["map"] = {**options["map"], "max": new.max_map_size,
+                              "result_max": new.result_max_bytes}
         ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
         rows.append(dict(
             run_id=run_id, node=node.id, task=node.task,
@@ -179,8 +181,9 @@ class RunWriter:
         elements instead, and once expanded collects them."""
         if mapping.is_mapped(row.options):
             if mapping.is_expanded(row):
-                mapping.collect(self.conn, self.run_id, row.node, row.expanded, self.now)
-                return Released([], [(row.node, S.SUCCEEDED)])
+                state = mapping.collect(self.conn, self.run_id, row.node, row.expanded,
+                                        row.options, self.now)
+                return Released([], [(row.node, state)])
             ids, ended, _ = mapping.expand(self.conn, self.run_id, row.node, self.now,
                                            read_inputs)
             options = {k: v for k, v in json.loads(row.options).items() if k != "map"}

@@ -95,13 +95,25 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
 
 
 def collect(conn: Connection, run_id: str, node: str, expanded: int,
-            now: dt.datetime) -> None:
-    """End an expanded mapped node with the list of its elements' results, in order."""
+            options: str | dict | None, now: dt.datetime) -> str:
+    """End an expanded mapped node with the list of its elements' results, in order;
+    return its state. The list is a value like any task's: larger than the node's
+    ``result_max_bytes`` it fails the node, as it would a task returning it."""
     ids = element_ids(node, expanded)
     found = dict(conn.execute(select(tasks.c.node, tasks.c.result).where(
         tasks.c.run_id == run_id, tasks.c.node.in_(ids))).all())
     values = [json.loads(found[eid]) if found.get(eid) else None for eid in ids]
-    _end(conn, run_id, node, S.SUCCEEDED, now, result=json.dumps(values))
+    text = json.dumps(values)
+    opts = _opts(options)
+    limit = opts.get("result_max_bytes") or opts["map"].get("result_max")
+    if limit and len(text.encode()) > limit:
+        _end(conn, run_id, node, S.FAILED, now,
+             error=f"TaskOutputError: the {len(ids)} results of {node}.map() are "
+                   f"{len(text.encode())} bytes together, larger than result_max_bytes "
+                   f"({limit})")
+        return S.FAILED
+    _end(conn, run_id, node, S.SUCCEEDED, now, result=text)
+    return S.SUCCEEDED
 
 
 def failed_elements(conn: Connection, run_id: str, node: str, expanded: int) -> str:
