@@ -18,7 +18,7 @@ from qflow import authoring
 from qflow.engine.executor import Executor
 from qflow.errors import WorkerLost
 from qflow.store import livelog, liveness
-from qflow.worker import container
+from qflow.worker import runtime_cli
 
 log = logging.getLogger("qflow.upkeep")
 
@@ -51,10 +51,10 @@ class Upkeep:
         if not any(t.options.get("isolation") == "container"
                    for t in authoring.TASKS.values()):
             return 0
-        runtime = container.Runtime.from_config(self.config)
+        runtime = runtime_cli.Runtime.from_config(self.config)
         try:
-            found = container.labelled(runtime)
-        except container.ContainerUnavailable as exc:
+            found = runtime_cli.labelled(runtime)
+        except runtime_cli.ContainerUnavailable as exc:
             if not self._runtime_missing:
                 log.warning("cannot look for lost containers: %s", exc)
             self._runtime_missing = True
@@ -65,7 +65,7 @@ class Upkeep:
         for cid, run_id, node, attempt in gone:
             log.warning("stopping container %s of %s/%s attempt %s: the attempt no longer "
                         "runs", cid[:12], run_id, node, attempt)
-            container.stop(runtime, cid, self.config.container_stop_grace)
+            runtime_cli.stop(runtime, cid, self.config.container_stop_grace)
         return len(gone)
 
     def bury_local_dead(self) -> int:

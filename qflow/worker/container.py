@@ -4,13 +4,14 @@ One code path for both: ``create`` (with ``--rm`` and the labels ``qflow.run``,
 ``qflow.node`` and ``qflow.attempt``), then ``start --attach``, whose stdout and stderr
 are read line by line into the attempt's log as they come. The container itself is
 supervised by the runtime, not by this process, so a worker that dies leaves it running:
-the sweeper (:func:`labelled` and :func:`stop`) finds it by its labels.
+the sweeper finds it by its labels (see :mod:`qflow.worker.runtime_cli`).
 
 A failure to create the container (a missing image, a refused pull, an unreachable
 runtime) is permanent: :class:`ContainerUnavailable` is a :class:`~qflow.errors.Fail`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,23 +25,19 @@ import tempfile
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from qflow.errors import Fail, TaskTimeout, one_line
+from qflow.errors import TaskTimeout, one_line
 from qflow.worker import capture
 from qflow.worker.isolation import fill_command
+from qflow.worker.runtime_cli import ContainerUnavailable, Runtime, stop
 
-LABELS = ("qflow.run", "qflow.node", "qflow.attempt")
 OUT_DIR = "/qflow/out"                       # result.json here is the task's value
 PULL_POLICIES = ("missing", "always", "never")
 TICK_SECONDS = 1.0
 log = logging.getLogger("qflow.container")
-
-
-class ContainerUnavailable(Fail):
-    """The container could not be created or the runtime not reached: never retried."""
 
 
 class ContainerFailed(Exception):
@@ -169,52 +166,10 @@ def _command(runtime: "Runtime", spec: Spec, command: list[str] | None, args, kw
     argv = fill_command(command, args, kwargs) if command is not None else None
     shown = shlex.join(argv) if argv is not None else "(the image's command)"
     print(f"[{spec.image}] $ {shown}", flush=True)
-    return run(runtime, spec, argv, labels, timeout, grace, tick)
-
-
-# -- the runtime's CLI -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Runtime:
-    """The ``docker`` or ``podman`` program, pointed at ``container_host`` if set."""
-
-    program: str
-    host: str = ""
-
-    @classmethod
-    def from_config(cls, config: Any) -> "Runtime":
-        """``container_runtime`` if set; else Docker when a Docker engine is configured
-        or its socket exists, else whichever of podman and docker is installed."""
-        name = config.container_runtime or _default_runtime(config.container_host)
-        return cls(name, config.container_host)
-
-    def argv(self, *args: str) -> list[str]:
-        if not self.host:
-            return [self.program, *args]
-        flag = "--url" if self.program == "podman" else "--host"
-        return [self.program, flag, self.host, *args]
-
-    def call(self, *args: str, env: dict | None = None, timeout: float = 120.0
-             ) -> subprocess.CompletedProcess:
-        """Run one CLI command to its end; ContainerUnavailable if the CLI is missing."""
-        try:
-            return subprocess.run(self.argv(*args), capture_output=True, text=True,
-                                   env=env, timeout=timeout, stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise ContainerUnavailable(f"container runtime {self.program!r} not found: "
-                                       "install podman or docker, or set "
-                                       "container_runtime") from None
-        except subprocess.TimeoutExpired:
-            raise ContainerUnavailable(f"container runtime {self.program!r} did not answer "
-                                       f"{args[0]!r} within {timeout:g}s") from None
-
-
-def _default_runtime(host: str) -> str:
-    docker = shutil.which("docker")
-    podman = shutil.which("podman")
-    if docker and (host or os.environ.get("DOCKER_HOST")
-                   or os.path.exists("/var/run/docker.sock")):
-        return "docker"
-    return "podman" if podman or not docker else "docker"
+    with shared_dir("qflow-out-") as out_dir:
+        output = run(runtime, replace(spec, volumes={**spec.volumes, out_dir: OUT_DIR}),
+                     argv, labels, timeout, grace, tick)
+        return _result(Path(out_dir) / "result.json", output)
 
 
 # -- one container, start to end -----------------------------------------------------------
@@ -242,33 +197,39 @@ class _Output:
 
 def run(runtime: Runtime, spec: Spec, command: list[str] | None, labels: dict[str, str],
         timeout: float | None = None, grace: float = 3.0,
-        tick: Callable[[], bool] | None = None) -> Any:
-    """Run ``command`` (None: the image's own) in a new container; return its value.
+        tick: Callable[[], bool] | None = None) -> "_Output":
+    """Run ``command`` (None: the image's own) in a new container; return what it printed.
 
     ``tick`` is called about every second while the container runs; when it returns False
     (the attempt was canceled or given up) the container is stopped. Timeout, a tick
     saying stop and SIGTERM (in the main thread) stop the container (SIGTERM, SIGKILL
-    after ``grace`` seconds) and remove it.
+    after ``grace`` seconds) and remove it. A non-zero exit raises ContainerFailed.
     """
-    out_dir = tempfile.mkdtemp(prefix="qflow-out-")
-    os.chmod(out_dir, 0o777)                  # the image's user may not be ours
+    cid = _create(runtime, spec, command, labels)
     try:
-        cid = _create(runtime, spec, command, labels, out_dir)
-        try:
-            code, output = _attend(runtime, cid, timeout, grace, tick)
-        finally:
-            runtime.call("rm", "-f", cid, timeout=30)     # --rm may lag behind the exit
-        if code != 0:
-            tail = " | ".join(output.stderr_tail) or "(no stderr)"
-            raise ContainerFailed(f"container exited with code {code}: {tail}")
-        return _result(Path(out_dir) / "result.json", output)
+        code, output = _attend(runtime, cid, timeout, grace, tick)
     finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        runtime.call("rm", "-f", cid, timeout=30)     # --rm may lag behind the exit
+    if code != 0:
+        tail = " | ".join(output.stderr_tail) or "(no stderr)"
+        raise ContainerFailed(f"container exited with code {code}: {tail}")
+    return output
+
+
+@contextlib.contextmanager
+def shared_dir(prefix: str) -> Iterator[str]:
+    """A temporary directory to mount into a container, removed afterwards."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(path, 0o777)                     # the image's user may not be ours
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _create(runtime: Runtime, spec: Spec, command: list[str] | None,
-            labels: dict[str, str], out_dir: str) -> str:
-    args = ["create", "--rm", *spec.create_args(), "-v", f"{out_dir}:{OUT_DIR}"]
+            labels: dict[str, str]) -> str:
+    args = ["create", "--rm", *spec.create_args()]
     for key, value in labels.items():
         args += ["--label", f"{key}={value}"]
     env = {**os.environ, **spec.env}
@@ -357,27 +318,3 @@ def _result(path: Path, output: _Output) -> Any:
         except ValueError as exc:
             raise ContainerFailed(f"{OUT_DIR}/result.json is not JSON: {exc}") from None
     return output.value if output.has_value else None
-
-
-# -- what the sweeper uses -------------------------------------------------------------------
-def labelled(runtime: Runtime) -> list[tuple[str, str, str, int]]:
-    """Every container with qflow labels: (id, run_id, node, attempt)."""
-    listed = runtime.call("ps", "-a", "-q", "--no-trunc", "--filter", "label=qflow.run")
-    ids = listed.stdout.split() if listed.returncode == 0 else []
-    if not ids:
-        return []
-    fmt = "{{.Id}}\t" + "\t".join('{{index .Config.Labels "%s"}}' % k for k in LABELS)
-    found = runtime.call("inspect", "--format", fmt, *ids)
-    out = []
-    for line in found.stdout.splitlines():   # a container gone since `ps` is left out
-        parts = line.split("\t")
-        if len(parts) == 4 and parts[3].isdigit():
-            out.append((parts[0], parts[1], parts[2], int(parts[3])))
-    return out
-
-
-def stop(runtime: Runtime, cid: str, grace: float = 3.0) -> None:
-    """Stop a container (SIGTERM, then SIGKILL after ``grace`` seconds) and remove it;
-    quiet if it is gone already."""
-    runtime.call("stop", "-t", str(int(max(grace, 0))), cid, timeout=grace + 30)
-    runtime.call("rm", "-f", cid, timeout=30)

@@ -1,8 +1,8 @@
 """A Python task run inside a container image: ``@task(isolation="container", image=...)``.
 
 The image has qflow and the workflow code installed. The worker writes the call (task,
-arguments, run context) as ``input.json`` into a directory mounted at ``/qflow/io``,
-runs ``python3 -m qflow.worker.inside /qflow/io`` there, and reads ``outcome.json`` back.
+arguments, run context) as ``input.json`` into a directory mounted at ``/qflow-io``,
+runs ``python3 -m qflow.worker.inside /qflow-io`` there, and reads ``outcome.json`` back.
 The container never talks to the results DB or the broker, so it gets no credentials:
 its environment holds only what the task's ``env=`` names.
 """
@@ -14,14 +14,14 @@ import importlib
 import inspect
 import json
 import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-IO_DIR = "/qflow/io"
+# Not under /qflow: ``python -m`` puts the working directory (often /) first on
+# sys.path, where a /qflow directory would shadow the qflow package.
+IO_DIR = "/qflow-io"
 
 
 def call(runtime, spec, tdef, args: list, kwargs: dict, ctx, app: str,
@@ -30,9 +30,7 @@ def call(runtime, spec, tdef, args: list, kwargs: dict, ctx, app: str,
     """Run ``tdef`` with these arguments in a container from ``spec.image``."""
     from qflow.worker import container, isolation
 
-    io_dir = tempfile.mkdtemp(prefix="qflow-io-")
-    os.chmod(io_dir, 0o777)                   # the image's user may not be ours
-    try:
+    with container.shared_dir("qflow-io-") as io_dir:
         call_info = {"app": _portable(app), "task": tdef.key, "module": tdef.fn.__module__,
                      "args": args, "kwargs": kwargs, "context": _context_json(ctx)}
         (Path(io_dir) / "input.json").write_text(json.dumps(call_info))
@@ -44,8 +42,6 @@ def call(runtime, spec, tdef, args: list, kwargs: dict, ctx, app: str,
             raise container.ContainerFailed("the task's container ended without an outcome "
                                             f"(is qflow installed in {spec.image!r}?)")
         outcome = json.loads(outcome_file.read_text())
-    finally:
-        shutil.rmtree(io_dir, ignore_errors=True)
     if "error" in outcome:
         raise isolation.rebuild(outcome["error"])
     return outcome["value"]
