@@ -14,7 +14,7 @@ from qflow.context import TaskContext, context
 # The other names are imported on first use: the `qflow` command imports this package
 # before anything else, and most commands need none of them (bench/cli_startup.py).
 _LAZY = {"task": "qflow.authoring", "workflow": "qflow.authoring",
-         "shell": "qflow.authoring", "container": "qflow.authoring", "Fail": "qflow.errors",
+         "shell": "qflow.command_tasks", "container": "qflow.command_tasks", "Fail": "qflow.errors",
          "Client": "qflow.client"}
 
 __all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskContext",
@@ -22,8 +22,9 @@ __all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskCon
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from qflow.authoring import container, shell, task, workflow  # noqa: F401
+    from qflow.authoring import task, workflow  # noqa: F401
     from qflow.client import Client  # noqa: F401
+    from qflow.command_tasks import container, shell  # noqa: F401
     from qflow.errors import Fail  # noqa: F401
 
 

@@ -19,8 +19,8 @@ TASK_OPTIONS = frozenset({
     # isolation="container": the image and how to run it (see container())
     "image", "env", "volumes", "workdir", "user", "network", "cpus", "memory", "pull",
 })
-_CONTAINER_OPTIONS = ("image", "env", "volumes", "workdir", "user", "network", "cpus",
-                      "memory", "pull")
+CONTAINER_OPTIONS = ("image", "env", "volumes", "workdir", "user", "network", "cpus",
+                     "memory", "pull")
 WORKFLOW_OPTIONS = frozenset({
     "name", "schedule", "timezone", "start_date", "end_date", "catchup", "max_active_runs",
     "max_active_tasks", "fail_fast", "on_failure", "on_success", "description", "params",
@@ -129,7 +129,10 @@ def _validate_task_options(name: str, options: dict) -> None:
     if options.get("isolation") not in (None, "subprocess", "container"):
         raise OptionError(f"@task on {name!r}: isolation must be 'subprocess' or "
                           f"'container', got {options['isolation']!r}")
-    _validate_container(name, options)
+    if options.get("isolation") == "container" or any(
+            options.get(k) is not None for k in CONTAINER_OPTIONS):
+        from qflow.command_tasks import validate_container
+        validate_container(name, options)
     priority = options.get("priority")
     if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
         raise OptionError(f"@task on {name!r}: priority must be an int from 0 to 9 "
@@ -147,21 +150,6 @@ def _validate_task_options(name: str, options: dict) -> None:
     for hook in ("on_failure", "on_success", "on_retry"):
         if options.get(hook) is not None and not callable(options[hook]):
             raise OptionError(f"@task on {name!r}: {hook} must be callable")
-
-
-def _validate_container(name: str, options: dict) -> None:
-    given = [k for k in _CONTAINER_OPTIONS if options.get(k) is not None]
-    if options.get("isolation") != "container":
-        if given:
-            raise OptionError(f"@task on {name!r}: {given[0]} needs isolation='container'")
-        return
-    from qflow.worker.container import check_spec, spec_of
-    if not options.get("image"):
-        raise OptionError(f"@task on {name!r}: isolation='container' needs image=")
-    try:
-        check_spec(spec_of(options), f"@task on {name!r}")
-    except ValueError as exc:
-        raise OptionError(str(exc)) from None
 
 
 class Handle:
@@ -327,78 +315,6 @@ def _validate_schedule(wdef: WorkflowDef) -> None:
             wdef.resolve_params(wdef.options.get("params"))
     except UserError as exc:
         raise OptionError(f"@workflow on {wdef.name!r}: {exc}") from None
-
-
-def shell(command: str | list[str], name: str = "shell", **options) -> TaskDef:
-    """A task that runs ``command``, its ``{placeholders}`` filled from the call's
-    arguments: ``dbt = shell("dbt run --select {model}", name="dbt_run")`` then
-    ``dbt(model="orders")`` in a workflow body. A string runs in a shell, every filled-in
-    value shell-quoted (a value is always one word, never more commands); a list runs
-    without a shell, each placeholder filled inside its own argument. Output goes to the
-    task's log; a non-zero exit fails the task."""
-    import shlex
-
-    from qflow.worker.isolation import run_command
-
-    if not isinstance(command, str) and not (
-            isinstance(command, (list, tuple)) and command
-            and all(isinstance(c, str) for c in command)):
-        raise OptionError(f"shell task {name!r}: command must be a string or a non-empty "
-                          f"list of strings, got {command!r}")
-    template = command if isinstance(command, str) else list(command)
-
-    def run(*args, **values):
-        return run_command(template, *args, **values)
-
-    run.__name__ = run.__qualname__ = name
-    run.__module__ = "qflow.shell"
-    run.__doc__ = f"$ {template if isinstance(template, str) else shlex.join(template)}"
-    existing = TASKS.get(f"qflow.shell.{name}")
-    if existing is not None and existing.fn.__doc__ != run.__doc__:
-        raise OptionError(f"shell task name {name!r} is used for two commands")
-    return task(run, **options)
-
-
-def container(image: str, command: str | list[str] | None = None, name: str = "container",
-              **options) -> TaskDef:
-    """A task that runs ``command`` in a container from ``image``:
-    ``dbt = container("ghcr.io/dbt-labs/dbt-postgres:1.8", ["dbt", "run", "--select",
-    "{model}"], name="dbt_run")`` then ``dbt(model="orders")`` in a workflow body.
-
-    ``{placeholders}`` are filled from the call's arguments, each inside its own argument
-    (a string command is split into arguments first; no shell is involved). Container
-    options: ``env``, ``volumes`` (host path -> container path, ``":ro"`` allowed),
-    ``workdir``, ``user``, ``network``, ``cpus``, ``memory``, ``pull`` ("missing",
-    "always" or "never"); any other keyword is a task option (``timeout``, ``retries``,
-    ``queue``, ...). The container's output is the task's log; exit code 0 is success;
-    the value is ``/qflow/out/result.json`` if the command wrote it, else the last line
-    of stdout that parses as JSON (else None).
-    """
-    import shlex
-
-    if isinstance(command, str):
-        command = shlex.split(command)
-    if command is not None and not (isinstance(command, (list, tuple)) and command
-                                    and all(isinstance(c, str) for c in command)):
-        raise OptionError(f"container task {name!r}: command must be a string or a "
-                          f"non-empty list of strings, got {command!r}")
-    argv = list(command) if command is not None else None
-    settings = {**options, "isolation": "container", "image": image}
-    spec_options = {k: settings.get(k) for k in _CONTAINER_OPTIONS}
-
-    def run(*args, **values):
-        from qflow.worker.container import call_plain
-        return call_plain({**spec_options, "timeout": settings.get("timeout")}, argv,
-                          args, values)
-
-    run.__name__ = run.__qualname__ = name
-    run.__module__ = "qflow.container"
-    run.__doc__ = f"[{image}] $ {shlex.join(argv) if argv else '(its own command)'}"
-    run.container_command = argv
-    existing = TASKS.get(f"qflow.container.{name}")
-    if existing is not None and existing.fn.__doc__ != run.__doc__:
-        raise OptionError(f"container task name {name!r} is used for two commands")
-    return task(run, **settings)
 
 
 def register_workflow(wdef: WorkflowDef) -> None:

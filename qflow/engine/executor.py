@@ -14,21 +14,20 @@ import inspect
 import logging
 import os
 import time
-from typing import Any
 
 from sqlalchemy.exc import DataError
 
 from qflow import authoring
-from qflow.context import TaskContext, _current
+from qflow.context import TaskContext
 from qflow.core import outcomes
 from qflow.core.records import Claimed, Dispatch, Outcome
 from qflow.core.states import FAILED, RETRYING
+from qflow.engine.calls import Caller
 from qflow.engine.client import Engine
 from qflow.engine.dispatch import Follow
-from qflow.errors import TaskTimeout, WorkerLost
-from qflow.store import attempts, lifecycle, livelog, liveness, read
-from qflow.worker import aio, capture, container, isolation
-from qflow.worker.timeouts import call_with_timeout
+from qflow.errors import WorkerLost
+from qflow.store import attempts, lifecycle, liveness, read
+from qflow.worker import aio
 
 log = logging.getLogger("qflow.engine")
 
@@ -44,6 +43,7 @@ class Executor:
         # The name attempts are claimed under when it is not the Celery worker's (the
         # embedded worker's, unique to its process, which heartbeats under it).
         self.name: str | None = None
+        self.caller = Caller(engine.config, engine.store)
 
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None, follow: Follow | None = None
@@ -90,7 +90,7 @@ class Executor:
                 and claimed.options.get("isolation") not in ("subprocess", "container"):
             self._start_async(ctx, tdef, claimed, worker)
             return None, None                 # recorded by the event loop when it ends
-        outcome = self._call(tdef, claimed, ctx)
+        outcome = self.caller.call(tdef, claimed, ctx)
         return self._record(ctx, tdef, claimed.options, outcome, claimed, follow)
 
     # -- lost attempts -----------------------------------------------------------------
@@ -167,52 +167,6 @@ class Executor:
             self.engine.alerts.run_ended(ctx.run_id, ctx.workflow, ended.final)
         return outcome, kept
 
-    # -- calling the task ----------------------------------------------------------------
-    def _call(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
-        if tdef is None:
-            return outcomes.missing(claimed.task, ctx.attempt)
-        args, kwargs = outcomes.arguments(claimed)
-        token = _current.set(ctx)
-        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
-        try:
-            with out:
-                value = self._invoke(tdef, args, kwargs, claimed.options)
-        except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
-            return self._failed(exc, tdef, claimed, ctx, out)
-        finally:
-            _current.reset(token)
-        return self._succeeded(value, claimed, ctx, out)
-
-    def _invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
-        timeout = options.get("timeout")
-        if options.get("isolation") == "container":
-            # Writes its output so far as the attempt's live log about once a second; the
-            # write also says when the attempt was canceled (then the container stops).
-            ctx = _current.get()
-            live = functools.partial(self.store.transact, livelog.write, ctx.run_id,
-                                     ctx.node, ctx.attempt)
-            return container.invoke(tdef, args, kwargs, self.config, ctx, timeout, live)
-        if options.get("isolation") == "subprocess":
-            return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
-                                                self.config.log_max_bytes)
-        return call_with_timeout(tdef.fn, args, kwargs, timeout)
-
-    def _failed(self, exc: BaseException, tdef, claimed: Claimed, ctx: TaskContext,
-                out: capture.Capture) -> Outcome:
-        tries = claimed.tries(ctx.attempt)
-        return dataclasses.replace(outcomes.failure(exc, claimed.options, tries, tdef),
-                                   log=out.text)
-
-    def _succeeded(self, value: Any, claimed: Claimed, ctx: TaskContext,
-                   out: capture.Capture) -> Outcome:
-        if claimed.options.get("branch"):
-            outcome = outcomes.branch(value, ctx.node, list(claimed.children or ()))
-        else:
-            limit = int(claimed.options.get("result_max_bytes")
-                        or self.config.result_max_bytes)
-            outcome = outcomes.success(value, limit)
-        return dataclasses.replace(outcome, log=out.text)
-
     # -- async tasks: many overlap on one event loop per process --------------------------
     def _start_async(self, ctx: TaskContext, tdef, claimed: Claimed, worker: str) -> None:
         name = f"{worker}/{os.getpid()}"
@@ -226,7 +180,7 @@ class Executor:
         self._async_name = name
 
         async def job() -> None:
-            outcome = await self._acall(tdef, claimed, ctx)
+            outcome = await self.caller.acall(tdef, claimed, ctx)
             await asyncio.get_running_loop().run_in_executor(
                 None, self._record, ctx, tdef, claimed.options, outcome, claimed)
 
@@ -240,17 +194,3 @@ class Executor:
         loop.drain(timeout)
         if self._async_name and not self.config.embedded:
             self.store.transact(liveness.forget, self._async_name, os.getpid())
-
-    async def _acall(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
-        args, kwargs = outcomes.arguments(claimed)
-        _current.set(ctx)                     # this coroutine's own context
-        timeout = claimed.options.get("timeout")
-        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
-        try:
-            with out:
-                value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
-        except asyncio.TimeoutError:
-            return self._failed(TaskTimeout(timeout), tdef, claimed, ctx, out)
-        except Exception as exc:  # noqa: BLE001
-            return self._failed(exc, tdef, claimed, ctx, out)
-        return self._succeeded(value, claimed, ctx, out)

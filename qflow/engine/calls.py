@@ -1,0 +1,86 @@
+"""Calling a task's function for one attempt and turning what it did into an outcome:
+in this thread (with its time limit), in a subprocess, in a container, or on the event
+loop for async functions. What it prints and logs is captured with it."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+from typing import Any
+
+from qflow.config import Config
+from qflow.context import TaskContext, _current
+from qflow.core import outcomes
+from qflow.core.records import Claimed, Outcome
+from qflow.errors import TaskTimeout
+from qflow.store import Store, livelog
+from qflow.worker import capture, container, isolation
+from qflow.worker.timeouts import call_with_timeout
+
+
+class Caller:
+    """Calls task functions for the executor of one process."""
+
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+
+    def call(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
+        """Run the attempt here (or in the subprocess or container it asks for)."""
+        if tdef is None:
+            return outcomes.missing(claimed.task, ctx.attempt)
+        args, kwargs = outcomes.arguments(claimed)
+        token = _current.set(ctx)
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            with out:
+                value = self.invoke(tdef, args, kwargs, claimed.options)
+        except Exception as exc:  # noqa: BLE001 - any task error is the task's outcome
+            return self.failed(exc, tdef, claimed, ctx, out)
+        finally:
+            _current.reset(token)
+        return self.succeeded(value, claimed, ctx, out)
+
+    def invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
+        timeout = options.get("timeout")
+        if options.get("isolation") == "container":
+            # Writes its output so far as the attempt's live log about once a second; the
+            # write also says when the attempt was canceled (then the container stops).
+            ctx = _current.get()
+            live = functools.partial(self.store.transact, livelog.write, ctx.run_id,
+                                     ctx.node, ctx.attempt)
+            return container.invoke(tdef, args, kwargs, self.config, ctx, timeout, live)
+        if options.get("isolation") == "subprocess":
+            return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
+                                                self.config.log_max_bytes)
+        return call_with_timeout(tdef.fn, args, kwargs, timeout)
+
+    def failed(self, exc: BaseException, tdef, claimed: Claimed, ctx: TaskContext,
+                out: capture.Capture) -> Outcome:
+        tries = claimed.tries(ctx.attempt)
+        return dataclasses.replace(outcomes.failure(exc, claimed.options, tries, tdef),
+                                   log=out.text)
+
+    def succeeded(self, value: Any, claimed: Claimed, ctx: TaskContext,
+                   out: capture.Capture) -> Outcome:
+        if claimed.options.get("branch"):
+            outcome = outcomes.branch(value, ctx.node, list(claimed.children or ()))
+        else:
+            limit = int(claimed.options.get("result_max_bytes")
+                        or self.config.result_max_bytes)
+            outcome = outcomes.success(value, limit)
+        return dataclasses.replace(outcome, log=out.text)
+
+    async def acall(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
+        args, kwargs = outcomes.arguments(claimed)
+        _current.set(ctx)                     # this coroutine's own context
+        timeout = claimed.options.get("timeout")
+        out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            with out:
+                value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
+        except asyncio.TimeoutError:
+            return self.failed(TaskTimeout(timeout), tdef, claimed, ctx, out)
+        except Exception as exc:  # noqa: BLE001
+            return self.failed(exc, tdef, claimed, ctx, out)
+        return self.succeeded(value, claimed, ctx, out)
