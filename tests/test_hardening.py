@@ -335,3 +335,38 @@ def test_a_mapped_nodes_collected_results_obey_result_max_bytes(tmp_path):
     fits = qflow("-A", "mapped.py", "run", "mapped", cwd=tmp_path,
                  QFLOW_RESULT_MAX_BYTES=str(2 * 1024 * 1024))
     assert fits.returncode == 0 and "size returned:\n1200000" in fits.stdout, fits.stdout
+
+
+DAILY = """
+from qflow import task, workflow
+
+@task
+def tick() -> int:
+    return 1
+
+@workflow(schedule="@daily")
+def daily():
+    tick()
+"""
+
+
+def test_backfill_counts_every_day_of_a_long_range_and_refuses_impossible_ones(
+        tmp_path, registry):
+    from qflow.cli.schedule import _backfill_times
+    from qflow.engine.scheduler import schedule_of
+    from qflow.loader import load_app
+
+    (tmp_path / "daily_hardening.py").write_text(DAILY)
+    load_app(str(tmp_path / "daily_hardening.py"))
+    schedule = schedule_of(registry.WORKFLOWS["daily"])
+    times = _backfill_times(schedule, "2010-01-01", "2020-01-01")    # 10 years and a day
+    assert len(times) == 3653
+    assert (times[0].isoformat(), times[-1].isoformat()) == (
+        "2010-01-01T00:00:00+00:00", "2020-01-01T00:00:00+00:00")
+    for start, end, expected in (
+            ("0001-01-01", "9999-12-31", "between 0002-01-01 and 9998-12-31"),
+            ("1990-01-01", "2026-01-01", "more than 10000 logical times between 1990-01-01")):
+        out = qflow("-A", "daily_hardening.py", "backfill", "daily", "--start", start,
+                    "--end", end, cwd=tmp_path)
+        assert expected in one_line_error(out, 2)
+    assert not (tmp_path / "qflow.db").exists()

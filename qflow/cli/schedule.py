@@ -112,7 +112,28 @@ def _backfill_times(schedule: Schedule, start: str, end: str) -> list[dt.datetim
     now = S.now_aware()
     if lo > now:
         raise UserError("--start is in the future; the scheduler creates those runs")
-    return schedule.between(lo, min(hi, now), BACKFILL_LIMIT)
+    return _fire_times(schedule, lo, min(hi, now))
+
+
+_WINDOW = dt.timedelta(days=366)
+
+
+def _fire_times(schedule: Schedule, lo: dt.datetime, hi: dt.datetime) -> list[dt.datetime]:
+    """The fire times in [lo, hi], searched a year at a time: a rule looks a few years
+    ahead at most for its next fire time, so one search over a longer range would stop
+    early, without a word."""
+    out: list[dt.datetime] = []
+    start = lo
+    while start <= hi:
+        end = hi if hi - start < _WINDOW else start + _WINDOW
+        try:
+            out += schedule.between(start, end, BACKFILL_LIMIT - len(out))
+        except UserError:
+            raise UserError(f"more than {BACKFILL_LIMIT} logical times between "
+                            f"{lo.isoformat()} and {hi.isoformat()}; use a shorter "
+                            "range") from None
+        start = end + dt.timedelta(microseconds=1)
+    return out
 
 
 _SKIPPED = {S.SUCCEEDED_ALREADY: "skipped: its run succeeded (--rerun to run it again)",

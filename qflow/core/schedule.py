@@ -207,6 +207,10 @@ def parse_range(start: str, end: str, tz: zoneinfo.ZoneInfo) -> tuple[dt.datetim
         day = dt.date.fromisoformat(end.strip())
     except ValueError:
         day = None
+    # Fire times are searched from a day before the start to a day after the end: the
+    # first and last years a datetime holds are out of reach.
+    if lo.year < 2 or hi.year > 9998:
+        raise UserError("--start and --end must be between 0002-01-01 and 9998-12-31")
     if day is not None:
         hi = parse_time(day + _ONE_DAY, tz, "--end") - _TICK
     if hi < lo:
