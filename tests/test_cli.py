@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -59,7 +60,7 @@ def test_the_example_runs_on_the_embedded_default_in_a_fresh_directory(tmp_path)
 def test_a_failing_run_exits_1_and_shows_the_error(tmp_path):
     out = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path)
     assert out.returncode == 1
-    assert "boom: failed  ValueError: 1" in out.stdout
+    assert re.search(r"boom: failed in \d+\.\d\ds  ValueError: 1$", out.stdout, re.M)
     assert "add: upstream_failed" in out.stdout
     run_id = run_id_in(out.stdout)
     runs = json.loads(qflow("runs", "--state", "failed", "--json", cwd=tmp_path).stdout)

@@ -4,10 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import pty
 import re
-import select
 import subprocess
 import sys
 import threading
@@ -22,7 +19,6 @@ from servers import free_port, wait_port
 from test_cli import assert_one_line_error, qflow
 
 FLOWS = str(ROOT / "tests" / "flows.py")
-PLAIN_LINE = re.compile(r"^\[\s*\d+\.\d\ds\] \d+/\d+ \S+: \w+")
 
 
 def on_cluster(cluster, *args: str, cwd: Path, timeout: float = 60, **env: str):
@@ -173,40 +169,6 @@ def test_embedded_tasks_running_together_keep_their_own_logs_capped_at_log_max_b
 
 
 # -- progress, status and runs ---------------------------------------------------------------
-def test_run_prints_plain_progress_lines_when_not_on_a_terminal(tmp_path):
-    out = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path)
-    assert out.returncode == 1
-    lines = out.stdout.splitlines()
-    assert lines[0].startswith("run ") and " of failing started" in lines[0]
-    progress = [ln for ln in lines[1:] if ln.startswith("[")]
-    assert progress and all(PLAIN_LINE.match(ln) for ln in progress), progress
-    assert any(ln.endswith("boom: failed  ValueError: 1") for ln in progress)
-    assert re.search(r"\] 4/4 add: upstream_failed$", out.stdout, re.M)
-    assert "\x1b" not in out.stdout and "\r" not in out.stdout
-
-
-def test_run_on_a_terminal_redraws_one_status_line(tmp_path):
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(["qflow", "-A", FLOWS, "run", "dozing", "-p", "seconds=0.8"],
-                            stdout=slave, stderr=slave, cwd=tmp_path, env=qflow_env())
-    os.close(slave)
-    seen = b""
-    while select.select([master], [], [], 30)[0]:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-    assert proc.wait(30) == 0
-    text = seen.decode()
-    assert "\r\x1b[2K" in text
-    assert re.search(r"\] 0/2 done \(1 running\) · running: slow \(\S+ \d+\.\ds\)", text)
-    assert "\x1b[32m" in text                          # succeeded, in green
-    assert "succeeded (2/2 tasks" in text
-
-
 def test_status_and_runs_print_json_with_timings_and_filters(tmp_path):
     out = qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path)
     run_id = run_id_in(out.stdout)

@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import click
-from kombu.exceptions import OperationalError as KombuOperationalError
-from sqlalchemy.exc import DatabaseError
-from sqlalchemy.exc import OperationalError as DBOperationalError
 
-from qflow.cli import progress, render
-from qflow.config import load_config
 from qflow.errors import QflowError, UnreachableError, UserError, hide_password, one_line
-from qflow.loader import load_app
-from qflow.runtime import Runtime
-from qflow.store import read
+
+# Everything heavier (SQLAlchemy, Celery, rich) is imported by the commands that use it:
+# `qflow --help` and the read-only commands start fast (bench/cli_startup.py).
+if TYPE_CHECKING:
+    from qflow.cli.progress import Progress
+    from qflow.runtime import Runtime
 
 
 class Obj:
@@ -26,6 +25,9 @@ class Obj:
         self._rt: Runtime | None = None
 
     def runtime(self, **more: Any) -> Runtime:
+        from qflow.config import load_config
+        from qflow.runtime import Runtime
+
         if self._rt is None:
             flags = {**self.flags, **more}
             path = flags.pop("config_path")
@@ -34,6 +36,8 @@ class Obj:
 
     def app(self, **more: Any) -> Runtime:
         """The runtime with the user's workflows imported."""
+        from qflow.loader import load_app
+
         rt = self.runtime(**more)
         if not rt.config.app:
             raise UserError("no workflows loaded: pass -A/--app TARGET or set QFLOW_APP")
@@ -49,18 +53,27 @@ class QflowGroup(click.Group):
             return super().invoke(ctx)
         except QflowError as exc:
             fail(str(exc), exc.exit_code)
-        except DBOperationalError as exc:
-            rt = ctx.obj._rt if ctx.obj else None
-            url = rt.config.database_url if rt else "?"
-            fail(str(UnreachableError("results DB", url, exc.orig or exc)), 3)
-        except DatabaseError as exc:        # e.g. a SQLite file corrupt past its header
-            rt = ctx.obj._rt if ctx.obj else None
-            url = hide_password(rt.config.database_url) if rt else "?"
-            fail(f"the results DB at {url} failed: {one_line(exc.orig or exc)}", 3)
-        except KombuOperationalError as exc:
-            rt = ctx.obj._rt if ctx.obj else None
-            url = rt.config.broker_url if rt else "?"
-            fail(str(UnreachableError("broker", url, exc)), 3)
+        except Exception as exc:
+            message = _unreachable(ctx.obj._rt if ctx.obj else None, exc)
+            if message is None:
+                raise
+            fail(message, 3)
+
+
+def _unreachable(rt: Runtime | None, exc: Exception) -> str | None:
+    """The one-line message for an error of the results DB or the broker, else None.
+    Their libraries' error classes are looked up only if the library was imported: if it
+    was not, ``exc`` cannot come from it."""
+    db, broker = sys.modules.get("sqlalchemy.exc"), sys.modules.get("kombu.exceptions")
+    if db is not None and isinstance(exc, db.OperationalError):
+        return str(UnreachableError("results DB", rt.config.database_url if rt else "?",
+                                    exc.orig or exc))
+    if db is not None and isinstance(exc, db.DatabaseError):   # e.g. a corrupt SQLite file
+        url = hide_password(rt.config.database_url) if rt else "?"
+        return f"the results DB at {url} failed: {one_line(exc.orig or exc)}"
+    if broker is not None and isinstance(exc, broker.OperationalError):
+        return str(UnreachableError("broker", rt.config.broker_url if rt else "?", exc))
+    return None
 
 
 def fail(message: str, code: int) -> None:
@@ -97,23 +110,38 @@ def cli(ctx: click.Context, app, config_path, broker_url, database_url) -> None:
                        database_url=database_url))
 
 
-def wait_for(rt: Runtime, run_id: str, timeout: float | None, quiet: bool = False) -> dict:
-    """Wait for the run, showing its progress (live on a terminal, plain lines otherwise)."""
-    show = None if quiet else progress.Progress(rt.store, run_id)
+@contextmanager
+def showing(rt: Runtime, quiet: bool = False, since: Any = None) -> Iterator[Progress | None]:
+    """The progress display of a run about to be waited on (None when ``quiet``): live on
+    a terminal, plain lines otherwise. Enter it before starting the embedded worker, so
+    that on a terminal what its tasks print goes above the display. ``since``: show no
+    event before that time (a resumed run's history)."""
+    if quiet:
+        yield None
+        return
+    from qflow.cli.progress import Progress
+
+    with Progress(rt.store, since=since) as show:
+        yield show
+
+
+def wait_for(rt: Runtime, run_id: str, timeout: float | None,
+             show: Progress | None = None) -> dict:
+    """Wait for the run to end, shown on ``show`` (see :func:`showing`)."""
     try:
-        return rt.engine.wait(run_id, show, timeout)
+        return rt.engine.wait(run_id, show.follow(run_id) if show else None, timeout)
     except TimeoutError as exc:
         raise QflowError(str(exc)) from None
-    finally:
-        if show is not None:
-            show.close()
 
 
 def print_summary(rt: Runtime, run: dict) -> None:
+    from qflow.cli.render import seconds_text
+    from qflow.store import read
+
     with rt.store.read() as conn:
         leaves = read.leaves(conn, run["run_id"])
         values = read.results(conn, run["run_id"], leaves)
-    took = render._seconds(run["started_at"], run["finished_at"])
+    took = seconds_text(run["started_at"], run["finished_at"])
     click.echo(f"run {run['run_id']} {run['state']} ({run['tasks_done']}/{run['tasks_total']} "
                f"tasks{', ' + took if took else ''})")
     for node in leaves:

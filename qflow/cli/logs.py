@@ -6,10 +6,9 @@ from typing import Any
 
 import click
 
-from qflow.cli import render
 from qflow.cli.base import Obj, cli, json_option
+from qflow.cli.render import seconds_text, visible
 from qflow.errors import UserError
-from qflow.store import observe, read
 
 
 @cli.command()
@@ -21,7 +20,10 @@ from qflow.store import observe, read
 @click.pass_obj
 def logs(obj: Obj, run_id: str, node: str | None, attempt: int | None, as_json: bool) -> None:
     """Show what the tasks of RUN_ID (or only NODE) printed and logged, each attempt
-    under a header with its state, worker, time and error."""
+    under a header with its state, worker, time and error. Terminal control characters
+    in what they printed show as escapes (``\\x1b``) rather than act on the terminal."""
+    from qflow.store import observe, read
+
     store = obj.runtime().ready_store(migrate=False)
     with store.read() as conn:
         if read.get_run(conn, run_id, with_tasks=False) is None:
@@ -34,18 +36,18 @@ def logs(obj: Obj, run_id: str, node: str | None, attempt: int | None, as_json: 
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
-        click.echo(f"{node or 'no task'} has not started yet")
+        click.echo(f"{visible(node or 'no task')} has not started yet")
     else:
         click.echo("\n\n".join(_attempt_text(r) for r in rows))
 
 
 def _attempt_text(row: dict[str, Any]) -> str:
-    took = render._seconds(row["started_at"], row["finished_at"])
+    took = seconds_text(row["started_at"], row["finished_at"])
     parts = [row["node"], f"attempt {row['attempt']}", row["state"], row["worker"] or "",
              took, (row["started_at"] or "")[:19].replace("T", " ")]
-    header = "== " + "  ".join(p for p in parts if p) + " =="
-    body = (row["log"] or "(no output)").rstrip("\n")
-    error = f"\n-- error: {row['error']}" if row["error"] else ""
+    header = "== " + visible("  ".join(p for p in parts if p)) + " =="
+    body = visible(row["log"] or "(no output)").rstrip("\n")
+    error = f"\n-- error: {visible(row['error'])}" if row["error"] else ""
     if row.get("traceback"):
-        error += "\n-- traceback:\n" + row["traceback"].rstrip("\n")
+        error += "\n-- traceback:\n" + visible(row["traceback"]).rstrip("\n")
     return f"{header}\n{body}{error}"

@@ -1,125 +1,206 @@
-"""Live views of a run: the progress of `run` / `trigger --wait`, and `status --watch`.
+"""Live views of a run: the progress of `run` / `trigger --wait` / `retry`, and
+`status --watch`.
 
-On a terminal both redraw in place (and use colours unless NO_COLOR is set); elsewhere
-(a pipe, a CI log) they print plain lines, one per change, that read well in a file.
+On a terminal both are a rich Live display, redrawn in place, with everything else that
+prints meanwhile (the tasks of the embedded worker, Celery's log) going above it instead
+of through it. Elsewhere (a pipe, a CI log) the progress is one plain line per event,
+each attempt's start and end, stamped with the time it happened (the DB's times, seconds
+since the run was created) and in time order, e.g. ``[  1.02s] 3/7 load: succeeded in
+0.51s``; `status --watch` prints the table again on each change.
 """
 from __future__ import annotations
 
 import datetime as dt
-import os
+import logging
 import shutil
+import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from typing import Any, TextIO
 
 import click
+from rich.console import Group, RenderableType
+from rich.file_proxy import FileProxy
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
-from qflow.cli import render, timing
+from qflow.cli import tables, timing
+from qflow.cli.events import STARTED, Event, describe, run_events
+from qflow.cli.render import isatty, visible
 from qflow.core.states import TERMINAL
 from qflow.errors import UserError
 from qflow.store import Store, observe, read
 
 DETAIL_LIMIT = 200           # above this many tasks, progress reads counts, not every row
-CLEAR_LINE = "\r\x1b[2K"
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
 NOTEWORTHY = ("running", "retrying", "failed", "upstream_failed", "queued", "canceled")
+# An event is printed once it is this old: one committed a moment later with an earlier
+# time (another worker's) still comes out in order. The run's end prints the rest.
+HOLD = dt.timedelta(seconds=0.5)
+SHOWN_RUNNING = 5
 
 
-def use_color(stream: TextIO) -> bool:
-    return _isatty(stream) and not os.environ.get("NO_COLOR")
-
-
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 class Progress:
-    """The ``on_poll`` callback of :meth:`Engine.wait`: prints what changed in the run.
+    """The ``on_poll`` callback of :meth:`Engine.wait` that shows what happens in a run.
 
-    A terminal gets a line per finished task and one status line redrawn in place (tasks
-    done/total, the running ones with their worker, elapsed); other outputs get one plain
-    line per task state change, e.g. ``[  1.02s] 3/7 load: succeeded``.
+    Enter it before anything that may print while the run goes on (the embedded worker),
+    so that on a terminal that output goes above the live display; then
+    :meth:`follow` the run and pass the result to ``wait``. ``since`` hides events that
+    happened before it (a resumed run's earlier attempts).
     """
 
-    def __init__(self, store: Store, run_id: str, stream: TextIO | None = None,
-                 tty: bool | None = None):
-        self.store, self.run_id = store, run_id
-        self.stream = stream or click.get_text_stream("stdout")
-        self.tty = _isatty(self.stream) if tty is None else tty
-        self.color = self.tty and not os.environ.get("NO_COLOR")
-        self.started = time.monotonic()
-        self.seen: dict[str, str] = {}
-        self.status = ""
+    def __init__(self, store: Store, stream: TextIO | None = None, tty: bool | None = None,
+                 since: dt.datetime | None = None):
+        self.store, self.since = store, since
+        self.stream = stream or sys.stdout
+        self.tty = isatty(self.stream) if tty is None else tty
+        self.console = tables.console(self.stream, self.tty)
+        self.run_id: str | None = None
+        self.origin: dt.datetime | None = None
+        self.printed: set[tuple[str, int, str]] = set()
+        self.last_count = ""
+        self.view: tuple[dict[str, Any], Counter, list[dict[str, Any]]] | None = None
+        self.live: Live | None = None
+        self.adopted: list[tuple[logging.StreamHandler, Any]] = []
+
+    def __enter__(self) -> "Progress":
+        if self.tty:
+            self.live = Live(console=self.console, get_renderable=self._render,
+                             transient=True, refresh_per_second=4,
+                             redirect_stderr=isatty(sys.stderr))
+            self.live.start()
+            self._adopt_log_handlers()
+            # The embedded worker sets up Celery's handlers after this: adopt them then.
+            from celery.signals import after_setup_logger, after_setup_task_logger
+
+            for signal in (after_setup_logger, after_setup_task_logger):
+                signal.connect(self._adopt_log_handlers, weak=False)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def follow(self, run_id: str) -> "Progress":
+        self.run_id = run_id
+        return self
+
+    def say(self, text: str) -> None:
+        """Print a line of the command's own (above the live display on a terminal)."""
+        if self.live is not None:
+            self.console.print(Text(text))
+        else:
+            click.echo(text, file=self.stream)
 
     def __call__(self, run: dict[str, Any]) -> None:
+        self.origin = self.origin or dt.datetime.fromisoformat(run["created_at"])
         detailed = run["tasks_total"] <= DETAIL_LIMIT
         with self.store.read() as conn:
-            tasks = read.task_rows(conn, self.run_id) if detailed else []
-            counts = observe.state_counts(conn, self.run_id) if not detailed else None
-            running = observe.running(conn, self.run_id) if not detailed else None
-        done = sum(t["state"] in TERMINAL for t in tasks) if detailed else run["tasks_done"]
-        stamp = f"[{time.monotonic() - self.started:6.2f}s] {done}/{run['tasks_total']}"
-        for t in self._changed(tasks):
-            err = f"  {t['error']}" if t["error"] and t["state"] != "running" else ""
-            where = f" on {t['worker']}" if t["state"] == "running" and t["worker"] else ""
-            self._print(f"{stamp} {t['node']}: "
-                        f"{render.paint(t['state'], t['state'], self.color)}{where}{err}")
-        counts = counts if counts is not None else Counter(t["state"] for t in tasks)
-        if not detailed and not self.tty and self.seen.get("") != stamp.split()[1]:
-            self.seen[""] = stamp.split()[1]
-            self._print(f"{stamp} tasks done{_counts(counts)}")
-        if self.tty:
-            busy = running if running is not None else [t for t in tasks
-                                                        if t["state"] == "running"]
-            self._draw(f"{stamp} done{_counts(counts)}{_running(busy)}")
+            if detailed:
+                tasks = read.task_rows(conn, self.run_id)
+                attempts = observe.ended_attempts(conn, self.run_id)
+            else:
+                counts = Counter(observe.state_counts(conn, self.run_id))
+                running = observe.running(conn, self.run_id, SHOWN_RUNNING)
+        if detailed:
+            counts = Counter(t["state"] for t in tasks)
+            running = [t for t in tasks if t["state"] == "running"]
+            self._print_events(run_events(tasks, attempts), run)
+        elif not self.tty:
+            self._print_counts(run, counts)
+        self.view = (run, counts, running)
+        if self.live is not None:
+            self._adopt_log_handlers()
+            self.live.refresh()
 
-    def _changed(self, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        out = []
-        for t in tasks:
-            if self.seen.get(t["node"]) != t["state"] and t["state"] != "pending":
-                self.seen[t["node"]] = t["state"]
-                if not self.tty or t["state"] not in ("queued", "running"):
-                    out.append(t)
-        return out
+    # -- plain lines ---------------------------------------------------------------------
+    def _print_events(self, events: list[Event], run: dict[str, Any]) -> None:
+        cutoff = None if run["state"] in TERMINAL else _now() - HOLD
+        done = 0
+        for event in events:
+            done += event.ends_task
+            if event.key in self.printed or (cutoff is not None and event.at > cutoff):
+                continue
+            self.printed.add(event.key)
+            if self.since is not None and event.at < self.since:
+                continue
+            if not (self.tty and event.what == STARTED):     # the live view shows those
+                self._line(event, done, run["tasks_total"])
 
-    def _print(self, line: str) -> None:
-        if self.tty and self.status:
-            self.stream.write(CLEAR_LINE)
-        self.stream.write(line + "\n")
-        if self.tty and self.status:
-            self.stream.write(self.status)
-        self.stream.flush()
+    def _line(self, event: Event, done: int, total: int) -> None:
+        what, detail = describe(event)
+        line = Text(f"{self._stamp(event.at)} {done}/{total} {visible(event.node)}: ")
+        line.append_text(tables.state_text(what))
+        line.append(detail)
+        if self.live is not None:
+            self.console.print(line)
+        else:
+            click.echo(line.plain, file=self.stream)
 
-    def _draw(self, line: str) -> None:
-        width = shutil.get_terminal_size((100, 20)).columns
-        self.status = line if len(line) < width else line[:max(width - 2, 10)] + "…"
-        self.stream.write(CLEAR_LINE + self.status)
-        self.stream.flush()
+    def _stamp(self, at: dt.datetime) -> str:
+        return f"[{(at - self.origin).total_seconds():6.2f}s]"
+
+    def _print_counts(self, run: dict[str, Any], counts: Counter) -> None:
+        text = f"{run['tasks_done']}/{run['tasks_total']} tasks done{_counts(counts)}"
+        if text != self.last_count:
+            self.last_count = text
+            click.echo(f"{self._stamp(_now())} {text}", file=self.stream)
+
+    # -- the live display ----------------------------------------------------------------
+    def _render(self) -> RenderableType:
+        if self.view is None:
+            return Text("starting…")
+        run, counts, running = self.view
+        total, done = run["tasks_total"], sum(counts[s] for s in TERMINAL)
+        head = Table.grid(padding=(0, 1))
+        head.add_row(ProgressBar(total=max(total, 1), completed=done, width=30,
+                                 complete_style="cyan", finished_style="green"),
+                     Text(f"{done}/{total} done{_counts(counts)}"),
+                     Text(f"{(_now() - self.origin).total_seconds():.1f}s", style="dim"))
+        now = _now().isoformat()
+        lines = [Text.assemble("  ", tables.state_text("running"),
+                               f" {visible(t['node'])} on {visible(t['worker'] or '?')} "
+                               f"{timing.seconds(t['started_at'], now) or 0:.1f}s")
+                 for t in running[:SHOWN_RUNNING]]
+        if counts["running"] > SHOWN_RUNNING:
+            lines.append(Text(f"  … and {counts['running'] - SHOWN_RUNNING} more running"))
+        return Group(head, *lines)
+
+    def _adopt_log_handlers(self, **_: Any) -> None:
+        """Send log handlers that write to the terminal (Celery's, set up with the
+        embedded worker) through the live display, so their lines go above it."""
+        terminals = {id(s) for s in (sys.__stderr__, sys.__stdout__, self.stream)
+                     if s is not None and isatty(s)}
+        proxy = None
+        for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+            for handler in getattr(logger, "handlers", ()):
+                if type(handler) is logging.StreamHandler and id(handler.stream) in terminals:
+                    proxy = proxy or FileProxy(self.console, handler.stream)
+                    self.adopted.append((handler, handler.setStream(proxy)))
 
     def close(self) -> None:
-        """Remove the status line (the caller prints its summary next)."""
-        if self.tty and self.status:
-            self.stream.write(CLEAR_LINE)
-            self.stream.flush()
-            self.status = ""
+        """Stop the live display and give the log handlers their streams back."""
+        if self.live is not None:
+            from celery.signals import after_setup_logger, after_setup_task_logger
+
+            for signal in (after_setup_logger, after_setup_task_logger):
+                signal.disconnect(self._adopt_log_handlers)
+        for handler, stream in self.adopted:
+            handler.setStream(stream)
+        self.adopted = []
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
 
 
 def _counts(counts: dict[str, int]) -> str:
     shown = [f"{counts[s]} {s}" for s in NOTEWORTHY if counts.get(s)]
     return f" ({', '.join(shown)})" if shown else ""
-
-
-def _running(tasks: list[dict[str, Any]]) -> str:
-    if not tasks:
-        return ""
-    now = dt.datetime.now(dt.timezone.utc).isoformat()
-    names = [f"{t['node']} ({(t['worker'] or '?').split('@')[0]} "
-             f"{timing.seconds(t['started_at'], now) or 0:.1f}s)" for t in tasks[:5]]
-    more = f" +{len(tasks) - 5}" if len(tasks) > 5 else ""
-    return " · running: " + ", ".join(names) + more
 
 
 # -- status --watch -----------------------------------------------------------------
@@ -138,26 +219,26 @@ def watch(store: Store, run_id: str, interval: float, stream: TextIO | None = No
     """Show the run's table until it ends: redrawn in place on a terminal, printed again
     on each change elsewhere (nothing when ``quiet``). Returns the ended run."""
     stream = stream or click.get_text_stream("stdout")
-    tty, last = _isatty(stream), None
-    while True:
-        run, summary = snapshot(store, run_id)
-        if quiet:
-            pass
-        elif tty:
-            now = dt.datetime.now(dt.timezone.utc)
-            rows = shutil.get_terminal_size((100, 40)).lines - 12
-            text = render.status_text(_fit(run, rows), summary, use_color(stream), now)
-            stream.write(CLEAR_SCREEN + text + "\n")
-            stream.flush()
-        else:
-            key = (run["state"], [(t["node"], t["state"], t["attempts"]) for t in run["tasks"]])
-            if key != last:
-                last = key
-                stream.write(render.status_text(run, summary) + "\n\n")
-                stream.flush()
-        if run["state"] in TERMINAL:
-            return run
-        time.sleep(interval)
+    tty, last = isatty(stream), None
+    live = Live(console=tables.console(stream, True), auto_refresh=False) \
+        if tty and not quiet else None
+    with live or nullcontext():
+        while True:
+            run, summary = snapshot(store, run_id)
+            if live is not None:
+                rows = shutil.get_terminal_size((100, 40)).lines - 12
+                live.update(tables.status_table(_fit(run, rows), summary, _now()),
+                            refresh=True)
+            elif not quiet:
+                key = (run["state"], [(t["node"], t["state"], t["attempts"])
+                                      for t in run["tasks"]])
+                if key != last:
+                    last = key
+                    click.echo(tables.to_text(tables.status_table(run, summary)) + "\n",
+                               file=stream)
+            if run["state"] in TERMINAL:
+                return run
+            time.sleep(interval)
 
 
 def _fit(run: dict[str, Any], rows: int) -> dict[str, Any]:

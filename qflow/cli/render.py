@@ -1,9 +1,10 @@
 """Text renderings: graphs (text, dot, mermaid), optionally coloured by task state, and
-run status tables."""
+what makes text that users or their tasks wrote safe to print on a terminal."""
 from __future__ import annotations
 
-import datetime as dt
-from typing import Any, Callable
+import os
+import re
+from typing import Callable, TextIO
 
 import click
 
@@ -18,6 +19,44 @@ STATE_COLORS: dict[str, tuple[str, str]] = {
     "upstream_failed": ("magenta", "#ffcc80"), "skipped": ("bright_black", "#f5f5f5"),
     "canceled": ("bright_black", "#bdbdbd"),
 }
+
+
+# C0 and C1 control characters but newline and tab, DEL, and the bidirectional overrides
+# that reorder what a terminal shows.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with each terminal control character (an escape sequence's ESC, a bell,
+    a carriage return...) written out as ``\\x1b`` instead of acted on; newlines and tabs
+    stay. For everything a task or a user wrote (logs, errors, params) before printing."""
+    return _CONTROL.sub(_escaped, text.replace("\r\n", "\n"))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def oneline(text: str | None, limit: int = 200) -> str:
+    """The first line of ``text``, made :func:`visible`, at most ``limit`` characters."""
+    lines = visible(text or "").splitlines() or [""]
+    first = lines[0]
+    if len(first) > limit or len(lines) > 1:
+        first = first[:limit].rstrip() + " …"
+    return first
+
+
+def isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def use_color(stream: TextIO) -> bool:
+    """Colours on a terminal, unless the user set NO_COLOR."""
+    return isatty(stream) and not os.environ.get("NO_COLOR")
 
 
 def paint(text: str, state: str, color: bool) -> str:
@@ -86,64 +125,8 @@ GRAPH_FORMATS: dict[str, Callable[..., str]] = {
     "text": graph_text, "dot": graph_dot, "mermaid": graph_mermaid}
 
 
-def _seconds(start: str | None, end: str | None) -> str:
+def seconds_text(start: str | None, end: str | None) -> str:
+    """The time between two ISO times as ``1.23s``; empty if either is missing."""
     took = timing.seconds(start, end)
     return "" if took is None else f"{took:.2f}s"
 
-
-def _table(rows: list[tuple[str, ...]], painted: dict[int, Callable[[str, str], str]]
-           | None = None) -> list[str]:
-    """Rows as left-aligned columns; ``painted[i]`` decorates column i after padding."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for k, r in enumerate(rows):
-        cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)]
-        for i, fn in (painted or {}).items():
-            if k:
-                cells[i] = fn(cells[i], r[i])
-        out.append("  ".join(cells).rstrip())
-    return out
-
-
-def _elapsed(task: dict[str, Any], now: dt.datetime | None) -> str:
-    took = _seconds(task["started_at"], task["finished_at"])
-    if took or now is None or task["state"] != "running" or not task["started_at"]:
-        return took
-    return _seconds(task["started_at"], now.isoformat()) + "…"
-
-
-def status_text(run: dict[str, Any], summary: dict[str, Any] | None = None,
-                color: bool = False, now: dt.datetime | None = None) -> str:
-    """The run, a table of its tasks and, given ``summary``, where the time went.
-    ``now`` shows running tasks' time so far."""
-    lines = [f"run {run['run_id']}  workflow {run['workflow']}  "
-             + paint(run["state"], run["state"], color),
-             f"  params   {run['params']}",
-             f"  created  {run['created_at']}",
-             f"  duration {_seconds(run['started_at'], run['finished_at']) or '-'}"]
-    if run.get("logical_time"):
-        lines.append(f"  logical  {run['logical_time']}")
-    rows = [("NODE", "STATE", "TRIES", "TIME", "WORKER", "CELERY ID", "ERROR")]
-    for t in run.get("tasks", []):
-        rows.append((t["node"], t["state"], str(t["attempts"]), _elapsed(t, now),
-                     t["worker"] or "", t.get("celery_id") or "", (t["error"] or "")[:80]))
-    lines.append("")
-    lines += ["  " + line for line in _table(rows, {1: lambda c, s: paint(c, s, color)})]
-    if summary and summary["critical_path"]:
-        slowest = ", ".join(f"{s['node']} {s['seconds']:.2f}s" for s in summary["slowest"])
-        lines += ["", f"  critical path  {' -> '.join(summary['critical_path'])}  "
-                      f"({summary['critical_path_seconds']:.2f}s in its tasks, "
-                      f"{summary['duration_seconds'] or 0:.2f}s in all)",
-                  f"  slowest        {slowest}"]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def runs_text(runs: list[dict[str, Any]]) -> str:
-    if not runs:
-        return "no runs"
-    rows = [("RUN", "WORKFLOW", "STATE", "TASKS", "CREATED", "DURATION")]
-    for r in runs:
-        rows.append((r["run_id"], r["workflow"], r["state"],
-                     f"{r['tasks_done']}/{r['tasks_total']}", r["created_at"][:19],
-                     _seconds(r["started_at"], r["finished_at"])))
-    return "\n".join(_table(rows))

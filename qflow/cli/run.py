@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from qflow.broker import flower as monitor
-from qflow.broker.app import run_worker
 from qflow.cli.base import (
     Obj,
     cli,
@@ -15,11 +13,11 @@ from qflow.cli.base import (
     param_option,
     parse_params,
     print_summary,
+    showing,
     wait_for,
 )
 from qflow.core.states import SUCCEEDED
 from qflow.errors import UserError, hide_password
-from qflow.store.migrate import upgrade
 
 
 # -- running -----------------------------------------------------------------------
@@ -34,12 +32,12 @@ def run(obj: Obj, workflow: str, params: tuple[str, ...], timeout: float | None)
     rt.ready_store()
     given = parse_params(params)
     rt.engine.workflow(workflow).resolve_params(given)      # fail before starting a worker
-    with rt.embedded():
+    with showing(rt) as show, rt.embedded():
         run_id = rt.engine.trigger(workflow, given)
-        click.echo(f"run {run_id} of {workflow} started"
-                   + (" (embedded worker, " + hide_password(rt.config.database_url) + ")"
-                      if rt.config.embedded else ""))
-        final = wait_for(rt, run_id, timeout)
+        show.say(f"run {run_id} of {workflow} started"
+                 + (" (embedded worker, " + hide_password(rt.config.database_url) + ")"
+                    if rt.config.embedded else ""))
+        final = wait_for(rt, run_id, timeout, show)
     print_summary(rt, final)
     sys.exit(0 if final["state"] == SUCCEEDED else 1)
 
@@ -62,7 +60,8 @@ def trigger(obj: Obj, workflow: str, params: tuple[str, ...], wait: bool,
     run_id = rt.engine.trigger(workflow, parse_params(params))
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
     if wait:
-        final = wait_for(rt, run_id, timeout, quiet=as_json)
+        with showing(rt, quiet=as_json) as show:
+            final = wait_for(rt, run_id, timeout, show)
         if not as_json:
             print_summary(rt, final)
         sys.exit(0 if final["state"] == SUCCEEDED else 1)
@@ -80,6 +79,8 @@ def trigger(obj: Obj, workflow: str, params: tuple[str, ...], wait: bool,
 def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str | None,
            loglevel: str, task_events: bool | None) -> None:
     """Start a worker that executes tasks from the given queues."""
+    from qflow.broker.app import run_worker
+
     rt = obj.app(worker_concurrency=concurrency, task_events=task_events)
     if rt.config.embedded:
         raise UserError("a worker needs a broker (set QFLOW_BROKER_URL or --broker-url)")
@@ -99,6 +100,8 @@ def flower(obj: Obj, flower_args: tuple[str, ...]) -> None:
     """Start Flower on qflow's Celery app, with qflow's console (/qflow/) and REST API
     on the same port behind the same login. Options are Flower's (e.g. --port=5555),
     plus --insecure: listen on another --address than 127.0.0.1 without a login."""
+    from qflow.broker import flower as monitor
+
     rt = obj.runtime()
     if rt.config.embedded:
         raise UserError("Flower needs a broker (set QFLOW_BROKER_URL or --broker-url)")
@@ -116,6 +119,8 @@ def db() -> None:
 @click.pass_obj
 def db_upgrade(obj: Obj) -> None:
     """Create or migrate the results DB schema."""
+    from qflow.store.migrate import upgrade
+
     rt = obj.runtime()
     rt.store.ping()
     revision = upgrade(rt.store)

@@ -7,16 +7,18 @@ import logging
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
 from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
-from qflow.core.schedule import Schedule, parse_range
 from qflow.core.states import SUCCEEDED
-from qflow.engine import scheduler as S
 from qflow.errors import UserError, hide_password
-from qflow.runtime import Runtime
-from qflow.store import schedules
+
+if TYPE_CHECKING:                   # the commands import them: they need a DB (SQLAlchemy)
+    from qflow.core.schedule import Schedule
+    from qflow.engine import scheduler as S
+    from qflow.runtime import Runtime
 
 log = logging.getLogger("qflow.scheduler")
 BACKFILL_LIMIT = 10_000
@@ -32,6 +34,8 @@ def scheduler(obj: Obj, interval: float | None, loglevel: str) -> None:
 
     With the embedded default (no broker) the runs execute on an in-process worker.
     """
+    from qflow.engine import scheduler as S
+
     rt = obj.app(scheduler_interval=interval)
     rt.ready_store()
     rt.engine.dispatcher.check()
@@ -63,6 +67,8 @@ def _log_to_stderr(level: str) -> None:
 
 
 def _report(fired: S.Fired) -> None:
+    from qflow.engine import scheduler as S
+
     when = fired.logical_time.isoformat()
     if fired.outcome == S.CREATED:
         log.info("created run %s of %s for %s", fired.run_id, fired.workflow, when)
@@ -91,6 +97,8 @@ def backfill(obj: Obj, workflow: str, start: str, end: str, params: tuple[str, .
 
     Skips times whose run succeeded (unless --rerun) or is still queued or running.
     """
+    from qflow.engine import scheduler as S
+
     rt = obj.app()
     wdef = rt.engine.workflow(workflow)
     schedule = S.schedule_of(wdef)
@@ -108,6 +116,9 @@ def backfill(obj: Obj, workflow: str, start: str, end: str, params: tuple[str, .
 
 
 def _backfill_times(schedule: Schedule, start: str, end: str) -> list[dt.datetime]:
+    from qflow.core.schedule import parse_range
+    from qflow.engine import scheduler as S
+
     lo, hi = parse_range(start, end, schedule.tz)
     now = S.now_aware()
     if lo > now:
@@ -136,12 +147,12 @@ def _fire_times(schedule: Schedule, lo: dt.datetime, hi: dt.datetime) -> list[dt
     return out
 
 
-_SKIPPED = {S.SUCCEEDED_ALREADY: "skipped: its run succeeded (--rerun to run it again)",
-            S.ACTIVE: "skipped: its run is queued or running",
-            S.EXISTS: "skipped: created meanwhile by a scheduler or another backfill"}
-
-
 def _print_backfill(schedule: Schedule, fired: list[S.Fired], as_json: bool) -> None:
+    from qflow.engine import scheduler as S
+
+    skipped = {S.SUCCEEDED_ALREADY: "skipped: its run succeeded (--rerun to run it again)",
+               S.ACTIVE: "skipped: its run is queued or running",
+               S.EXISTS: "skipped: created meanwhile by a scheduler or another backfill"}
     rows = [{"logical_time": schedule.local(f.logical_time).isoformat(),
              "outcome": f.outcome, "run_id": f.run_id, "error": f.error} for f in fired]
     created = sum(f.outcome == S.CREATED for f in fired)
@@ -151,7 +162,7 @@ def _print_backfill(schedule: Schedule, fired: list[S.Fired], as_json: bool) -> 
         return
     for row in rows:
         what = (f"run {row['run_id']}" if row["outcome"] == S.CREATED
-                else row["error"] or _SKIPPED.get(row["outcome"], row["outcome"]))
+                else row["error"] or skipped.get(row["outcome"], row["outcome"]))
         click.echo(f"{row['logical_time']}  {what}")
     click.echo(f"created {created} runs, skipped {len(fired) - created}")
 
@@ -181,6 +192,9 @@ def unpause(obj: Obj, workflows: tuple[str, ...]) -> None:
 
 
 def _set_paused(obj: Obj, workflows: tuple[str, ...], paused: bool) -> None:
+    from qflow.engine import scheduler as S
+    from qflow.store import schedules
+
     rt = obj.app()
     for name in workflows:
         rt.engine.workflow(name)                # all known before changing any

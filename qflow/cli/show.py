@@ -5,16 +5,17 @@ import datetime as dt
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from qflow.cli import progress, render, timing
+from qflow.cli import render, timing
 from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
 from qflow.core.states import RUN_STATES, SUCCEEDED
 from qflow.errors import NoResultsDB, UserError
-from qflow.runtime import Runtime
-from qflow.store import observe, read
+
+if TYPE_CHECKING:
+    from qflow.runtime import Runtime
 
 
 @cli.command()
@@ -27,6 +28,8 @@ from qflow.store import observe, read
 def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
+    from qflow.cli import progress, tables
+
     store = obj.runtime().ready_store(migrate=False)
     if watch:
         progress.watch(store, run_id, interval, quiet=as_json)
@@ -34,7 +37,7 @@ def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -
     if as_json:
         click.echo(json.dumps({**run, "summary": summary}, indent=2))
     elif not watch:
-        click.echo(render.status_text(run, summary, progress.use_color(sys.stdout)))
+        tables.emit(tables.status_table(run, summary))
     if watch:
         sys.exit(0 if run["state"] == SUCCEEDED else 1)
 
@@ -60,6 +63,9 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None):
 def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
          until: dt.datetime | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
+    from qflow.cli import tables
+    from qflow.store import read
+
     try:
         store = obj.runtime().ready_store(migrate=False)
     except NoResultsDB:
@@ -69,7 +75,10 @@ def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime |
             rows = read.list_runs(conn, workflow, state, limit, since, until)
     for row in rows:
         row["duration_seconds"] = timing.seconds(row["started_at"], row["finished_at"])
-    click.echo(json.dumps(rows, indent=2) if as_json else render.runs_text(rows))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        tables.emit(tables.runs_table(rows))
 
 
 @cli.command()
@@ -77,6 +86,7 @@ def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime |
 @click.pass_obj
 def workflows(obj: Obj, as_json: bool) -> None:
     """List the registered workflows with their parameters, tasks and schedules."""
+    from qflow.cli import tables
     from qflow.client import workflow_list
     from qflow.engine.scheduler import scheduled_workflows
 
@@ -85,19 +95,7 @@ def workflows(obj: Obj, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    if not out:
-        click.echo("no workflows")
-    for w in out:
-        params = ", ".join(f"{k}: {v}" for k, v in w["params"].items()) or "-"
-        tasks = f"{len(w['tasks'])} tasks" if w["tasks"] is not None else "tasks depend on params"
-        click.echo(f"{w['name']}  ({tasks}; schedule: {_schedule_text(w)})\n  params: {params}")
-
-
-def _schedule_text(w: dict[str, Any]) -> str:
-    if w["schedule"] is None:
-        return "-"
-    state = "paused" if w["paused"] else f"next {w['next_fire_time'] or 'never (ended)'}"
-    return f"{w['schedule']} {w['timezone']}, {state}"
+    tables.emit(tables.workflows_table(out))
 
 
 @cli.command()
@@ -111,7 +109,7 @@ def graph(obj: Obj, target: str, params: tuple[str, ...], fmt: str) -> None:
     of run RUN_ID with each task coloured by its state."""
     found = _run_graph(obj, target) if RUN_ID.fullmatch(target) else None
     if found is not None:
-        color = fmt == "text" and progress.use_color(sys.stdout)
+        color = fmt == "text" and render.use_color(sys.stdout)
         click.echo(render.GRAPH_FORMATS[fmt](*found, color=color))
         return
     if RUN_ID.fullmatch(target) and not obj.runtime().config.app:
@@ -126,6 +124,8 @@ RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _run_graph(obj: Obj, run_id: str):
+    from qflow.store import observe
+
     with obj.runtime().ready_store(migrate=False).read() as conn:
         return observe.run_graph(conn, run_id)
 

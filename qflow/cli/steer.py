@@ -1,16 +1,15 @@
 """`qflow retry` and `qflow cancel`: operator actions on a run."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 
 import click
 
-from qflow.cli.base import Obj, cli, print_summary, wait_for
+from qflow.cli.base import Obj, cli, print_summary, showing, wait_for
 from qflow.core.states import SUCCEEDED
 from qflow.errors import UserError
-from qflow.loader import load_app
-from qflow.store.pools import listing as pool_listing
 
 
 @cli.command()
@@ -29,14 +28,18 @@ def retry(obj: Obj, run_id: str, from_node: str | None, wait: bool,
         raise UserError("with the embedded default, retry runs the tasks itself: pass "
                         "-A/--app (or set QFLOW_BROKER_URL to use running workers)")
     if rt.config.app:
+        from qflow.loader import load_app
+
         load_app(rt.config.app)
     rt.ready_store()
-    with rt.embedded():
+    waits = wait or rt.config.embedded
+    since = dt.datetime.now(dt.timezone.utc)          # the run's earlier attempts: history
+    with showing(rt, quiet=not waits, since=since) as show, rt.embedded():
         released = rt.engine.resume(run_id, from_node)
-        click.echo(f"run {run_id} resumed ({released} tasks queued)")
-        if not (wait or rt.config.embedded):
+        (show.say if show else click.echo)(f"run {run_id} resumed ({released} tasks queued)")
+        if show is None:
             return
-        final = wait_for(rt, run_id, timeout)
+        final = wait_for(rt, run_id, timeout, show)
     print_summary(rt, final)
     sys.exit(0 if final["state"] == SUCCEEDED else 1)
 
@@ -57,6 +60,8 @@ def cancel(obj: Obj, run_id: str) -> None:
 @click.pass_context
 def pools(ctx: click.Context, as_json: bool) -> None:
     """Concurrency pools: slots, slots in use, tasks waiting."""
+    from qflow.store.pools import listing as pool_listing
+
     if ctx.invoked_subcommand is not None:
         return
     store = ctx.obj.runtime().ready_store()
@@ -65,11 +70,9 @@ def pools(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    if not rows:
-        click.echo("no pools")
-    for r in rows:
-        click.echo(f"{r['name']:30}  {r['used']}/{r['slots']} slots used, "
-                   f"{r['waiting']} waiting")
+    from qflow.cli import tables
+
+    tables.emit(tables.pools_table(rows))
 
 
 @pools.command("set")

@@ -1,0 +1,159 @@
+"""The tables of `status`, `runs`, `workflows` and `pools`, drawn with rich.
+
+On a terminal they take its width and colour task states (unless ``NO_COLOR`` is set);
+piped or redirected they are plain text without escape codes, never wrapped, one line
+per row, so that they read well in a file and in ``grep``. Every value a user or a task
+wrote goes in as :class:`rich.text.Text` (never parsed as markup) after
+:func:`~qflow.cli.render.visible`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import shutil
+from typing import Any, Iterable, TextIO
+
+import click
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from qflow.cli.render import (
+    STATE_COLORS,
+    isatty,
+    oneline,
+    seconds_text,
+    use_color,
+    visible,
+)
+
+PLAIN_WIDTH = 10_000           # off a terminal nothing wraps: one line per row
+ERROR_WIDTH = 80               # of the error column of `status`
+
+
+def console(file: TextIO, tty: bool | None = None) -> Console:
+    """A console writing to ``file``: the terminal's width and colours on a terminal,
+    plain unwrapped text elsewhere."""
+    tty = isatty(file) if tty is None else tty
+    width = shutil.get_terminal_size((100, 40)).columns if tty else PLAIN_WIDTH
+    color = tty and not os.environ.get("NO_COLOR")
+    return Console(file=file, force_terminal=tty, color_system="standard" if color else None,
+                   no_color=not color, width=width, highlight=False, emoji=False,
+                   markup=False, soft_wrap=not tty)
+
+
+def to_text(renderable: RenderableType, tty: bool = False) -> str:
+    """What ``renderable`` prints as, without the spaces that pad lines on the right."""
+    buffer = io.StringIO()
+    console(buffer, tty).print(renderable)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").split("\n"))
+
+
+def emit(renderable: RenderableType, stream: TextIO | None = None) -> None:
+    """Print ``renderable`` to ``stream`` (stdout): coloured on a terminal only."""
+    stream = stream or click.get_text_stream("stdout")
+    click.echo(to_text(renderable, isatty(stream)), file=stream, color=use_color(stream))
+
+
+def state_text(state: str, width: int = 0) -> Text:
+    """A task or run state in its colour."""
+    style = STATE_COLORS.get(state, ("", ""))[0]
+    return Text(state.ljust(width), style=("bold " + style) if state == "failed" else style)
+
+
+def grid(headers: Iterable[str], flexible: Iterable[str] = ()) -> Table:
+    """A borderless table: columns two spaces apart, headers in bold. Only the
+    ``flexible`` columns give way when a terminal is too narrow (cut with an ellipsis)."""
+    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0),
+                  header_style="bold")
+    flexible = set(flexible)
+    for header in headers:
+        table.add_column(header, no_wrap=header not in flexible, overflow="ellipsis")
+    return table
+
+
+def cut(text: str) -> Text:
+    """A cell of a flexible column: one line, ending in an ellipsis if it must give way."""
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
+# -- status ----------------------------------------------------------------------------
+def _elapsed(task: dict[str, Any], now: dt.datetime | None) -> str:
+    took = seconds_text(task["started_at"], task["finished_at"])
+    if took or now is None or task["state"] != "running" or not task["started_at"]:
+        return took
+    return seconds_text(task["started_at"], now.isoformat()) + "…"
+
+
+def status_table(run: dict[str, Any], summary: dict[str, Any] | None = None,
+                 now: dt.datetime | None = None) -> RenderableType:
+    """The run, a table of its tasks and, given ``summary``, where the time went.
+    ``now`` shows running tasks' time so far."""
+    head = Text(f"run {run['run_id']}  workflow {visible(run['workflow'])}  ")
+    head.append_text(state_text(run["state"]))
+    facts = [("params", visible(str(run["params"]))), ("created", run["created_at"]),
+             ("duration", seconds_text(run["started_at"], run["finished_at"]) or "-")]
+    if run.get("logical_time"):
+        facts.append(("logical", run["logical_time"]))
+    parts: list[RenderableType] = [head]
+    parts += [Text(f"  {name:8} {value}") for name, value in facts]
+    table = grid(("NODE", "STATE", "TRIES", "TIME", "WORKER", "CELERY ID", "ERROR"),
+                 flexible=("WORKER", "CELERY ID", "ERROR"))
+    for t in run.get("tasks", []):
+        table.add_row(Text(visible(t["node"])), state_text(t["state"]), str(t["attempts"]),
+                      _elapsed(t, now), cut(visible(t["worker"] or "")),
+                      cut(t.get("celery_id") or ""), cut(oneline(t["error"], ERROR_WIDTH)))
+    parts += [Text(""), Padding(table, (0, 0, 0, 2))]
+    if summary and summary["critical_path"]:
+        slowest = ", ".join(f"{s['node']} {s['seconds']:.2f}s" for s in summary["slowest"])
+        path = " -> ".join(summary["critical_path"])
+        parts += [Text(""), Text(
+            f"  critical path  {visible(path)}  ({summary['critical_path_seconds']:.2f}s in "
+            f"its tasks, {summary['duration_seconds'] or 0:.2f}s in all)"),
+            Text(f"  slowest        {visible(slowest)}")]
+    return Group(*parts)
+
+
+# -- runs, workflows, pools ------------------------------------------------------------
+def runs_table(runs: list[dict[str, Any]]) -> RenderableType:
+    if not runs:
+        return Text("no runs")
+    table = grid(("RUN", "WORKFLOW", "STATE", "TASKS", "CREATED", "DURATION"))
+    for r in runs:
+        table.add_row(r["run_id"], Text(visible(r["workflow"])), state_text(r["state"]),
+                      f"{r['tasks_done']}/{r['tasks_total']}",
+                      r["created_at"][:19].replace("T", " "),
+                      seconds_text(r["started_at"], r["finished_at"]))
+    return table
+
+
+def workflows_table(workflows: list[dict[str, Any]]) -> RenderableType:
+    """One row per workflow: its tasks, schedule and parameters."""
+    if not workflows:
+        return Text("no workflows")
+    table = grid(("WORKFLOW", "TASKS", "SCHEDULE", "PARAMS"), flexible=("SCHEDULE", "PARAMS"))
+    for w in workflows:
+        tasks = str(len(w["tasks"])) if w["tasks"] is not None else "depend on params"
+        params = ", ".join(f"{k}: {v}" for k, v in w["params"].items()) or "-"
+        table.add_row(Text(visible(w["name"])), tasks, cut(visible(_schedule(w))),
+                      cut(visible(params)))
+    return table
+
+
+def _schedule(w: dict[str, Any]) -> str:
+    if w["schedule"] is None:
+        return "-"
+    state = "paused" if w["paused"] else f"next {w['next_fire_time'] or 'never (ended)'}"
+    return f"{w['schedule']} {w['timezone']}, {state}"
+
+
+def pools_table(pools: list[dict[str, Any]]) -> RenderableType:
+    if not pools:
+        return Text("no pools")
+    table = grid(("POOL", "SLOTS", "USED", "WAITING"))
+    for p in pools:
+        table.add_row(Text(visible(p["name"])), str(p["slots"]), str(p["used"]),
+                      str(p["waiting"]))
+    return table
