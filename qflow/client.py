@@ -115,7 +115,8 @@ def task_log(store: Store, run_id: str, node: str, attempt: int | None = None
         if attempt is not None:
             raise NotFound(f"task {node!r} of run {run_id} has no attempt {attempt}")
         return {"node": node, "attempt": None, "text": ""}
-    row = max(rows, key=lambda r: r["attempt"])
+    # A running attempt comes twice, its live log last: the newest row of the newest try.
+    row = max(reversed(rows), key=lambda r: r["attempt"])
     text = row.pop("log") or ""
     return {**row, "text": text}
 
