@@ -5,6 +5,7 @@ import json
 import re
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,17 @@ def test_the_embedded_worker_finishes_what_an_earlier_process_left_queued(tmp_pa
     assert out.returncode == 0, out.stderr
     status = json.loads(qflow("status", orphan, "--json", cwd=tmp_path).stdout)
     assert status["state"] == "succeeded"
+
+
+def test_help_imports_no_db_broker_or_terminal_library(tmp_path):
+    """What keeps `qflow --help` fast (bench/cli_startup.py measures it): those libraries
+    load only when a command that uses them runs."""
+    code = ("import sys\nfrom qflow.cli.commands import cli\n"
+            "cli.main(['--help'], prog_name='qflow', standalone_mode=False)\n"
+            "print(sorted(m for m in ('sqlalchemy', 'celery', 'kombu', 'alembic', 'rich')"
+            " if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=qflow_env())
+    assert out.returncode == 0, out.stderr
+    assert "Usage: qflow" in out.stdout and "status" in out.stdout
+    assert out.stdout.splitlines()[-1] == "[]"

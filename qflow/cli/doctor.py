@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from qflow.cli.base import Obj, cli, json_option
-from qflow.store import audit
+
+if TYPE_CHECKING:
+    from qflow.store import audit
 
 
 @cli.command()
@@ -16,6 +19,8 @@ from qflow.store import audit
 def doctor(obj: Obj, as_json: bool) -> None:
     """Audit the results DB and the broker: every unfinished task has a live worker or a
     message in flight. Lists what does not; exit 1 if anything."""
+    from qflow.store import audit
+
     rt = obj.runtime()
     store = rt.ready_store()
     config = rt.config
@@ -39,6 +44,8 @@ def doctor(obj: Obj, as_json: bool) -> None:
 def _missing_messages(rt, queued: dict[str | None, int]) -> list[audit.Finding]:
     """Queues where the DB has more tasks waiting (for longer than the grace) than the
     broker has messages: some of those tasks have no message."""
+    from qflow.store import audit
+
     if rt.config.embedded or not queued:
         return []
     rt.engine.dispatcher.check()

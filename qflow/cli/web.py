@@ -5,7 +5,6 @@ import json
 
 import click
 
-from qflow import client
 from qflow.cli.base import Obj, cli, json_option
 
 
@@ -40,6 +39,8 @@ def web(obj: Obj, port: int, address: str | None, insecure: bool) -> None:
 @click.pass_obj
 def result(obj: Obj, run_id: str, node: str | None, as_json: bool) -> None:
     """Print what NODE of RUN_ID returned (default: the run's last leaf task)."""
+    from qflow import client
+
     store = obj.runtime().ready_store()
     node, value = client.task_result(store, run_id, node)
     if as_json:
