@@ -5,6 +5,7 @@ import datetime as dt
 
 from sqlalchemy import (
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -43,6 +44,13 @@ class Run(Base):
     tasks_canceled: Mapped[int] = mapped_column(Integer, default=0)
     # Waiting for a free place under the workflow's max_active_runs.
     held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Created by a process that does not sign messages: workers that require signed
+    # messages refuse its tasks' messages, and their reconcilers do not re-send them.
+    unsigned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # @workflow(deadline=...): when the run is late if it has not ended (its logical time,
+    # or its creation, plus the deadline), and whether run_late was recorded.
+    deadline_at: Mapped[dt.datetime | None]
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
@@ -54,6 +62,9 @@ class Run(Base):
               sqlite_where=text("superseded_by IS NULL"),
               postgresql_where=text("superseded_by IS NULL")),
         Index("ix_qflow_runs_held", "workflow", "held", "created_at"),
+        Index("ix_qflow_runs_deadline", "deadline_at",
+              postgresql_where=text("late = false AND deadline_at IS NOT NULL"),
+              sqlite_where=text("late = 0 AND deadline_at IS NOT NULL")),
     )
 
 
@@ -98,6 +109,9 @@ class TaskInstance(Base):
     # resume (NULL: 1), from which retries and redeliveries are counted.
     expanded: Mapped[int | None] = mapped_column(Integer)
     first_attempt: Mapped[int | None] = mapped_column(Integer)
+    # @task(deadline=...) in seconds, and whether task_late was recorded.
+    deadline_s: Mapped[float | None] = mapped_column(Float)
+    late: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     __table_args__ = (
         UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
@@ -166,6 +180,7 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime]
     last_seen: Mapped[dt.datetime]
+    queues: Mapped[str | None] = mapped_column(Text)     # comma-separated; NULL: unknown
 
 
 class Pool(Base):
@@ -204,6 +219,36 @@ class LiveLog(Base):
     updated_at: Mapped[dt.datetime]
 
 
+class Alert(Base):
+    """An alert event to deliver to the notifiers (webhook, e-mail): written in the same
+    transaction as the state change it reports, delivered after commit by whichever
+    process leases it, retried with backoff until ``alert_retry_hours``."""
+
+    __tablename__ = "qflow_alerts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(400))          # idempotency key, sent along
+    kind: Mapped[str] = mapped_column(String(40))
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("qflow_runs.id",
+                                                               ondelete="CASCADE"))
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+    next_at: Mapped[dt.datetime]
+    tries: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    lease_until: Mapped[dt.datetime | None]
+    delivered_at: Mapped[dt.datetime | None]
+    gave_up_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("key", name="uq_qflow_alerts_key"),
+        Index("ix_qflow_alerts_due", "next_at",
+              postgresql_where=text("delivered_at IS NULL AND gave_up_at IS NULL"),
+              sqlite_where=text("delivered_at IS NULL AND gave_up_at IS NULL")),
+        Index("ix_qflow_alerts_run", "run_id"),
+    )
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
@@ -213,3 +258,4 @@ pools = Pool.__table__
 pool_waits = PoolWait.__table__
 schedules = WorkflowSchedule.__table__
 live_logs = LiveLog.__table__
+alerts = Alert.__table__
