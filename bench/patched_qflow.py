@@ -25,7 +25,6 @@ FLAGS = set(filter(None, os.environ.get("QFLOW_BENCH_PATCH", "").split(",")))
 
 def apply(flags: set[str] = FLAGS) -> None:
     import qflow.broker.app as celery_app
-    import qflow.runtime as runtime
 
     original = celery_app.make_celery
 
@@ -47,8 +46,7 @@ def apply(flags: set[str] = FLAGS) -> None:
                                                  "ack_emulation": True}
         return app
 
-    celery_app.make_celery = make_celery
-    runtime.make_celery = make_celery
+    celery_app.make_celery = make_celery      # Runtime.celery looks it up when it runs
 
 
 if __name__ == "__main__":

@@ -4,20 +4,21 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from qflow.broker.app import CeleryDispatcher, embedded_worker, make_celery
 from qflow.config import Config
-from qflow.engine.client import Engine
-from qflow.engine.executor import Executor
-from qflow.engine.upkeep import Maintenance, Upkeep
 from qflow.errors import NoResultsDB, UserError
 from qflow.store import Store
-from qflow.store.liveness import take_stale
-from qflow.store.migrate import check_schema, ensure_schema
+
+# Celery, the engine and Alembic are imported by what needs them: a command that only
+# reads the DB (`qflow status`) starts without them (bench/cli_startup.py).
+if TYPE_CHECKING:
+    from qflow.engine.client import Engine
+    from qflow.engine.executor import Executor
+    from qflow.engine.upkeep import Upkeep
 
 
 class Runtime:
@@ -33,18 +34,27 @@ class Runtime:
 
     @cached_property
     def celery(self):
+        from qflow.broker.app import make_celery
+
         return make_celery(self.config, lambda: self.executor)
 
     @cached_property
     def engine(self) -> Engine:
+        from qflow.broker.app import CeleryDispatcher
+        from qflow.engine.client import Engine
+
         return Engine(self.config, self.store, CeleryDispatcher(self.celery, self.config))
 
     @cached_property
     def executor(self) -> Executor:
+        from qflow.engine.executor import Executor
+
         return Executor(self.engine)
 
     @cached_property
     def upkeep(self) -> Upkeep:
+        from qflow.engine.upkeep import Upkeep
+
         return Upkeep(self.executor)
 
     def ready_store(self, migrate: bool = True) -> Store:
@@ -54,6 +64,8 @@ class Runtime:
         nor migrate a DB (another qflow version may be using it), and raise
         :class:`NoResultsDB` when there is nothing to read yet.
         """
+        from qflow.store.migrate import check_schema, ensure_schema
+
         if not migrate:
             path = sqlite_path(self.config.database_url)
             if path is not None and not path.exists():
@@ -72,6 +84,10 @@ class Runtime:
         if not self.config.embedded:
             yield
             return
+        from qflow.broker.app import embedded_worker
+        from qflow.engine.upkeep import Maintenance
+        from qflow.store.liveness import take_stale
+
         with embedded_worker(self.celery, self.config.embedded_concurrency) as name:
             # Heartbeats, so that a later `qflow run` knows this one's attempts are owned,
             # and the sweeper, which finds those of an earlier one that was killed.

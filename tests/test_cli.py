@@ -226,3 +226,14 @@ def test_help_imports_no_db_broker_or_terminal_library(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "Usage: qflow" in out.stdout and "status" in out.stdout
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_the_schema_check_of_read_only_commands_knows_the_revisions_alembic_knows():
+    from alembic.script import ScriptDirectory
+
+    from qflow.store import migrate
+
+    scripts = ScriptDirectory.from_config(migrate._alembic_config())
+    assert migrate.head() == scripts.get_current_head()
+    assert migrate.known_revisions() == {s.revision: s.down_revision
+                                         for s in scripts.walk_revisions()}

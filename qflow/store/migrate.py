@@ -1,32 +1,53 @@
 """Create or migrate the results DB with Alembic."""
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from qflow.errors import NoResultsDB, UserError
 from qflow.store.db import Store
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 _SCRIPTS = Path(__file__).with_name("migrations")
+_REVISION = re.compile(r"^(down_revision|revision) = (?:\"(\w+)\"|None)$", re.M)
 
 
 def _alembic_config() -> AlembicConfig:
+    # Alembic is imported only to migrate: a command that reads (`qflow status`) checks
+    # the schema with :func:`known_revisions` and starts without it.
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(_SCRIPTS))
     return cfg
 
 
 @lru_cache(maxsize=1)
+def known_revisions() -> dict[str, str | None]:
+    """Each migration script's revision and the one it follows, read from the scripts."""
+    out: dict[str, str | None] = {}
+    for script in sorted((_SCRIPTS / "versions").glob("*.py")):
+        found = {name: value or None for name, value in _REVISION.findall(script.read_text())}
+        if found.get("revision"):
+            out[found["revision"]] = found.get("down_revision")
+    return out
+
+
+@lru_cache(maxsize=1)
 def head() -> str:
-    """The newest revision among the migration scripts."""
-    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    """The newest revision among the migration scripts: the one no other follows."""
+    revisions = known_revisions()
+    newest = set(revisions) - set(revisions.values())
+    if len(newest) != 1:
+        raise UserError(f"qflow's migration scripts have {len(newest)} heads, not one")
+    return newest.pop()
 
 
 def current_revision(store: Store) -> str | None:
@@ -40,6 +61,8 @@ def current_revision(store: Store) -> str | None:
 
 def upgrade(store: Store) -> str:
     """Bring the schema to the newest revision; return it."""
+    from alembic import command
+
     _refuse_newer(current_revision(store))
     cfg = _alembic_config()
     with store.write() as conn:
@@ -78,10 +101,6 @@ def check_schema(store: Store) -> None:
 def _refuse_newer(revision: str | None) -> None:
     """A DB migrated by a newer qflow has a revision this one does not know: say so
     rather than fail inside Alembic (or, worse, run against a schema it does not know)."""
-    if revision is None:
-        return
-    try:
-        ScriptDirectory.from_config(_alembic_config()).get_revision(revision)
-    except CommandError:
+    if revision is not None and revision not in known_revisions():
         raise UserError(f"the results DB is at revision {revision}, newer than this qflow "
-                        f"knows (its newest is {head()}): upgrade qflow") from None
+                        f"knows (its newest is {head()}): upgrade qflow")
