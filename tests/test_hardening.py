@@ -52,6 +52,44 @@ def test_the_embedded_worker_runs_tasks_routed_to_any_queue(tmp_path):
     assert "load returned:\n42" in out.stdout
 
 
+def _wait_state(env: dict, cwd: Path, run_id: str, state: str, timeout: float = 60) -> dict:
+    import time
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run(["qflow", "status", run_id, "--json"], env=env, cwd=cwd,
+                             capture_output=True, text=True, timeout=60)
+        status = json.loads(out.stdout)
+        if status["state"] == state or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def test_trigger_and_status_say_when_no_live_worker_serves_a_tasks_queue(
+        tmp_path, redis_url, pg_server_url):
+    from conftest import start_cluster
+    (tmp_path / "etl_flows.py").write_text(ETL)
+    cluster = start_cluster(redis_url.rsplit("/", 1)[0] + "/8", pg_server_url, tmp_path, 1,
+                            app=str(tmp_path / "etl_flows.py"))
+    try:
+        out = subprocess.run(["qflow", "trigger", "etl"], env=cluster.env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        run_id = out.stdout.strip()
+        assert out.stderr.strip() == (
+            "qflow: warning: no live worker serves queue 'etl', which extract waits on: "
+            "start one with `qflow worker -Q etl`")
+        status = _wait_state(cluster.env, tmp_path, run_id, "running", timeout=3)
+        assert status["state"] == "queued"
+        assert status["warnings"] == [out.stderr.strip().removeprefix("qflow: warning: ")]
+
+        cluster.start_worker("etl", "-Q", "etl", "-c", "1")
+        cluster.wait_ready(names=["etl"])
+        status = _wait_state(cluster.env, tmp_path, run_id, "succeeded")
+        assert status["state"] == "succeeded" and status["warnings"] == []
+    finally:
+        cluster.stop()
+
+
 # -- 6. a relative SQLite path with a real broker ----------------------------------------
 def test_a_relative_sqlite_path_with_a_broker_is_refused_and_an_absolute_one_works(
         tmp_path, redis_url):

@@ -283,7 +283,7 @@ def run_worker(app: Celery, upkeep, queues: list[str], concurrency: int,
     if hostname:
         options["hostname"] = host_format(default_nodename(hostname))
     worker = app.Worker(**options)
-    thread = Maintenance(upkeep, worker.hostname)
+    thread = Maintenance(upkeep, worker.hostname, queues)
     thread.beat()                     # visible before the first task is taken
 
     def started(**_):

@@ -76,6 +76,13 @@ def _unreachable(rt: Runtime | None, exc: Exception) -> str | None:
     return None
 
 
+def warn(messages: list[str]) -> None:
+    """Tell the user, on stderr, what will keep a run from going on (see
+    :meth:`Runtime.warnings`)."""
+    for message in messages:
+        click.echo(f"qflow: warning: {message}", err=True)
+
+
 def fail(message: str, code: int) -> None:
     click.echo(f"qflow: error: {message}", err=True)
     sys.exit(code)

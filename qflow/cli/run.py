@@ -15,6 +15,7 @@ from qflow.cli.base import (
     print_summary,
     showing,
     wait_for,
+    warn,
 )
 from qflow.core.states import SUCCEEDED
 from qflow.errors import UserError, hide_password
@@ -37,6 +38,7 @@ def run(obj: Obj, workflow: str, params: tuple[str, ...], timeout: float | None)
         show.say(f"run {run_id} of {workflow} started"
                  + (" (embedded worker, " + hide_password(rt.config.database_url) + ")"
                     if rt.config.embedded else ""))
+        warn(rt.warnings(run_id))
         final = wait_for(rt, run_id, timeout, show)
     print_summary(rt, final)
     sys.exit(0 if final["state"] == SUCCEEDED else 1)
@@ -59,6 +61,7 @@ def trigger(obj: Obj, workflow: str, params: tuple[str, ...], wait: bool,
     rt.ready_store()
     run_id = rt.engine.trigger(workflow, parse_params(params))
     click.echo(json.dumps({"run_id": run_id}) if as_json else run_id)
+    warn(rt.warnings(run_id))
     if wait:
         with showing(rt, quiet=as_json) as show:
             final = wait_for(rt, run_id, timeout, show)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from qflow.cli import render, timing
-from qflow.cli.base import Obj, cli, json_option, param_option, parse_params
+from qflow.cli.base import Obj, cli, json_option, param_option, parse_params, warn
 from qflow.core.states import RUN_STATES, SUCCEEDED
 from qflow.errors import NoResultsDB, UserError
 
@@ -30,14 +30,17 @@ def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -
     and where the time went."""
     from qflow.cli import progress, tables
 
-    store = obj.runtime().ready_store(migrate=False)
+    rt = obj.runtime()
+    store = rt.ready_store(migrate=False)
     if watch:
         progress.watch(store, run_id, interval, quiet=as_json)
     run, summary = progress.snapshot(store, run_id)
+    warnings = rt.warnings(run_id)
     if as_json:
-        click.echo(json.dumps({**run, "summary": summary}, indent=2))
+        click.echo(json.dumps({**run, "summary": summary, "warnings": warnings}, indent=2))
     elif not watch:
         tables.emit(tables.status_table(run, summary))
+        warn(warnings)
     if watch:
         sys.exit(0 if run["state"] == SUCCEEDED else 1)
 

@@ -69,7 +69,7 @@ class Engine:
         values = wdef.resolve_params(params)
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
                                logical_time, self.config.max_map_size, self.limits(wdef),
-                               self.config.result_max_bytes)
+                               self.config.result_max_bytes, bool(self.config.security_key))
         self.dispatcher.check()
         refused, started = self.store.transact(_insert, new, guard)
         if refused is not None:

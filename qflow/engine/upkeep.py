@@ -94,7 +94,7 @@ class Upkeep:
     def reconcile(self) -> int:
         """Publish tasks that were released but never sent, or whose message went
         missing; returns how many were published."""
-        items = self.store.transact(liveness.take_unsent)
+        items = self.store.transact(liveness.take_unsent, 1000, self._signing)
         if self.config.requeue_after > 0:
             items += self._stale()
         if items:
@@ -112,7 +112,14 @@ class Upkeep:
         default = self.config.default_queue
         short = [q for q, n in counts.items()
                  if (self.engine.dispatcher.waiting(q or default) or 0) < n]
-        return self.store.transact(liveness.take_stale, after, short) if short else []
+        return self.store.transact(liveness.take_stale, after, short, 1000,
+                                   self._signing) if short else []
+
+    @property
+    def _signing(self) -> bool:
+        """Whether this process signs its messages: then it re-sends only runs whose
+        creator did too (its peers refused the others' messages as untrusted)."""
+        return bool(self.config.security_key)
 
 
 def _alive(pid: int) -> bool:
@@ -128,17 +135,18 @@ def _alive(pid: int) -> bool:
 class Maintenance(threading.Thread):
     """Background upkeep for one worker process, every ``heartbeat_interval``."""
 
-    def __init__(self, upkeep: Upkeep, name: str):
+    def __init__(self, upkeep: Upkeep, name: str, queues: list[str] | None = None):
         super().__init__(name="qflow-maintenance", daemon=True)
         self.upkeep = upkeep
         self.worker_name = name
+        self.queues = ",".join(queues) if queues is not None else None
         self.pid = os.getpid()
         self.started_at = liveness.utcnow()
         self._stop_event = threading.Event()
 
     def beat(self) -> None:
         self.upkeep.store.transact(liveness.heartbeat, self.worker_name, self.pid,
-                                   self.started_at)
+                                   self.started_at, self.queues)
 
     def run(self) -> None:
         interval = self.upkeep.config.heartbeat_interval

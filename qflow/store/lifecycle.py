@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Update, bindparam, insert, select, update
 from qflow.core import states as S
 from qflow.core.dag import Graph
 from qflow.core.records import Dispatch, message_options
-from qflow.store import mapping, pools
+from qflow.store import mapping, outbox, pools
 from qflow.store.db import bulk_insert, query
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
@@ -60,6 +60,7 @@ class NewRun:
     max_map_size: int | None = None
     limits: Limits = field(default_factory=Limits)
     result_max_bytes: int | None = None     # a mapped node's collected list, too
+    signed: bool = True                     # its creator signs messages (see qflow_runs)
 
     @property
     def workflow(self) -> str:
@@ -103,7 +104,8 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     conn.execute(insert(runs).values(
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
-        tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0))
+        tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0,
+        unsigned=not new.signed))
     needed = new.limits.register(conn, graph)
     started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
     rows = []
@@ -287,6 +289,11 @@ class RunWriter:
         final = S.run_state(*totals)
         if set_run_state(self.conn, self.run_id, final, finished_at=self.now) is None:
             return Progress()
+        if final in (S.SUCCEEDED, S.FAILED):
+            failed = outbox.failed_tasks(self.conn, self.run_id) if final == S.FAILED else []
+            first = failed[0] if failed else {}
+            outbox.record(self.conn, f"run_{final}", self.run_id, node=first.get("node"),
+                          state=final, error=first.get("error"), failed=failed)
         return Progress(self._admit_next(), final)
 
     def _admit_next(self) -> list[Dispatch]:

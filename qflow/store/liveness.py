@@ -17,16 +17,19 @@ _WAITING = (S.QUEUED, S.RETRYING)
 
 
 @query()
-def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime) -> None:
-    """Record that worker ``name`` (this incarnation) is alive now, by the DB's clock."""
+def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime,
+              queues: str | None = None) -> None:
+    """Record that worker ``name`` (this incarnation, serving the comma-separated
+    ``queues`` if known) is alive now, by the DB's clock."""
     now = db_now(conn)
+    values = dict(pid=pid, started_at=started_at, last_seen=now,
+                  **({"queues": queues} if queues is not None else {}))
     done = conn.execute(update(workers).where(workers.c.name == name)
-                        .values(pid=pid, started_at=started_at, last_seen=now)).rowcount
+                        .values(**values)).rowcount
     if not done:
         try:
             with conn.begin_nested():
-                conn.execute(insert(workers).values(name=name, pid=pid, started_at=started_at,
-                                                    last_seen=now))
+                conn.execute(insert(workers).values(name=name, **values))
         except IntegrityError:           # another process of the same name won the race
             pass
 
@@ -103,15 +106,38 @@ def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
                      .values(unsent=True))
 
 
+def unserved(conn: Connection, run_id: str, default_queue: str,
+             timeout: float) -> dict[str, list[str]]:
+    """The run's waiting tasks, by queue, whose queue no worker heard from in the last
+    ``timeout`` seconds serves: nothing will run them until one starts."""
+    cutoff = db_now(conn) - dt.timedelta(seconds=timeout)
+    served = {q.strip() for row in conn.execute(select(workers.c.queues).where(
+        workers.c.last_seen >= cutoff, workers.c.queues.is_not(None))).scalars()
+        for q in row.split(",")}
+    out: dict[str, list[str]] = {}
+    for node, queue in conn.execute(select(tasks.c.node, tasks.c.queue).where(
+            tasks.c.run_id == run_id, tasks.c.state.in_(_WAITING)).order_by(tasks.c.id)):
+        if (queue or default_queue) not in served:
+            out.setdefault(queue or default_queue, []).append(node)
+    return out
+
+
+def is_unsigned(conn: Connection, run_id: str) -> bool:
+    """Whether the run's creator did not sign its messages (see qflow_runs.unsigned)."""
+    return bool(conn.execute(select(runs.c.unsigned).where(runs.c.id == run_id)).scalar())
+
+
 @query()
-def take_unsent(conn: Connection, limit: int = 1000) -> list[Dispatch]:
-    """Unmark and return up to ``limit`` unsent tasks, to publish them now."""
-    return _redispatch(conn, tasks.c.unsent.is_(True), limit)
+def take_unsent(conn: Connection, limit: int = 1000, signed_only: bool = False
+                ) -> list[Dispatch]:
+    """Unmark and return up to ``limit`` unsent tasks, to publish them now (with
+    ``signed_only``, only tasks of runs created by a process that signs)."""
+    return _redispatch(conn, tasks.c.unsent.is_(True), limit, signed_only)
 
 
 @query()
 def take_stale(conn: Connection, older_than: float, queues: list[str | None] | None = None,
-               limit: int = 1000) -> list[Dispatch]:
+               limit: int = 1000, signed_only: bool = False) -> list[Dispatch]:
     """Tasks due for longer than ``older_than`` seconds that no worker has claimed (in
     ``queues`` only, if given; None is the default queue): their message may be lost (a
     broker restart without persistence); publish them again. A duplicate is harmless:
@@ -121,7 +147,7 @@ def take_stale(conn: Connection, older_than: float, queues: list[str | None] | N
         named = [q for q in queues if q is not None]
         condition &= tasks.c.queue.in_(named) | (
             tasks.c.queue.is_(None) if None in queues else false())
-    return _redispatch(conn, condition, limit)
+    return _redispatch(conn, condition, limit, signed_only)
 
 
 def stale_counts(conn: Connection, older_than: float) -> dict[str | None, int]:
@@ -140,7 +166,12 @@ def _stale(older_than: float):
 HAS_MESSAGE = tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
 
 
-def _redispatch(conn: Connection, condition, limit: int) -> list[Dispatch]:
+def _redispatch(conn: Connection, condition, limit: int, signed_only: bool = False
+                ) -> list[Dispatch]:
+    if signed_only:
+        # A signing process re-sending the message of a run whose creator did not sign
+        # would sign, as the user's intent, what its peers refused as untrusted.
+        condition &= ~exists().where(runs.c.id == tasks.c.run_id, runs.c.unsigned.is_(True))
     ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition,
                                    HAS_MESSAGE).limit(limit)
     rows = conn.execute(
