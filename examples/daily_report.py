@@ -7,6 +7,11 @@ into a SQLite file and ``build_report`` summarises the day with SQL aggregates::
 
     qflow -A examples/daily_report.py run daily_report -p day=2026-11-20
 
+With ``-p fingerprint=true`` a last step runs in a container (Docker or Podman, see
+examples/README.md): ``fingerprint_report`` hands the report to a busybox image as one
+argument and returns its SHA-256 and size. It is off by default, so the example runs on a
+machine without a container runtime.
+
 Outside a workflow body every task is a plain function: ``extract_sales("2026-11-20", 4)``.
 """
 import hashlib
@@ -18,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from qflow import task, workflow
+from qflow import container, task, workflow
 
 Row = dict[str, Any]
 
@@ -198,9 +203,22 @@ def build_report(loaded: dict, day: str, warehouse: str = "warehouse.db") -> dic
     }
 
 
+# A step in a container: {report} (the parent's dict, as JSON) reaches the command as one
+# argument, never through a shell of qflow's; the last JSON line printed is the result.
+# Braces the command means literally are doubled, as in str.format.
+FINGERPRINT_SCRIPT = (
+    'printf "%s" "$1" | sha256sum | {{ read -r sum _; '
+    'printf \'{{"sha256": "%s", "bytes": %d}}\\n\' "$sum" "${{#1}}"; }}')
+fingerprint_report = container(
+    "docker.io/library/busybox:1.36", ["sh", "-c", FINGERPRINT_SCRIPT, "sh", "{report}"],
+    name="fingerprint_report", timeout=120, retries=1, network="none")
+
+
 @workflow(name="daily_report")
-def daily_report(day: str = "2026-11-20", stores: int = 4, warehouse: str = "warehouse.db"):
-    """Extract four feeds in parallel, clean and join them, load the warehouse, report."""
+def daily_report(day: str = "2026-11-20", stores: int = 4, warehouse: str = "warehouse.db",
+                 fingerprint: bool = False):
+    """Extract four feeds in parallel, clean and join them, load the warehouse, report;
+    with ``fingerprint``, hash the report in a container."""
     merged = sanitize_and_merge(
         extract_sales(day, stores),
         extract_inventory(day, stores),
@@ -208,4 +226,6 @@ def daily_report(day: str = "2026-11-20", stores: int = 4, warehouse: str = "war
         extract_returns(day, stores),
     )
     loaded = load_warehouse(merged, day, warehouse)
-    build_report(loaded, day, warehouse)
+    report = build_report(loaded, day, warehouse)
+    if fingerprint:
+        fingerprint_report(report=report)

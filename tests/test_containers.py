@@ -6,6 +6,7 @@ Python task with ``isolation="container"``.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -18,7 +19,15 @@ from pathlib import Path
 import container_flows as flows
 import pytest
 import servers
-from conftest import ROOT, _missing, attempt_rows, start_cluster, wait_for
+from conftest import (
+    ROOT,
+    _missing,
+    attempt_rows,
+    qflow_env,
+    run_id_in,
+    start_cluster,
+    wait_for,
+)
 
 from qflow.store import read
 
@@ -230,3 +239,25 @@ def test_a_killed_worker_s_container_is_stopped_and_the_task_reruns_elsewhere(
         assert json.loads(_qflow(c, "status", run_id, "--json"))["state"] == "succeeded"
     finally:
         c.stop()
+
+
+# -- the example's containerised step ---------------------------------------------------------
+def test_the_daily_report_example_fingerprints_its_report_in_a_container(images, tmp_path):
+    from qflow.config import Config
+    from qflow.runtime import Runtime
+
+    # The example names busybox from Docker Hub; the local test image stands in for it.
+    subprocess.run(["podman", "tag", flows.BUSYBOX, "docker.io/library/busybox:1.36"],
+                   check=True)
+    db = f"sqlite:///{tmp_path}/qflow.db"
+    done = subprocess.run(
+        ["qflow", "-A", str(ROOT / "examples" / "daily_report.py"), "run", "daily_report",
+         "-p", "fingerprint=true"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=qflow_env(QFLOW_DATABASE_URL=db, QFLOW_CONTAINER_RUNTIME="podman"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rt = Runtime(Config(database_url=db))
+    with rt.store.read() as conn:
+        got = read.results(conn, run_id_in(done.stdout), ["build_report", "fingerprint_report"])
+    text = json.dumps(got["build_report"])                     # what the command received
+    assert got["fingerprint_report"] == {"sha256": hashlib.sha256(text.encode()).hexdigest(),
+                                         "bytes": len(text.encode())}
