@@ -45,7 +45,8 @@ def test_the_example_runs_on_the_embedded_default_in_a_fresh_directory(tmp_path)
     status = json.loads(qflow("status", run_id, "--json", cwd=tmp_path).stdout)
     assert {k: status[k] for k in ("run_id", "workflow", "state")} == {
         "run_id": run_id, "workflow": "daily_report", "state": "succeeded"}
-    assert status["params"] == {"day": "2026-11-20", "stores": 4, "warehouse": "warehouse.db"}
+    assert status["params"] == {"day": "2026-11-20", "stores": 4, "warehouse": "warehouse.db",
+                                "fingerprint": False}
     assert all(status[k] for k in ("created_at", "started_at", "finished_at"))
     task = status["tasks"][0]
     assert set(task) >= {"node", "state", "attempts", "started_at", "finished_at", "error",
