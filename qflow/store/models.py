@@ -249,6 +249,48 @@ class Alert(Base):
     )
 
 
+class AssetEvent(Base):
+    """One update of an asset: by a task's success (its run and node) or from outside
+    (`qflow assets touch`, the API: no run)."""
+
+    __tablename__ = "qflow_asset_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(250))
+    created_at: Mapped[dt.datetime]
+
+    __table_args__ = (Index("ix_qflow_asset_events_asset", "asset", "id"),)
+
+
+class AssetConsumed(Base):
+    """An update an asset-scheduled workflow's run consumed: each update starts at most
+    one run of each workflow (the primary key), however many schedulers look."""
+
+    __tablename__ = "qflow_asset_consumed"
+
+    workflow: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("qflow_asset_events.id", ondelete="CASCADE"), primary_key=True)
+    # No foreign key: the updates a deleted run consumed stay consumed.
+    run_id: Mapped[str] = mapped_column(String(32))
+
+    __table_args__ = (Index("ix_qflow_asset_consumed_run", "run_id"),)
+
+
+class Sensing(Base):
+    """When an attempt of a sensor began sensing: its timeout counts from then."""
+
+    __tablename__ = "qflow_sensing"
+
+    task_id: Mapped[int] = mapped_column(Integer, ForeignKey("qflow_tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    since: Mapped[dt.datetime]
+    pokes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+
+
 runs = Run.__table__
 tasks = TaskInstance.__table__
 edges = Edge.__table__
@@ -259,3 +301,6 @@ pool_waits = PoolWait.__table__
 schedules = WorkflowSchedule.__table__
 live_logs = LiveLog.__table__
 alerts = Alert.__table__
+asset_events = AssetEvent.__table__
+asset_consumed = AssetConsumed.__table__
+sensing = Sensing.__table__
