@@ -82,3 +82,38 @@ def test_an_incomplete_signing_setup_is_a_one_line_error(tmp_path, redis_url):
     assert out.returncode == 2
     assert out.stderr.strip() == ("qflow: error: message signing needs security_key, "
                                   "security_certificate and security_cert_store together")
+
+
+def test_a_signing_worker_never_sends_again_a_run_whose_messages_were_refused(
+        redis_url, pg_server_url, tmp_path):
+    """The reconciler re-publishes messages that went missing; in a signing cluster it
+    must not re-send, signed, those of a run created by a process without the key."""
+    import json
+    store = tmp_path / "trusted"
+    store.mkdir()
+    key, cert = make_identity(tmp_path, "qflow")
+    (store / "qflow.pem").write_text(open(cert).read())
+    cluster = start_cluster(redis_url.rsplit("/", 1)[0] + "/9", pg_server_url, tmp_path, 1,
+                            QFLOW_SECURITY_KEY=key, QFLOW_SECURITY_CERTIFICATE=cert,
+                            QFLOW_SECURITY_CERT_STORE=str(store / "*.pem"),
+                            QFLOW_REQUEUE_AFTER="1", QFLOW_HEARTBEAT_INTERVAL="0.5")
+    try:
+        unsigned = {k: v for k, v in cluster.env.items()
+                    if not k.startswith("QFLOW_SECURITY")}
+        out = subprocess.run(["qflow", "trigger", "diamond"], env=unsigned,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        refused = out.stdout.strip()
+        time.sleep(8)                          # many reconciler rounds past requeue_after
+        ok = subprocess.run(["qflow", "trigger", "diamond", "--wait"], env=cluster.env,
+                            capture_output=True, text=True, timeout=60)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        status = json.loads(subprocess.run(["qflow", "status", refused, "--json"],
+                                           env=cluster.env, capture_output=True,
+                                           text=True).stdout)
+        assert status["state"] == "queued"
+        assert all(t["attempts"] == 0 for t in status["tasks"])
+        assert any("does not sign its messages" in w for w in status["warnings"])
+        assert "untrusted content" in (tmp_path / "w1.log").read_text().lower()
+    finally:
+        cluster.stop()
