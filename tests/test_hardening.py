@@ -204,19 +204,19 @@ class TlsMailbox:
 
 def test_alert_mail_uses_starttls_by_default_when_the_server_offers_it(tmp_path, monkeypatch):
     from qflow.config import Config
-    from qflow.engine import alerts
+    from qflow.engine import notify
 
     mailbox = TlsMailbox(tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", mailbox.cert)     # trust the test's certificate
     try:
         config = Config(smtp_host="127.0.0.1", smtp_port=mailbox.port,
                         notify_email_to="ops@example.org")
-        alerts._email(config, alerts.Event("run_failed", "r1", "wf"))
+        notify._email(config, notify.Event("run_failed", "r1", "wf"))
         assert mailbox.received == [True]
         with pytest.raises(Exception, match="530"):     # the server wants TLS first
-            alerts._email(Config(smtp_host="127.0.0.1", smtp_port=mailbox.port,
+            notify._email(Config(smtp_host="127.0.0.1", smtp_port=mailbox.port,
                                  notify_email_to="ops@example.org", smtp_starttls=False),
-                          alerts.Event("run_failed", "r2", "wf"))
+                          notify.Event("run_failed", "r2", "wf"))
     finally:
         mailbox.controller.stop()
 
@@ -335,6 +335,16 @@ def test_nan_and_infinity_parameters_are_refused(tmp_path):
         assert "NaN and Infinity are not allowed" in one_line_error(out, 2), param
     assert not (tmp_path / "qflow.db").exists() or json.loads(
         qflow("runs", "--json", cwd=tmp_path).stdout) == []
+
+
+def test_a_task_returning_nan_fails_with_a_clear_error():
+    from qflow.core.outcomes import success
+    for value in (float("nan"), [1.0, float("inf")], {"x": -float("inf")}):
+        outcome = success(value, 1024)
+        assert (outcome.state, outcome.error) == (
+            "failed", "return value is not JSON-serialisable: Out of range float values "
+                      "are not JSON compliant")
+    assert success([1.5], 1024).result == "[1.5]"
 
 
 MAPPED = """

@@ -29,7 +29,9 @@ def missing(task: str, attempt: int) -> Outcome:
 
 def success(value: Any, limit: int) -> Outcome:
     try:
-        text = json.dumps(value)
+        # NaN and Infinity are not JSON: stored, they would reach readers (status, the
+        # API, a child in another language) as invalid JSON.
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return Outcome(FAILED, error_type="TaskOutputError",
                            error=f"return value is not JSON-serialisable: {exc}")
