@@ -56,6 +56,14 @@ class Config:
     # Upgrade to TLS with STARTTLS whenever the server offers it (false: never; with a
     # login, a server that does not offer it gets no password in clear).
     smtp_starttls: bool = True
+    # Results and data outside the DB (qflow/results): where return values are written
+    # (an fsspec URL; "" = in the results DB, capped by result_max_bytes), the keys that
+    # encrypt results, logs, errors and secret parameters (comma-separated: the first
+    # encrypts, all decrypt; `qflow keygen`), and a key that authenticates pickled
+    # results when no encryption_key is set.
+    result_store: str = ""
+    encryption_key: str = ""
+    result_signing_key: str = ""
     # Seeing what runs (qflow/worker/capture.py, `qflow flower`).
     log_max_bytes: int = 64 * 1024            # captured output per attempt; 0 = none
     # An attempt's error message and traceback are each cut to this size; 0 = no limit.

@@ -7,13 +7,61 @@ import json
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from qflow.errors import ParamError
 
 _MISSING = inspect.Parameter.empty
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+SECRET_KEY = "__qflow_secret__"     # a sealed secret value, as qflow_runs.params holds it
+PARAM_KEY = "__qflow_param__"       # a secret parameter passed to a task, in its call
+MASK = "***"
+
+T = TypeVar("T")
+
+
+class Secret(Generic[T]):
+    """A workflow parameter that is never stored or shown in clear: annotate it
+    ``Secret`` or ``Secret[str]``. Stored encrypted (an ``encryption_key`` is required),
+    shown as ``***``; a task it is passed to receives the real value. In the workflow
+    body and in ``context().params`` it is this wrapper: ``.get()`` gives the value
+    where one is available (in a task)."""
+
+    __slots__ = ("_value", "name")
+
+    def __init__(self, value: Any = inspect.Parameter.empty, name: str | None = None):
+        self._value = value
+        self.name = name
+
+    def get(self) -> T:
+        if self._value is _MISSING:
+            raise RuntimeError(f"secret parameter {self.name!r} has no value in the workflow "
+                               "body: pass it to a task, which receives the real value")
+        return self._value
+
+    def __repr__(self) -> str:
+        return MASK
+
+    __str__ = __repr__
+
+    def __reduce__(self):
+        raise TypeError("a Secret is not pickled (its value would travel in clear)")
+
+
+def is_secret(kind: Any) -> bool:
+    return kind is Secret or typing.get_origin(kind) is Secret
+
+
+def secret_names(params: dict[str, "Param"]) -> list[str]:
+    """The names of the parameters annotated Secret."""
+    return [name for name, p in params.items() if is_secret(p.type)]
+
+
+def masked(values: dict[str, Any]) -> dict[str, Any]:
+    """Stored parameter values with each sealed secret shown as ``***``."""
+    return {k: MASK if isinstance(v, dict) and SECRET_KEY in v else v
+            for k, v in values.items()}
 
 
 @dataclass(frozen=True)
@@ -30,7 +78,9 @@ class Param:
 
     def describe(self) -> str:
         kind = type_name(self.type)
-        return kind if self.required else f"{kind} = {self.default!r}"
+        if self.required:
+            return kind
+        return f"{kind} = {MASK if is_secret(self.type) else repr(self.default)}"
 
 
 def params_of(fn) -> dict[str, Param]:
@@ -54,6 +104,9 @@ def params_of(fn) -> dict[str, Param]:
 def type_name(kind: Any) -> str:
     if kind is None:
         return "any"
+    if is_secret(kind):
+        inner = typing.get_args(kind)
+        return f"Secret[{type_name(inner[0])}]" if inner else "Secret"
     if typing.get_args(kind):
         return str(kind).replace("typing.", "")
     return getattr(kind, "__name__", None)
@@ -75,7 +128,9 @@ def resolve(params: dict[str, Param], given: dict[str, Any], workflow: str) -> d
             try:
                 value = coerce(given[name], param.type)
             except (TypeError, ValueError) as exc:
-                raise ParamError(f"parameter {name!r} of workflow {workflow!r}: {exc}") from None
+                why = f"expected {type_name(param.type)}" if is_secret(param.type) else exc
+                raise ParamError(f"parameter {name!r} of workflow {workflow!r}: {why}"
+                                 ) from None
         elif param.required:
             raise ParamError(f"workflow {workflow!r} needs parameter {name!r} "
                              f"({type_name(param.type)}): pass -p {name}=...")
@@ -97,8 +152,10 @@ def _refuse_non_finite(value: Any, name: str, workflow: str) -> None:
 
 
 def body_values(params: dict[str, Param], stored: dict[str, Any]) -> dict[str, Any]:
-    """Turn stored (JSON) parameter values back into the declared Python types."""
-    return {name: coerce(stored[name], p.type) if name in stored else p.default
+    """Turn stored (JSON) parameter values back into the declared Python types; a secret
+    parameter is a :class:`Secret` without its value (the body only passes it on)."""
+    return {name: Secret(name=name) if is_secret(p.type)
+            else coerce(stored[name], p.type) if name in stored else p.default
             for name, p in params.items()}
 
 
@@ -118,6 +175,10 @@ def coerce(value: Any, kind: Any) -> Any:
     """Coerce ``value`` to ``kind``; raise ValueError with a readable reason."""
     if kind is None or kind is Any:
         return value
+    if is_secret(kind):
+        inner = typing.get_args(kind)
+        value = value.get() if isinstance(value, Secret) else value
+        return coerce(value, inner[0]) if inner else value
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):

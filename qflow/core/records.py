@@ -51,7 +51,8 @@ class Outcome:
     """How one attempt ended: succeeded, failed, or retrying after ``retry_in`` seconds."""
 
     state: str
-    result: str | None = None        # JSON text
+    result: str | None = None        # JSON text (sealed with encryption_key)
+    result_ref: str | None = None    # JSON: the stored object's url, size, sha256, …
     error_type: str | None = None
     error: str | None = None
     traceback: str | None = None

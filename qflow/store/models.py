@@ -89,6 +89,9 @@ class TaskInstance(Base):
     up_skipped: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     result: Mapped[str | None] = mapped_column(Text)
+    # With a result store: the object holding the value (JSON: url, size, sha256,
+    # serializer, encrypted, hmac); a map's collected list: its elements' values.
+    result_ref: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(200))
     celery_id: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,1 @@
+"""Results and data outside the DB: the result store, serializers and encryption."""
