@@ -65,8 +65,10 @@ def load(url: str) -> tuple[list, list, list]:
         engine.dispose()
 
 
-def audit(url: str, ledger: Ledger, faults: list[Injected]) -> Findings:
-    """Check every run and task in the DB at ``url`` against the ledger."""
+def audit(url: str, ledger: Ledger, faults: list[Injected],
+          progress: list[dt.datetime]) -> Findings:
+    """Check every run and task in the DB at ``url`` against the ledger; ``progress``:
+    when the soak saw the count of ended tasks grow (for the recovery times)."""
     run_rows, task_rows, attempt_rows = load(url)
     found = Findings(runs={r.id: r.state for r in run_rows}, tasks=len(task_rows),
                      executions=sum(map(len, ledger.values())),
@@ -84,7 +86,7 @@ def audit(url: str, ledger: Ledger, faults: list[Injected]) -> Findings:
     known = {(t.run_id, t.node) for t in task_rows}
     found.problems += [f"{r}/{n}: in the ledger but not in the DB"
                        for r, n in sorted(set(ledger) - known)]
-    found.recovery = _recovery(faults, attempt_rows)
+    found.recovery = _recovery(faults, progress, attempt_rows)
     return found
 
 
@@ -135,16 +137,15 @@ def _describe(row) -> str:
     return f"state={row.state} error_type={row.error_type} worker={row.worker}"
 
 
-def _recovery(faults: list[Injected], attempt_rows: list
+def _recovery(faults: list[Injected], progress: list[dt.datetime], attempt_rows: list
               ) -> list[tuple[Injected, float | None, float | None]]:
-    """For each fault: seconds until the next task ended, and for a killed worker the
-    seconds until the last of its lost attempts was recorded (None: not seen)."""
-    ended = sorted(r.finished_at for r in attempt_rows
-                   if r.state == "succeeded" and r.finished_at is not None)
+    """For each fault: seconds until a task was seen ending once the server was back,
+    and for a killed worker the seconds until the last of its lost attempts was recorded
+    (None: not seen)."""
     out = []
     for fault in faults:
-        at = bisect.bisect_right(ended, fault.began)
-        first = _seconds(ended[at] - fault.began) if at < len(ended) else None
+        at = bisect.bisect_right(progress, fault.back)
+        first = _seconds(progress[at] - fault.began) if at < len(progress) else None
         lost = None
         if fault.kind == KILL_WORKER:
             times = [r.finished_at for r in attempt_rows

@@ -18,6 +18,7 @@ import servers
 KILL_WORKER, RESTART_REDIS, RESTART_POSTGRES = "kill_worker", "restart_redis", "restart_postgres"
 KINDS = (KILL_WORKER, RESTART_REDIS, RESTART_POSTGRES)
 WEIGHTS = (3, 1, 1)             # a worker dies more often than a server restarts
+RESTART_AFTER = 1.0             # seconds before a worker that exited is started again
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,13 @@ class Fault:
 
 @dataclass(frozen=True)
 class Injected:
-    """A fault as it happened: when it began (UTC, the DB's convention) and its target."""
+    """A fault as it happened: its target, when it began and when the server was back
+    (UTC, the DB's convention; a killed worker is "back" at once: the others go on)."""
 
     kind: str
     target: str
     began: dt.datetime
+    back: dt.datetime
 
 
 def plan(seed: int, count: int, window: float, workers: list[str],
@@ -67,6 +70,7 @@ class Hands:
         self.incarnations: dict[str, int] = {}
         self.down: set[str] = set()                 # workers killed, not yet revived
         self.exits: list[tuple[str, int]] = []      # workers that exited on their own
+        self.exited: dict[str, float] = {}          # ... and when the soak noticed
 
     def inject(self, fault: Fault) -> Injected:
         """Start ``fault``; a killed worker stays down until :meth:`revive`."""
@@ -79,7 +83,8 @@ class Hands:
             self.restart_redis(fault.down)
         else:
             self.restart_postgres(fault.down)
-        return Injected(fault.kind, fault.target, began)
+        return Injected(fault.kind, fault.target, began,
+                        began if fault.kind == KILL_WORKER else utcnow())
 
     def revive(self, name: str) -> None:
         """Start a killed worker again under its name (its old log kept aside)."""
@@ -90,10 +95,14 @@ class Hands:
         self.cluster.start_worker(name, "-c", "2")
 
     def supervise(self) -> None:
-        """Start again a worker that exited on its own (as systemd's Restart= would): a
-        worker refuses to start while the results DB is unreachable."""
+        """Start again, a second after it exited, a worker that exited on its own (as
+        systemd's Restart= would): a worker refuses to start while the results DB is
+        unreachable."""
+        now = time.monotonic()
         for name, proc in list(self.cluster.workers.items()):
-            if name not in self.down and proc.poll() is not None:
+            if name in self.down or proc.poll() is None:
+                self.exited.pop(name, None)
+            elif now - self.exited.setdefault(name, now) >= RESTART_AFTER:
                 self.exits.append((name, proc.returncode))
                 self.revive(name)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import logging
 import subprocess
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,11 +19,11 @@ import servers
 import sqlalchemy as sa
 from conftest import start_cluster
 
-from qflow.store.models import runs
+from qflow.store.models import runs, tasks
 
 from .audit import Findings, audit, read_ledger
 from .chaos_flows import POOL, size
-from .faults import KILL_WORKER, Fault, Hands, Injected, plan
+from .faults import KILL_WORKER, Fault, Hands, Injected, plan, utcnow
 
 log = logging.getLogger("qflow.chaos")
 FLOWS = Path(__file__).with_name("chaos_flows.py")
@@ -30,6 +32,10 @@ FLOWS = Path(__file__).with_name("chaos_flows.py")
 ENV = dict(QFLOW_HEARTBEAT_INTERVAL="1", QFLOW_WORKER_LOST_TIMEOUT="5",
            QFLOW_REQUEUE_AFTER="10", QFLOW_DB_RETRY_SECONDS="120",
            QFLOW_POOLS=f"{POOL}=3")
+# After the last fault, how long the held run's other work may take before `qflow doctor`
+# looks at it (requeue_after + worker_lost_timeout + slack: what a fault left behind is
+# recovered by then).
+SETTLE_MIDWAY = 25.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class Report:
     injected: list[Injected]
     open_at_fault: int                 # faults injected while a run was unfinished
     findings: Findings
-    doctor: tuple[int, str]            # exit status and output
+    midway: tuple[int, str] | None     # `qflow doctor` while the held run was open
+    doctor: tuple[int, str]            # exit status and output, after the runs ended
     exits: list[tuple[str, int]]       # workers that exited on their own (restarted)
     triggering: float                  # seconds `qflow trigger` took
     seconds: float                     # the whole soak, from the first trigger
@@ -70,8 +77,10 @@ class Report:
         if self.open_at_fault < len(self.planned):
             out.append(f"only {self.open_at_fault} of {len(self.planned)} faults hit an "
                        f"unfinished run: make the workload longer or the window shorter")
-        if self.doctor[0] != 0:
-            out.append(f"qflow doctor exited {self.doctor[0]}:\n{self.doctor[1]}")
+        for when, (code, output) in (("with the run open", self.midway or (0, "")),
+                                     ("at the end", self.doctor)):
+            if code != 0:
+                out.append(f"qflow doctor {when} exited {code}:\n{output}")
         return out
 
     def text(self) -> str:
@@ -90,7 +99,8 @@ class Report:
             "re-runs by cause: " + (", ".join(f"{k} {n}" for k, n in sorted(f.reruns.items()))
                                     or "none")
             + f"; lost attempts that never began: {f.lost_unstarted}",
-            "recovery (seconds from the fault to the next task ended):"]
+            "recovery (seconds from the fault to the next task seen ending, once the "
+            "server was back):"]
         for fault, first, lost in f.recovery:
             offset = (fault.began - self.injected[0].began).total_seconds()
             extra = f", its lost attempts recorded after {lost}" if lost is not None else ""
@@ -98,7 +108,9 @@ class Report:
         lines.append("workers that exited on their own (restarted, as a supervisor "
                      "would): " + (", ".join(f"{n} (exit {c})" for n, c in self.exits)
                                    or "none"))
-        lines.append(f"qflow doctor: exit {self.doctor[0]}")
+        lines.append("qflow doctor: " + (f"exit {self.midway[0]} with the run open, "
+                                         if self.midway else "")
+                     + f"exit {self.doctor[0]} at the end")
         lines.append(f"total: {self.seconds:.1f} s (triggering {self.triggering:.1f} s; "
                      f"runs took {', '.join(f'{d:.1f} s' for d in f.durations) or '-'})")
         problems = self.failures()
@@ -133,6 +145,7 @@ def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
     cluster = hands.cluster
     faults = plan(settings.seed, settings.faults, settings.window, sorted(cluster.workers))
     watch = Watch(cluster.database_url)
+    watch.start()
     over = folder / "faults-over"
     if settings.hold:
         settings = dataclasses.replace(settings, shape={**settings.shape, "hold": str(over)})
@@ -166,12 +179,17 @@ def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
         log.info("+%.1fs %s %s", time.monotonic() - started, fault.kind, fault.target)
     for name in list(hands.down):               # killed by a plan that was cut short
         hands.revive(name)
+    midway = None
+    if settings.hold:       # the run is still open: audit it once the faults' work is done
+        watch.wait_idle(SETTLE_MIDWAY, hands.supervise)
+        midway = doctor(cluster.env)
     over.touch()
     watch.wait_ended(settings.settle, hands.supervise)
-    watch.close()
-    findings = audit(cluster.database_url, read_ledger(ledger), injected)
-    return Report(settings, faults, injected, open_at_fault, findings, doctor(cluster.env),
-                  hands.exits, started - began, time.monotonic() - began)
+    watch.stop()
+    findings = audit(cluster.database_url, read_ledger(ledger), injected, watch.progress)
+    return Report(settings, faults, injected, open_at_fault, findings, midway,
+                  doctor(cluster.env), hands.exits, started - began,
+                  time.monotonic() - began)
 
 
 def trigger(env: dict, ledger: Path, shape: dict) -> str:
@@ -198,30 +216,61 @@ def doctor(env: dict) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-class Watch:
-    """Reads the runs' progress from the results DB, across its restarts."""
+class Watch(threading.Thread):
+    """Reads the runs' progress from the results DB, across its restarts; while it runs,
+    notes each time it sees the count of ended tasks grow (``progress``, UTC)."""
+
+    ENDED = sa.select(sa.func.coalesce(sa.func.sum(runs.c.tasks_total - runs.c.tasks_left), 0))
 
     def __init__(self, url: str):
+        super().__init__(name="chaos-watch", daemon=True)
         self.engine = sa.create_engine(url, pool_pre_ping=True)
+        self.progress: list[dt.datetime] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        last = None
+        while not self._stop_event.wait(0.1):
+            ended = self._count(self.ENDED)
+            if ended is not None and last is not None and ended > last:
+                self.progress.append(utcnow())
+            last = ended if ended is not None else last
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.engine.dispose()
+
+    OPEN = (sa.select(sa.func.count()).select_from(runs)
+            .where(runs.c.state.in_(("queued", "running"))))
 
     def open_runs(self) -> int | None:
         """How many runs are unfinished; None while the DB cannot say."""
+        return self._count(self.OPEN)
+
+    def _count(self, query: sa.Select) -> int | None:
         try:
             with self.engine.connect() as conn:
-                return conn.execute(sa.select(sa.func.count()).select_from(runs).where(
-                    runs.c.state.in_(("queued", "running")))).scalar_one()
+                return conn.execute(query).scalar_one()
         except sa.exc.DBAPIError:
             return None
 
+    def wait_idle(self, timeout: float, tick) -> bool:
+        """Wait until no task is queued or running but the sensors holding runs open."""
+        busy = (sa.select(sa.func.count()).select_from(tasks)
+                .where(tasks.c.state.in_(("queued", "retrying", "running")),
+                       ~tasks.c.node.startswith("sensor")))
+        return self._wait(busy, timeout, tick)
+
     def wait_ended(self, timeout: float, tick) -> bool:
         """Wait until no run is unfinished, calling ``tick`` meanwhile."""
+        return self._wait(self.OPEN, timeout, tick)
+
+    def _wait(self, count: sa.Select, timeout: float, tick) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.open_runs() == 0:
+            if self._count(count) == 0:
                 return True
             time.sleep(0.5)
             tick()
         return False
-
-    def close(self) -> None:
-        self.engine.dispose()
