@@ -46,6 +46,7 @@ class Config:
     scheduler_interval: float = 1.0           # most seconds between two scheduler looks
     # Alerts (qflow/engine/alerts.py): which events notify, and where.
     notify_events: str = "run_failed"
+    alert_retry_hours: float = 24.0       # how long an undelivered alert is retried
     notify_webhook_url: str = ""
     notify_email_to: str = ""
     smtp_host: str = ""

@@ -15,17 +15,19 @@ from qflow.store import read
 
 
 class Webhook(HTTPServer):
-    """Records each JSON POST it receives."""
+    """Records each JSON POST it accepts; answers 503 to the first ``refuse`` ones."""
 
-    def __init__(self):
+    def __init__(self, refuse: int = 0):
         self.received: list[dict] = []
+        self.refused: list[dict] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.received.append(json.loads(body))
-                self.send_response(200)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                down = len(outer.refused) < refuse
+                (outer.refused if down else outer.received).append(body)
+                self.send_response(503 if down else 200)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -130,7 +132,12 @@ def test_an_unreachable_notifier_is_logged_and_the_run_still_ends(tmp_path, capl
     drain(engine)
     with store.read() as conn:
         assert read.get_run(conn, run_id, with_tasks=False)["state"] == "failed"
-    assert "webhook notifier failed for run_failed" in caplog.text
+    assert f"alert run_failed of run {run_id} not delivered (try 1)" in caplog.text
+    from qflow.store import outbox
+    with store.read() as conn:                  # kept, to be tried again
+        waiting = outbox.undelivered(conn)
+    assert sorted(a["key"].split(":")[0] for a in waiting) == ["run_failed", "task_failed"]
+    assert all(a["tries"] == 1 and "Connection refused" in a["last_error"] for a in waiting)
 
 
 def test_a_run_that_ends_as_it_starts_tells_its_on_success_callback(registry, tmp_path):
@@ -161,3 +168,46 @@ def test_a_run_that_ends_as_it_starts_tells_its_on_success_callback(registry, tm
     with store.read() as conn:
         assert read.get_run(conn, run_id, with_tasks=False)["state"] == "succeeded"
     assert told == [("run_succeeded", "succeeded")]
+
+
+def test_an_alert_the_receiver_refuses_three_times_arrives_once_later(tmp_path):
+    """Durable alerts: the webhook is down for the first three deliveries; the event is
+    kept, retried with the same key, delivered once, and a process that died holding its
+    lease does not lose it or make it arrive twice."""
+    from test_store import StubDispatcher, drain
+
+    from qflow.config import Config
+    from qflow.engine.client import Engine
+    from qflow.store import Store, outbox
+    from qflow.store.migrate import ensure_schema
+    from qflow.store.models import alerts
+
+    hook = Webhook(refuse=3)
+    store = Store(f"sqlite:///{tmp_path}/q.db")
+    ensure_schema(store)
+    engine = Engine(Config(notify_webhook_url=hook.url, notify_events="run_failed"), store,
+                    StubDispatcher())
+    run_id = engine.trigger("alarming", {"notes": str(tmp_path / "n.txt")})
+    drain(engine)                              # the run fails: first delivery refused
+
+    def due_now():                             # time passes: the backoff is over
+        with store.write() as conn:
+            conn.execute(alerts.update().values(next_at=alerts.c.created_at))
+
+    for _ in range(2):
+        due_now()
+        assert engine.alerts.deliver() == 0
+    assert len(hook.refused) == 3 and hook.received == []
+    # A process leases it and dies before delivering: the lease runs out, another sends.
+    due_now()
+    assert len(store.transact(outbox.lease_due, None, 60.0)) == 1
+    assert engine.alerts.deliver() == 0        # leased elsewhere
+    with store.write() as conn:
+        conn.execute(alerts.update().values(lease_until=alerts.c.created_at))
+    assert engine.alerts.deliver() == 1
+    assert engine.alerts.deliver() == 0        # delivered: never again
+    assert [e["run_id"] for e in hook.received] == [run_id]
+    keys = {e["key"] for e in hook.refused + hook.received}
+    assert keys == {f"run_failed:{run_id}"}     # one event, one idempotency key
+    hook.shutdown()
+

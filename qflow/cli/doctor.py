@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 @click.pass_obj
 def doctor(obj: Obj, as_json: bool) -> None:
     """Audit the results DB and the broker: every unfinished task has a live worker or a
-    message in flight. Lists what does not; exit 1 if anything."""
+    message in flight, and every alert reached its notifiers. Lists what does not; exit 1
+    if anything."""
     from qflow.store import audit
 
     rt = obj.runtime()
@@ -28,7 +29,7 @@ def doctor(obj: Obj, as_json: bool) -> None:
     with store.read() as conn:
         findings = (audit.lost_owners(conn, grace) + audit.unsent(conn)
                     + audit.stuck_pending(conn) + audit.open_runs_without_work(conn, grace)
-                    + audit.held_runs_with_room(conn))
+                    + audit.held_runs_with_room(conn) + audit.undelivered_alerts(conn))
         queued = audit.queued_by_queue(conn, grace)
     findings += _missing_messages(rt, queued)
     if as_json:

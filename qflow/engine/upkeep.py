@@ -68,6 +68,10 @@ class Upkeep:
             runtime_cli.stop(runtime, cid, self.config.container_stop_grace)
         return len(gone)
 
+    def deliver_alerts(self) -> int:
+        """Deliver outbox alerts that are due (new, or due again after a failure)."""
+        return self.engine.alerts.deliver()
+
     def bury_local_dead(self) -> int:
         """Embedded workers (``qflow run``) of this host whose process is gone, killed
         without a clean stop: mark them silent, so that :meth:`sweep` requeues their
@@ -152,7 +156,8 @@ class Maintenance(threading.Thread):
         interval = self.upkeep.config.heartbeat_interval
         while True:
             for step in (self.beat, self.upkeep.sweep, self.upkeep.sweep_containers,
-                         self.upkeep.reconcile, self.upkeep.finish_stuck_runs):
+                         self.upkeep.reconcile, self.upkeep.finish_stuck_runs,
+                         self.upkeep.deliver_alerts):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips

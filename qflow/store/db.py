@@ -39,6 +39,9 @@ class Store:
         # How long a write keeps retrying while the DB is unreachable (workers wait out a
         # DB restart instead of losing an outcome; the CLI fails at once).
         self.retry_seconds = retry_seconds
+        # The alert kinds written to the outbox with the state change they report (the
+        # engine sets them from the notifiers configured; see qflow.store.outbox).
+        self.outbox: frozenset[str] = frozenset()
         self._engines: dict[tuple[bool, bool], Engine] = {}
         self._pinned = threading.local()
         self._all_pinned: set[Connection] = set()      # every thread's, for dispose()
@@ -114,10 +117,11 @@ class Store:
         """
         if autocommit and self.dialect == "postgresql":
             with self._autocommitted(durable) as conn:
+                conn.execution_options(qflow_outbox=self.outbox)
                 yield conn
             return
         with self._connect(durable) as conn:
-            conn.execution_options(qflow_write=True)
+            conn.execution_options(qflow_write=True, qflow_outbox=self.outbox)
             with conn.begin():
                 yield conn
 
