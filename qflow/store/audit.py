@@ -12,7 +12,7 @@ from qflow.store import outbox
 from qflow.store.liveness import HAS_MESSAGE, db_now
 from qflow.store.models import runs, tasks, workers
 
-_WAITING = (S.QUEUED, S.RETRYING, S.SENSING)
+_WAITING = (S.QUEUED, S.RETRYING)
 
 
 @dataclass(frozen=True)
