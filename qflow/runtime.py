@@ -30,7 +30,16 @@ class Runtime:
     @cached_property
     def store(self) -> Store:
         _refuse_private_sqlite(self.config)
+        _ = self.results            # installed first: the store's readers decode with it
         return Store(self.config.database_url, pool_size=self.config.db_pool_size)
+
+    @cached_property
+    def results(self):
+        """How return values, logs, errors and secrets are kept and read back (the
+        result store and the keys); this process's, for the store's readers."""
+        from qflow.results import codec
+
+        return codec.install(codec.for_config(self.config))
 
     @cached_property
     def celery(self):
@@ -108,6 +117,7 @@ class Runtime:
         from qflow.engine.upkeep import Maintenance
         from qflow.store.liveness import take_stale
 
+        self.results.check()        # a missing result store fails here, not per task
         with embedded_worker(self.celery, self.config.embedded_concurrency) as name:
             # Heartbeats, so that a later `qflow run` knows this one's attempts are owned,
             # and the sweeper, which finds those of an earlier one that was killed.

@@ -89,6 +89,7 @@ def worker(obj: Obj, queues: str | None, concurrency: int | None, hostname: str 
         raise UserError("a worker needs a broker (set QFLOW_BROKER_URL or --broker-url)")
     rt.store.retry_seconds = rt.config.db_retry_seconds     # wait out DB restarts
     rt.ready_store()
+    rt.results.check()              # a missing result store fails here, not per task
     rt.engine.dispatcher.check()
     names = [q.strip() for q in (queues or rt.config.default_queue).split(",") if q.strip()]
     sys.exit(run_worker(rt.celery, rt.upkeep, names, rt.config.worker_concurrency, hostname,

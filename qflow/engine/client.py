@@ -24,6 +24,7 @@ from qflow.core.states import TERMINAL
 from qflow.engine.alerts import Alerter
 from qflow.engine.dispatch import Dispatcher, PublishError
 from qflow.errors import UnreachableError, UserError
+from qflow.results import codec, secrets
 from qflow.store import Store, control, lifecycle, liveness, read
 
 log = logging.getLogger("qflow.engine")
@@ -66,7 +67,8 @@ class Engine:
                    ) -> Created:
         """Validate and expand, commit the run (unless ``guard`` says no), then publish
         its first tasks. Bad parameters raise before anything is written."""
-        values = wdef.resolve_params(params)
+        values = secrets.seal_params(wdef.params, wdef.resolve_params(params),
+                                     codec.for_config(self.config), wdef.name)
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
                                logical_time, self.config.max_map_size, self.limits(wdef),
                                self.config.result_max_bytes, bool(self.config.security_key))

@@ -9,6 +9,7 @@ copy of its bytes.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any
 
+from qflow.core.records import Outcome
 from qflow.errors import Fail, UserError
 from qflow.results import crypto
 from qflow.results.store import ObjectStore, object_key, open_object, open_store
@@ -163,6 +165,15 @@ class Results:
         if text is None or self.keyring is None or crypto.is_sealed(text):
             return text
         return self.keyring.seal(text)
+
+    def seal_outcome(self, outcome: Outcome) -> Outcome:
+        """The outcome as it leaves the worker: error, traceback and captured output
+        sealed when a key is set."""
+        if self.keyring is None:
+            return outcome
+        return dataclasses.replace(outcome, error=self.seal(outcome.error),
+                                   traceback=self.seal(outcome.traceback),
+                                   log=self.seal(outcome.log))
 
     def reveal(self, text: str | None) -> str | None:
         """Clear text as it is; sealed text decrypted (DecryptError without the key)."""

@@ -209,7 +209,8 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
-                                    result=outcome.result, error=outcome.error, **due,
+                                    result=outcome.result, result_ref=outcome.result_ref,
+                                    error=outcome.error, **due,
                                     returning=_ENDED)
     values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
                   finished_at=now, error_type=outcome.error_type, error=outcome.error,

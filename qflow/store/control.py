@@ -142,7 +142,7 @@ def _reset(conn, run_id, row, pairs, rows, reset) -> str:
                     sum(s in (S.SKIPPED, S.CANCELED) for s in kept))
     set_task_state(conn, run_id, row.node, S.PENDING, expect=(row.state,),
                    up_succeeded=up.succeeded, up_failed=up.failed, up_skipped=up.skipped,
-                   result=None, error=None, finished_at=None, queued_at=None,
+                   result=None, result_ref=None, error=None, finished_at=None, queued_at=None,
                    first_attempt=row.attempts + 1)      # retries count from here again
     row.state = S.PENDING
     return S.decide(row.trigger_rule, up)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from qflow.core import states as S
+from qflow.results.codec import installed
 from qflow.store.db import query
 from qflow.store.models import live_logs, runs, tasks
 from qflow.store.read import iso
@@ -55,9 +56,10 @@ def running_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(tasks.c.node == node)
     if number is not None:
         stmt = stmt.where(live_logs.c.number == number)
+    shown = installed().shown
     return [{"node": r.node, "attempt": r.number, "state": S.RUNNING, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at), "finished_at": None,
-             "error": None, "traceback": None, "log": r.log} for r in conn.execute(stmt)]
+             "error": None, "traceback": None, "log": shown(r.log)} for r in conn.execute(stmt)]
 
 
 def not_current(conn: Connection, attempts: list[tuple[str, str, int]]

@@ -14,6 +14,8 @@ from sqlalchemy import Connection, delete, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import substitute
+from qflow.results import codec
+from qflow.results.codec import Stored
 from qflow.store.db import bulk_insert
 from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state
@@ -64,7 +66,11 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
                               tasks.c.n_parents)
                        .where(tasks.c.run_id == run_id, tasks.c.node == node)).one()
     call, options = json.loads(row.call), json.loads(row.options)
-    items = substitute(call["args"][0], read_inputs(conn, run_id, call))
+    # The coordinator (a worker, or a command that resumes the run) reads the list back
+    # to split it; each element's input is sealed again in its call when a key is set.
+    results = codec.installed()
+    items = substitute(call["args"][0], {node: results.load(stored, node) for node, stored
+                                         in read_inputs(conn, run_id, call).items()})
     limit = options["map"].get("max")
     error = None
     if not isinstance(items, list):
@@ -82,7 +88,8 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
     bulk_insert(conn, tasks, [dict(
         run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
         queue=row.queue, options=json.dumps(element_options) if element_options else None,
-        call=json.dumps({"args": [item, *call["args"][1:]], "kwargs": call["kwargs"]}),
+        call=json.dumps({"args": [results.seal_item(item), *call["args"][1:]],
+                         "kwargs": call["kwargs"]}),
         n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
         children=json.dumps([node])) for eid, item in zip(ids, items, strict=True)])
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
@@ -100,9 +107,19 @@ def collect(conn: Connection, run_id: str, node: str, expanded: int,
     return its state. The list is a value like any task's: larger than the node's
     ``result_max_bytes`` it fails the node, as it would a task returning it."""
     ids = element_ids(node, expanded)
-    found = dict(conn.execute(select(tasks.c.node, tasks.c.result).where(
-        tasks.c.run_id == run_id, tasks.c.node.in_(ids))).all())
-    values = [json.loads(found[eid]) if found.get(eid) else None for eid in ids]
+    found = {r.node: Stored.of(r.result, r.result_ref) for r in conn.execute(
+        select(tasks.c.node, tasks.c.result, tasks.c.result_ref).where(
+            tasks.c.run_id == run_id, tasks.c.node.in_(ids)))}
+    if not all(s.plain for s in found.values()):
+        # Stored or sealed values are referenced, never opened here: the list is read
+        # back by whoever reads the node's result.
+        items = [{"text": found[eid].text, "ref": found[eid].ref} if eid in found else None
+                 for eid in ids]
+        _end(conn, run_id, node, S.SUCCEEDED, now,
+             result_ref=Stored(ref={"serializer": "map", "items": items}).ref_text())
+        return S.SUCCEEDED
+    values = [json.loads(found[eid].text) if found.get(eid) and found[eid].text else None
+              for eid in ids]
     text = json.dumps(values)
     opts = _opts(options)
     limit = opts.get("result_max_bytes") or opts["map"].get("result_max")

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from qflow.core.dag import Graph, Node
+from qflow.results.codec import installed
 from qflow.store import livelog
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.read import iso
@@ -28,10 +29,11 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(tasks.c.node == node)
     if number is not None:
         stmt = stmt.where(attempts.c.number == number)
+    shown = installed().shown         # sealed text opens here for a process with the key
     return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at),
-             "finished_at": iso(r.finished_at), "error": r.error,
-             "traceback": r.traceback, "log": r.log}
+             "finished_at": iso(r.finished_at), "error": shown(r.error),
+             "traceback": shown(r.traceback), "log": shown(r.log)}
             for r in conn.execute(stmt)] + livelog.running_logs(conn, run_id, node, number)
 
 
@@ -43,9 +45,10 @@ def ended_attempts(conn: Connection, run_id: str) -> list[dict[str, Any]]:
                                attempts.c.finished_at, attempts.c.error)
                         .join(tasks, tasks.c.id == attempts.c.task_id)
                         .where(tasks.c.run_id == run_id))
+    shown = installed().shown
     return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
              "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-             "error": r.error} for r in rows]
+             "error": shown(r.error)} for r in rows]
 
 
 def has_node(conn: Connection, run_id: str, node: str) -> bool:
@@ -104,8 +107,8 @@ _MOVING = ("running", "retrying")
 def view_rows(conn: Connection, run_id: str) -> list[tuple]:
     """Every task of the run as a :data:`VIEW_COLUMNS` tuple (times naive UTC), in the
     order they were created."""
-    return [tuple(r) for r in conn.execute(select(*_VIEW).where(tasks.c.run_id == run_id)
-                                           .order_by(tasks.c.id))]
+    return [_view_row(r) for r in conn.execute(select(*_VIEW).where(
+        tasks.c.run_id == run_id).order_by(tasks.c.id))]
 
 
 def changed_since(conn: Connection, run_id: str, since: dt.datetime) -> list[tuple]:
@@ -115,7 +118,17 @@ def changed_since(conn: Connection, run_id: str, since: dt.datetime) -> list[tup
     never a scan of the run."""
     ended = select(*_VIEW).where(tasks.c.run_id == run_id, tasks.c.finished_at >= since)
     moving = select(*_VIEW).where(tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
-    return [tuple(r) for r in conn.execute(union_all(ended, moving))]
+    return [_view_row(r) for r in conn.execute(union_all(ended, moving))]
+
+
+_ERROR = VIEW_COLUMNS.index("error")
+
+
+def _view_row(row) -> tuple:
+    """A :data:`VIEW_COLUMNS` row with its error opened (for a process with the key)."""
+    if row[_ERROR] is None:
+        return tuple(row)
+    return (*row[:_ERROR], installed().shown(row[_ERROR]), *row[_ERROR + 1:])
 
 
 def attempt_spans(conn: Connection, run_id: str) -> list[tuple]:
@@ -133,7 +146,8 @@ def task_detail(conn: Connection, run_id: str, node: str) -> dict[str, Any] | No
                        .where(tasks.c.run_id == run_id, tasks.c.node == node)).first()
     if row is None:
         return None
-    out = {name: getattr(row, name) for name in VIEW_COLUMNS}
+    out = dict(zip(VIEW_COLUMNS, _view_row(tuple(getattr(row, n) for n in VIEW_COLUMNS)),
+                   strict=True))
     out.update(task=row.task, started_at=iso(row.started_at), finished_at=iso(row.finished_at))
     tries = conn.execute(select(attempts.c.number, attempts.c.state, attempts.c.worker,
                                 attempts.c.started_at, attempts.c.finished_at,
@@ -143,7 +157,8 @@ def task_detail(conn: Connection, run_id: str, node: str) -> dict[str, Any] | No
     return {"task": out, "attempts": [
         {"number": a.number, "state": a.state, "worker": a.worker,
          "started_at": iso(a.started_at), "finished_at": iso(a.finished_at),
-         "error_type": a.error_type, "error": a.error, "has_traceback": bool(a.has_traceback)}
+         "error_type": a.error_type, "error": installed().shown(a.error),
+         "has_traceback": bool(a.has_traceback)}
         for a in tries]}
 
 
@@ -154,8 +169,9 @@ def attempt_text(conn: Connection, run_id: str, node: str, number: int
                        .join(tasks, tasks.c.id == attempts.c.task_id)
                        .where(tasks.c.run_id == run_id, tasks.c.node == node,
                               attempts.c.number == number)).first()
-    return None if row is None else {"log": row.log, "traceback": row.traceback,
-                                     "error": row.error}
+    shown = installed().shown
+    return None if row is None else {"log": shown(row.log), "traceback": shown(row.traceback),
+                                     "error": shown(row.error)}
 
 
 def grid_cells(conn: Connection, run_ids: list[str]) -> list[tuple[str, str, str]]:

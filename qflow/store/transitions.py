@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, Update, bindparam, func, literal_column, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import refs_in
+from qflow.results.codec import Stored
 from qflow.store.models import runs, tasks
 
 
@@ -105,17 +105,19 @@ def set_task_state(conn: Connection, run_id: str, node: str, new: str,
     return rows[0] if rows else None
 
 
-def read_inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Any]:
-    """The stored results of the data parents; None for a parent that did not succeed."""
+def read_inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Stored | None]:
+    """The stored results of the data parents, as the DB holds them (the worker reads
+    them back: see :meth:`qflow.results.codec.Results.load`); None for a parent that
+    did not succeed."""
     parents = refs_in(call)
     if not parents:
         return {}
     rows = conn.execute(_PARENTS, {"run_id": run_id, "nodes": sorted(parents)})
-    return {r.node: json.loads(r.result) if r.state == S.SUCCEEDED and r.result else None
+    return {r.node: Stored.of(r.result, r.result_ref) if r.state == S.SUCCEEDED else None
             for r in rows}
 
 
-_PARENTS = select(tasks.c.node, tasks.c.state, tasks.c.result).where(
+_PARENTS = select(tasks.c.node, tasks.c.state, tasks.c.result, tasks.c.result_ref).where(
     tasks.c.run_id == bindparam("run_id"), tasks.c.node.in_(bindparam("nodes", expanding=True)))
 
 
