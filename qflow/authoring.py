@@ -15,7 +15,7 @@ from qflow.errors import UserError
 TASK_OPTIONS = frozenset({
     "name", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
     "retry_on", "timeout", "queue", "trigger_rule", "pool", "priority", "isolation",
-    "on_failure", "on_success", "on_retry", "result_max_bytes", "serializer",
+    "on_failure", "on_success", "on_retry", "result_max_bytes", "outlets",
     # isolation="container": the image and how to run it (see container())
     "image", "env", "volumes", "workdir", "user", "network", "cpus", "memory", "pull",
 })
@@ -28,7 +28,7 @@ WORKFLOW_OPTIONS = frozenset({
 # Options that go into each task row (JSON), as opposed to callables kept in the process.
 _ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
                 "timeout", "pool", "priority", "isolation", "result_max_bytes", "branch",
-                "serializer")
+                "outlets", "sensor")
 
 TASKS: dict[str, "TaskDef"] = {}
 WORKFLOWS: dict[str, "WorkflowDef"] = {}
@@ -98,14 +98,28 @@ def _branch(fn: Callable | None = None, /, **options) -> Any:
     return _declare(fn, options, branch=True)
 
 
+def _sensor(fn: Callable | None = None, /, *, poke_interval: float = 60,
+            timeout: float = 3600, mode: str = "reschedule", **options) -> Any:
+    """Declare a sensor: poked every ``poke_interval`` seconds until it returns a truthy
+    value (its result); between pokes it is ``sensing`` and holds no worker. After
+    ``timeout`` seconds it fails with SensorTimeout (and retries as any task)."""
+    from qflow.sensors import sensor_options
+
+    return _declare(fn, options, branch=False,
+                    sensor=sensor_options(poke_interval, timeout, mode))
+
+
 task.branch = _branch
+task.sensor = _sensor
 
 
-def _declare(fn: Callable | None, options: dict, branch: bool) -> Any:
+def _declare(fn: Callable | None, options: dict, branch: bool,
+             sensor: dict | None = None) -> Any:
     def wrap(f: Callable) -> TaskDef:
         _check_options("task", getattr(f, "__name__", repr(f)), options, TASK_OPTIONS)
         _validate_task_options(f.__name__, options)
-        tdef = TaskDef(f, {**options, "branch": True} if branch else dict(options))
+        extra = {"branch": True} if branch else {"sensor": sensor} if sensor else {}
+        tdef = TaskDef(f, {**options, **extra})
         functools.update_wrapper(tdef, f, updated=())
         TASKS[tdef.key] = tdef
         return tdef
@@ -138,9 +152,6 @@ def _validate_task_options(name: str, options: dict) -> None:
     if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
         raise OptionError(f"@task on {name!r}: priority must be an int from 0 to 9 "
                           f"(9 runs first), got {priority!r}")
-    if options.get("serializer") not in (None, "json", "pickle"):
-        raise OptionError(f"@task on {name!r}: serializer must be 'json' or 'pickle', got "
-                          f"{options['serializer']!r}")
     queue = options.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise OptionError(f"@task on {name!r}: queue must be a non-empty string")
@@ -154,6 +165,9 @@ def _validate_task_options(name: str, options: dict) -> None:
     for hook in ("on_failure", "on_success", "on_retry"):
         if options.get(hook) is not None and not callable(options[hook]):
             raise OptionError(f"@task on {name!r}: {hook} must be callable")
+    if options.get("outlets") is not None:
+        from qflow.assets import outlet_names
+        options["outlets"] = outlet_names("task", name, options["outlets"])
 
 
 class Handle:
@@ -232,11 +246,6 @@ class _Builder:
         if isinstance(value, TaskDef):
             raise UserError(f"node {node_id!r}: got task {value.name!r} itself; call it "
                             f"({value.name}(...)) to use its result")
-        if isinstance(value, P.Secret):    # the worker puts the value in, from the run
-            if value.name is None:
-                raise UserError(f"node {node_id!r}: a Secret passed to a task must be a "
-                                "workflow parameter annotated Secret")
-            return {P.PARAM_KEY: value.name}
         if isinstance(value, (list, tuple)):
             return [self._template(v, node_id) for v in value]
         if isinstance(value, dict):
@@ -304,7 +313,7 @@ def workflow(fn: Callable | None = None, /, **options) -> Any:
     def wrap(f: Callable) -> WorkflowDef:
         _check_options("workflow", getattr(f, "__name__", repr(f)), options, WORKFLOW_OPTIONS)
         name = options.get("name") or f.__name__
-        wdef = WorkflowDef(f, name, dict(options), P.params_of(f))
+        wdef = WorkflowDef(f, name, _split_schedule(name, options), P.params_of(f))
         _validate_schedule(wdef)
         functools.update_wrapper(wdef, f, updated=())
         register_workflow(wdef)
@@ -314,6 +323,18 @@ def workflow(fn: Callable | None = None, /, **options) -> Any:
             raise OptionError(f"@workflow takes options as keywords, got {fn!r}")
         return wrap(fn)
     return wrap
+
+
+def _split_schedule(name: str, options: dict) -> dict:
+    """The options with an asset schedule (a list of Asset) moved to ``assets``."""
+    from qflow.assets import split_schedule
+    if not options.get("schedule"):
+        return dict(options)
+    try:
+        when, assets = split_schedule(name, options["schedule"])
+    except UserError as exc:
+        raise OptionError(str(exc)) from None
+    return {**options, "schedule": when, **({"assets": assets} if assets else {})}
 
 
 def _validate_schedule(wdef: WorkflowDef) -> None:

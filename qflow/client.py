@@ -130,6 +130,39 @@ def set_paused(store: Store, workflow: str, paused: bool) -> bool:
     return store.transact(schedules.set_paused, workflow, paused, to_store(now_aware()))
 
 
+def asset_list(store: Store) -> list[dict[str, Any]]:
+    """Each asset the loaded workflows name or that was ever updated: its last update
+    (when, by which run and node), how many it had, its producers and consumers:
+    `assets --json`."""
+    from qflow import assets as A
+    from qflow.store import assets
+
+    with store.read() as conn:
+        last = assets.last_updates(conn)
+    made, used = A.producers(), A.consumers()
+    return [{"asset": name, "last_update": last.get(name, {}).get("at"),
+             "run_id": last.get(name, {}).get("run_id"),
+             "node": last.get(name, {}).get("node"),
+             "updates": last.get(name, {}).get("updates", 0),
+             "producers": made.get(name, []), "consumers": used.get(name, [])}
+            for name in sorted(A.declared() | set(last))]
+
+
+def touch_asset(store: Store, name: str) -> dict[str, Any]:
+    """Record an update of asset ``name`` from outside qflow; NotFound for a name no
+    loaded workflow uses and nothing ever updated."""
+    from qflow import assets as A
+    from qflow.store import assets
+    from qflow.store.transitions import utcnow
+
+    if name not in A.declared():
+        with store.read() as conn:
+            if not assets.is_known(conn, name):
+                raise NotFound(f"unknown asset {name!r} (not named by the loaded "
+                               "workflows, never updated)")
+    return store.transact(assets.touch, name, utcnow())
+
+
 # -- the client -----------------------------------------------------------------------
 class Client:
     """Trigger, watch and steer runs from Python, with the CLI's configuration.
@@ -184,6 +217,11 @@ class Client:
              limit: int = 20) -> list[dict[str, Any]]:
         """Recent runs, newest first, as `qflow runs --json` prints them."""
         return run_list(self._ready().store, workflow, state, limit)
+
+    def touch_asset(self, name: str) -> dict[str, Any]:
+        """Record an update of asset ``name`` (as its producers' successes do): the
+        workflows scheduled on it may start. NotFound for an unknown asset."""
+        return touch_asset(self._ready().store, name)
 
     def retry(self, run_id: str, from_node: str | None = None) -> int:
         """Resume a failed or canceled run (and ``from_node`` onwards); returns how many

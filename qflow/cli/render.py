@@ -17,7 +17,7 @@ STATE_COLORS: dict[str, tuple[str, str]] = {
     "running": ("cyan", "#81d4fa"), "retrying": ("yellow", "#ffe082"),
     "succeeded": ("green", "#a5d6a7"), "failed": ("red", "#ef9a9a"),
     "upstream_failed": ("magenta", "#ffcc80"), "skipped": ("bright_black", "#f5f5f5"),
-    "canceled": ("bright_black", "#bdbdbd"),
+    "canceled": ("bright_black", "#bdbdbd"), "sensing": ("yellow", "#fff59d"),
 }
 
 

@@ -39,14 +39,14 @@ def scheduler(obj: Obj, interval: float | None, loglevel: str) -> None:
     rt = obj.app(scheduler_interval=interval)
     rt.ready_store()
     rt.engine.dispatcher.check()
-    loaded = S.scheduled_workflows()
+    loaded = [(w, s.describe()) for w, s in S.scheduled_workflows()]
+    loaded += [(w, "on updates of " + ", ".join(names)) for w, names in S.asset_workflows()]
     if not loaded:
         raise UserError("no loaded workflow has a schedule")
     _log_to_stderr(loglevel)
     where = f" (embedded worker, results DB {hide_password(rt.config.database_url)})" \
         if rt.config.embedded else ""
-    log.info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({s.describe()})"
-                                                        for w, s in loaded))
+    log.info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({d})" for w, d in loaded))
     stop = threading.Event()
     with rt.embedded():
         # After the embedded worker's setup, which installs handlers of its own.

@@ -12,9 +12,11 @@ FAILED = "failed"
 UPSTREAM_FAILED = "upstream_failed"
 SKIPPED = "skipped"
 CANCELED = "canceled"
+# A sensor between two pokes: not ended, holding no worker, its next poke due at queued_at.
+SENSING = "sensing"
 
 TASK_STATES = (PENDING, QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED,
-               UPSTREAM_FAILED, SKIPPED, CANCELED)
+               UPSTREAM_FAILED, SKIPPED, CANCELED, SENSING)
 TERMINAL = frozenset({SUCCEEDED, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELED})
 RUN_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED)
 
@@ -25,15 +27,16 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # A mapped node ends from pending: it never runs itself, its elements do.
     PENDING: frozenset({QUEUED, UPSTREAM_FAILED, SKIPPED, CANCELED, SUCCEEDED, FAILED}),
     QUEUED: frozenset({RUNNING, CANCELED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED, SENSING}),
     RETRYING: frozenset({RUNNING, CANCELED}),
+    SENSING: frozenset({RUNNING, CANCELED}),
     SUCCEEDED: _RESUME,
     FAILED: _RESUME,
     UPSTREAM_FAILED: _RESUME,
     SKIPPED: _RESUME,
     CANCELED: _RESUME,
 }
-ACTIVE = frozenset({PENDING, QUEUED, RUNNING, RETRYING})
+ACTIVE = frozenset({PENDING, QUEUED, RUNNING, RETRYING, SENSING})
 
 # Every run state write is checked against this one. A run is queued while held back by
 # max_active_runs, running once admitted; `qflow retry` makes an ended run run again.

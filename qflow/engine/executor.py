@@ -21,12 +21,12 @@ from qflow import authoring
 from qflow.context import TaskContext
 from qflow.core import outcomes
 from qflow.core.records import Claimed, Dispatch, Outcome
-from qflow.core.states import FAILED, RETRYING
+from qflow.core.states import FAILED, RETRYING, SENSING
 from qflow.engine.calls import Caller
 from qflow.engine.client import Engine
 from qflow.engine.dispatch import Follow
 from qflow.errors import WorkerLost
-from qflow.store import attempts, lifecycle, liveness, read
+from qflow.store import attempts, lifecycle, liveness, read, sensing
 from qflow.worker import aio
 
 log = logging.getLogger("qflow.engine")
@@ -132,12 +132,15 @@ class Executor:
                 ) -> tuple[Outcome | None, Dispatch | None]:
         """Record an outcome and publish what it released, except the one task ``follow``
         takes (returned second, for the caller to run next)."""
+        if outcome.state == SENSING:          # a sensor's poke: put back until the next
+            again = self.store.transact(sensing.poke_later, ctx.run_id, ctx.node,
+                                        ctx.attempt, outcome.retry_in or 0.0)
+            self.engine.publish([again] if again is not None else [])
+            return outcome, None
         wdef = authoring.WORKFLOWS.get(ctx.workflow)
         fail_fast = bool(wdef.options.get("fail_fast")) if wdef is not None else False
-        outcome = self.caller.results.seal_outcome(
-            outcomes.storable(outcome, self.config.error_max_bytes))
-        alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast,
-                                                                self.store.outbox)
+        outcome = outcomes.storable(outcome, self.config.error_max_bytes)
+        alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast)
         finish = attempts.finish_one if alone else attempts.finish
         args = (ctx.run_id, ctx.node, ctx.attempt)
         try:

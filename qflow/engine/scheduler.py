@@ -10,6 +10,7 @@ scheduler moves on. Messages are published after commit.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from qflow.core import schedule as sched
 from qflow.core.states import QUEUED, RUNNING, SUCCEEDED
 from qflow.engine.client import CREATED, Engine
 from qflow.errors import QflowError, UserError, one_line
-from qflow.store import Store, schedules
+from qflow.store import Store, assets, schedules
 from qflow.store.lifecycle import NewRun
 
 log = logging.getLogger("qflow.scheduler")
@@ -68,6 +69,12 @@ def scheduled_workflows() -> list[tuple[authoring.WorkflowDef, sched.Schedule]]:
     return out
 
 
+def asset_workflows() -> list[tuple[authoring.WorkflowDef, tuple[str, ...]]]:
+    """The loaded workflows scheduled on asset updates, with their assets, by name."""
+    return [(w, w.options["assets"]) for _, w in sorted(authoring.WORKFLOWS.items())
+            if w.options.get("assets")]
+
+
 def schedule_of(wdef: authoring.WorkflowDef) -> sched.Schedule:
     """The workflow's schedule; UserError when it has none."""
     schedule = sched.from_options(wdef.options)
@@ -87,6 +94,10 @@ def schedule_summary(wdef: authoring.WorkflowDef, paused: bool,
                      now: dt.datetime) -> dict[str, Any]:
     """What `qflow workflows` shows of a workflow's schedule (JSON-ready)."""
     schedule = sched.from_options(wdef.options)
+    if wdef.options.get("assets"):
+        return {"schedule": "on updates of " + ", ".join(wdef.options["assets"]),
+                "assets": list(wdef.options["assets"]), "paused": paused,
+                "next_fire_time": None}
     if schedule is None:
         return {"schedule": None, "paused": paused, "next_fire_time": None}
     upcoming = None if paused else schedule.next_after(now)
@@ -108,9 +119,12 @@ class Scheduler:
         """Create every run that is due now; one workflow's trouble does not stop others."""
         now = self.clock()
         fired: list[Fired] = []
-        for wdef, schedule in scheduled_workflows():
+        jobs = [(w, functools.partial(self.fire_due, w, s, now)) for w, s in scheduled_workflows()]
+        jobs += [(w, functools.partial(self.fire_assets, w, names, now))
+                 for w, names in asset_workflows()]
+        for wdef, job in jobs:
             try:
-                fired += self.fire_due(wdef, schedule, now)
+                fired += job()
             except Exception as exc:  # noqa: BLE001 - a DB or broker outage must not end
                 # the scheduler; what was not created stays due and is tried next tick.
                 log.warning("scheduling %s: %s: %s", wdef.name, type(exc).__name__,
@@ -129,6 +143,23 @@ class Scheduler:
             if result.outcome in (HELD, PAUSED):
                 break
         return [f for f in fired if self._first_report(f)]
+
+    def fire_assets(self, wdef: authoring.WorkflowDef, names: tuple[str, ...],
+                    now: dt.datetime) -> list[Fired]:
+        """Create a run of ``wdef`` if each of its assets was updated since its last
+        run; every such update is consumed by this one run (they coalesce)."""
+        store = self.engine.store
+        with store.read() as conn:
+            state = schedules.get_state(conn, wdef.name)
+            found = {} if state is None else assets.unconsumed(conn, wdef.name, names,
+                                                                state.registered_at)
+        if state is None:                 # updates from now on count
+            store.transact(schedules.register, wdef.name, to_store(now))
+        if state is None or state.paused or not assets.all_updated(found, names):
+            return []
+        fired = create_run(self.engine, wdef, scheduled_params(wdef), now,
+                           _asset_guard(sched.max_active_runs(wdef.options), names))
+        return [fired] if self._first_report(fired) else []
 
     def due(self, wdef: authoring.WorkflowDef, schedule: sched.Schedule, now: dt.datetime,
             limit: int) -> list[dt.datetime]:
@@ -206,6 +237,24 @@ def _due_guard(limit: int) -> Callable[[Connection, NewRun], str | None]:
             return EXISTS
         if schedules.active_runs(conn, run.workflow) >= limit:
             return HELD
+        return None
+    return guard
+
+
+def _asset_guard(limit: int, names: tuple[str, ...]
+                 ) -> Callable[[Connection, NewRun], str | None]:
+    def guard(conn: Connection, run: NewRun) -> str | None:
+        """A run for the updates not consumed yet, unless paused, held, or another
+        scheduler's run took them (then their primary key refuses this insert)."""
+        state = schedules.get_state(conn, run.workflow, lock=True)
+        if state is None or state.paused:
+            return PAUSED
+        if schedules.active_runs(conn, run.workflow) >= limit:
+            return HELD
+        found = assets.unconsumed(conn, run.workflow, names, state.registered_at)
+        if not assets.all_updated(found, names):
+            return EXISTS
+        assets.consume(conn, run.workflow, run.run_id, found)
         return None
     return guard
 

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, se
 
 from qflow.core import states as S
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
-from qflow.store import outbox, pools
+from qflow.store import assets, pools
 from qflow.store.db import query
 from qflow.store.lifecycle import (
     COUNT_IN_RUN,
@@ -62,10 +62,10 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     forged message cannot start a held run, pass a pool or cut a retry delay short.
     """
     now = utcnow()
-    stmt, params = transition_stmt(run_id, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
-                                   node=node, attempt=attempt - 1, attempts=attempt,
-                                   started_at=now, finished_at=None, worker=worker,
-                                   celery_id=celery_id, returning=_CLAIMED)
+    stmt, params = transition_stmt(run_id, S.RUNNING, expect=_CLAIMABLE, node=node,
+                                   attempt=attempt - 1, attempts=attempt, started_at=now,
+                                   finished_at=None, worker=worker, celery_id=celery_id,
+                                   returning=_CLAIMED)
     stmt = _admitted(stmt)
     params["c_due"] = now + _EARLY
     if conn.dialect.name == "postgresql":       # one statement: claim, run, run's info
@@ -79,6 +79,8 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     return _claimed(conn, run_id, node, row)
 
 
+# A sensor's poke is claimed as its attempt was (see qflow.store.sensing.poke_later).
+_CLAIMABLE = (S.QUEUED, S.RETRYING, S.SENSING)
 # How early a retry's message may be claimed before its delay is over (Celery's countdown
 # and the stored due time come from the same clock; this absorbs rounding).
 _EARLY = dt.timedelta(seconds=1)
@@ -119,20 +121,16 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed
                 if options.get("branch") else None)
     return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
                    run.logical_time, read_inputs(conn, run_id, call),
-                   alone=row.children == "[]" and not row.pools, children=children,
+                   alone=row.children == "[]" and not row.pools and "outlets" not in options,
+                   children=children,
                    first_attempt=row.first_attempt or 1)
 
 
-def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool,
-                   outboxed: frozenset[str] = frozenset()) -> bool:
+def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
     """Whether recording this outcome is a single statement (no children to count, no
-    pool slots to give back, no fail_fast cancellation, no alert to write with it in
-    ``outboxed``): then :func:`finish_one`, which needs no transaction, records it."""
-    return (claimed.alone and not (fail_fast and outcome.state == S.FAILED)
-            and _EVENT[outcome.state] not in outboxed)
-
-
-_EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "task_retry"}
+    pool slots to give back, no fail_fast cancellation): then :func:`finish_one`, which
+    needs no transaction around it, records it."""
+    return claimed.alone and not (fail_fast and outcome.state == S.FAILED)
 
 
 @query(patient=True)
@@ -152,9 +150,9 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         found = _end_attempt(conn, run_id, node, attempt, outcome, now)
     if found is None:
         return None
-    outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
-                  error=outcome.error)
     row, totals = found
+    if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
+        assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
     workflow = _run_info(conn, run_id).workflow
     if outcome.state == S.RETRYING:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
@@ -165,7 +163,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     freed = dispatch_rows(conn, pools.give_back(conn, row.id, json.loads(row.pools), now)
                           ) if row.holding else []
     if outcome.state == S.FAILED and fail_fast:
-        canceled = writer.cancel_open((S.PENDING, S.QUEUED, S.RETRYING))
+        canceled = writer.cancel_open((S.PENDING, S.QUEUED, S.RETRYING, S.SENSING))
         ended += canceled.ended
         freed += canceled.to_publish
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
@@ -183,7 +181,7 @@ def _lost_claim(conn: Connection, run_id: str, node: str, attempt: int,
     the report proves the attempt ran, and recording it keeps the task from running
     twice. (The outcome's commit waits for the disk, and the WAL is written in order: once
     an outcome is durable, so is the claim before it.)"""
-    return set_task_state(conn, run_id, node, S.RUNNING, expect=(S.QUEUED, S.RETRYING),
+    return set_task_state(conn, run_id, node, S.RUNNING, expect=_CLAIMABLE,
                           attempt=attempt - 1, attempts=attempt, started_at=now,
                           finished_at=None) is not None
 
@@ -209,8 +207,7 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
-                                    result=outcome.result, result_ref=outcome.result_ref,
-                                    error=outcome.error, **due,
+                                    result=outcome.result, error=outcome.error, **due,
                                     returning=_ENDED)
     values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
                   finished_at=now, error_type=outcome.error_type, error=outcome.error,

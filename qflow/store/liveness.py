@@ -13,7 +13,7 @@ from qflow.store.lifecycle import RunWriter
 from qflow.store.models import attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow
 
-_WAITING = (S.QUEUED, S.RETRYING)
+_WAITING = (S.QUEUED, S.RETRYING, S.SENSING)   # each has a message
 
 
 @query()

@@ -13,7 +13,7 @@ from qflow.store.read import iso
 
 ELEMENT = re.compile(r"^(.*)\[(\d+)\]$")
 # One letter per task state: a mapped node's elements travel as one string.
-CODES = dict(zip(TASK_STATES, "PQRYSFUKC", strict=True))
+CODES = dict(zip(TASK_STATES, "PQRYSFUKCW", strict=True))
 # How far back of the latest end a page looks again at its next poll: an end committed a
 # little after the time it records must not be missed.
 OVERLAP = dt.timedelta(seconds=2)
