@@ -11,6 +11,7 @@ from typing import Callable
 
 from qflow import authoring
 from qflow.config import Config
+from qflow.core.params import masked
 from qflow.core.records import Outcome
 from qflow.core.states import FAILED, RETRYING, SUCCEEDED
 from qflow.engine import notify
@@ -52,7 +53,7 @@ class Alerter:
         kind, hook = self._TASK[outcome.state]
         callback = tdef.options.get(hook) if tdef is not None else None
         emit(Event(kind, run_id, workflow, node, outcome.state, attempt, outcome.error,
-                   params), [callback])
+                   masked(params)), [callback])
         self.deliver(run_id)
 
     def run_ended(self, run_id: str, workflow: str, state: str | None) -> None:

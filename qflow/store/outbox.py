@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
+from qflow.core.params import masked
+from qflow.results.crypto import is_sealed
 from qflow.store.db import query
 from qflow.store.models import alerts, runs, tasks
 from qflow.store.transitions import utcnow
@@ -32,10 +34,12 @@ def record(conn: Connection, kind: str, run_id: str, node: str | None = None,
                        .where(runs.c.id == run_id)).one()
     parts = (kind, run_id) if kind.startswith("run_") else (kind, run_id, node, attempt)
     key = ":".join(str(p) for p in parts)        # one event of a run (or of an attempt)
+    # What leaves qflow holds no secret parameter and no encrypted text (see
+    # qflow.results): an error sealed with encryption_key is named, not sent.
     payload = {"kind": kind, "run_id": run_id, "workflow": run.workflow, "node": node,
-               "attempt": attempt, "params": json.loads(run.params or "{}"),
+               "attempt": attempt, "params": masked(json.loads(run.params or "{}")),
                "logical_time": run.logical_time.isoformat() if run.logical_time else None,
-               "key": key, **fields}
+               "key": key, **{k: _unsealed(v) for k, v in fields.items()}}
     now = utcnow()
     payload["created_at"] = now.isoformat()
     try:
@@ -51,7 +55,11 @@ def failed_tasks(conn: Connection, run_id: str, limit: int = 20) -> list[dict]:
     """The failed tasks of a run, for its run_failed event."""
     rows = conn.execute(select(tasks.c.node, tasks.c.error).where(
         tasks.c.run_id == run_id, tasks.c.state == "failed").order_by(tasks.c.id).limit(limit))
-    return [{"node": r.node, "error": r.error} for r in rows]
+    return [{"node": r.node, "error": _unsealed(r.error)} for r in rows]
+
+
+def _unsealed(value: Any) -> Any:
+    return "(encrypted)" if is_sealed(value) else value
 
 
 @query()
