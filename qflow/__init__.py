@@ -15,10 +15,10 @@ from qflow.context import TaskContext, context
 # before anything else, and most commands need none of them (bench/cli_startup.py).
 _LAZY = {"task": "qflow.authoring", "workflow": "qflow.authoring",
          "shell": "qflow.command_tasks", "container": "qflow.command_tasks", "Fail": "qflow.errors",
-         "Client": "qflow.client", "Asset": "qflow.assets"}
+         "Client": "qflow.client", "Asset": "qflow.assets", "Secret": "qflow.core.params"}
 
 __all__ = ["task", "workflow", "shell", "container", "Fail", "context", "TaskContext",
-           "Client", "Asset"]
+           "Client", "Asset", "Secret"]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from qflow.authoring import task, workflow  # noqa: F401
     from qflow.client import Client  # noqa: F401
     from qflow.command_tasks import container, shell  # noqa: F401
+    from qflow.core.params import Secret  # noqa: F401
     from qflow.errors import Fail  # noqa: F401
 
 

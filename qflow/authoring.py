@@ -15,7 +15,7 @@ from qflow.errors import UserError
 TASK_OPTIONS = frozenset({
     "name", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
     "retry_on", "timeout", "queue", "trigger_rule", "pool", "priority", "isolation",
-    "on_failure", "on_success", "on_retry", "result_max_bytes", "outlets",
+    "on_failure", "on_success", "on_retry", "result_max_bytes", "serializer", "outlets",
     # isolation="container": the image and how to run it (see container())
     "image", "env", "volumes", "workdir", "user", "network", "cpus", "memory", "pull",
 })
@@ -28,7 +28,7 @@ WORKFLOW_OPTIONS = frozenset({
 # Options that go into each task row (JSON), as opposed to callables kept in the process.
 _ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
                 "timeout", "pool", "priority", "isolation", "result_max_bytes", "branch",
-                "outlets", "sensor")
+                "serializer", "outlets", "sensor")
 
 TASKS: dict[str, "TaskDef"] = {}
 WORKFLOWS: dict[str, "WorkflowDef"] = {}
@@ -152,6 +152,9 @@ def _validate_task_options(name: str, options: dict) -> None:
     if priority is not None and (not isinstance(priority, int) or not 0 <= priority <= 9):
         raise OptionError(f"@task on {name!r}: priority must be an int from 0 to 9 "
                           f"(9 runs first), got {priority!r}")
+    if options.get("serializer") not in (None, "json", "pickle"):
+        raise OptionError(f"@task on {name!r}: serializer must be 'json' or 'pickle', got "
+                          f"{options['serializer']!r}")
     queue = options.get("queue")
     if queue is not None and (not isinstance(queue, str) or not queue):
         raise OptionError(f"@task on {name!r}: queue must be a non-empty string")
@@ -246,6 +249,11 @@ class _Builder:
         if isinstance(value, TaskDef):
             raise UserError(f"node {node_id!r}: got task {value.name!r} itself; call it "
                             f"({value.name}(...)) to use its result")
+        if isinstance(value, P.Secret):    # the worker puts the value in, from the run
+            if value.name is None:
+                raise UserError(f"node {node_id!r}: a Secret passed to a task must be a "
+                                "workflow parameter annotated Secret")
+            return {P.PARAM_KEY: value.name}
         if isinstance(value, (list, tuple)):
             return [self._template(v, node_id) for v in value]
         if isinstance(value, dict):

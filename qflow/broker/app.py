@@ -33,6 +33,7 @@ from qflow.errors import (
     hide_password,
     one_line,
 )
+from qflow.results.crypto import is_sealed
 
 EXECUTE = "qflow.execute"
 HARD_LIMIT_GRACE = 5.0
@@ -93,7 +94,10 @@ def make_celery(config: Config, executor_ref) -> Celery:
                                    follow=_follow(self.request, config))
         if outcome is not None and outcome.state not in ("succeeded", "sensing"):
             # Recorded already; raising makes Flower and the worker log show the failure.
-            raise TaskFailed(f"{node}: {_shortened(one_line(outcome.error or ''))}")
+            # An encrypted error is named by its type only: Flower and the log show it.
+            error = (f"{outcome.error_type} (message encrypted)" if is_sealed(outcome.error)
+                     else _shortened(one_line(outcome.error or "")))
+            raise TaskFailed(f"{node}: {error}")
 
     @task_failure.connect(sender=execute, weak=False)
     def on_process_lost(sender=None, task_id=None, exception=None, args=None, **_):

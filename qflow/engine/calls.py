@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from typing import Any
 
 from qflow.config import Config
 from qflow.context import TaskContext, _current
-from qflow.core import outcomes
+from qflow.core import dag, outcomes
 from qflow.core.records import Claimed, Outcome
+from qflow.core.states import FAILED, SUCCEEDED
 from qflow.errors import TaskTimeout
+from qflow.results import codec, secrets
 from qflow.store import Store, livelog
 from qflow.worker import capture, container, isolation
 from qflow.worker.timeouts import call_with_timeout
@@ -24,14 +25,18 @@ class Caller:
     def __init__(self, config: Config, store: Store):
         self.config = config
         self.store = store
+        self.results = codec.for_config(config)
 
     def call(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
         """Run the attempt here (or in the subprocess or container it asks for)."""
         if tdef is None:
             return outcomes.missing(claimed.task, ctx.attempt)
-        args, kwargs = outcomes.arguments(claimed)
-        token = _current.set(ctx)
         out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
+        try:
+            args, kwargs, ctx = self.arguments(claimed, ctx)
+        except Exception as exc:  # noqa: BLE001 - e.g. a parent's value cannot be read
+            return self.failed(exc, tdef, claimed, ctx, out)
+        token = _current.set(ctx)
         try:
             with out:
                 value = self.invoke(tdef, args, kwargs, claimed.options)
@@ -41,14 +46,29 @@ class Caller:
             _current.reset(token)
         return self.succeeded(value, claimed, ctx, out)
 
+    def arguments(self, claimed: Claimed, ctx: TaskContext
+                  ) -> tuple[list, dict, TaskContext]:
+        """The call's arguments, with the parents' values read back (from the DB or the
+        result store) and secret parameters opened, and the context the task sees."""
+        opened = secrets.open_params(claimed.params, self.results)
+        inputs = {node: self.results.load(stored, node)
+                  for node, stored in claimed.inputs.items()}
+        args, kwargs = (dag.substitute(secrets.open_call(claimed.call.get(k, empty), opened,
+                                                         self.results), inputs)
+                        for k, empty in (("args", []), ("kwargs", {})))
+        if opened != claimed.params:
+            ctx = dataclasses.replace(ctx, params=secrets.for_context(claimed.params, opened))
+        return args, kwargs, ctx
+
     def invoke(self, tdef, args: list, kwargs: dict, options: dict) -> Any:
         timeout = options.get("timeout")
         if options.get("isolation") == "container":
             # Writes its output so far as the attempt's live log about once a second; the
             # write also says when the attempt was canceled (then the container stops).
             ctx = _current.get()
-            live = functools.partial(self.store.transact, livelog.write, ctx.run_id,
-                                     ctx.node, ctx.attempt)
+            def live(text: str | None, ended: bool = False) -> bool:
+                return self.store.transact(livelog.write, ctx.run_id, ctx.node, ctx.attempt,
+                                           self.results.seal(text), ended)
             return container.invoke(tdef, args, kwargs, self.config, ctx, timeout, live)
         if options.get("isolation") == "subprocess":
             return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
@@ -69,7 +89,7 @@ class Caller:
             limit = int(claimed.options.get("result_max_bytes")
                         or self.config.result_max_bytes)
             outcome = (self.poked(value, claimed, ctx, limit) if claimed.options.get("sensor")
-                       else outcomes.success(value, limit))
+                       else self.kept(value, claimed, ctx, limit))
         return dataclasses.replace(outcome, log=out.text)
 
     def poked(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
@@ -85,12 +105,22 @@ class Caller:
         return sensors.poke_outcome(value, claimed.options, since, utcnow(),
                                     claimed.tries(ctx.attempt), limit)
 
+
+    def kept(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
+        """The value kept in the DB or written to the result store (then referenced)."""
+        try:
+            stored = self.results.keep(value, claimed.options.get("serializer", "json"),
+                                       limit, ctx.run_id, ctx.node, ctx.attempt)
+        except codec.OutputError as exc:
+            return Outcome(FAILED, error_type="TaskOutputError", error=str(exc))
+        return Outcome(SUCCEEDED, result=stored.text, result_ref=stored.ref_text())
+
     async def acall(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
-        args, kwargs = outcomes.arguments(claimed)
-        _current.set(ctx)                     # this coroutine's own context
         timeout = claimed.options.get("timeout")
         out = capture.Capture(self.config.log_max_bytes, self.config.log_level)
         try:
+            args, kwargs, ctx = self.arguments(claimed, ctx)
+            _current.set(ctx)                     # this coroutine's own context
             with out:
                 value = await asyncio.wait_for(tdef.fn(*args, **kwargs), timeout)
         except asyncio.TimeoutError:

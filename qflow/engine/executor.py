@@ -139,8 +139,10 @@ class Executor:
             return outcome, None
         wdef = authoring.WORKFLOWS.get(ctx.workflow)
         fail_fast = bool(wdef.options.get("fail_fast")) if wdef is not None else False
-        outcome = outcomes.storable(outcome, self.config.error_max_bytes)
-        alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast)
+        outcome = self.caller.results.seal_outcome(
+            outcomes.storable(outcome, self.config.error_max_bytes))
+        alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast,
+                                                                self.store.outbox)
         finish = attempts.finish_one if alone else attempts.finish
         args = (ctx.run_id, ctx.node, ctx.attempt)
         try:

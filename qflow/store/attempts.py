@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, se
 
 from qflow.core import states as S
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
-from qflow.store import assets, pools
+from qflow.store import assets, outbox, pools
 from qflow.store.db import query
 from qflow.store.lifecycle import (
     COUNT_IN_RUN,
@@ -126,11 +126,16 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed
                    first_attempt=row.first_attempt or 1)
 
 
-def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool) -> bool:
+def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool,
+                   outboxed: frozenset[str] = frozenset()) -> bool:
     """Whether recording this outcome is a single statement (no children to count, no
-    pool slots to give back, no fail_fast cancellation): then :func:`finish_one`, which
-    needs no transaction around it, records it."""
-    return claimed.alone and not (fail_fast and outcome.state == S.FAILED)
+    pool slots to give back, no fail_fast cancellation, no alert to write with it in
+    ``outboxed``): then :func:`finish_one`, which needs no transaction, records it."""
+    return (claimed.alone and not (fail_fast and outcome.state == S.FAILED)
+            and _EVENT[outcome.state] not in outboxed)
+
+
+_EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "task_retry"}
 
 
 @query(patient=True)
@@ -150,6 +155,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         found = _end_attempt(conn, run_id, node, attempt, outcome, now)
     if found is None:
         return None
+    outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
+                  error=outcome.error)
     row, totals = found
     if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
         assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
@@ -207,7 +214,8 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
-                                    result=outcome.result, error=outcome.error, **due,
+                                    result=outcome.result, result_ref=outcome.result_ref,
+                                    error=outcome.error, **due,
                                     returning=_ENDED)
     values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
                   finished_at=now, error_type=outcome.error_type, error=outcome.error,

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Connection, and_, exists, func, select
 
 from qflow.core import states as S
+from qflow.store import outbox
 from qflow.store.liveness import HAS_MESSAGE, db_now
 from qflow.store.models import runs, tasks, workers
 
@@ -88,3 +89,17 @@ def held_runs_with_room(conn: Connection) -> list[Finding]:
                                                 runs.c.state == S.QUEUED, ~busy))
     return [Finding("held_run", "held by max_active_runs, but no run of its workflow is "
                     "active to make room", r.id) for r in rows]
+
+
+def undelivered_alerts(conn: Connection) -> list[Finding]:
+    """Alerts the notifiers have not taken: still retried, or given up."""
+    return [Finding("alert_undelivered",
+                    f"{a['key']}: {'given up' if a['gave_up_at'] else 'not delivered yet'} "
+                    f"after {a['tries']} tries ({a['last_error'] or 'not tried yet'})",
+                    a["run_id"]) for a in outbox.undelivered(conn)
+            if a["tries"] or a["created_at"] < _minute_ago()]
+
+
+def _minute_ago() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=1)
+

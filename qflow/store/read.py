@@ -7,6 +7,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from qflow.core.params import masked
+from qflow.results import codec
+from qflow.results.codec import Stored
 from qflow.store.models import asset_consumed, asset_events, attempts, edges, runs, tasks
 
 _RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.created_at,
@@ -21,7 +24,7 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def _run_dict(row) -> dict[str, Any]:
     out = {"run_id": row.id, "workflow": row.workflow, "state": row.state,
-           "params": json.loads(row.params), "created_at": iso(row.created_at),
+           "params": masked(json.loads(row.params)), "created_at": iso(row.created_at),
            "started_at": iso(row.started_at), "finished_at": iso(row.finished_at)}
     if row.logical_time is not None:
         out["logical_time"] = iso(row.logical_time)
@@ -63,7 +66,8 @@ def tracebacks(conn: Connection, run_id: str) -> dict[str, str]:
         .join(attempts, (attempts.c.task_id == tasks.c.id)
               & (attempts.c.number == tasks.c.attempts))
         .where(tasks.c.run_id == run_id, attempts.c.traceback.is_not(None)))
-    return {r.node: r.traceback for r in rows}
+    shown = codec.installed().shown
+    return {r.node: shown(r.traceback) for r in rows}
 
 
 def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
@@ -72,18 +76,21 @@ def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
                tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
                tasks.c.queue)
         .where(tasks.c.run_id == run_id).order_by(tasks.c.id))
+    shown = codec.installed().shown
     return [{"node": r.node, "state": r.state, "attempts": r.attempts,
              "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-             "error": r.error, "worker": r.worker, "celery_id": r.celery_id,
+             "error": shown(r.error), "worker": r.worker, "celery_id": r.celery_id,
              "queue": r.queue} for r in rows]
 
 
 def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
-    """Stored return values of ``nodes`` (JSON-decoded) that succeeded."""
-    rows = conn.execute(select(tasks.c.node, tasks.c.result)
+    """Return values of ``nodes`` that succeeded, read back from the DB or the result
+    store (decrypted with this process's key: ResultError without it)."""
+    rows = conn.execute(select(tasks.c.node, tasks.c.result, tasks.c.result_ref)
                         .where(tasks.c.run_id == run_id, tasks.c.node.in_(nodes),
                                tasks.c.state == "succeeded"))
-    return {r.node: json.loads(r.result) if r.result else None for r in rows}
+    results = codec.installed()
+    return {r.node: results.load(Stored.of(r.result, r.result_ref), r.node) for r in rows}
 
 
 def list_runs(conn: Connection, workflow: str | None = None, state: str | None = None,
