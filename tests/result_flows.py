@@ -43,12 +43,12 @@ def box(token: Secret[str]):
     explode(token)
 
 
-@task
+@task(queue="big_a")
 def make_big(mb: int) -> str:
     return "x" * (mb * 1024 * 1024)
 
 
-@task
+@task(queue="big_b")
 def measure(value: str) -> dict:
     return {"length": len(value), "peak_mb": peak_rss_mb(), "pid": os.getpid()}
 

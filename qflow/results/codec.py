@@ -26,9 +26,9 @@ SERIALIZERS = ("json", "pickle")
 _SLICE = 1 << 20
 
 
-class ResultError(Fail):
+class ResultError(UserError, Fail):
     """A stored value cannot be read back (changed, missing, or a key is wrong): the task
-    that needs it fails at once, without retrying."""
+    that needs it fails at once, without retrying; a command says so in one line."""
 
 
 class OutputError(ValueError):
@@ -115,6 +115,14 @@ class Results:
         if self.keyring is None:
             return value
         return {SEALED_KEY: self.keyring.seal(json.dumps(value))}
+
+    def forget_run(self, run_id: str) -> None:
+        """Delete every object the run's attempts wrote, recorded or not: the retention
+        hook (``qflow db prune`` calls it for each run it deletes). Objects live under
+        their run's prefix, so one an attempt wrote before a crash kept its outcome from
+        being recorded goes with the rest."""
+        if self.store is not None:
+            self.store.delete_run(run_id)
 
     # -- reading -----------------------------------------------------------------------
     def load(self, stored: Stored | None, node: str = "") -> Any:
