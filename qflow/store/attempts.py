@@ -14,16 +14,9 @@ from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, se
 from qflow.core import states as S
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
 from qflow.store import assets, outbox, pools
+from qflow.store.counts import COUNT_IN_RUN, count_ended, count_params, totals_of
 from qflow.store.db import query
-from qflow.store.lifecycle import (
-    COUNT_IN_RUN,
-    RunWriter,
-    children_of,
-    count_ended,
-    count_params,
-    dispatch_rows,
-    totals_of,
-)
+from qflow.store.lifecycle import RunWriter, children_of, dispatch_rows
 from qflow.store.models import attempts, runs, tasks
 from qflow.store.transitions import (
     read_inputs,

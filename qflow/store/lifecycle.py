@@ -20,11 +20,10 @@ from qflow.core import states as S
 from qflow.core.dag import Graph
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, outbox, pools
+from qflow.store.counts import Ended, count_ended
 from qflow.store.db import bulk_insert, query
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
-
-Ended = list[tuple[str, str]]          # (node, state) of tasks that just ended
 
 
 @dataclass(frozen=True)
@@ -379,27 +378,3 @@ def dispatch_of(run_id: str, workflow: str, row) -> Dispatch:
     """The message for a task row's next attempt."""
     return Dispatch(run_id, row.node, row.attempts + 1, row.queue, workflow,
                     **message_options(row.options))
-
-
-def count_ended(conn: Connection, run_id: str, ended: Ended) -> tuple[int, int] | None:
-    """Decrement the run's open-task counter in one statement; the update that reaches 0
-    ends the run: it returns the run's (failed, canceled) totals for
-    :meth:`RunWriter.end`."""
-    return totals_of(conn.execute(COUNT_IN_RUN, count_params(run_id, ended)).one())
-
-
-def count_params(run_id: str, ended: Ended) -> dict[str, Any]:
-    return {"c_run_id": run_id, "c_ended": len(ended),
-            "c_failed": sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended),
-            "c_canceled": sum(state == S.CANCELED for _, state in ended)}
-
-
-def totals_of(row) -> tuple[int, int] | None:
-    return (row.tasks_failed, row.tasks_canceled) if row.tasks_left == 0 else None
-
-
-COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("c_run_id"))
-                .values(tasks_left=runs.c.tasks_left - bindparam("c_ended"),
-                        tasks_failed=runs.c.tasks_failed + bindparam("c_failed"),
-                        tasks_canceled=runs.c.tasks_canceled + bindparam("c_canceled"))
-                .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled))

@@ -1,0 +1,36 @@
+"""The run's counters of open, failed and canceled tasks, kept by one statement per
+change, so that ending a run never needs a scan of its tasks."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, update
+
+from qflow.core import states as S
+from qflow.store.models import runs
+
+Ended = list[tuple[str, str]]          # (node, state) of tasks that just ended
+
+
+def count_ended(conn: Connection, run_id: str, ended: Ended) -> tuple[int, int] | None:
+    """Decrement the run's open-task counter in one statement; the update that reaches 0
+    ends the run: it returns the run's (failed, canceled) totals for
+    :meth:`qflow.store.lifecycle.RunWriter.end`."""
+    return totals_of(conn.execute(COUNT_IN_RUN, count_params(run_id, ended)).one())
+
+
+def count_params(run_id: str, ended: Ended) -> dict[str, Any]:
+    return {"c_run_id": run_id, "c_ended": len(ended),
+            "c_failed": sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended),
+            "c_canceled": sum(state == S.CANCELED for _, state in ended)}
+
+
+def totals_of(row) -> tuple[int, int] | None:
+    return (row.tasks_failed, row.tasks_canceled) if row.tasks_left == 0 else None
+
+
+COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("c_run_id"))
+                .values(tasks_left=runs.c.tasks_left - bindparam("c_ended"),
+                        tasks_failed=runs.c.tasks_failed + bindparam("c_failed"),
+                        tasks_canceled=runs.c.tasks_canceled + bindparam("c_canceled"))
+                .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled))
