@@ -210,3 +210,113 @@ def test_embedded_run_with_store_and_key_shows_secrets_masked_and_results_in_cle
     assert "printed marker-9" in logs.stdout and "raised marker-9" in logs.stdout
     echoed = qflow(tmp_path, "result", status["run_id"], "echo", **env)
     assert echoed.stdout.strip() == "marker-9"
+
+
+# -- real workers on Redis and PostgreSQL -------------------------------------------------
+@pytest.fixture(scope="module")
+def store_cluster(redis_url, pg_server_url, tmp_path_factory):
+    """Two single-process workers sharing a result store and a key: w1 serves big_a, w2
+    big_b (so a value made on one is read on the other), both the default queue."""
+    from conftest import Cluster, new_pg_database
+    folder = tmp_path_factory.mktemp("store-cluster")
+    (folder / "results").mkdir()
+    c = Cluster(redis_url, new_pg_database(pg_server_url), FLOWS, folder,
+                QFLOW_RESULT_STORE=f"file://{folder}/results",
+                QFLOW_ENCRYPTION_KEY=crypto.new_key())
+    subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
+    c.start_worker("w1", "-Q", "default,big_a", "-c", "1")
+    c.start_worker("w2", "-Q", "default,big_b", "-c", "1")
+    try:
+        c.wait_ready()
+        yield c
+    finally:
+        c.stop()
+
+
+def cluster_runtime(c):
+    from qflow.config import Config
+    from qflow.runtime import Runtime
+    return Runtime(Config(broker_url=c.broker_url, database_url=c.database_url, app=c.app,
+                          result_store=c.env["QFLOW_RESULT_STORE"],
+                          encryption_key=c.env["QFLOW_ENCRYPTION_KEY"],
+                          wait_poll_interval=0.1))
+
+
+def pool_peaks_mb(c, name: str) -> list[float]:
+    """VmHWM of each pool process of worker ``name``."""
+    main = c.workers[name].pid
+    children = Path(f"/proc/{main}/task/{main}/children").read_text().split()
+    out = []
+    for pid in children:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                out.append(int(line.split()[1]) / 1024)
+    return out
+
+
+def test_a_200_mb_value_passes_between_workers_within_3x_its_size_of_memory(store_cluster):
+    import result_flows  # noqa: F401 - registers the workflows here too
+    rt = cluster_runtime(store_cluster)
+    before = {n: max(pool_peaks_mb(store_cluster, n)) for n in ("w1", "w2")}
+    run_id = rt.engine.trigger("big", {"mb": 200})
+    run = rt.engine.wait(run_id, timeout=300)
+    assert run["state"] == "succeeded", run
+    with rt.store.read() as conn:
+        from qflow.store import read
+        got = read.results(conn, run_id, ["measure"])["measure"]
+        ref = json.loads(conn.exec_driver_sql(
+            "select result_ref from qflow_tasks where run_id = %s and node = 'make_big'",
+            (run_id,)).scalar())
+    assert got["length"] == 200 * 1024 * 1024
+    assert ref["size"] > 200 * 1024 * 1024 and ref["encrypted"]
+    after = {n: max(pool_peaks_mb(store_cluster, n)) for n in ("w1", "w2")}
+    print(f"\npeak RSS of the pool processes before {before} and after {after} (MB); "
+          f"the reader measured {got['peak_mb']:.0f} MB in its task")
+    assert got["peak_mb"] < 3 * 200
+    assert after["w1"] < 3 * 200 and after["w2"] < 3 * 200
+
+
+def test_a_changed_object_fails_the_task_that_reads_it_in_one_line(store_cluster):
+    import result_flows  # noqa: F401
+    rt = cluster_runtime(store_cluster)
+    run_id = rt.engine.trigger("pickled", {"n": 10})
+    assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    with rt.store.read() as conn:
+        ref = json.loads(conn.exec_driver_sql(
+            "select result_ref from qflow_tasks where run_id = %s and node = 'make_set'",
+            (run_id,)).scalar())
+    from urllib.parse import unquote, urlsplit
+    path = Path(unquote(urlsplit(ref["url"]).path))
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0x01
+    path.write_bytes(bytes(data))
+    rt.engine.resume(run_id, "total")
+    run = rt.engine.wait(run_id, timeout=60)
+    assert run["state"] == "failed"
+    with rt.store.read() as conn:
+        from qflow.store import read
+        task = {t["node"]: t for t in read.get_run(conn, run_id)["tasks"]}["total"]
+    assert task["state"] == "failed" and task["attempts"] == 2
+    assert "cannot read the result of 'make_set'" in task["error"]
+    assert "\n" not in task["error"]
+
+
+def test_a_wrong_key_fails_clearly_and_a_missing_store_stops_the_worker_at_start(
+        store_cluster, tmp_path):
+    import result_flows  # noqa: F401
+    rt = cluster_runtime(store_cluster)
+    run_id = rt.engine.trigger("mapped", {"n": 3})
+    assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
+    env = dict(store_cluster.env, QFLOW_ENCRYPTION_KEY=crypto.new_key())
+    out = subprocess.run(["qflow", "result", run_id, "numbers"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "not in encryption_key" in out.stderr and len(out.stderr.splitlines()) == 1
+    right = subprocess.run(["qflow", "result", run_id, "numbers"], env=store_cluster.env,
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert json.loads(right.stdout) == [0, 1, 2]
+    env = dict(store_cluster.env, QFLOW_RESULT_STORE=f"file://{tmp_path}/missing")
+    worker = subprocess.run(["qflow", "worker", "-n", "w9@%h"], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert worker.returncode == 2
+    assert "does not exist" in worker.stderr and "Traceback" not in worker.stderr
