@@ -147,7 +147,7 @@ def test_a_bad_parameter_is_shown_next_to_its_field_and_a_good_one_runs_live(pag
     assert page.evaluate("window.sameDocument") is True       # no reload on the way
     wait_state(page, "succeeded")
     assert page.inner_text("#run-progress") == "3 / 3"
-    assert page.locator("#gantt rect.bar").count() >= 3
+    page.wait_for_function("document.querySelectorAll('#gantt rect.bar').length === 3")
 
 
 def test_a_failed_tasks_traceback_and_logs_open_and_a_retry_from_it_succeeds(page, console):
@@ -319,14 +319,32 @@ def test_changes_since_are_the_tasks_that_ended_since_and_those_running(db_url):
 
 def test_the_run_view_folds_mapped_elements_into_state_letters():
     from qflow.web import runview
-    rows = [("items", "succeeded", 1, None, None, None, None, None, None),
-            ("double", "pending", 0, None, None, None, None, None, None),
-            ("double[1]", "failed", 1, None, None, None, None, "boom", None),
-            ("double[0]", "succeeded", 1, None, None, None, None, None, None),
-            ("odd[3]", "queued", 0, None, None, None, None, None, None)]
-    edges = [("items", "double"), ("double[0]", "double"), ("double[1]", "double")]
-    view = runview.build_view({"run_id": "r"}, rows, edges)
-    assert [t[0] for t in view["tasks"]] == ["items", "double", "odd[3]"]  # no map "odd"
-    assert view["groups"] == {"double": "SF"}
+    t = dt.datetime(2026, 11, 1, 12)
+    shown = [("items", "succeeded", 1, t, t, "w", None, None, None),
+             ("double", "pending", 0, None, None, None, None, None, None)]
+    elements = [("double[2]", "failed"), ("double[0]", "succeeded"), ("odd[3]", "queued")]
+    view = runview.build_view({"run_id": "r"}, shown, elements, [("items", "double")],
+                              t + dt.timedelta(seconds=9))
+    assert [row[0] for row in view["tasks"]] == ["items", "double", "odd[3]"]  # no "odd"
+    assert view["groups"] == {"double": "SPF"}          # element 1 not expanded yet
     assert view["edges"] == [["items", "double"]]
     assert view["codes"]["F"] == "failed"
+    assert view["cursor"] == "2026-11-01T12:00:07+00:00"     # 2 s before the last end
+
+
+def test_the_gantt_puts_a_maps_elements_on_one_row_and_marks_the_critical_path():
+    from qflow.web import runview
+    t = dt.datetime(2026, 11, 1, 12)
+    s = dt.timedelta(seconds=1)
+    shown = [("a", "succeeded", 1, t, t + s, "w", None, None, None),
+             ("b", "succeeded", 1, t + s, t + 2 * s, "w", None, None, None),
+             ("m", "failed", 0, None, t + 9 * s, None, None, None, None)]
+    elements = [("m[0]", "succeeded"), ("m[1]", "failed")]
+    spans = [("a", 1, "succeeded", t, t + s), ("b", 1, "succeeded", t + s, t + 2 * s),
+             ("m[0]", 1, "succeeded", t + s, t + 3 * s), ("m[1]", 1, "failed", t + s, t + 8 * s)]
+    chart = runview.gantt(shown, elements, spans, [("a", "b"), ("a", "m")], t + 20 * s)
+    assert [(r["node"], r["label"]) for r in chart["rows"]] == \
+        [("a", "a"), ("b", "b"), ("m", "m ×2")]
+    assert chart["rows"][2]["bars"] == [[1.0, 8.0, "failed", "2 attempts"]]
+    assert chart["critical"] == ["a", "m"]
+    assert chart["span"] == 8.0

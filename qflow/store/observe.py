@@ -104,11 +104,23 @@ _VIEW = tuple(tasks.c[name] for name in VIEW_COLUMNS)
 _MOVING = ("running", "retrying")
 
 
-def view_rows(conn: Connection, run_id: str) -> list[tuple]:
-    """Every task of the run as a :data:`VIEW_COLUMNS` tuple (times naive UTC), in the
-    order they were created."""
-    return [_view_row(r) for r in conn.execute(select(*_VIEW).where(
-        tasks.c.run_id == run_id).order_by(tasks.c.id))]
+def view_shape(conn: Connection, run_id: str
+               ) -> tuple[list[tuple], list[tuple], list[tuple], dt.datetime | None]:
+    """What the run page draws first: the tasks whose id does not end in ``]`` as
+    :data:`VIEW_COLUMNS` tuples (creation order), the (node, state) of those that do
+    (mapped elements, ``name[i]``: only their state is drawn), the edges between the
+    former, and when the run's last task ended so far (its live updates start there)."""
+    element = tasks.c.node.like("%]")
+    shown = conn.execute(select(*_VIEW).where(tasks.c.run_id == run_id, ~element)
+                         .order_by(tasks.c.id))
+    elements = conn.execute(select(tasks.c.node, tasks.c.state)
+                            .where(tasks.c.run_id == run_id, element))
+    links = conn.execute(select(edges.c.parent, edges.c.child)
+                         .where(edges.c.run_id == run_id, edges.c.parent.not_like("%]")))
+    latest = conn.execute(select(func.max(tasks.c.finished_at))
+                          .where(tasks.c.run_id == run_id)).scalar()
+    return ([_view_row(r) for r in shown], [tuple(r) for r in elements],
+            [tuple(r) for r in links], latest)
 
 
 def changed_since(conn: Connection, run_id: str, since: dt.datetime) -> list[tuple]:
@@ -162,15 +174,16 @@ def task_detail(conn: Connection, run_id: str, node: str) -> dict[str, Any] | No
         for a in tries]}
 
 
-def attempt_text(conn: Connection, run_id: str, node: str, number: int
-                 ) -> dict[str, Any] | None:
-    """The log and traceback of one attempt, or None if there is no such attempt."""
-    row = conn.execute(select(attempts.c.log, attempts.c.traceback, attempts.c.error)
+def attempt_traceback(conn: Connection, run_id: str, node: str, number: int
+                      ) -> dict[str, Any] | None:
+    """The error and traceback of one ended attempt, or None if there is no such
+    attempt (its log: :func:`attempt_logs`)."""
+    row = conn.execute(select(attempts.c.traceback, attempts.c.error)
                        .join(tasks, tasks.c.id == attempts.c.task_id)
                        .where(tasks.c.run_id == run_id, tasks.c.node == node,
                               attempts.c.number == number)).first()
     shown = installed().shown
-    return None if row is None else {"log": shown(row.log), "traceback": shown(row.traceback),
+    return None if row is None else {"traceback": shown(row.traceback),
                                      "error": shown(row.error)}
 
 

@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from qflow import authoring
+from qflow import authoring, client
 from qflow.cli.timing import parse_when
 from qflow.core import params as P
 from qflow.core.states import RUN_STATES
@@ -88,8 +88,7 @@ class PauseAction(Page):
     async def post(self, name: str, action: str) -> None:
         self.workflow_or_404(name)
         paused = action == "pause"
-        await self.blocking(self.runtime.store.transact, schedules.set_paused, name, paused,
-                            S.to_store(S.now_aware()))
+        await self.blocking(client.set_paused, self.runtime.store, name, paused)
         back = self.get_body_argument("next", "/qflow/")
         self.back(back if back.startswith("/qflow/") else "/qflow/",
                   notice=f"{name} {'paused' if paused else 'unpaused'}")
@@ -253,12 +252,8 @@ class RunAction(Page):
 class RunView(Page):
     async def get(self, run_id: str) -> None:
         run = await self.run_or_404(run_id)
-        rows, edges = await self.blocking(self._load, run_id)
-        self.write_json(runview.build_view(run, rows, edges))
-
-    def _load(self, run_id: str) -> tuple[list[tuple], list[tuple[str, str]]]:
-        with self.runtime.store.read() as conn:
-            return observe.view_rows(conn, run_id), observe.run_edges(conn, run_id)
+        shape = await self.blocking(self.query, observe.view_shape, run_id)
+        self.write_json(runview.build_view(run, *shape))
 
 
 class RunChanges(Page):
@@ -304,7 +299,7 @@ class AttemptText(Page):
             number = int(self.get_query_argument("attempt", ""))
         except ValueError:
             raise Refused(400, "attempt must be a number") from None
-        found = await self.blocking(self.query, observe.attempt_text, run_id, node, number)
+        found = await self.blocking(self.query, observe.attempt_traceback, run_id, node, number)
         if found is None:
             self.fail(404, f"task {node!r} has no attempt {number}")
         self.write_json(found)
@@ -312,14 +307,10 @@ class AttemptText(Page):
 
 class RunGantt(Page):
     async def get(self, run_id: str) -> None:
-        run = await self.run_or_404(run_id)
-        rows, spans, edges = await self.blocking(self._load, run_id)
-        self.write_json(runview.gantt(run, rows, spans, edges, utcnow()))
-
-    def _load(self, run_id: str) -> tuple[list, list, list]:
-        with self.runtime.store.read() as conn:
-            return (observe.view_rows(conn, run_id), observe.attempt_spans(conn, run_id),
-                    observe.run_edges(conn, run_id))
+        await self.run_or_404(run_id)
+        shown, elements, edges, _ = await self.blocking(self.query, observe.view_shape, run_id)
+        spans = await self.blocking(self.query, observe.attempt_spans, run_id)
+        self.write_json(runview.gantt(shown, elements, spans, edges, utcnow()))
 
 
 def handlers(runtime: Any, settings: WebSettings) -> list:

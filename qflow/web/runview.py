@@ -36,77 +36,74 @@ def wire(row: tuple) -> list:
     return out
 
 
-def cursor_after(rows: Iterable[tuple], since: dt.datetime | None = None) -> str:
+def cursor_after(rows: Iterable[tuple], since: dt.datetime) -> str:
     """The ``since`` of the next poll: just before the latest end seen so far."""
     latest = max((r[4] for r in rows if r[4] is not None), default=None)
-    if latest is None:
-        return iso(since or EPOCH)
-    later = latest - OVERLAP
-    return iso(max(later, since) if since else later)
+    return iso(max(latest - OVERLAP, since) if latest else since)
 
 
-def build_view(run: dict[str, Any], rows: list[tuple], edges: list[tuple[str, str]]
-               ) -> dict[str, Any]:
-    """The run page's first load: every node but mapped elements, which become one
-    string of state letters per mapped node, and the edges between the nodes shown."""
-    nodes = {r[0] for r in rows}
-    shown, groups = [], defaultdict(dict)
-    for row in rows:
-        element = element_of(row[0], nodes)
-        if element is None:
-            shown.append(wire(row))
+def build_view(run: dict[str, Any], shown: list[tuple], elements: list[tuple[str, str]],
+               edges: list[tuple[str, str]], latest: dt.datetime | None) -> dict[str, Any]:
+    """The run page's first load (see :func:`qflow.store.observe.view_shape`): the nodes,
+    each mapped node's elements as one string of state letters (element i at i), and the
+    edges between the nodes shown."""
+    nodes = {r[0] for r in shown}
+    rows, groups = [wire(r) for r in shown], defaultdict(dict)
+    for node, state in elements:
+        element = element_of(node, nodes)
+        if element is None:                  # a node whose own name ends in "]"
+            rows.append([node, state] + [None] * (len(shown[0]) - 2 if shown else 7))
         else:
-            groups[element[0]][element[1]] = CODES.get(row[1], "P")
+            groups[element[0]][element[1]] = CODES.get(state, "P")
     letters = {name: "".join(found.get(i, "P") for i in range(max(found) + 1))
                for name, found in groups.items()}
-    kept = [[p, c] for p, c in edges if element_of(p, nodes) is None
-            and element_of(c, nodes) is None]
-    return {"run": run, "tasks": shown, "edges": kept, "groups": letters,
+    kept = [[p, c] for p, c in edges if c in nodes]
+    return {"run": run, "tasks": rows, "edges": kept, "groups": letters,
             "codes": {letter: state for state, letter in CODES.items()},
-            "critical": [], "cursor": cursor_after(rows)}
+            "critical": [], "cursor": iso(latest - OVERLAP if latest else EPOCH)}
 
 
-def gantt(run: dict[str, Any], rows: list[tuple], spans: list[tuple],
+def gantt(shown: list[tuple], elements: list[tuple[str, str]], spans: list[tuple],
           edges: list[tuple[str, str]], now: dt.datetime) -> dict[str, Any]:
     """Bars of every attempt, seconds from the first start: one row per node, a mapped
-    node's elements in one row (their first start to last end). ``spans``:
-    (node, number, state, started_at, finished_at)."""
-    nodes = {r[0] for r in rows}
+    node's elements in one row (their first start to last end), with the critical path.
+    ``shown``, ``elements`` and ``edges`` as :func:`build_view` takes them; ``spans``:
+    (node, number, state, started_at, finished_at) of every attempt."""
+    nodes = {r[0] for r in shown}
     sizes: dict[str, int] = defaultdict(int)
-    by_row: dict[str, list] = defaultdict(list)
-    for row in rows:
-        element = element_of(row[0], nodes)
+    for node, _ in elements:
+        element = element_of(node, nodes)
         if element is not None:
             sizes[element[0]] += 1
+    by_row: dict[str, list] = defaultdict(list)
     for node, number, state, start, end in spans:
         if start is not None:
             element = element_of(node, nodes)
             by_row[element[0] if element else node].append((start, end or now, state, number))
     t0 = min((b[0] for bars in by_row.values() for b in bars), default=now)
     t1 = max((b[1] for bars in by_row.values() for b in bars), default=t0)
-    shown = [r for r in rows if element_of(r[0], nodes) is None]
-    shown.sort(key=lambda r: min((b[0] for b in by_row.get(r[0], ())), default=now))
+    drawn = sorted((r for r in shown if by_row.get(r[0])),
+                   key=lambda r: min(b[0] for b in by_row[r[0]]))
     out = []
-    for row in shown:
-        bars = by_row.get(row[0])
-        if not bars:
-            continue
-        count = sizes.get(row[0], 0)
+    for row in drawn:
+        bars, count = by_row[row[0]], sizes.get(row[0], 0)
         out.append({"node": row[0], "label": f"{row[0]} ×{count}" if count else row[0],
                     "bars": _group_bar(bars, row[1], t0) if count else
                     [[_sec(s, t0), _sec(e, t0), st, n] for s, e, st, n in sorted(bars)]})
     # A mapped node never runs itself: it "starts" with its first element.
     ended = [{"node": r[0], "started_at": min(b[0] for b in by_row[r[0]]),
-              "finished_at": r[4]} for r in shown if by_row.get(r[0])]
+              "finished_at": r[4]} for r in drawn]
     return {"span": _sec(t1, t0), "rows": out[:GANTT_ROWS],
             "more": max(0, len(out) - GANTT_ROWS),
             "critical": critical_path(ended, edges), "start": iso(t0)}
 
 
 def _group_bar(bars: list, state: str, t0: dt.datetime) -> list:
+    """One bar from a map's first start to its last end, in the mapped node's state (a
+    map waiting on its elements is shown running)."""
     first, last = min(b[0] for b in bars), max(b[1] for b in bars)
-    worst = "failed" if any(b[2] == "failed" for b in bars) else state
-    return [[_sec(first, t0), _sec(last, t0), worst, f"{len(bars)} attempts"]]
+    shown = "running" if state == "pending" else state
+    return [[_sec(first, t0), _sec(last, t0), shown, f"{len(bars)} attempts"]]
 
 
 def _sec(t: dt.datetime, t0: dt.datetime) -> float:

@@ -9,7 +9,7 @@ window.Qflow = window.Qflow || {};
   Q.el = function (tag, attrs, ...children) {
     const node = document.createElement(tag);
     setAttrs(node, attrs);
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined) continue;
       node.append(typeof child === "string" || typeof child === "number" ? String(child) : child);
     }

@@ -3,7 +3,7 @@
    is one box with per-state counts; expanded, it shows a page of its elements. */
 "use strict";
 (function (Q) {
-  const W = 190, H = 34, GROUP_H = 58, GAP_X = 70, GAP_Y = 14, PAD = 16;
+  const W = 172, H = 34, GROUP_H = 58, GAP_X = 48, GAP_Y = 14, PAD = 16;
   const CELL = 9, COLS = 20, PAGE = 400;
   const MAX_NODES = 3000;        // beyond this the table is the way in; the SVG stays light
 
@@ -69,10 +69,11 @@
       const group = this.model.groups.get(id);
       const g = Q.svg("g", { class: "node" + (this.model.critical.has(id) ? " critical" : ""),
         transform: `translate(${p.x},${p.y})`, "data-node": id, "data-state": row.state });
+      g.append(Q.svg("rect", { class: "bg", width: W, height: p.h, rx: 5 }));   // hides edges
       g.append(Q.svg("rect", { class: "box", width: W, height: p.h, rx: 5 }));
       g.append(Q.svg("rect", { class: "state", width: 7, height: p.h, rx: 2 }));
       const label = group ? `${id}  ×${group.codes.length}` : id;
-      g.append(Q.svg("text", { x: 14, y: 21 }, clip(label, 26)));
+      g.append(Q.svg("text", { x: 14, y: 21 }, clip(label, group ? 19 : 23)));
       g.append(Q.svg("title", {}, `${id}: ${row.state}`));
       g.addEventListener("click", () => this.select(id, true));
       if (group) this.drawGroup(g, id, group);

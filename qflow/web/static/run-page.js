@@ -46,6 +46,7 @@
       this.graph = this.graph || new Q.Graph(document.getElementById("graph"), model, (id) => this.select(id));
       this.graph.model = model;
       this.graph.render();
+      if (!performance.getEntriesByName("qflow-graph").length) performance.mark("qflow-graph");
       this.renderTable();
       this.showRun(view.run);
       this.schedule();
@@ -209,7 +210,7 @@
         Q.el("div", {}, Q.el("strong", { text: `attempt ${a.number}` }), " ",
           Q.el("span", { class: "badge", "data-state": a.state, text: a.state }), " ",
           Q.el("span", { class: "muted", text: `${a.worker || ""} ${Q.span(a.started_at, a.finished_at)}` })),
-        a.error ? Q.el("div", { class: "err", text: `${a.error_type ? a.error_type + ": " : ""}${a.error}` }) : null,
+        a.error ? Q.el("div", { class: "err", text: errorText(a) }) : null,
         Q.el("div", { class: "actions" },
           Q.el("button", { type: "button", class: "show-logs", onclick: () => show("log") }, "Logs"),
           a.has_traceback ? Q.el("button", { type: "button", class: "show-traceback", onclick: () => show("traceback") }, "Traceback") : null),
@@ -219,9 +220,14 @@
     async attemptText(node, number, what, pre) {
       pre.hidden = false;
       pre.textContent = "loading…";
+      // Logs come from the API (a running attempt's live log too); tracebacks from the page's own.
+      const url = what === "log"
+        ? `${this.cfg.api}/tasks/${encodeURIComponent(node)}/logs?attempt=${number}`
+        : `${this.cfg.attempt}?node=${encodeURIComponent(node)}&attempt=${number}`;
       try {
-        const data = await Q.getJSON(`${this.cfg.attempt}?node=${encodeURIComponent(node)}&attempt=${number}`);
-        pre.textContent = data[what] || (what === "log" ? "(nothing was printed or logged)" : "(none)");
+        const data = await Q.getJSON(url);
+        const text = what === "log" ? data.text : data.traceback;
+        pre.textContent = text || (what === "log" ? "(nothing was printed or logged)" : "(none)");
       } catch (e) {
         pre.textContent = e.message;
       }
@@ -266,6 +272,11 @@
     const row = {};
     FIELDS.forEach((f, i) => { row[f] = tuple[i]; });
     return row;
+  }
+
+  function errorText(a) {
+    const typed = a.error_type && !a.error.startsWith(a.error_type);
+    return typed ? `${a.error_type}: ${a.error}` : a.error;
   }
 
   function groupText(group) {
