@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .faults import KINDS
 from .soak import Settings, soak
 
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--length", type=int, default=19)
     parser.add_argument("--pause", type=float, default=0.01, help="seconds each task takes")
+    parser.add_argument("--only", choices=KINDS, action="append",
+                        help="inject only this kind of fault (repeatable)")
     parser.add_argument("--folder", type=Path, help="where logs and the ledger go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(seed=args.seed, faults=max(1, round(window / args.every)),
                         window=window, workers=args.workers, runs=args.runs, keep_busy=True,
                         shape=dict(width=args.width, length=args.length, pause=args.pause),
-                        settle=300.0)
+                        settle=300.0, kinds=tuple(args.only or KINDS))
     folder = args.folder or Path(tempfile.mkdtemp(prefix="qflow-chaos-"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"logs and ledger in {folder}", flush=True)

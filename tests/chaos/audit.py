@@ -1,7 +1,8 @@
 """The soak's audit: what the ledger says ran, against what the results DB recorded.
 
 A task may run more than once only when an attempt row says why: its worker was lost
-(``WorkerLost``) or a flaky link's first attempt failed and was retried (``Flaky``).
+(``WorkerLost``: the soak killed that worker while the attempt ran) or a flaky link's
+first attempt failed and was retried (``Flaky``).
 """
 from __future__ import annotations
 
@@ -81,8 +82,13 @@ def audit(url: str, ledger: Ledger, faults: list[Injected],
     results = {(t.run_id, t.node): t.result for t in task_rows}
     for run in run_rows:
         found.problems += _check_run(run, per_run[run.id], results)
+    kills = defaultdict(list)
+    for fault in faults:
+        if fault.kind == KILL_WORKER:
+            kills[fault.target].append(fault.began)
     for task in task_rows:
-        _check_task(task, ledger.get((task.run_id, task.node), []), by_task[task.id], found)
+        _check_task(task, ledger.get((task.run_id, task.node), []), by_task[task.id], found,
+                    kills)
     known = {(t.run_id, t.node) for t in task_rows}
     found.problems += [f"{r}/{n}: in the ledger but not in the DB"
                        for r, n in sorted(set(ledger) - known)]
@@ -107,9 +113,11 @@ def _check_run(run, n_tasks: int, results: dict) -> list[str]:
     return problems
 
 
-def _check_task(task, began: list[int], rows: dict[int, object], found: Findings) -> None:
+def _check_task(task, began: list[int], rows: dict[int, object], found: Findings,
+                kills: dict[str, list[dt.datetime]]) -> None:
     """One task: it ended succeeded, its last attempt ran, no attempt ran twice, and every
-    earlier attempt that ran has a row saying why it did not count."""
+    earlier attempt that ran has a row saying why it did not count, truly: one that says
+    its worker was lost was on a worker the soak killed while it ran."""
     name = f"{task.run_id}/{task.node}"
     if task.state != "succeeded":
         found.problems.append(f"{name} ended {task.state} after {task.attempts} attempts: "
@@ -126,9 +134,21 @@ def _check_task(task, began: list[int], rows: dict[int, object], found: Findings
         if cause not in RERUN_CAUSES:
             found.problems.append(f"{name}: attempt {number} ran and was run again, but "
                                   f"its row says {_describe(row)}")
+        elif cause == "WorkerLost" and not _killed(row, kills):
+            found.problems.append(f"{name}: attempt {number} ran on {row.worker}, which "
+                                  f"was not killed while it ran ({row.started_at} to "
+                                  f"{row.finished_at}), yet was recorded WorkerLost and "
+                                  f"run again")
+            cause = "WorkerLost, worker alive"
         found.reruns[cause or "no row"] += 1
     found.lost_unstarted += sum(1 for n, row in rows.items()
                                 if row.error_type == "WorkerLost" and n not in began)
+
+
+def _killed(row, kills: dict[str, list[dt.datetime]]) -> bool:
+    """Whether the soak killed the attempt's worker while the attempt ran."""
+    name = (row.worker or "").split("@")[0]
+    return any(row.started_at <= at <= row.finished_at for at in kills.get(name, ()))
 
 
 def _describe(row) -> str:

@@ -43,13 +43,14 @@ class Injected:
 
 
 def plan(seed: int, count: int, window: float, workers: list[str],
-         start: float = 2.0) -> list[Fault]:
+         start: float = 2.0, kinds: tuple[str, ...] = KINDS) -> list[Fault]:
     """``count`` faults spread over ``window`` seconds (after ``start``): one in each of
     ``count`` equal slots, away from its edges so that two faults are apart. Every kind
-    comes once when ``count`` allows; the rest are drawn by weight. A fault lasts at
-    most a third of a slot, so a killed worker is back before the next fault."""
+    (of ``kinds``) comes once when ``count`` allows; the rest are drawn by weight. A
+    fault lasts at most a third of a slot, so a killed worker is back before the next."""
     rng = random.Random(seed)
-    kinds = list(KINDS[:count]) + rng.choices(KINDS, WEIGHTS, k=max(0, count - len(KINDS)))
+    weights = [WEIGHTS[KINDS.index(k)] for k in kinds]
+    kinds = list(kinds[:count]) + rng.choices(kinds, weights, k=max(0, count - len(kinds)))
     rng.shuffle(kinds)
     slot = window / max(count, 1)
     return [Fault(round(start + i * slot + rng.uniform(0.2, 0.8) * slot, 2), kind,

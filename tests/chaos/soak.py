@@ -23,7 +23,7 @@ from qflow.store.models import runs, tasks
 
 from .audit import Findings, audit, read_ledger
 from .chaos_flows import POOL, size
-from .faults import KILL_WORKER, Fault, Hands, Injected, plan, utcnow
+from .faults import KILL_WORKER, KINDS, Fault, Hands, Injected, plan, utcnow
 
 log = logging.getLogger("qflow.chaos")
 FLOWS = Path(__file__).with_name("chaos_flows.py")
@@ -52,6 +52,7 @@ class Settings:
     runs: int = 1
     keep_busy: bool = False
     hold: bool = False
+    kinds: tuple[str, ...] = KINDS
     shape: dict = field(default_factory=dict)
     settle: float = 120.0         # how long the runs may take to end after the faults
 
@@ -143,7 +144,8 @@ def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
     ledger = folder / "ledger"
     ledger.mkdir()
     cluster = hands.cluster
-    faults = plan(settings.seed, settings.faults, settings.window, sorted(cluster.workers))
+    faults = plan(settings.seed, settings.faults, settings.window, sorted(cluster.workers),
+                  kinds=settings.kinds)
     watch = Watch(cluster.database_url)
     watch.start()
     over = folder / "faults-over"
