@@ -40,7 +40,7 @@ def double_ticks(result: dict) -> int:
 
 
 @workflow
-def ticking(ticks: int = 12):
+def box_ticking(ticks: int = 12):
     double_ticks(ticker(ticks=ticks))
 
 
@@ -52,7 +52,7 @@ show_arg = container(BUSYBOX, ["sh", "-c", 'echo "argc=$#"; printf "%s" "$1" > /
 
 
 @workflow
-def echoing(value: str = "plain"):
+def box_echoing(value: str = "plain"):
     show_arg(value=value)
 
 
@@ -65,17 +65,17 @@ no_image = container("localhost/qflow-test-no-such-image:1", ["true"], name="no_
 
 
 @workflow
-def failing():
+def box_failing():
     exit_three()
 
 
 @workflow
-def overrunning(seconds: int = 300):
+def box_overrunning(seconds: int = 300):
     sleeper(seconds=seconds)
 
 
 @workflow
-def imageless():
+def box_imageless():
     no_image()
 
 
@@ -85,7 +85,7 @@ long_runner = container(BUSYBOX, ["sh", "-c", "echo started; sleep {seconds}; "
 
 
 @workflow
-def long_running(seconds: int = 300):
+def box_long_running(seconds: int = 300):
     long_runner(seconds=seconds)
 
 
@@ -108,5 +108,5 @@ def report_sum(result: dict) -> str:
 
 
 @workflow
-def adding(a: int = 2, b: int = 3):
+def box_adding(a: int = 2, b: int = 3):
     report_sum(add_inside(number(a), number(b)))

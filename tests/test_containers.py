@@ -123,7 +123,7 @@ def _result(rt, run_id: str, node: str):
 # -- command tasks ----------------------------------------------------------------------
 def test_a_container_task_s_output_shows_in_qflow_logs_while_it_runs(boxed):
     rt = boxed.runtime()
-    run_id = rt.engine.trigger("ticking", {"ticks": 12})          # 24 s
+    run_id = rt.engine.trigger("box_ticking", {"ticks": 12})          # 24 s
     seen = wait_for(lambda: (lambda out: out if "tick 2" in out else None)(
         _qflow(boxed, "logs", run_id, "ticker")), 30, "tick 2 in qflow logs")
     assert "tick 12" not in seen and " running " in seen         # while it runs
@@ -139,7 +139,7 @@ def test_a_container_task_s_output_shows_in_qflow_logs_while_it_runs(boxed):
 def test_a_parameter_with_shell_syntax_reaches_the_command_as_one_argument(boxed):
     rt = boxed.runtime()
     value = "x; touch /tmp/pwned"
-    run_id = rt.engine.trigger("echoing", {"value": value})
+    run_id = rt.engine.trigger("box_echoing", {"value": value})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
     # result.json (written by the command) wins over stdout; /tmp holds only its own file.
     assert _result(rt, run_id, "show_arg") == {"arg": value, "tmp": "seen"}
@@ -148,7 +148,7 @@ def test_a_parameter_with_shell_syntax_reaches_the_command_as_one_argument(boxed
 
 def test_a_non_zero_exit_fails_with_the_code_and_stderr_and_is_retried(boxed):
     rt = boxed.runtime()
-    run_id = rt.engine.trigger("failing", {})
+    run_id = rt.engine.trigger("box_failing", {})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "failed"
     task = _task(rt, run_id, "exit_three")
     assert task["attempts"] == 2                                  # retries=1
@@ -159,7 +159,7 @@ def test_a_non_zero_exit_fails_with_the_code_and_stderr_and_is_retried(boxed):
 
 def test_a_missing_image_fails_at_once_with_one_line_and_is_not_retried(boxed):
     rt = boxed.runtime()
-    run_id = rt.engine.trigger("imageless", {})
+    run_id = rt.engine.trigger("box_imageless", {})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "failed"
     task = _task(rt, run_id, "no_image")
     assert task["attempts"] == 1                                  # despite retries=3
@@ -172,7 +172,7 @@ def test_a_missing_image_fails_at_once_with_one_line_and_is_not_retried(boxed):
 def test_a_timeout_stops_and_removes_the_container(boxed):
     rt = boxed.runtime()
     started = time.monotonic()
-    run_id = rt.engine.trigger("overrunning", {"seconds": 300})
+    run_id = rt.engine.trigger("box_overrunning", {"seconds": 300})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "failed"
     assert time.monotonic() - started < 30
     assert "timeout of 3s" in _task(rt, run_id, "sleeper")["error"]
@@ -181,7 +181,7 @@ def test_a_timeout_stops_and_removes_the_container(boxed):
 
 def test_cancel_stops_and_removes_the_container(boxed):
     rt = boxed.runtime()
-    run_id = rt.engine.trigger("long_running", {"seconds": 300})
+    run_id = rt.engine.trigger("box_long_running", {"seconds": 300})
     wait_for(lambda: "started" in _qflow(boxed, "logs", run_id, "long_runner"), 30,
            "the container printed 'started'")
     assert len(_containers(run_id)) == 1
@@ -193,7 +193,7 @@ def test_cancel_stops_and_removes_the_container(boxed):
 # -- a Python task in a container ----------------------------------------------------------
 def test_a_python_task_in_a_container_gets_its_inputs_and_no_credentials(boxed):
     rt = boxed.runtime()
-    run_id = rt.engine.trigger("adding", {"a": 2, "b": 3})
+    run_id = rt.engine.trigger("box_adding", {"a": 2, "b": 3})
     assert rt.engine.wait(run_id, timeout=90)["state"] == "succeeded", \
         _qflow(boxed, "logs", run_id, "add_inside")
     value = _result(rt, run_id, "add_inside")
@@ -218,7 +218,7 @@ def test_a_killed_worker_s_container_is_stopped_and_the_task_reruns_elsewhere(
         c.start_worker("w1", "-c", "1")
         c.wait_ready()
         rt = c.runtime()
-        run_id = rt.engine.trigger("long_running", {"seconds": 20})
+        run_id = rt.engine.trigger("box_long_running", {"seconds": 20})
         wait_for(lambda: _containers(run_id, attempt=1), 30, "attempt 1's container runs")
         c.start_worker("w2", "-c", "1")             # idle: w1 holds the only task
         c.wait_ready()
