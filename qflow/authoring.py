@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from qflow.core import dag
 from qflow.core import params as P
+from qflow.core.durations import parse_duration
 from qflow.core.states import TRIGGER_RULES
 from qflow.errors import UserError
 
@@ -16,6 +17,7 @@ TASK_OPTIONS = frozenset({
     "name", "retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
     "retry_on", "timeout", "queue", "trigger_rule", "pool", "priority", "isolation",
     "on_failure", "on_success", "on_retry", "result_max_bytes", "serializer", "outlets",
+    "deadline", "on_late",
     # isolation="container": the image and how to run it (see container())
     "image", "env", "volumes", "workdir", "user", "network", "cpus", "memory", "pull",
 })
@@ -24,11 +26,12 @@ CONTAINER_OPTIONS = ("image", "env", "volumes", "workdir", "user", "network", "c
 WORKFLOW_OPTIONS = frozenset({
     "name", "schedule", "timezone", "start_date", "end_date", "catchup", "max_active_runs",
     "max_active_tasks", "fail_fast", "on_failure", "on_success", "description", "params",
+    "deadline", "on_late",
 })
 # Options that go into each task row (JSON), as opposed to callables kept in the process.
 _ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
                 "timeout", "pool", "priority", "isolation", "result_max_bytes", "branch",
-                "serializer", "outlets", "sensor")
+                "serializer", "outlets", "sensor", "deadline")
 
 TASKS: dict[str, "TaskDef"] = {}
 WORKFLOWS: dict[str, "WorkflowDef"] = {}
@@ -165,9 +168,10 @@ def _validate_task_options(name: str, options: dict) -> None:
             raise OptionError(f"@task on {name!r}: retry_on must be an exception class or a "
                               f"tuple of them, got {retry_on!r}")
         options["retry_on"] = kinds
-    for hook in ("on_failure", "on_success", "on_retry"):
+    for hook in ("on_failure", "on_success", "on_retry", "on_late"):
         if options.get(hook) is not None and not callable(options[hook]):
             raise OptionError(f"@task on {name!r}: {hook} must be callable")
+    _deadline_option("task", name, options)
     if options.get("outlets") is not None:
         from qflow.assets import outlet_names
         options["outlets"] = outlet_names("task", name, options["outlets"])
@@ -316,11 +320,25 @@ class WorkflowDef:
         return self.fn(*args, **kwargs)
 
 
+def _deadline_option(kind: str, name: str, options: dict) -> None:
+    """``deadline=`` ("10m", "2h", or seconds) becomes seconds."""
+    if options.get("deadline") is None:
+        return
+    try:
+        options["deadline"] = parse_duration(options["deadline"])
+    except ValueError as exc:
+        raise OptionError(f"@{kind} on {name!r}: deadline: {exc}") from None
+
+
 def workflow(fn: Callable | None = None, /, **options) -> Any:
     """Declare a workflow. Works bare and with options (``@workflow(name=..., schedule=...)``)."""
     def wrap(f: Callable) -> WorkflowDef:
         _check_options("workflow", getattr(f, "__name__", repr(f)), options, WORKFLOW_OPTIONS)
         name = options.get("name") or f.__name__
+        _deadline_option("workflow", name, options)
+        for hook in ("on_failure", "on_success", "on_late"):
+            if options.get(hook) is not None and not callable(options[hook]):
+                raise OptionError(f"@workflow on {name!r}: {hook} must be callable")
         wdef = WorkflowDef(f, name, _split_schedule(name, options), P.params_of(f))
         _validate_schedule(wdef)
         functools.update_wrapper(wdef, f, updated=())

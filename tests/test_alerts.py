@@ -211,3 +211,62 @@ def test_an_alert_the_receiver_refuses_three_times_arrives_once_later(tmp_path):
     assert keys == {f"run_failed:{run_id}"}     # one event, one idempotency key
     hook.shutdown()
 
+
+
+def test_a_task_past_its_deadline_fires_task_late_once_and_a_held_run_run_late(tmp_path,
+                                                                               registry):
+    import threading as th
+
+    from test_store import StubDispatcher
+
+    from qflow.config import Config
+    from qflow.engine.client import Engine
+    from qflow.engine.executor import Executor
+    from qflow.engine.upkeep import Upkeep
+    from qflow.store import Store
+    from qflow.store.migrate import ensure_schema
+
+    told, release = [], th.Event()
+
+    @registry.task(deadline="1s", on_late=lambda e: told.append((e.kind, e.node)))
+    def overrun() -> int:
+        release.wait(30)
+        return 1
+
+    @registry.workflow(max_active_runs=1, deadline=1.0,
+                       on_late=lambda e: told.append((e.kind, e.run_id)))
+    def slow_report():
+        overrun()
+
+    hook = Webhook()
+    store = Store(f"sqlite:///{tmp_path}/q.db")
+    ensure_schema(store)
+    engine = Engine(Config(notify_webhook_url=hook.url,
+                           notify_events="task_late,run_late"), store, StubDispatcher())
+    upkeep = Upkeep(Executor(engine))
+    first = engine.trigger("slow_report")
+    held = engine.trigger("slow_report")                 # waits for max_active_runs
+    item = engine.dispatcher.sent.pop(0)
+    worker = th.Thread(target=Executor(engine).execute,
+                       args=(item.run_id, item.node, item.attempt, "w1"))
+    worker.start()
+    try:
+        eventually(lambda: status_of(store, first)["tasks"][0]["state"] == "running")
+        time.sleep(1.2)
+        for _ in range(3):                               # several sweeps, one alert each
+            upkeep.check_deadlines()
+    finally:
+        release.set()
+        worker.join(30)
+    kinds = sorted((e["kind"], e["run_id"], e["node"]) for e in hook.received)
+    assert kinds == sorted([("task_late", first, "overrun"), ("run_late", first, None),
+                            ("run_late", held, None)])
+    assert ("task_late", "overrun") in told and ("run_late", held) in told
+    run = status_of(store, held)
+    assert run["state"] == "queued" and run["late"] is True
+    hook.shutdown()
+
+
+def status_of(store, run_id: str) -> dict:
+    with store.read() as conn:
+        return read.get_run(conn, run_id)

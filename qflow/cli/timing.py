@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from qflow.core.durations import parse_duration
+
 
 def seconds(start: str | None, end: str | None) -> float | None:
     """Seconds between two ISO times, or None if either is missing."""
@@ -51,16 +53,16 @@ def summary(run: dict[str, Any], edges: list[tuple[str, str]], top: int = 5) -> 
             "slowest": [{"node": n, "seconds": s} for s, n in ran[:top]]}
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_when(text: str, now: dt.datetime) -> dt.datetime:
     """A time given as an age (``30m``, ``2h``, ``7d``: that long before ``now``) or in
     ISO 8601 (a date, or a date and time; without an offset it is UTC). Naive UTC out."""
     text = text.strip()
-    number, unit = text[:-1], text[-1:].lower()
-    if unit in _UNITS and number.replace(".", "", 1).isdigit():
-        return _naive_utc(now) - dt.timedelta(seconds=float(number) * _UNITS[unit])
+    try:
+        return _naive_utc(now) - dt.timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
     try:
         return _naive_utc(dt.datetime.fromisoformat(text))
     except ValueError:

@@ -72,6 +72,20 @@ class Alerter:
         emit(event, [wdef.options.get(hook) if wdef is not None else None])
         self.deliver(run_id)
 
+    def late(self, run_id: str, workflow: str, node: str | None) -> None:
+        """A run (``node`` None) or a task passed its deadline: its on_late callback."""
+        wdef = authoring.WORKFLOWS.get(workflow)
+        hook = None
+        if node is None:
+            hook = wdef.options.get("on_late") if wdef is not None else None
+        else:
+            with self.store.read() as conn:
+                row = read.task_options(conn, run_id, node)
+            tdef = authoring.find_task(row["task"]) if row else None
+            hook = tdef.options.get("on_late") if tdef is not None else None
+        emit(Event("task_late" if node else "run_late", run_id, workflow, node), [hook])
+        self.deliver(run_id)
+
     def deliver(self, run_id: str | None = None) -> int:
         """Deliver the due outbox alerts (of one run, right after its change commits);
         what fails is retried by the maintenance thread's :meth:`deliver` calls."""

@@ -71,7 +71,8 @@ class Engine:
                                      codec.for_config(self.config), wdef.name)
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
                                logical_time, self.config.max_map_size, self.limits(wdef),
-                               self.config.result_max_bytes, bool(self.config.security_key))
+                               self.config.result_max_bytes, bool(self.config.security_key),
+                               wdef.options.get("deadline"))
         self.dispatcher.check()
         refused, started = self.store.transact(_insert, new, guard)
         if refused is not None:

@@ -17,7 +17,7 @@ import threading
 from qflow import authoring
 from qflow.engine.executor import Executor
 from qflow.errors import WorkerLost
-from qflow.store import livelog, liveness
+from qflow.store import deadlines, livelog, liveness
 from qflow.worker import runtime_cli
 
 log = logging.getLogger("qflow.upkeep")
@@ -67,6 +67,14 @@ class Upkeep:
                         "runs", cid[:12], run_id, node, attempt)
             runtime_cli.stop(runtime, cid, self.config.container_stop_grace)
         return len(gone)
+
+    def check_deadlines(self) -> int:
+        """Mark runs and tasks past their deadline late (once), then tell the on_late
+        callbacks and deliver the run_late/task_late alerts."""
+        late = self.store.transact(deadlines.mark_late)
+        for run_id, workflow, node in late:
+            self.engine.alerts.late(run_id, workflow, node)
+        return len(late)
 
     def deliver_alerts(self) -> int:
         """Deliver outbox alerts that are due (new, or due again after a failure)."""
@@ -157,7 +165,7 @@ class Maintenance(threading.Thread):
         while True:
             for step in (self.beat, self.upkeep.sweep, self.upkeep.sweep_containers,
                          self.upkeep.reconcile, self.upkeep.finish_stuck_runs,
-                         self.upkeep.deliver_alerts):
+                         self.upkeep.check_deadlines, self.upkeep.deliver_alerts):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips

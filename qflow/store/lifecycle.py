@@ -60,6 +60,7 @@ class NewRun:
     limits: Limits = field(default_factory=Limits)
     result_max_bytes: int | None = None     # a mapped node's collected list, too
     signed: bool = True                     # its creator signs messages (see qflow_runs)
+    deadline: float | None = None           # seconds: late if not ended by logical time + it
 
     @property
     def workflow(self) -> str:
@@ -104,7 +105,8 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0,
-        unsigned=not new.signed))
+        unsigned=not new.signed, deadline_at=None if new.deadline is None
+        else (logical_time or now) + dt.timedelta(seconds=new.deadline)))
     needed = new.limits.register(conn, graph)
     started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
     rows = []
@@ -121,6 +123,7 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
             call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
             options=json.dumps(options) if options else None,
             pools=json.dumps(needed[node.id]) if node.id in needed else None,
+            deadline_s=options.get("deadline"),
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
             attempts=0, queued_at=now if ready and started else None,   # see start()
             children=json.dumps(children[node.id])))

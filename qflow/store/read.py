@@ -14,7 +14,7 @@ from qflow.store.models import asset_consumed, asset_events, attempts, edges, ru
 
 _RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.created_at,
                 runs.c.started_at, runs.c.finished_at, runs.c.logical_time,
-                runs.c.tasks_total, runs.c.tasks_left)
+                runs.c.tasks_total, runs.c.tasks_left, runs.c.late)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -28,6 +28,8 @@ def _run_dict(row) -> dict[str, Any]:
            "started_at": iso(row.started_at), "finished_at": iso(row.finished_at)}
     if row.logical_time is not None:
         out["logical_time"] = iso(row.logical_time)
+    if row.late:                       # past its @workflow(deadline=...)
+        out["late"] = True
     out["tasks_total"] = row.tasks_total
     out["tasks_done"] = row.tasks_total - row.tasks_left
     return out
@@ -74,13 +76,13 @@ def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
                tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
-               tasks.c.queue)
+               tasks.c.queue, tasks.c.late)
         .where(tasks.c.run_id == run_id).order_by(tasks.c.id))
     shown = codec.installed().shown
     return [{"node": r.node, "state": r.state, "attempts": r.attempts,
              "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
              "error": shown(r.error), "worker": r.worker, "celery_id": r.celery_id,
-             "queue": r.queue} for r in rows]
+             "queue": r.queue, **({"late": True} if r.late else {})} for r in rows]
 
 
 def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
