@@ -169,7 +169,7 @@ class Cancel(ApiHandler):
 
 class TouchAsset(ApiHandler):
     async def post(self, name: str) -> None:
-        self.fail(404, f"unknown asset {name!r}")
+        self.write_json(await self.call(client.touch_asset, self.runtime.store, name))
 
 
 class OpenApi(ApiHandler):
