@@ -47,6 +47,9 @@ class Config:
     # Alerts (qflow/engine/alerts.py): which events notify, and where.
     notify_events: str = "run_failed"
     alert_retry_hours: float = 24.0       # how long an undelivered alert is retried
+    # Runs ended longer ago than this ("30d") are pruned by the workers' maintenance
+    # thread, a small batch at a time; empty: kept for ever (`qflow db prune` by hand).
+    retention: str = ""
     notify_webhook_url: str = ""
     notify_email_to: str = ""
     smtp_host: str = ""

@@ -9,15 +9,17 @@ concurrent sweepers agree.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
 import threading
 
 from qflow import authoring
+from qflow.core.durations import parse_duration
 from qflow.engine.executor import Executor
 from qflow.errors import WorkerLost
-from qflow.store import deadlines, livelog, liveness
+from qflow.store import deadlines, livelog, liveness, retention
 from qflow.worker import runtime_cli
 
 log = logging.getLogger("qflow.upkeep")
@@ -75,6 +77,14 @@ class Upkeep:
         for run_id, workflow, node in late:
             self.engine.alerts.late(run_id, workflow, node)
         return len(late)
+
+    def apply_retention(self) -> int:
+        """With ``retention`` set: prune one small batch of runs ended longer ago."""
+        if not self.config.retention:
+            return 0
+        cutoff = liveness.utcnow() - dt.timedelta(seconds=parse_duration(
+            self.config.retention))
+        return prune(self.config, self.store, cutoff, batch=100, batches=1)
 
     def deliver_alerts(self) -> int:
         """Deliver outbox alerts that are due (new, or due again after a failure)."""
@@ -144,6 +154,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def prune(config, store, cutoff: dt.datetime, batch: int = 500,
+          batches: int | None = None) -> int:
+    """Delete runs ended before ``cutoff`` (see qflow.store.retention), ``batch`` per
+    transaction, then each run's stored objects; returns how many runs went. An object
+    whose deletion fails (or a crash before it) stays under the run's prefix in the
+    store; deleting that prefix by hand collects it."""
+    from qflow.results import codec
+
+    objects = codec.for_config(config).store
+    done = 0
+    while batches is None or batches > 0:
+        ids = store.transact(retention.delete_batch, cutoff, batch)
+        for run_id in ids if objects is not None else []:
+            try:
+                objects.delete_run(run_id)
+            except Exception:  # noqa: BLE001 - the DB rows are gone: log, go on
+                log.exception("stored results of pruned run %s not deleted", run_id)
+        done += len(ids)
+        batches = None if batches is None else batches - 1
+        if len(ids) < batch:
+            break
+    return done
+
+
 class Maintenance(threading.Thread):
     """Background upkeep for one worker process, every ``heartbeat_interval``."""
 
@@ -165,7 +199,8 @@ class Maintenance(threading.Thread):
         while True:
             for step in (self.beat, self.upkeep.sweep, self.upkeep.sweep_containers,
                          self.upkeep.reconcile, self.upkeep.finish_stuck_runs,
-                         self.upkeep.check_deadlines, self.upkeep.deliver_alerts):
+                         self.upkeep.check_deadlines, self.upkeep.deliver_alerts,
+                         self.upkeep.apply_retention):
                 try:
                     step()
                 except Exception:  # noqa: BLE001 - upkeep must outlive DB/broker blips
