@@ -442,3 +442,17 @@ failing_command = shell("echo partial output; ls /no/such/dir", name="failing_co
 def shelling(name: str = "world"):
     echo_words(greeting="hello", name=name)
     failing_command()
+
+
+# -- a task that waits for the test -----------------------------------------------------
+@task
+def gated(path: str) -> str:
+    """Runs until the file ``path`` exists: the test decides when it ends."""
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return path
+
+
+@workflow
+def gate(path: str):
+    const(gated(path))

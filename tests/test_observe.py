@@ -202,15 +202,26 @@ def test_status_and_runs_print_json_with_timings_and_filters(tmp_path):
 
 def test_status_watch_follows_a_run_until_it_ends(cluster, tmp_path):
     import flows  # noqa: F401 - registers the workflows in this process too
-    # Triggered in process so that the watch surely starts while `slow` still runs.
-    run_id = cluster.runtime().engine.trigger("dozing", {"seconds": 2.5})
-    out = on_cluster(cluster, "status", run_id, "--watch", "--interval", "0.1", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    tables = re.split(r"\n(?=run [0-9a-f]{32}  workflow)", out.stdout.strip())  # per change
-    assert len(tables) >= 2
-    assert re.search(r"^  slow\s+running\s+1\s+w\d@", out.stdout, re.M)
-    assert tables[-1].startswith(f"run {run_id}  workflow dozing  succeeded")
-    assert "critical path  slow -> const" in tables[-1]
+    gate = tmp_path / "open"
+    run_id = cluster.runtime().engine.trigger("gate", {"path": str(gate)})
+    watch = subprocess.Popen(["qflow", "status", run_id, "--watch", "--interval", "0.1"],
+                             cwd=tmp_path, env=cluster.env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    rescue = threading.Timer(120, gate.touch)      # never hang: end the run at the latest
+    rescue.start()
+    seen = ""
+    while not re.search(r"^  gated\s+running\s+1\s+w\d@", seen, re.M):
+        line = watch.stdout.readline()               # the table, reprinted on each change
+        assert line, (seen, watch.stderr.read())
+        seen += line
+    gate.touch()                                     # now let the run end
+    rescue.cancel()
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    tables = re.split(r"\n(?=run [0-9a-f]{32}  workflow)", (seen + out).strip())  # per change
+    assert tables[0].startswith(f"run {run_id}  workflow gate  ")
+    assert tables[-1].startswith(f"run {run_id}  workflow gate  succeeded")
+    assert "critical path  gated -> const" in tables[-1]
 
     failed = qflow("-A", FLOWS, "run", "failing", cwd=tmp_path).stdout.split()[1]
     out = qflow("status", failed, "--watch", "--json", cwd=tmp_path)
