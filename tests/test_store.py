@@ -280,11 +280,11 @@ def test_the_migrations_create_exactly_the_models(db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from qflow.store.models import Base
+    from qflow.store.models import metadata
     store = Store(db_url)
     upgrade(store)
     with store.engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     store.dispose()
 
 
