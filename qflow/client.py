@@ -158,8 +158,7 @@ def touch_asset(store: Store, name: str) -> dict[str, Any]:
     if name not in A.declared():
         with store.read() as conn:
             if not assets.is_known(conn, name):
-                raise NotFound(f"unknown asset {name!r} (not named by the loaded "
-                               "workflows, never updated)")
+                raise NotFound(f"unknown asset {name!r}")
     return store.transact(assets.touch, name, utcnow())
 
 
