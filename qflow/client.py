@@ -28,15 +28,16 @@ class Conflict(UserError):
 
 
 # -- the JSON views -------------------------------------------------------------------
-def run_status(store: Store, run_id: str) -> dict[str, Any]:
-    """The run and every task in it, with where its time went: `status --json`."""
+def run_status(rt: Runtime, run_id: str) -> dict[str, Any]:
+    """The run and every task in it, with where its time went and why waiting tasks may
+    never start (``warnings``): `status --json`."""
     from qflow.cli import progress
 
     try:
-        run, summary = progress.snapshot(store, run_id)
+        run, summary = progress.snapshot(rt.store, run_id)
     except UserError:
         raise NotFound(f"unknown run {run_id!r}") from None
-    return {**run, "summary": summary}
+    return {**run, "summary": summary, "warnings": rt.warnings(run_id)}
 
 
 def run_list(store: Store, workflow: str | None = None, state: str | None = None,
@@ -206,7 +207,7 @@ class Client:
 
     def status(self, run_id: str) -> dict[str, Any]:
         """The run and its tasks, as `qflow status --json` prints them."""
-        return run_status(self._ready().store, run_id)
+        return run_status(self._ready(), run_id)
 
     def result(self, run_id: str, node: str | None = None) -> Any:
         """What ``node`` (default: the run's last leaf) returned."""

@@ -29,18 +29,18 @@ def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
     from qflow.cli import progress, tables
+    from qflow.client import run_status
 
     rt = obj.runtime()
     store = rt.ready_store(migrate=False)
     if watch:
         progress.watch(store, run_id, interval, quiet=as_json)
-    run, summary = progress.snapshot(store, run_id)
-    warnings = rt.warnings(run_id)
+    run = run_status(rt, run_id)
     if as_json:
-        click.echo(json.dumps({**run, "summary": summary, "warnings": warnings}, indent=2))
+        click.echo(json.dumps(run, indent=2))
     elif not watch:
-        tables.emit(tables.status_table(run, summary))
-        warn(warnings)
+        tables.emit(tables.status_table(run, run["summary"]))
+        warn(run["warnings"])
     if watch:
         sys.exit(0 if run["state"] == SUCCEEDED else 1)
 

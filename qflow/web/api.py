@@ -120,7 +120,7 @@ class Runs(ApiHandler):
 
 class Run(ApiHandler):
     async def get(self, run_id: str) -> None:
-        self.write_json(await self.call(client.run_status, self.runtime.store, run_id))
+        self.write_json(await self.call(client.run_status, self.runtime, run_id))
 
 
 class Result(ApiHandler):
