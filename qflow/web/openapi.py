@@ -68,7 +68,9 @@ def _schemas() -> dict[str, Any]:
             "tasks": {"type": "array", "items": _ref("Task")},
             "summary": {"type": "object", "nullable": True,
                         "description": "Once the run ended: duration, critical path, "
-                                       "slowest tasks."}}}]},
+                                       "slowest tasks."},
+            "warnings": {"type": "array", "items": {"type": "string"},
+                         "description": "Why waiting tasks may never start."}}}]},
         "Workflow": {"type": "object", "properties": {
             "name": {"type": "string"},
             "params": {"type": "object", "additionalProperties": {"type": "string"}},
