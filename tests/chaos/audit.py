@@ -87,7 +87,7 @@ def audit(url: str, ledger: Ledger, faults: list[Injected],
         if fault.kind == KILL_WORKER:
             kills[fault.target].append(fault.began)
     for task in task_rows:
-        _check_task(task, ledger.get((task.run_id, task.node), []), by_task[task.id], found,
+        check_task(task, ledger.get((task.run_id, task.node), []), by_task[task.id], found,
                     kills)
     known = {(t.run_id, t.node) for t in task_rows}
     found.problems += [f"{r}/{n}: in the ledger but not in the DB"
@@ -113,7 +113,7 @@ def _check_run(run, n_tasks: int, results: dict) -> list[str]:
     return problems
 
 
-def _check_task(task, began: list[int], rows: dict[int, object], found: Findings,
+def check_task(task, began: list[int], rows: dict[int, object], found: Findings,
                 kills: dict[str, list[dt.datetime]]) -> None:
     """One task: it ended succeeded, its last attempt ran, no attempt ran twice, and every
     earlier attempt that ran has a row saying why it did not count, truly: one that says
