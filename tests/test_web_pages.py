@@ -51,8 +51,10 @@ def browser():
 def console(browser, redis_url, pg_server_url, tmp_path_factory):
     """`qflow web` with HTTP basic auth, and one worker, serving tests/web_flows.py."""
     folder = tmp_path_factory.mktemp("web")
+    key = subprocess.run(["qflow", "keygen"], capture_output=True, text=True, check=True)
     cluster = start_cluster(redis_url, pg_server_url, folder, 1,
-                            app=str(ROOT / "tests" / "web_flows.py"))
+                            app=str(ROOT / "tests" / "web_flows.py"),
+                            QFLOW_ENCRYPTION_KEY=key.stdout.strip().splitlines()[-1])
     port = servers.free_port()
     log = open(folder / "web.log", "w")
     server = subprocess.Popen(["qflow", "web", "--port", str(port)], stdout=log,
@@ -215,6 +217,28 @@ def test_script_payloads_in_a_parameter_an_error_and_a_log_line_render_as_text(p
     page.goto(f"{base}/qflow/runs?workflow=web_echo")
     page.goto(f"{base}/qflow/workflows/web_echo")
     assert page.locator("script:not([src])").count() == 0
+
+
+def test_a_secret_parameter_is_typed_blind_and_shown_as_stars(page, console):
+    secret = f"hunter2-{uuid.uuid4().hex}"
+    page.goto(f"{console['base']}/qflow/workflows/web_secret")
+    assert page.get_attribute("#param-token", "type") == "password"
+    page.fill("#param-rounds", "x")                  # a bad neighbour: the page comes back
+    page.fill("#param-token", secret)
+    with page.expect_navigation():
+        page.click("#trigger button[type=submit]")
+    assert page.input_value("#param-token") == "" and secret not in page.content()
+    run_id = trigger(page, console["base"], "web_secret", token=secret, rounds=2)
+    wait_state(page, "succeeded")
+    assert page.inner_text('#run-params [data-param="token"]') == "token = ***"
+    assert secret not in page.content()
+    page.click('#dag g.node[data-node="use_token"]')
+    page.click("#detail .show-result")
+    page.wait_for_function(
+        "() => document.querySelector('#detail pre.result-text').textContent.trim() === '"
+        f"{len(secret)}'")
+    page.goto(f"{console['base']}/qflow/")
+    assert secret not in page.content() and run_id
 
 
 def test_the_grid_links_each_cell_to_the_run_page_focused_on_that_task(page, console):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from qflow import task, workflow
+from qflow import Secret, task, workflow
 
 
 @task
@@ -76,3 +76,13 @@ def web_sleepy(seconds: float = 120.0):
 @workflow
 def web_map(n: int = 30):
     element.map(items(n))
+
+
+@task
+def use_token(token: str) -> int:
+    return len(token)
+
+
+@workflow
+def web_secret(token: Secret[str], rounds: int = 1):
+    use_token(token)

@@ -116,7 +116,8 @@ class WorkflowPage(Page):
                 self.back(f"/qflow/runs/{run_id}", notice="run triggered")
                 return
         self.set_status(400)
-        await self.show(wdef, {**_form_values(wdef), **given}, errors, problem)
+        typed = {k: v for k, v in given.items() if not P.is_secret(wdef.params[k].type)}
+        await self.show(wdef, {**_form_values(wdef), **typed}, errors, problem)
 
     async def show(self, wdef: authoring.WorkflowDef, values: dict[str, str],
                    errors: dict[str, str], problem: str | None) -> None:
@@ -148,16 +149,18 @@ def field_errors(wdef: authoring.WorkflowDef, given: dict[str, str]) -> dict[str
 
 
 def _form_values(wdef: authoring.WorkflowDef) -> dict[str, str]:
-    """Each parameter's default as one would type it after ``-p name=``."""
+    """Each parameter's default as one would type it after ``-p name=`` (none for a
+    Secret: its field starts empty, and empty means the default)."""
     defaults = {n: p.default for n, p in wdef.params.items() if not p.required}
     defaults.update(wdef.options.get("params") or {})
     return {n: v if isinstance(v, str) else json.dumps(P.to_json(v), default=str)
-            for n, v in defaults.items()}
+            for n, v in defaults.items() if not P.is_secret(wdef.params[n].type)}
 
 
 def _fields(wdef: authoring.WorkflowDef) -> list[dict[str, Any]]:
     return [{"name": n, "type": P.type_name(p.type) or "any", "required": p.required,
-             "bool": p.type is bool} for n, p in wdef.params.items()]
+             "bool": p.type is bool, "secret": P.is_secret(p.type)}
+            for n, p in wdef.params.items()]
 
 
 def _describe(wdef: authoring.WorkflowDef) -> list[tuple[str, str]]:

@@ -3,7 +3,6 @@ Tornado, no SQL). Rows are :data:`qflow.store.observe.VIEW_COLUMNS` tuples."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -11,7 +10,6 @@ from qflow.cli.timing import critical_path
 from qflow.core.states import TASK_STATES
 from qflow.store.read import iso
 
-ELEMENT = re.compile(r"^(.*)\[(\d+)\]$")
 # One letter per task state: a mapped node's elements travel as one string.
 CODES = dict(zip(TASK_STATES, "PQRYSFUKCW", strict=True))
 # How far back of the latest end a page looks again at its next poll: an end committed a
@@ -22,11 +20,13 @@ EPOCH = dt.datetime(1970, 1, 1)
 
 
 def element_of(node: str, nodes: set[str] | dict) -> tuple[str, int] | None:
-    """(mapped node, index) if ``node`` is an element of a mapped node in ``nodes``."""
-    match = ELEMENT.match(node)
-    if match is None or match.group(1) not in nodes:
+    """(mapped node, index) if ``node`` is an element ``name[i]`` of a mapped node in
+    ``nodes`` (string operations, not a regex: a page may ask this 100,000 times)."""
+    base, bracket, index = node.rpartition("[")
+    if not bracket or not index.endswith("]") or base not in nodes:
         return None
-    return match.group(1), int(match.group(2))
+    index = index[:-1]
+    return (base, int(index)) if index.isdigit() else None
 
 
 def wire(row: tuple) -> list:
