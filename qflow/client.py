@@ -78,9 +78,9 @@ def workflow_list(paused: set[str]) -> list[dict[str, Any]]:
 
 def paused_of(store: Store) -> set[str]:
     """Names of the paused workflows (no query when none has a schedule)."""
-    from qflow.engine.scheduler import paused_workflows, scheduled_workflows
+    from qflow.engine.scheduler import any_scheduled, paused_workflows
 
-    return paused_workflows(store) if scheduled_workflows() else set()
+    return paused_workflows(store) if any_scheduled() else set()
 
 
 def task_result(store: Store, run_id: str, node: str | None = None) -> tuple[str, Any]:

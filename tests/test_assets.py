@@ -157,6 +157,10 @@ def test_assets_touch_of_an_unknown_name_exits_2_and_the_listing_shows_the_rest(
         ("warehouse.prices", 0, None), ("warehouse.sales", 1, None)]
     table = qflow("assets", cwd=tmp_path, env=env).stdout
     assert "warehouse.sales" in table and "outside" in table and "never" in table
+    assert qflow("pause", "refresh_dashboard", cwd=tmp_path, env=env).returncode == 0
+    listed = qflow("workflows", cwd=tmp_path, env=env).stdout
+    assert "on updates of warehouse.sales, paused" in listed
+    assert "on updates of warehouse.prices, warehouse.sales" in listed
 
 
 # -- as a user runs it -----------------------------------------------------------------------

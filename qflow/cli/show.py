@@ -91,10 +91,10 @@ def workflows(obj: Obj, as_json: bool) -> None:
     """List the registered workflows with their parameters, tasks and schedules."""
     from qflow.cli import tables
     from qflow.client import workflow_list
-    from qflow.engine.scheduler import scheduled_workflows
+    from qflow.engine.scheduler import any_scheduled
 
     rt = obj.app()
-    out = workflow_list(_paused(rt) if scheduled_workflows() else set())
+    out = workflow_list(_paused(rt) if any_scheduled() else set())
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

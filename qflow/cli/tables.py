@@ -145,6 +145,8 @@ def workflows_table(workflows: list[dict[str, Any]]) -> RenderableType:
 def _schedule(w: dict[str, Any]) -> str:
     if w["schedule"] is None:
         return "-"
+    if w.get("assets"):                   # started by updates: no time zone, no next time
+        return w["schedule"] + (", paused" if w["paused"] else "")
     state = "paused" if w["paused"] else f"next {w['next_fire_time'] or 'never (ended)'}"
     return f"{w['schedule']} {w['timezone']}, {state}"
 

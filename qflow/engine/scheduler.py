@@ -75,6 +75,11 @@ def asset_workflows() -> list[tuple[authoring.WorkflowDef, tuple[str, ...]]]:
             if w.options.get("assets")]
 
 
+def any_scheduled() -> bool:
+    """Whether a loaded workflow has a schedule (a time or assets)."""
+    return bool(scheduled_workflows() or asset_workflows())
+
+
 def schedule_of(wdef: authoring.WorkflowDef) -> sched.Schedule:
     """The workflow's schedule; UserError when it has none."""
     schedule = sched.from_options(wdef.options)
@@ -96,7 +101,7 @@ def schedule_summary(wdef: authoring.WorkflowDef, paused: bool,
     schedule = sched.from_options(wdef.options)
     if wdef.options.get("assets"):
         return {"schedule": "on updates of " + ", ".join(wdef.options["assets"]),
-                "assets": list(wdef.options["assets"]), "paused": paused,
+                "assets": list(wdef.options["assets"]), "timezone": "", "paused": paused,
                 "next_fire_time": None}
     if schedule is None:
         return {"schedule": None, "paused": paused, "next_fire_time": None}
