@@ -65,7 +65,8 @@ def console(browser, redis_url, pg_server_url, tmp_path_factory):
             servers.wait_port(port, timeout=40)
         except TimeoutError:
             pytest.fail(f"qflow web did not start:\n{(folder / 'web.log').read_text()}")
-        yield {"base": f"http://127.0.0.1:{port}", "folder": folder}
+        yield {"base": f"http://127.0.0.1:{port}", "folder": folder,
+               "database_url": cluster.database_url}
     finally:
         server.terminate()
         server.wait(10)
@@ -275,6 +276,26 @@ def test_the_runs_list_filters_by_workflow_and_state(page, console):
     response = page.goto(f"{base}/qflow/runs?since=yesterday")
     assert response.status == 400
     assert "since:" in page.inner_text("#form-error")
+
+
+def test_older_links_page_through_the_runs_list(page, console):
+    from qflow.store import Store
+    store = Store(console["database_url"])
+    t = dt.datetime(2026, 1, 1)
+    ids = _add_runs(store, "web_paging", [t + dt.timedelta(seconds=i // 2) for i in range(61)])
+    store.dispose()
+    page.goto(f"{console['base']}/qflow/runs?workflow=web_paging")
+    seen = []
+    while True:
+        seen += page.locator("#runs tr[data-run]").evaluate_all(
+            "rows => rows.map(r => r.dataset.run)")
+        if page.locator("#older").count() == 0:
+            break
+        assert "workflow=web_paging" in page.get_attribute("#older", "href")
+        with page.expect_navigation():
+            page.click("#older")
+    assert len(seen) == 61 and sorted(seen) == sorted(ids)
+    assert page.locator("#newest").count() == 1
 
 
 # -- the queries behind the pages -------------------------------------------------------
