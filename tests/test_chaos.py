@@ -72,7 +72,7 @@ def test_the_audit_flags_reruns_without_a_true_cause_and_an_attempt_run_twice():
     alive = problems_of([1, 2], {1: attempt_row("WorkerLost"), 2: attempt_row(None)},
                         {"w2": [T0 + dt.timedelta(seconds=1)]})
     assert len(alive) == 1 and "was not killed while it ran" in alive[0]
-    assert problems_of([1, 1], {1: attempt_row(None)}) == [
-        "r1/link__3: attempt 1 began 2 times"]
+    twice = problems_of([1, 1], {1: attempt_row(None)})
+    assert len(twice) == 1 and twice[0].startswith("r1/link__3: attempt 1 began 2 times")
     lost = problems_of([1], {1: attempt_row("Flaky"), 2: attempt_row(None)}, last=2)
     assert len(lost) == 1 and "attempt 2 (its last) never began" in lost[0]

@@ -127,7 +127,8 @@ def check_task(task, began: list[int], rows: dict[int, object], found: Findings,
                               f"(ledger: {sorted(began)})")
     for number, times in sorted(Counter(began).items()):
         if times > 1:
-            found.problems.append(f"{name}: attempt {number} began {times} times")
+            found.problems.append(f"{name}: attempt {number} began {times} times; its "
+                                  f"rows: {[_describe(r) for _, r in sorted(rows.items())]}")
     for number in sorted(set(began) - {task.attempts}):
         row = rows.get(number)
         cause = row.error_type if row is not None else None
@@ -154,7 +155,8 @@ def _killed(row, kills: dict[str, list[dt.datetime]]) -> bool:
 def _describe(row) -> str:
     if row is None:
         return "nothing (no attempt row)"
-    return f"state={row.state} error_type={row.error_type} worker={row.worker}"
+    return (f"state={row.state} error_type={row.error_type} worker={row.worker} "
+            f"{row.started_at} to {row.finished_at}")
 
 
 def _recovery(faults: list[Injected], progress: list[dt.datetime], attempt_rows: list
