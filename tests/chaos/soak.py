@@ -137,7 +137,19 @@ def soak(settings: Settings, folder: Path) -> Report:
         hands.cluster = start_cluster(redis.url, hands.postgres.url, folder,
                                       settings.workers, app=str(FLOWS), **ENV)
         stack.callback(hands.cluster.stop)
-        return _drive(settings, hands, folder)
+        report = _drive(settings, hands, folder)
+        if report.failures():                  # the servers go: keep the DB for a look
+            dump(hands.cluster.database_url, folder / "results-db.sql")
+        return report
+
+
+def dump(url: str, path: Path) -> None:
+    """pg_dump the results DB at ``url`` (a SQLAlchemy URL) into ``path``."""
+    plain = sa.engine.make_url(url).set(drivername="postgresql")
+    with open(path, "w") as out:
+        subprocess.run([servers._pg_bin("pg_dump"),
+                        plain.render_as_string(hide_password=False)], stdout=out,
+                       stderr=subprocess.DEVNULL, timeout=120)
 
 
 def _drive(settings: Settings, hands: Hands, folder: Path) -> Report:
