@@ -418,3 +418,32 @@ def test_backfill_counts_every_day_of_a_long_range_and_refuses_impossible_ones(
                     "--end", end, cwd=tmp_path)
         assert expected in one_line_error(out, 2)
     assert not (tmp_path / "qflow.db").exists()
+
+
+WIDE = """
+from qflow import task, workflow
+
+@task
+def count(rows: list[str], i: int) -> int:
+    return len(rows) + i
+
+@task
+def total(counts: list[int]) -> int:
+    return sum(counts)
+
+@workflow
+def wide(rows: list[str] = []):
+    total([count(rows, i) for i in range(20)])
+"""
+
+
+def test_a_big_parameter_passed_to_many_tasks_is_stored_once(tmp_path):
+    (tmp_path / "wide.py").write_text(WIDE)
+    rows = json.dumps([f"row {i:04d} " + "x" * 40 for i in range(200)])   # about 10 KB
+    out = qflow("-A", "wide.py", "run", "wide", "-p", f"rows={rows}", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "total returned:\n4190" in out.stdout           # 20 * 200 + (0 + ... + 19)
+    with sqlite3.connect(tmp_path / "qflow.db") as conn:
+        calls = conn.execute("SELECT SUM(LENGTH(call)) FROM qflow_tasks").fetchone()[0]
+        params = conn.execute("SELECT LENGTH(params) FROM qflow_runs").fetchone()[0]
+    assert params > len(rows) and calls < 3000, (params, calls)

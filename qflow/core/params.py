@@ -159,6 +159,45 @@ def body_values(params: dict[str, Param], stored: dict[str, Any]) -> dict[str, A
             for name, p in params.items()}
 
 
+SHARED_MIN_BYTES = 256     # a parameter at least this long (as JSON) is stored once
+
+
+def share_params(call: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A node's call (``{"args": [...], "kwargs": {...}}``, JSON-ready) with each argument
+    that is exactly one of the run's parameter values, if that is long, replaced by a
+    reference to it (``{PARAM_KEY: name}``, which the worker fills in from the run, as
+    for a secret): a big parameter passed to many tasks is stored once, in the run, not
+    in every task row. Arguments and the items of list and dict arguments are looked at.
+    """
+    big: dict[str, str] = {}
+    for name, value in values.items():
+        if isinstance(value, (str, list, dict)) and not (isinstance(value, dict)
+                                                         and SECRET_KEY in value):
+            text = json.dumps(value, sort_keys=True)
+            if len(text) >= SHARED_MIN_BYTES:
+                big.setdefault(text, name)
+    if not big:
+        return call
+    return {"args": [_shared(v, big, 1) for v in call["args"]],
+            "kwargs": {k: _shared(v, big, 1) for k, v in call["kwargs"].items()}}
+
+
+def _shared(value: Any, big: dict[str, str], depth: int) -> Any:
+    if isinstance(value, str) and len(value) < SHARED_MIN_BYTES - 2:
+        return value                     # too short to be one: no need to encode it
+    if isinstance(value, (str, list, dict)):
+        name = big.get(json.dumps(value, sort_keys=True))
+        if name is not None:
+            return {PARAM_KEY: name}
+    if depth == 0:
+        return value
+    if isinstance(value, list):
+        return [_shared(v, big, depth - 1) for v in value]
+    if isinstance(value, dict) and len(value) > 1:      # not a reference of one key
+        return {k: _shared(v, big, depth - 1) for k, v in value.items()}
+    return value
+
+
 def to_json(value: Any) -> Any:
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()

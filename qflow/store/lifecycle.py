@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Update, bindparam, insert, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import Graph
+from qflow.core.params import share_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, outbox, pools
 from qflow.store.counts import Ended, count_ended
@@ -120,7 +121,7 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
             run_id=run_id, node=node.id, task=node.task,
             state=S.QUEUED if ready and "map" not in options else S.PENDING,
             trigger_rule=node.trigger_rule, queue=node.queue,
-            call=json.dumps({"args": node.args, "kwargs": node.kwargs}),
+            call=json.dumps(_call(node, new.values, "map" in options)),
             options=json.dumps(options) if options else None,
             pools=json.dumps(needed[node.id]) if node.id in needed else None,
             deadline_s=options.get("deadline"),
@@ -132,6 +133,14 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     if not started:
         return Progress()
     return RunWriter(conn, run_id, graph.workflow, now).start()
+
+
+def _call(node, values: dict[str, Any], mapped: bool) -> dict[str, Any]:
+    """What a task row keeps of its node's arguments: big parameters by reference (see
+    :func:`~qflow.core.params.share_params`); a mapped node's as they are (its input list
+    is read where the node expands)."""
+    call = {"args": node.args, "kwargs": node.kwargs}
+    return call if mapped else share_params(call, values)
 
 
 @query()
