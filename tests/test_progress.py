@@ -180,3 +180,33 @@ def test_logs_and_status_show_a_tasks_terminal_escapes_as_text(tmp_path):
     assert "\\x1b[31malert\\x07" in text and "\x07" not in text and "\x1b[31malert" not in text
     code, text = on_terminal(["logs", run_id], tmp_path)
     assert "\\x1b]0;pwned\\x07" in text and "\x07" not in text and "\x1b[2J" not in text
+
+
+# -- the events themselves ------------------------------------------------------------------
+def _task(node: str, state: str, attempts: int, started=None, finished=None, error=None):
+    return {"node": node, "state": state, "attempts": attempts, "started_at": started,
+            "finished_at": finished, "error": error, "worker": "w1@h"}
+
+
+def _attempt(node: str, number: int, state: str, started: str, finished: str, error=None):
+    return {"node": node, "attempt": number, "state": state, "worker": "w1@h",
+            "started_at": started, "finished_at": finished, "error": error}
+
+
+def test_events_name_each_attempt_and_the_ends_no_attempt_recorded():
+    from qflow.cli.events import describe, run_events
+
+    t = "2026-01-01T00:00:0{}+00:00".format
+    tasks = [_task("a", "canceled", 1, t(1), t(5)),         # failed once, canceled waiting
+             _task("b", "upstream_failed", 0, None, t(4)),  # never ran
+             _task("c", "failed", 2, t(2), t(3), "ValueError: no"),
+             _task("d", "running", 1, t(6))]
+    attempts = [_attempt("a", 1, "failed", t(1), t(2), "IOError: x"),
+                _attempt("c", 1, "failed", t(0), t(1), "ValueError: no"),
+                _attempt("c", 2, "failed", t(2), t(3), "ValueError: no")]
+    said = [(e.node, describe(e)[0]) for e in run_events(tasks, attempts)]
+    assert said == [("c", "started"), ("c", "retrying"), ("a", "started"),    # ends first
+                    ("a", "retrying"), ("c", "started"), ("c", "failed"),     # at one time
+                    ("b", "upstream_failed"), ("a", "canceled"), ("d", "started")]
+    ends = [e for e in run_events(tasks, attempts) if e.ends_task]
+    assert [e.node for e in ends] == ["c", "b", "a"]          # each task's end counted once
