@@ -305,3 +305,25 @@ def test_a_run_whose_qflow_run_was_killed_is_finished_by_the_next_one(tmp_path):
     assert run["state"] == "succeeded"
     assert run["tasks"][0]["attempts"] == 2
     store.dispose()
+
+
+def test_a_sweeper_just_back_from_an_outage_does_not_take_silence_for_death(engine):
+    """After a DB outage every worker's heartbeat is old only because none could write
+    it: a sweeper that has not itself reached the DB for worker_lost_timeout leaves
+    silent workers alone (a restarted or known-dead one is still swept)."""
+    from qflow.engine.upkeep import Maintenance
+
+    run_id = engine.trigger("diamond", {"x": 1})
+    first = engine.dispatcher.sent.pop(0)
+    engine.store.transact(liveness.heartbeat, "w-busy", 1, ago(300))
+    engine.store.transact(attempts.claim, run_id, first.node, 1, "w-busy", None)
+    with engine.store.write() as conn:      # its heartbeat, 2 minutes old (the outage)
+        conn.execute(update(workers).where(workers.c.name == "w-busy")
+                     .values(last_seen=ago(120)))
+    upkeep = Upkeep(Executor(engine))
+    back = Maintenance(upkeep, "w-sweeper")
+    back.beat()                                # reached the DB just now
+    assert back.sweep() == 0
+    assert status(engine, run_id)["by_node"][first.node]["state"] == "running"
+    back._reached_since -= engine.config.worker_lost_timeout      # time passes
+    assert back.sweep() == 1

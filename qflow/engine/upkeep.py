@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from qflow import authoring
 from qflow.core.durations import parse_duration
@@ -35,11 +36,12 @@ class Upkeep:
         self.config = executor.config
         self._runtime_missing = False
 
-    def sweep(self) -> int:
-        """Requeue attempts whose worker is gone; returns how many were found."""
+    def sweep(self, trust_silence: bool = True) -> int:
+        """Requeue attempts whose worker is gone; returns how many were found (see
+        :func:`qflow.store.liveness.lost_attempts` for ``trust_silence``)."""
         timeout = self.config.worker_lost_timeout
         with self.store.read() as conn:
-            lost = liveness.lost_attempts(conn, timeout)
+            lost = liveness.lost_attempts(conn, timeout, trust_silence)
         for run_id, node, attempt in lost:
             log.warning("worker of %s/%s attempt %s is gone; requeueing", run_id, node, attempt)
             self.executor.record_lost(run_id, node, attempt, WorkerLost(
@@ -189,15 +191,31 @@ class Maintenance(threading.Thread):
         self.pid = os.getpid()
         self.started_at = liveness.utcnow()
         self._stop_event = threading.Event()
+        self._reached_since: float | None = None     # reaching the DB without a break
 
     def beat(self) -> None:
-        self.upkeep.store.transact(liveness.heartbeat, self.worker_name, self.pid,
-                                   self.started_at, self.queues)
+        try:
+            self.upkeep.store.transact(liveness.heartbeat, self.worker_name, self.pid,
+                                       self.started_at, self.queues)
+        except Exception:
+            self._reached_since = None
+            raise
+        if self._reached_since is None:
+            self._reached_since = time.monotonic()
+
+    def sweep(self) -> int:
+        """Sweep; but after an outage (or at start) every other worker's heartbeat may look
+        old only because they, like this one, could not write it: take silence as death
+        only once this process has itself reached the DB for ``worker_lost_timeout``."""
+        reached = self._reached_since
+        trust = reached is not None and (
+            time.monotonic() - reached >= self.upkeep.config.worker_lost_timeout)
+        return self.upkeep.sweep(trust_silence=trust)
 
     def run(self) -> None:
         interval = self.upkeep.config.heartbeat_interval
         while True:
-            for step in (self.beat, self.upkeep.sweep, self.upkeep.sweep_containers,
+            for step in (self.beat, self.sweep, self.upkeep.sweep_containers,
                          self.upkeep.reconcile, self.upkeep.finish_stuck_runs,
                          self.upkeep.check_deadlines, self.upkeep.deliver_alerts,
                          self.upkeep.apply_retention):

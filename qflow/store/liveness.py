@@ -58,25 +58,31 @@ def workers_named(conn: Connection, pattern: str) -> list[tuple[str, int]]:
 def silence(conn: Connection, names: list[str]) -> None:
     """Mark workers as not seen for a long time (their process is known to be gone)."""
     conn.execute(update(workers).where(workers.c.name.in_(names))
-                 .values(last_seen=dt.datetime(2000, 1, 1)))
+                 .values(last_seen=DEAD))
 
 
-def lost_attempts(conn: Connection, timeout: float) -> list[tuple[str, str, int]]:
+DEAD = dt.datetime(2000, 1, 1)          # the last_seen of a worker known to be gone
+
+
+def lost_attempts(conn: Connection, timeout: float, trust_silence: bool = True
+                  ) -> list[tuple[str, str, int]]:
     """Running attempts whose worker stopped heartbeating, restarted since, or is gone.
 
     A worker that stops cleanly removes its row; an attempt still running under a name
     with no row (its outcome could not be recorded, say) is lost once it is ``timeout``
     old. Heartbeats are stamped and compared by the DB's clock, so hosts whose clocks
-    disagree do not declare each other dead.
+    disagree do not declare each other dead. Without ``trust_silence`` (the caller may
+    itself have been cut off from the DB lately, and every heartbeat looks old after an
+    outage) silence alone proves nothing: only a restart, a row known dead, or no row.
     """
     cutoff = db_now(conn) - dt.timedelta(seconds=timeout)
     gone = workers.c.name.is_(None) & (tasks.c.started_at < cutoff)
+    silent = workers.c.last_seen < cutoff if trust_silence else workers.c.last_seen <= DEAD
     rows = conn.execute(
         select(tasks.c.run_id, tasks.c.node, tasks.c.attempts)
         .outerjoin(workers, workers.c.name == tasks.c.worker)
         .where(tasks.c.state == S.RUNNING,
-               (workers.c.last_seen < cutoff) | (tasks.c.started_at < workers.c.started_at)
-               | gone))
+               silent | (tasks.c.started_at < workers.c.started_at) | gone))
     return [(r.run_id, r.node, r.attempts) for r in rows]
 
 

@@ -82,7 +82,10 @@ def acquire(conn: Connection, task_id: int, names: list[str], now: dt.datetime) 
         if exists is None:
             conn.execute(insert(pool_waits).values(pool=name, task_id=task_id, since=now))
         return False
-    conn.execute(update(tasks).where(tasks.c.id == task_id).values(holding=True))
+    # Queued with a message from now: a task that waited for its slot longer than
+    # requeue_after must not look stale (and be sent twice) the moment it is admitted.
+    conn.execute(update(tasks).where(tasks.c.id == task_id).values(holding=True,
+                                                                   queued_at=now))
     return True
 
 
