@@ -7,11 +7,13 @@
 Each command runs as a fresh process, as a user runs it (the `qflow` script installed
 beside this Python), against a SQLite results DB in a temporary folder that holds one
 finished run of bench_flows.diamond (made first with `qflow run`). Reported: median and
-90th percentile wall-clock seconds, and the machine's load average, since a busy machine
-shifts every figure. Python's own start-up is measured the same way for reference.
+90th percentile wall-clock seconds, the median CPU seconds (user + system), and the
+machine's load average, since a busy machine shifts every figure. Python's own start-up
+is measured the same way for reference.
 """
 from __future__ import annotations
 
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,16 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common as C  # noqa: E402
 
 
-def timings(argv: list[str], cwd: Path, env: dict[str, str], runs: int) -> list[float]:
-    """Wall-clock seconds of ``runs`` fresh runs of ``argv``; each must exit 0."""
-    out = []
+def timings(argv: list[str], cwd: Path, env: dict[str, str], runs: int
+            ) -> tuple[list[float], list[float]]:
+    """Wall-clock and CPU (user + system) seconds of ``runs`` fresh runs of ``argv``; each
+    must exit 0. On a busy machine the CPU time is the steadier figure."""
+    wall, cpu = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-        out.append(time.perf_counter() - t0)
+        wall.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr}")
-    return out
+    return wall, cpu
 
 
 def p90(values: list[float]) -> float:
@@ -63,13 +70,14 @@ def main() -> None:
                  "qflow status RUN": [qflow, "status", run_id],
                  "qflow runs": [qflow, "runs"]}
         C.say(f"{runs} runs each; load average {C.loadavg()}")
-        C.say(f"{'command':20} {'median s':>9} {'p90 s':>9}")
+        C.say(f"{'command':20} {'median s':>9} {'p90 s':>9} {'CPU median s':>13}")
         figures = {}
         for name, argv in cases.items():
-            times = timings(argv, folder, env, runs)
-            figures[name] = {"median": statistics.median(times), "p90": p90(times),
-                             "runs": runs}
-            C.say(f"{name:20} {figures[name]['median']:9.3f} {figures[name]['p90']:9.3f}")
+            wall, cpu = timings(argv, folder, env, runs)
+            figures[name] = {"median": statistics.median(wall), "p90": p90(wall),
+                             "cpu_median": statistics.median(cpu), "runs": runs}
+            row = figures[name]
+            C.say(f"{name:20} {row['median']:9.3f} {row['p90']:9.3f} {row['cpu_median']:13.3f}")
         C.say(f"load average after: {C.loadavg()}")
     C.emit(args, "cli_startup", {"commands": figures})
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
 
 import click
 
 from qflow.cli import timing
-from qflow.core.dag import Graph
+
+if TYPE_CHECKING:
+    from qflow.core.dag import Graph
 
 # Per task state: the terminal colour and the fill of a dot/mermaid node.
 STATE_COLORS: dict[str, tuple[str, str]] = {

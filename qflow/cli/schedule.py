@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import signal
 import sys
 import threading
@@ -20,8 +19,14 @@ if TYPE_CHECKING:                   # the commands import them: they need a DB (
     from qflow.engine import scheduler as S
     from qflow.runtime import Runtime
 
-log = logging.getLogger("qflow.scheduler")
 BACKFILL_LIMIT = 10_000
+
+
+def _log():
+    """The scheduler's logger (logging is imported when a scheduler runs, not with the CLI)."""
+    import logging
+
+    return logging.getLogger("qflow.scheduler")
 
 
 @cli.command()
@@ -46,18 +51,21 @@ def scheduler(obj: Obj, interval: float | None, loglevel: str) -> None:
     _log_to_stderr(loglevel)
     where = f" (embedded worker, results DB {hide_password(rt.config.database_url)})" \
         if rt.config.embedded else ""
-    log.info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({d})" for w, d in loaded))
+    _log().info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({d})" for w, d in loaded))
     stop = threading.Event()
     with rt.embedded():
         # After the embedded worker's setup, which installs handlers of its own.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
         S.Scheduler(rt.engine).run(stop, rt.config.scheduler_interval, _report)
-    log.info("scheduler stopped")
+    _log().info("scheduler stopped")
 
 
 def _log_to_stderr(level: str) -> None:
     """The scheduler's own handler: the embedded worker reconfigures the root logger."""
+    import logging
+
+    log = _log()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(asctime)s: %(levelname)s/scheduler] "
                                            "%(message)s"))
@@ -69,7 +77,7 @@ def _log_to_stderr(level: str) -> None:
 def _report(fired: S.Fired) -> None:
     from qflow.engine import scheduler as S
 
-    when = fired.logical_time.isoformat()
+    log, when = _log(), fired.logical_time.isoformat()
     if fired.outcome == S.CREATED:
         log.info("created run %s of %s for %s", fired.run_id, fired.workflow, when)
     elif fired.outcome == S.FAILED:
