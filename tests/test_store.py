@@ -694,16 +694,17 @@ def test_a_process_lost_while_running_a_followed_child_records_that_child(engine
     ({}, None, False, True),
     ({}, (35.0, None), False, False),           # Celery's hard limit is per message
     ({"follow_seconds": 0}, None, False, False),
-    ({}, None, True, False),                    # Flower is meant to see every task
+    ({}, None, True, True),                     # and reports each task's events
 ])
-def test_a_worker_follows_unless_limited_turned_off_or_sending_task_events(
-        settings, timelimit, events, follows):
+def test_a_worker_follows_unless_limited_or_turned_off(settings, timelimit, events, follows):
     from types import SimpleNamespace
 
     from qflow.broker.app import TASK_EVENTS_ON, _follow
     request = SimpleNamespace(delivery_info={"routing_key": "etl"}, timelimit=timelimit,
+                              hostname="w1@h",
                               **({TASK_EVENTS_ON: True} if events else {}))
-    got = _follow(request, Config(broker_url="redis://x", **settings))
+    got = _follow(request, Config(broker_url="redis://x", **settings), app=object())
     assert (got is not None) == follows
     if follows:
         assert got.queue == "etl" and got.deadline > time.monotonic()
+        assert (got.report is not None) == events

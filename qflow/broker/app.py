@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import time
@@ -92,7 +93,7 @@ def make_celery(config: Config, executor_ref) -> Celery:
         outcome = executor.execute(run_id, node, attempt,
                                    worker=executor.name or self.request.hostname or "",
                                    celery_id=self.request.id,
-                                   follow=_follow(self.request, config))
+                                   follow=_follow(self.request, config, self.app))
         if outcome is not None and outcome.state not in ("succeeded", "sensing"):
             # Recorded already; raising makes Flower and the worker log show the failure.
             # An encrypted error is named by its type only: Flower and the log show it.
@@ -126,15 +127,24 @@ def _note_task_events(sender=None, request=None, **_):
         request.request_dict[TASK_EVENTS_ON] = True
 
 
-def _follow(request, config: Config) -> Follow | None:
+def _follow(request, config: Config, app: Celery | None = None) -> Follow | None:
     """Whether this message's process may run released children itself, and until when:
-    not under a hard time limit (it is Celery's, per message), not while the worker sends
-    task events (Flower is watching and should see every task), not when turned off."""
+    not under a hard time limit (it is Celery's, per message), not when turned off. While
+    the worker sends task events (Flower is watching), each task run so sends the events a
+    message's task would, so Flower still sees every task."""
     queue = (request.delivery_info or {}).get("routing_key")
-    if config.follow_seconds <= 0 or getattr(request, TASK_EVENTS_ON, False) or not queue \
-            or any(request.timelimit or ()):
+    if config.follow_seconds <= 0 or not queue or any(request.timelimit or ()):
         return None
-    return Follow(queue, time.monotonic() + config.follow_seconds)
+    report = None
+    if getattr(request, TASK_EVENTS_ON, False) and app is not None:
+        report = functools.partial(_send_event, app, request.hostname)
+    return Follow(queue, time.monotonic() + config.follow_seconds, report)
+
+
+def _send_event(app: Celery, hostname: str | None, kind: str, **fields) -> None:
+    """One task event from this worker, as its consumer would send it."""
+    with app.events.default_dispatcher(hostname=hostname) as dispatcher:
+        dispatcher.send(kind, **fields)
 
 
 def check_broker_url(url: str) -> None:

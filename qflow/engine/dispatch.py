@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 from qflow.core.records import Dispatch
 
@@ -40,6 +40,9 @@ class Follow:
 
     queue: str
     deadline: float
+    # While the worker sends task events (Flower watches): sends one event of a task run
+    # here, as the worker would for a message (``report("task-started", uuid=..., ...)``).
+    report: Callable[..., None] | None = None
 
     def takes(self, item: Dispatch, default_queue: str) -> bool:
         return ((item.queue or default_queue) == self.queue and not item.countdown

@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import time
+import uuid
 
 from sqlalchemy.exc import DataError
 
@@ -57,6 +58,7 @@ class Executor:
         outcome, item = self._execute_one(run_id, node, attempt, worker, celery_id, follow)
         while item is not None:
             current, started = item, time.monotonic()
+            seen = _Seen(follow.report, current, celery_id) if follow and follow.report else None
             try:
                 done, item = self._execute_one(current.run_id, current.node, current.attempt,
                                                worker, celery_id, follow)
@@ -65,6 +67,8 @@ class Executor:
                               current.node)
                 self.engine.publish([current])
                 break
+            if seen is not None:
+                seen.ended(done, time.monotonic() - started)
             # No Celery task shows it: the worker log says it ran, as Celery would.
             state = "no outcome here" if done is None else done.state   # async, or stale
             error = f": {done.error}" if done is not None and done.error else ""
@@ -201,3 +205,29 @@ class Executor:
         loop.drain(timeout)
         if self._async_name and not self.config.embedded:
             self.store.transact(liveness.forget, self._async_name, os.getpid())
+
+
+class _Seen:
+    """The task events of a task run after its parent (see Follow.report): received and
+    started now, then succeeded or failed, under an id of its own."""
+
+    def __init__(self, report, item: Dispatch, parent_id: str | None):
+        self.report, self.uuid = report, uuid.uuid4().hex
+        try:
+            report("task-received", uuid=self.uuid, name=f"{item.workflow}.{item.node}",
+                   args=repr((item.run_id, item.node, item.attempt)), kwargs="{}",
+                   retries=item.attempt - 1, root_id=parent_id, parent_id=parent_id)
+            report("task-started", uuid=self.uuid)      # the dispatcher adds its pid
+        except Exception:  # noqa: BLE001 - monitoring must not stop the task
+            log.exception("task events for %s/%s not sent", item.run_id, item.node)
+
+    def ended(self, outcome: Outcome | None, runtime: float) -> None:
+        try:
+            if outcome is not None and outcome.state not in ("succeeded", "sensing"):
+                self.report("task-failed", uuid=self.uuid, exception=repr(outcome.error_type),
+                            traceback="")
+            else:
+                self.report("task-succeeded", uuid=self.uuid, result="None", runtime=runtime)
+        except Exception:  # noqa: BLE001
+            log.exception("task event for %s not sent", self.uuid)
+
