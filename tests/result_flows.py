@@ -89,5 +89,5 @@ def add_up(xs: list[int]) -> int:
 
 
 @workflow
-def mapped(n: int = 5):
+def mapped_squares(n: int = 5):
     add_up(square.map(numbers(n)))

@@ -193,7 +193,7 @@ def test_embedded_run_with_store_and_key_shows_secrets_masked_and_results_in_cle
         tmp_path, store_dir):
     env = dict(QFLOW_RESULT_STORE=f"file://{store_dir}",
                QFLOW_ENCRYPTION_KEY=crypto.new_key())
-    out = qflow(tmp_path, "run", "mapped", "-p", "n=4", **env)
+    out = qflow(tmp_path, "run", "mapped_squares", "-p", "n=4", **env)
     assert out.returncode == 0, out.stderr
     run_id = run_id_in(out.stdout)
     out = qflow(tmp_path, "result", run_id, "square", "--json", **env)
@@ -305,7 +305,7 @@ def test_a_wrong_key_fails_clearly_and_a_missing_store_stops_the_worker_at_start
         store_cluster, tmp_path):
     import result_flows  # noqa: F401
     rt = cluster_runtime(store_cluster)
-    run_id = rt.engine.trigger("mapped", {"n": 3})
+    run_id = rt.engine.trigger("mapped_squares", {"n": 3})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
     env = dict(store_cluster.env, QFLOW_ENCRYPTION_KEY=crypto.new_key())
     out = subprocess.run(["qflow", "result", run_id, "numbers"], env=env, cwd=tmp_path,
