@@ -1,0 +1,124 @@
+"""Fill a PostgreSQL results DB with many runs fast: copies of one real run's rows.
+
+A template run (made the ordinary way: triggered and executed) is cloned ``count`` times
+by ``INSERT ... SELECT`` over ``generate_series``, on the server: its run row, task rows,
+attempt rows and edges, each copy with a run id of its own and every timestamp shifted
+so that the copies are spread evenly between ``newest`` and ``oldest``. No task is
+executed, so a million task rows take a minute instead of hours, and the rows look like
+real ones (same widths, same JSON, same states), which is what sizes and plans depend on.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from typing import Callable
+
+from sqlalchemy import Connection, DateTime, Table, text
+
+from qflow.store.models import attempts, edges, runs, tasks
+
+CHUNK = 20_000      # runs per transaction: progress to print, and bounded statements
+
+
+def _select_list(table: Table, alias: str, overrides: dict[str, str],
+                 skip: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(column list, select list) copying ``alias``'s row: DateTime columns shifted by
+    ``shift`` (a column of the series), ``overrides`` as given, ``skip`` left to their
+    defaults (the serial ids)."""
+    names, values = [], []
+    for col in table.columns:
+        if col.name in skip:
+            continue
+        names.append(col.name)
+        if col.name in overrides:
+            values.append(overrides[col.name])
+        elif isinstance(col.type, DateTime):
+            values.append(f"{alias}.{col.name} + s.shift")
+        else:
+            values.append(f"{alias}.{col.name}")
+    return ", ".join(names), ", ".join(values)
+
+
+def _series(first: int, last: int, seed: str) -> str:
+    """One row per copy: g, its run id, and how far its timestamps move."""
+    return (f"(SELECT g, md5('{seed}' || g)::varchar(32) AS id, "
+            f"(CAST(:newest AS timestamp) - (g - 1) * CAST(:step AS interval)) - t0.created_at "
+            f"AS shift FROM generate_series({first}, {last}) AS g, "
+            f"(SELECT created_at FROM qflow_runs WHERE id = :template) AS t0) AS s")
+
+
+def clone_runs(conn_factory: Callable[[], Connection], template: str, count: int,
+               newest: dt.datetime, oldest: dt.datetime, run_state: str | None = None,
+               progress: Callable[[int], None] | None = None) -> None:
+    """Insert ``count`` copies of run ``template`` created between ``newest`` and
+    ``oldest`` (naive UTC), in transactions of :data:`CHUNK` runs from
+    ``conn_factory()`` (a context manager giving a connection in a transaction).
+    ``run_state`` overrides the copies' run state (their tasks keep the template's)."""
+    seed = uuid.uuid4().hex[:8]
+    step = (newest - oldest) / max(count - 1, 1)
+    params = {"template": template, "newest": newest, "step": step}
+    run_cols, run_vals = _select_list(runs, "r", {
+        "id": "s.id", **({"state": f"'{run_state}'"} if run_state else {})})
+    task_cols, task_vals = _select_list(tasks, "t", {"run_id": "s.id"}, skip=("id",))
+    att_cols, att_vals = _select_list(attempts, "a", {"task_id": "nt.id"}, skip=("id",))
+    edge_cols, edge_vals = _select_list(edges, "e", {"run_id": "s.id"})
+    for first in range(1, count + 1, CHUNK):
+        last = min(first + CHUNK - 1, count)
+        series = _series(first, last, seed)
+        with conn_factory() as conn:
+            conn.execute(text(f"INSERT INTO qflow_runs ({run_cols}) SELECT {run_vals} "
+                              f"FROM qflow_runs r, {series} WHERE r.id = :template"), params)
+            conn.execute(text(f"INSERT INTO qflow_tasks ({task_cols}) SELECT {task_vals} "
+                              f"FROM qflow_tasks t, {series} WHERE t.run_id = :template "
+                              f"ORDER BY s.g, t.id"), params)
+            conn.execute(text(
+                f"INSERT INTO qflow_attempts ({att_cols}) SELECT {att_vals} "
+                f"FROM qflow_attempts a JOIN qflow_tasks t ON t.id = a.task_id, {series} "
+                f"JOIN qflow_tasks nt ON nt.run_id = s.id WHERE t.run_id = :template "
+                f"AND nt.node = t.node"), params)
+            conn.execute(text(f"INSERT INTO qflow_edges ({edge_cols}) SELECT {edge_vals} "
+                              f"FROM qflow_edges e, {series} WHERE e.run_id = :template"),
+                         params)
+        if progress:
+            progress(last)
+
+
+def table_rows(conn: Connection) -> dict[str, int]:
+    """Exact row counts of the big tables."""
+    return {t.name: conn.execute(text(f"SELECT count(*) FROM {t.name}")).scalar_one()
+            for t in (runs, tasks, attempts, edges)}
+
+
+def qflow_tables_size(conn: Connection) -> dict[str, int]:
+    """pg_total_relation_size (heap, indexes, TOAST) of every qflow_ table, in bytes."""
+    rows = conn.execute(text(
+        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname = current_schema() "
+        "AND c.relname LIKE 'qflow\\_%'")).all()
+    return {name: size for name, size in rows}
+
+
+def database_size(conn: Connection) -> int:
+    return conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one()
+
+
+def mib(n: float) -> str:
+    return f"{n / 1024 / 1024:,.1f} MiB"
+
+
+def fill(store, template: str, count: int, newest: dt.datetime, oldest: dt.datetime,
+         say: Callable[..., None], run_state: str | None = None, label: str = "runs"
+         ) -> None:
+    """:func:`clone_runs` through a qflow Store, printing progress, then ANALYZE (so the
+    planner sees the rows at once, as autovacuum would after a while)."""
+    started = time.perf_counter()
+    step = max(count // 5, CHUNK)
+
+    def progress(done: int) -> None:
+        if done == count or done % step < CHUNK:
+            say(f"  {label}: {done:,}/{count:,} copies ({time.perf_counter() - started:.0f} s)")
+    clone_runs(store.write, template, count, newest, oldest, run_state, progress)
+    with store.write() as conn:
+        conn.execute(text("ANALYZE"))
