@@ -50,17 +50,21 @@ def _series(first: int, last: int, seed: str) -> str:
 
 def clone_runs(conn_factory: Callable[[], Connection], template: str, count: int,
                newest: dt.datetime, oldest: dt.datetime, run_state: str | None = None,
+               task_state: str | None = None,
                progress: Callable[[int], None] | None = None) -> None:
     """Insert ``count`` copies of run ``template`` created between ``newest`` and
     ``oldest`` (naive UTC), in transactions of :data:`CHUNK` runs from
     ``conn_factory()`` (a context manager giving a connection in a transaction).
-    ``run_state`` overrides the copies' run state (their tasks keep the template's)."""
+    ``run_state`` and ``task_state`` override the copies' states (an unfinished run:
+    ``running`` with ``pending`` tasks, which no upkeep touches)."""
     seed = uuid.uuid4().hex[:8]
     step = (newest - oldest) / max(count - 1, 1)
     params = {"template": template, "newest": newest, "step": step}
     run_cols, run_vals = _select_list(runs, "r", {
         "id": "s.id", **({"state": f"'{run_state}'"} if run_state else {})})
-    task_cols, task_vals = _select_list(tasks, "t", {"run_id": "s.id"}, skip=("id",))
+    task_cols, task_vals = _select_list(tasks, "t", {
+        "run_id": "s.id", **({"state": f"'{task_state}'"} if task_state else {})},
+        skip=("id",))
     att_cols, att_vals = _select_list(attempts, "a", {"task_id": "nt.id"}, skip=("id",))
     edge_cols, edge_vals = _select_list(edges, "e", {"run_id": "s.id"})
     for first in range(1, count + 1, CHUNK):
@@ -109,8 +113,8 @@ def mib(n: float) -> str:
 
 
 def fill(store, template: str, count: int, newest: dt.datetime, oldest: dt.datetime,
-         say: Callable[..., None], run_state: str | None = None, label: str = "runs"
-         ) -> None:
+         say: Callable[..., None], run_state: str | None = None,
+         task_state: str | None = None, label: str = "runs") -> None:
     """:func:`clone_runs` through a qflow Store, printing progress, then ANALYZE (so the
     planner sees the rows at once, as autovacuum would after a while)."""
     started = time.perf_counter()
@@ -119,6 +123,6 @@ def fill(store, template: str, count: int, newest: dt.datetime, oldest: dt.datet
     def progress(done: int) -> None:
         if done == count or done % step < CHUNK:
             say(f"  {label}: {done:,}/{count:,} copies ({time.perf_counter() - started:.0f} s)")
-    clone_runs(store.write, template, count, newest, oldest, run_state, progress)
+    clone_runs(store.write, template, count, newest, oldest, run_state, task_state, progress)
     with store.write() as conn:
         conn.execute(text("ANALYZE"))
