@@ -17,7 +17,7 @@ import uuid
 import pytest
 import servers
 import sqlalchemy as sa
-from conftest import IN_CI, ROOT, start_cluster
+from conftest import IN_CI, ROOT, start_cluster, wait_for
 
 CHROMIUM = os.environ.get("QFLOW_TEST_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -66,7 +66,7 @@ def console(browser, redis_url, pg_server_url, tmp_path_factory):
         except TimeoutError:
             pytest.fail(f"qflow web did not start:\n{(folder / 'web.log').read_text()}")
         yield {"base": f"http://127.0.0.1:{port}", "folder": folder,
-               "database_url": cluster.database_url}
+               "database_url": cluster.database_url, "env": cluster.env}
     finally:
         server.terminate()
         server.wait(10)
@@ -296,6 +296,53 @@ def test_older_links_page_through_the_runs_list(page, console):
             page.click("#older")
     assert len(seen) == 61 and sorted(seen) == sorted(ids)
     assert page.locator("#newest").count() == 1
+
+
+def test_the_assets_page_and_the_consumers_run_name_the_update_that_started_it(
+        page, console):
+    from qflow.store import Store, schedules
+    folder, store = console["folder"], Store(console["database_url"])
+    log = open(folder / "scheduler.log", "w")
+    scheduler = subprocess.Popen(["qflow", "scheduler"], env=console["env"], stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        # Updates count once a scheduler has seen the consumer.
+        wait_for(lambda: _state_of(store, schedules, "web_report"), what="the scheduler")
+        producer = trigger(page, console["base"], "web_publish", n=4)
+        wait_state(page, "succeeded")
+        consumer = wait_for(lambda: _runs_of(store, "web_report"), what="the consumer's run")
+    finally:
+        scheduler.terminate()
+        scheduler.wait(10)
+        store.dispose()
+    page.click("nav >> text=Assets")
+    row = page.locator('#assets tr[data-asset="web.sales"]')
+    assert row.locator("td.updates").inner_text() == "1"
+    assert row.locator("td.producers").inner_text() == "web_flows.publish_sales"
+    assert row.locator("td.consumers").inner_text() == "web_report"
+    assert row.locator("td.last time").count() == 1
+    with page.expect_navigation():
+        row.locator("td.by a").click()
+    assert RUN_URL.search(page.url).group(1) == producer
+    page.wait_for_selector("#detail-node")
+    assert page.inner_text("#detail-node") == "publish_sales"
+    assert page.locator("#triggered-by").count() == 0         # started by hand
+
+    page.goto(f"{console['base']}/qflow/runs/{consumer[0]}")
+    line = page.locator('#triggered-by .trigger[data-asset="web.sales"]')
+    assert f"web.sales by {producer[:12]} publish_sales at" in " ".join(line.inner_text().split())
+    assert line.locator("a").nth(1).get_attribute("href").startswith(f"/qflow/runs/{producer}")
+
+
+def _state_of(store, schedules, workflow: str):
+    with store.read() as conn:
+        return schedules.get_state(conn, workflow)
+
+
+def _runs_of(store, workflow: str) -> list[str]:
+    from qflow.store import read
+    with store.read() as conn:
+        return [r["run_id"] for r in read.list_runs(conn, workflow)]
 
 
 # -- the queries behind the pages -------------------------------------------------------

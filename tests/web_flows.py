@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import time
 
-from qflow import Secret, task, workflow
+from qflow import Asset, Secret, task, workflow
 
 
 @task
@@ -86,3 +86,21 @@ def use_token(token: str) -> int:
 @workflow
 def web_secret(token: Secret[str], rounds: int = 1):
     use_token(token)
+
+
+web_sales = Asset("web.sales")
+
+
+@task(outlets=[web_sales])
+def publish_sales(n: int) -> int:
+    return n
+
+
+@workflow
+def web_publish(n: int = 1):
+    publish_sales(n)
+
+
+@workflow(schedule=[web_sales])
+def web_report():
+    after(1)

@@ -219,10 +219,20 @@ def _parse_key(text: str) -> tuple[dt.datetime, str]:
         raise ValueError(f"bad page key {text!r}") from None
 
 
+# -- assets --------------------------------------------------------------------------
+class AssetsPage(Page):
+    """Each asset as `qflow assets --json` lists it."""
+
+    async def get(self) -> None:
+        rows = await self.blocking(client.asset_list, self.runtime.store)
+        self.render_page("assets.html", tab="assets", assets=rows)
+
+
 # -- one run -------------------------------------------------------------------------
 class RunPage(Page):
     async def get(self, run_id: str) -> None:
         run = await self.run_or_404(run_id)
+        run["triggered_by"] = await self.blocking(self.query, read.triggered_by, run_id)
         base = f"/qflow/runs/{run_id}"
         app = {"view": f"{base}/view.json", "changes": f"{base}/changes.json",
                "task": f"{base}/task.json", "attempt": f"{base}/attempt.json",
@@ -324,6 +334,7 @@ def handlers(runtime: Any, settings: WebSettings) -> list:
             (r"/qflow/workflows/([^/]+)/(pause|unpause)", PauseAction, kw),
             (r"/qflow/workflows/([^/]+)", WorkflowPage, kw),
             (r"/qflow/runs/?", RunsPage, kw),
+            (r"/qflow/assets/?", AssetsPage, kw),
             (run, RunPage, kw),
             (run + r"/(retry|cancel)", RunAction, kw),
             (run + r"/view\.json", RunView, kw),
