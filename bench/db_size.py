@@ -32,6 +32,7 @@ from bench import common as C  # noqa: E402
 from bench.inprocess import QueueDispatcher  # noqa: E402
 
 SAMPLES = 5         # executions of each hot path explained
+PRUNE_BATCH = 500   # as `qflow db prune`
 
 
 class Explainer:
@@ -89,6 +90,8 @@ NAMES = [
     (r"UNION ALL", "changed_since: ended since, or running"),
     (r"^SELECT qflow_runs.id, qflow_runs.workflow, qflow_runs.state, qflow_runs.created_at",
      "runs page, newest first"),
+    (r"^SELECT qflow_runs.id FROM qflow_runs WHERE qflow_runs.state IN", "prune: pick the runs"),
+    (r"^DELETE FROM (\w+)", "prune: delete from \\1"),
 ]
 
 
@@ -96,8 +99,9 @@ def what(sql: str) -> str:
     """A short name for a statement: known hot ones by name, others by kind and table."""
     s = " ".join(sql.split())
     for pattern, name in NAMES:
-        if re.search(pattern, s):
-            return name
+        found = re.search(pattern, s)
+        if found:
+            return found.expand(name)
     m = re.match(r"(UPDATE|INSERT INTO|DELETE FROM) (\w+)", s) or re.search(r"FROM (\w+)", s)
     return f"{m.group(0) if m else s[:40]} ..."
 
@@ -174,7 +178,7 @@ def _full_vacuumed(store) -> dict[str, int]:
 
 def hot_queries(s, rows: int, explainer: Explainer) -> dict:
     """Fill a database with ``rows`` task rows, then explain the hot paths on it."""
-    from qflow.store import observe
+    from qflow.store import observe, retention
     url = s.database_url("pg")
     engine = new_engine(url)
     store = engine.store
@@ -207,6 +211,10 @@ def hot_queries(s, rows: int, explainer: Explainer) -> dict:
                 observe.runs_page(conn, limit=51)
             with store.read() as conn, explainer.on("runs list page (one workflow)"):
                 observe.runs_page(conn, workflow="fanout", limit=51)
+        for _ in range(SAMPLES):        # last: it deletes the oldest generated runs
+            with explainer.on(f"prune: one batch of {PRUNE_BATCH} runs (ended > 30 days ago)"):
+                store.transact(retention.delete_batch, now - dt.timedelta(days=30),
+                               PRUNE_BATCH)
     finally:
         store.dispose()
     return {"task_rows": counts["qflow_tasks"], "rows": counts, "fill_seconds": fill_s,
@@ -249,8 +257,7 @@ def main() -> None:
           f"({filled['rows']['qflow_runs']:,} runs, {filled['rows']['qflow_attempts']:,} "
           f"attempts; median of {SAMPLES}; load {C.loadavg()}):")
     for q in queries:
-        once = "" if q["samples"] >= SAMPLES else f" (seen {q['samples']}x)"
-        C.say(f"  {q['path']}: {q['statement']}{once}\n"
+        C.say(f"  {q['path']}: {q['statement']} [{q['samples']}x]\n"
               f"      planning {q['planning_ms']:.3f} ms, execution {q['execution_ms']:.3f} ms; "
               f"indexes: {', '.join(q['indexes']) or '-'}"
               + (f"; SEQ SCAN on {', '.join(q['seq_scans'])}" if q["seq_scans"] else ""))
