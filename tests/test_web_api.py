@@ -174,6 +174,54 @@ def test_pages_of_runs_follow_each_other_without_gaps_or_repeats(api):
     assert len(seen) == len(set(seen))
 
 
+def test_a_maps_run_json_times_its_tasks_from_the_edges_between_tasks_that_ran(db_url):
+    """The run JSON reads only the edges into tasks that started and ended; its critical
+    path and slowest tasks are those the run's whole graph gives."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from qflow.cli import progress, timing
+    from qflow.store import Store, observe
+    from qflow.store.migrate import upgrade
+    from qflow.store.models import edges, runs, tasks
+    store = Store(db_url)
+    upgrade(store)
+    t0, run_id = dt.datetime(2026, 11, 1, 9), "ab" * 16
+
+    def at(seconds):
+        return None if seconds is None else t0 + dt.timedelta(seconds=seconds)
+    # node: (state, started, finished); m is a map of two that never runs itself, c skipped
+    shape = {"a": ("succeeded", 0, 1), "b": ("succeeded", 1, 3), "c": ("skipped", None, 3),
+             "m": ("succeeded", None, 6), "m[0]": ("succeeded", 3, 5),
+             "m[1]": ("succeeded", 3, 6), "d": ("succeeded", 6, 7)}
+    links = [("a", "b"), ("b", "c"), ("b", "m"), ("m[0]", "m"), ("m[1]", "m"),
+             ("b", "m[1]"), ("c", "d"), ("m[1]", "d")]
+    with store.write() as conn:
+        conn.execute(sa.insert(runs).values(id=run_id, workflow="w", state="succeeded",
+                                            params="{}", created_at=t0, started_at=t0,
+                                            finished_at=at(7)))
+        conn.execute(sa.insert(tasks), [dict(run_id=run_id, node=n, task="m.f", state=st,
+                                              started_at=at(s), finished_at=at(f), attempts=1)
+                                         for n, (st, s, f) in shape.items()])
+        conn.execute(sa.insert(edges), [dict(run_id=run_id, parent=p, child=c)
+                                        for p, c in links])
+    with store.read() as conn:
+        timed, every = observe.timed_edges(conn, run_id), observe.run_edges(conn, run_id)
+    run, summary = progress.snapshot(store, run_id)
+    store.dispose()
+    assert sorted(timed) == [("a", "b"), ("b", "m[1]"), ("c", "d"), ("m[1]", "d")]
+    assert summary == timing.summary(run, every)
+    assert summary["critical_path"] == ["a", "b", "m[1]", "d"]
+    assert summary["critical_path_seconds"] == 7.0 and summary["duration_seconds"] == 7.0
+    assert summary["slowest"] == [{"node": "m[1]", "seconds": 3.0},
+                                  {"node": "b", "seconds": 2.0},      # ties: task order
+                                  {"node": "m[0]", "seconds": 2.0},
+                                  {"node": "a", "seconds": 1.0}, {"node": "d", "seconds": 1.0}]
+    assert run["tasks"][0]["started_at"] == "2026-11-01T09:00:00+00:00"
+    assert run["tasks"][2]["started_at"] is None and "late" not in run["tasks"][0]
+
+
 def test_bad_filters_are_400_with_one_line(api):
     for query, word in (("state=sleeping", "unknown state"), ("limit=0", "limit"),
                         ("since=yesterday", "since"), ("before=" + "f" * 32, "unknown run")):

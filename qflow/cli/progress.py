@@ -210,7 +210,7 @@ def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] 
         run = read.get_run(conn, run_id)
         if run is None:
             raise UserError(f"unknown run {run_id!r}")
-        edges = observe.run_edges(conn, run_id) if run["state"] in TERMINAL else None
+        edges = observe.timed_edges(conn, run_id) if run["state"] in TERMINAL else None
     return run, (timing.summary(run, edges) if edges is not None else None)
 
 

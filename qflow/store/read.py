@@ -19,7 +19,11 @@ _RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.
 
 def iso(value: dt.datetime | None) -> str | None:
     """Stored naive-UTC time as ISO 8601 with its offset."""
-    return value.replace(tzinfo=dt.timezone.utc).isoformat() if value else None
+    if not value:
+        return None
+    # The offset appended, not set by replace(): a run of 100,000 tasks has 200,000 times.
+    return value.isoformat() + "+00:00" if value.tzinfo is None else \
+        value.replace(tzinfo=dt.timezone.utc).isoformat()
 
 
 def _run_dict(row) -> dict[str, Any]:
@@ -73,16 +77,24 @@ def tracebacks(conn: Connection, run_id: str) -> dict[str, str]:
 
 
 def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The run's tasks as `status --json` lists them, in creation order."""
     rows = conn.execute(
         select(tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
                tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
                tasks.c.queue, tasks.c.late)
         .where(tasks.c.run_id == run_id).order_by(tasks.c.id))
     shown = codec.installed().shown
-    return [{"node": r.node, "state": r.state, "attempts": r.attempts,
-             "started_at": iso(r.started_at), "finished_at": iso(r.finished_at),
-             "error": shown(r.error), "worker": r.worker, "celery_id": r.celery_id,
-             "queue": r.queue, **({"late": True} if r.late else {})} for r in rows]
+    out = []
+    # .all() and plain tuples: one driver fetch and no per-row attribute lookups (a map
+    # of 10,000 elements is read in tens of milliseconds, not hundreds).
+    for node, state, tries, start, end, error, worker, celery_id, queue, late in rows.all():
+        row = {"node": node, "state": state, "attempts": tries, "started_at": iso(start),
+               "finished_at": iso(end), "error": None if error is None else shown(error),
+               "worker": worker, "celery_id": celery_id, "queue": queue}
+        if late:
+            row["late"] = True
+        out.append(row)
+    return out
 
 
 def results(conn: Connection, run_id: str, nodes: list[str]) -> dict[str, Any]:
