@@ -284,9 +284,11 @@ def test_two_scheduler_processes_fire_every_logical_time_exactly_once(
     c.pause_all_but("every_2s")
     c.start_worker("w1", "-c", "2")
     try:
-        started = dt.datetime.now(UTC)
         c.start_scheduler("s1")
         c.start_scheduler("s2")
+        for name in ("s1", "s2"):              # a busy machine takes seconds to start them
+            c.wait_log(name, "scheduler started")
+        started = dt.datetime.now(UTC)
         time.sleep(20)
         c.stop_one("s1")
         c.stop_one("s2")
