@@ -52,7 +52,8 @@ def console(browser, redis_url, pg_server_url, tmp_path_factory):
     """`qflow web` with HTTP basic auth, and one worker, serving tests/web_flows.py."""
     folder = tmp_path_factory.mktemp("web")
     key = subprocess.run(["qflow", "keygen"], capture_output=True, text=True, check=True)
-    cluster = start_cluster(redis_url, pg_server_url, folder, 1,
+    # A Redis DB of its own: the session's cluster (tests/flows.py) must not take its tasks.
+    cluster = start_cluster(redis_url.rsplit("/", 1)[0] + "/13", pg_server_url, folder, 1,
                             app=str(ROOT / "tests" / "web_flows.py"),
                             QFLOW_ENCRYPTION_KEY=key.stdout.strip().splitlines()[-1])
     port = servers.free_port()
