@@ -170,7 +170,7 @@ def test_return_values_that_cannot_be_stored_fail_the_task_clearly(engine):
     assert errors["not_json"].startswith("return value is not JSON-serialisable: Object of "
                                          "type set")
     assert errors["big"] == ("return value is 2000002 bytes, larger than result_max_bytes "
-                             "(1048576)")
+                             "(1048576); set result_store to keep values of any size")
 
 
 def test_tasks_read_their_run_context(engine):
