@@ -92,6 +92,15 @@ class Caller:
                        else self.kept(value, claimed, ctx, limit))
         return dataclasses.replace(outcome, log=out.text)
 
+    def kept(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
+        """The value kept in the DB or written to the result store (then referenced)."""
+        try:
+            stored = self.results.keep(value, claimed.options.get("serializer", "json"),
+                                       limit, ctx.run_id, ctx.node, ctx.attempt)
+        except codec.OutputError as exc:
+            return Outcome(FAILED, error_type="TaskOutputError", error=str(exc))
+        return Outcome(SUCCEEDED, result=stored.text, result_ref=stored.ref_text())
+
     def poked(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
         """A sensor's poke: done, sensing until the next one, or timed out."""
         from qflow import sensors
@@ -104,16 +113,6 @@ class Caller:
                 since = sensing.sensing_since(conn, claimed.task_id, ctx.attempt)
         return sensors.poke_outcome(value, claimed.options, since, utcnow(),
                                     claimed.tries(ctx.attempt), limit)
-
-
-    def kept(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
-        """The value kept in the DB or written to the result store (then referenced)."""
-        try:
-            stored = self.results.keep(value, claimed.options.get("serializer", "json"),
-                                       limit, ctx.run_id, ctx.node, ctx.attempt)
-        except codec.OutputError as exc:
-            return Outcome(FAILED, error_type="TaskOutputError", error=str(exc))
-        return Outcome(SUCCEEDED, result=stored.text, result_ref=stored.ref_text())
 
     async def acall(self, tdef, claimed: Claimed, ctx: TaskContext) -> Outcome:
         timeout = claimed.options.get("timeout")
