@@ -211,3 +211,30 @@ def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
         c.stop()
         rt.store.dispose()
     assert "Traceback" not in (tmp_path / "w1.log").read_text()
+
+
+def test_what_a_sensor_found_is_kept_like_any_value_sealed_with_the_key(engine, tmp_path):
+    """With encryption_key set, a sensor's result (the paths it found: often data) is
+    stored encrypted as any task's return value, and read back in clear with the key."""
+    import dataclasses
+
+    from qflow.results import codec
+    from qflow.results.crypto import new_key
+    from qflow.store.models import tasks
+
+    engine.config = dataclasses.replace(engine.config, encryption_key=new_key())
+    codec.install(codec.for_config(engine.config))
+    try:
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "secret-sales.csv").write_text("1\n")
+        run_id = engine.trigger("wait_for_file", {"pattern": str(tmp_path / "in" / "*.csv")})
+        assert poke(engine) == "succeeded"
+        with engine.store.read() as conn:
+            stored = conn.execute(tasks.select().where(
+                tasks.c.run_id == run_id, tasks.c.node == "landed")).one().result
+            assert "secret-sales" not in stored
+            assert read.results(conn, run_id, ["landed"]) == {
+                "landed": [str(tmp_path / "in" / "secret-sales.csv")]}
+    finally:
+        codec.install(codec.for_config(dataclasses.replace(engine.config,
+                                                           encryption_key="")))

@@ -107,10 +107,10 @@ class Caller:
         from qflow.store import sensing
         from qflow.store.transitions import utcnow
 
-        since = None
-        if not value:
-            with self.store.read() as conn:
-                since = sensing.sensing_since(conn, claimed.task_id, ctx.attempt)
+        if value:            # found: kept as any task's value (result store, key)
+            return self.kept(value, claimed, ctx, limit)
+        with self.store.read() as conn:
+            since = sensing.sensing_since(conn, claimed.task_id, ctx.attempt)
         return sensors.poke_outcome(value, claimed.options, since, utcnow(),
                                     claimed.tries(ctx.attempt), limit)
 
