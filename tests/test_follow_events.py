@@ -11,7 +11,7 @@ from conftest import start_cluster
 
 def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_server_url,
                                                               tmp_path):
-    cluster = start_cluster(redis_url.rsplit("/", 1)[0] + "/5", pg_server_url, tmp_path, 1,
+    cluster = start_cluster(redis_url.rsplit("/", 1)[0] + "/4", pg_server_url, tmp_path, 1,
                             QFLOW_TASK_EVENTS="true")
     seen: dict[str, set[str]] = {}
     names: dict[str, str] = {}

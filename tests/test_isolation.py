@@ -16,7 +16,7 @@ from qflow.worker.isolation import ShellError, fill_command
 def single(redis_url, pg_server_url, tmp_path_factory):
     """One worker with one process (-c 1)."""
     folder = tmp_path_factory.mktemp("single")
-    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/7", pg_server_url, folder, 0)
+    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/15", pg_server_url, folder, 0)
     c.start_worker("solo", "-c", "1")
     c.wait_ready()
     yield c

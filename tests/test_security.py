@@ -39,7 +39,7 @@ def signed_cluster(redis_url, pg_server_url, tmp_path_factory):
     store.mkdir()
     key, cert = make_identity(folder, "qflow")
     (store / "qflow.pem").write_text(open(cert).read())
-    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/5", pg_server_url, folder, 1,
+    c = start_cluster(redis_url.rsplit("/", 1)[0] + "/14", pg_server_url, folder, 1,
                       QFLOW_SECURITY_KEY=key, QFLOW_SECURITY_CERTIFICATE=cert,
                       QFLOW_SECURITY_CERT_STORE=str(store / "*.pem"))
     yield c, folder

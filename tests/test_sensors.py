@@ -171,7 +171,7 @@ def test_http_ok_is_the_status_of_a_2xx_answer_and_false_otherwise():
 # -- as a user runs it -----------------------------------------------------------------------
 def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
         redis_url, pg_server_url, tmp_path):
-    broker = redis_url.rsplit("/", 1)[0] + "/7"          # a Redis DB of its own
+    broker = redis_url.rsplit("/", 1)[0] + "/10"         # a Redis DB of its own
     c = start_cluster(broker, pg_server_url, tmp_path, 0, app=APP)
     c.start_worker("w1", "-c", "1")
     c.wait_ready()
