@@ -119,6 +119,7 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
     store = tmp_path / "results"
     store.mkdir()
     hook = Webhook()
+    redis_url = redis_url.rsplit("/", 1)[0] + "/1"          # a Redis DB of its own
     cluster = start_cluster(redis_url, pg_server_url, tmp_path, 2, app=FLOWS,
                             QFLOW_RESULT_STORE=f"file://{store}", QFLOW_ENCRYPTION_KEY=key,
                             QFLOW_NOTIFY_WEBHOOK_URL=hook.url, QFLOW_TASK_EVENTS="true",

@@ -220,7 +220,8 @@ def store_cluster(redis_url, pg_server_url, tmp_path_factory):
     from conftest import Cluster, new_pg_database
     folder = tmp_path_factory.mktemp("store-cluster")
     (folder / "results").mkdir()
-    c = Cluster(redis_url, new_pg_database(pg_server_url), FLOWS, folder,
+    c = Cluster(redis_url.rsplit("/", 1)[0] + "/2",        # a Redis DB of its own
+                new_pg_database(pg_server_url), FLOWS, folder,
                 QFLOW_RESULT_STORE=f"file://{folder}/results",
                 QFLOW_ENCRYPTION_KEY=crypto.new_key())
     subprocess.run(["qflow", "db", "upgrade"], env=c.env, check=True, capture_output=True)
