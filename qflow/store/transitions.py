@@ -67,12 +67,12 @@ def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_atte
     return update(tasks).where(*cond).values(state=new, **values).returning(*returning)
 
 
-def _one_of(allowed: tuple[str, ...]):
+def _one_of(allowed: tuple[str, ...], column=tasks.c.state):
     """``state IN ('a', 'b')`` with the states written into the SQL: they are fixed per
     shape, and an IN list of bound values is rebuilt by SQLAlchemy at every execution.
-    Only for states :func:`_transition_shape` has checked against the transitions table
-    (known names, so safe to inline)."""
-    return tasks.c.state.in_([literal_column(f"'{state}'") for state in allowed])
+    Only for states checked against a transitions table just before (known names, so
+    safe to inline)."""
+    return column.in_([literal_column(f"'{state}'") for state in allowed])
 
 
 def set_run_state(conn: Connection, run_id: str, new: str,
@@ -94,7 +94,8 @@ def run_transition_stmt(new: str, expect: tuple[str, ...] | None,
     for old in allowed:
         S.check_run_transition(old, new)
     values = {k: bindparam(f"r_{k}", type_=runs.c[k].type) for k in keys}
-    return (update(runs).where(runs.c.id == bindparam("r_run_id"), runs.c.state.in_(allowed))
+    return (update(runs).where(runs.c.id == bindparam("r_run_id"),
+                               _one_of(allowed, runs.c.state))
             .values(state=new, **values).returning(runs.c.id))
 
 
