@@ -220,13 +220,15 @@ def run_id_in(output: str) -> str:
     return found.group(1)
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``check`` every 0.2 s until it returns something truthy, and return that."""
+def wait_for(check, timeout: float = 30.0, what: str = "condition",
+             interval: float = 0.2):
+    """Poll ``check`` every ``interval`` seconds until it returns something truthy, and
+    return that."""
     import time
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.2)
+        time.sleep(interval)
     raise AssertionError(f"not within {timeout}s: {what}")

@@ -2,6 +2,7 @@
 forged messages. Private Redis and PostgreSQL instances, so the shared ones are untouched."""
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import conftest
 import fault_flows  # noqa: F401 - registers the workflows in this process too
 import flows  # noqa: F401
 import pytest
@@ -50,14 +52,8 @@ def faults(pg_server_url, tmp_path_factory):
     f.stop()
 
 
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
+# Faults are caught in the act: look often.
+wait_for = functools.partial(conftest.wait_for, interval=0.05)
 
 
 def pid_lines(path: Path) -> list[list[int]]:

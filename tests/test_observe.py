@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, qflow_env, run_id_in
+from conftest import ROOT, qflow_env, run_id_in, wait_for
 from servers import free_port, wait_port
 from test_cli import assert_one_line_error, qflow
 
@@ -61,14 +61,6 @@ def flower(cluster, tmp_path):
         log.close()
 
 
-def wait_for(check, timeout: float = 20.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_flower_lists_a_runs_tasks_by_workflow_and_node_with_the_run_id(cluster, flower,
@@ -77,6 +69,7 @@ def test_flower_lists_a_runs_tasks_by_workflow_and_node_with_the_run_id(cluster,
     assert http_get(f"{flower}/api/tasks")[0] == 401
     # Flower is listening to events once it has seen a worker's heartbeat.
     wait_for(lambda: 'flower_worker_online{worker="w1@' in http_get(f"{flower}/metrics")[1],
+             timeout=20,
              what="a worker heartbeat in Flower")
 
     out = on_cluster(cluster, "trigger", "diamond", "-p", "x=2", "--wait", cwd=tmp_path)
@@ -93,7 +86,7 @@ def test_flower_lists_a_runs_tasks_by_workflow_and_node_with_the_run_id(cluster,
         done = len(mine) == 4 and all(t["state"] == "SUCCESS" for t in mine.values())
         return mine if done else None
 
-    listed = wait_for(seen, what="the run's tasks in Flower")
+    listed = wait_for(seen, timeout=20, what="the run's tasks in Flower")
     assert {t["name"] for t in listed.values()} == {
         "diamond.const", "diamond.add", "diamond.add__1", "diamond.add__2"}
     for t in listed.values():
