@@ -21,6 +21,7 @@ def db_prune(obj: Obj, age: str, dry_run: bool) -> None:
     from qflow.core.durations import parse_duration
     from qflow.engine.upkeep import prune
     from qflow.store import retention
+    from qflow.store.transitions import utcnow
 
     try:
         seconds = parse_duration(age)
@@ -28,8 +29,7 @@ def db_prune(obj: Obj, age: str, dry_run: bool) -> None:
         raise UserError(f"--older-than: {exc}") from None
     rt = obj.runtime()
     store = rt.ready_store()
-    cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(
-        seconds=seconds)
+    cutoff = utcnow() - dt.timedelta(seconds=seconds)
     if dry_run:
         with store.read() as conn:
             n_runs, n_tasks = retention.count(conn, cutoff)

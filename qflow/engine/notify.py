@@ -23,6 +23,7 @@ from typing import Any
 
 from qflow.config import Config
 from qflow.store import Store, outbox
+from qflow.store.transitions import utcnow
 
 log = logging.getLogger("qflow.alerts")
 
@@ -86,7 +87,7 @@ def deliver_due(config: Config, store: Store, run_id: str | None = None) -> int:
 def _backoff(config: Config, tries: int, payload: dict) -> float | None:
     """Seconds until the next try, or None once the event is too old to be worth it."""
     created = dt.datetime.fromisoformat(payload["created_at"])
-    age = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - created
+    age = utcnow() - created
     if age > dt.timedelta(hours=config.alert_retry_hours):
         return None
     return min(5.0 * 2 ** (tries - 1), 3600.0)

@@ -9,10 +9,9 @@ from sqlalchemy import Connection, and_, exists, func, select
 
 from qflow.core import states as S
 from qflow.store import outbox
-from qflow.store.liveness import HAS_MESSAGE, db_now
+from qflow.store.liveness import HAS_MESSAGE, WAITING, db_now
 from qflow.store.models import runs, tasks, workers
-
-_WAITING = (S.QUEUED, S.RETRYING, S.SENSING)
+from qflow.store.transitions import utcnow
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ def lost_owners(conn: Connection, timeout: float) -> list[Finding]:
 def unsent(conn: Connection) -> list[Finding]:
     """Released tasks whose message the broker did not take (the reconciler sends them)."""
     rows = conn.execute(select(tasks.c.run_id, tasks.c.node).where(
-        tasks.c.unsent.is_(True), tasks.c.state.in_(_WAITING)))
+        tasks.c.unsent.is_(True), tasks.c.state.in_(WAITING)))
     return [Finding("unsent", "released, but its message was never published", r.run_id,
                     r.node) for r in rows]
 
@@ -55,7 +54,7 @@ def queued_by_queue(conn: Connection, older_than: float) -> dict[str | None, int
     """Tasks waiting for a worker (with a message) for over ``older_than`` seconds."""
     cutoff = db_now(conn) - dt.timedelta(seconds=older_than)
     return dict(conn.execute(select(tasks.c.queue, func.count()).where(
-        tasks.c.state.in_(_WAITING), HAS_MESSAGE, tasks.c.unsent.is_(False),
+        tasks.c.state.in_(WAITING), HAS_MESSAGE, tasks.c.unsent.is_(False),
         tasks.c.queued_at < cutoff).group_by(tasks.c.queue)).all())
 
 
@@ -101,5 +100,5 @@ def undelivered_alerts(conn: Connection) -> list[Finding]:
 
 
 def _minute_ago() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(minutes=1)
+    return utcnow() - dt.timedelta(minutes=1)
 

@@ -13,7 +13,7 @@ from qflow.store.lifecycle import RunWriter
 from qflow.store.models import attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow
 
-_WAITING = (S.QUEUED, S.RETRYING, S.SENSING)   # each has a message
+WAITING = (S.QUEUED, S.RETRYING, S.SENSING)    # each has a message
 
 
 @query()
@@ -108,7 +108,7 @@ def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
         conn.execute(update(tasks)
                      .where(tuple_(tasks.c.run_id, tasks.c.node).in_(
                          [(i.run_id, i.node) for i in items]),
-                            tasks.c.state.in_(_WAITING))
+                            tasks.c.state.in_(WAITING))
                      .values(unsent=True))
 
 
@@ -122,7 +122,7 @@ def unserved(conn: Connection, run_id: str, default_queue: str,
         for q in row.split(",")}
     out: dict[str, list[str]] = {}
     for node, queue in conn.execute(select(tasks.c.node, tasks.c.queue).where(
-            tasks.c.run_id == run_id, tasks.c.state.in_(_WAITING)).order_by(tasks.c.id)):
+            tasks.c.run_id == run_id, tasks.c.state.in_(WAITING)).order_by(tasks.c.id)):
         if (queue or default_queue) not in served:
             out.setdefault(queue or default_queue, []).append(node)
     return out
@@ -160,7 +160,7 @@ def stale_counts(conn: Connection, older_than: float) -> dict[str | None, int]:
     """How many tasks :func:`take_stale` would find, by queue."""
     return dict(conn.execute(
         select(tasks.c.queue, func.count()).where(
-            tasks.c.state.in_(_WAITING), _stale(older_than), HAS_MESSAGE)
+            tasks.c.state.in_(WAITING), _stale(older_than), HAS_MESSAGE)
         .group_by(tasks.c.queue)).all())
 
 
@@ -178,7 +178,7 @@ def _redispatch(conn: Connection, condition, limit: int, signed_only: bool = Fal
         # A signing process re-sending the message of a run whose creator did not sign
         # would sign, as the user's intent, what its peers refused as untrusted.
         condition &= ~exists().where(runs.c.id == tasks.c.run_id, runs.c.unsigned.is_(True))
-    ids = select(tasks.c.id).where(tasks.c.state.in_(_WAITING), condition,
+    ids = select(tasks.c.id).where(tasks.c.state.in_(WAITING), condition,
                                    HAS_MESSAGE).limit(limit)
     rows = conn.execute(
         update(tasks).where(tasks.c.id.in_(ids.scalar_subquery()))

@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 
 from qflow.core.params import masked
 from qflow.results.crypto import is_sealed
+from qflow.store import read
 from qflow.store.db import query
-from qflow.store.models import alerts, runs, tasks
+from qflow.store.models import alerts, runs
 from qflow.store.transitions import utcnow
 
 
@@ -52,10 +53,9 @@ def record(conn: Connection, kind: str, run_id: str, node: str | None = None,
 
 
 def failed_tasks(conn: Connection, run_id: str, limit: int = 20) -> list[dict]:
-    """The failed tasks of a run, for its run_failed event."""
-    rows = conn.execute(select(tasks.c.node, tasks.c.error).where(
-        tasks.c.run_id == run_id, tasks.c.state == "failed").order_by(tasks.c.id).limit(limit))
-    return [{"node": r.node, "error": _unsealed(r.error)} for r in rows]
+    """The first failed tasks of a run, for its run_failed event (no sealed text)."""
+    return [{**t, "error": _unsealed(t["error"])}
+            for t in read.failed_tasks(conn, run_id, limit)]
 
 
 def _unsealed(value: Any) -> Any:

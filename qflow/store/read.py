@@ -141,11 +141,13 @@ def leaves(conn: Connection, run_id: str) -> list[str]:
     return [r.node for r in rows]
 
 
-def failed_tasks(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    """The run's failed tasks (not upstream_failed), in creation order."""
+def failed_tasks(conn: Connection, run_id: str, limit: int | None = None
+                 ) -> list[dict[str, Any]]:
+    """The run's failed tasks (not upstream_failed), in creation order (the first
+    ``limit`` of them, if given)."""
     rows = conn.execute(select(tasks.c.node, tasks.c.error)
                         .where(tasks.c.run_id == run_id, tasks.c.state == "failed")
-                        .order_by(tasks.c.id))
+                        .order_by(tasks.c.id).limit(limit))
     return [{"node": r.node, "error": r.error} for r in rows]
 
 
