@@ -147,9 +147,21 @@ def _read_file(path: str) -> dict[str, Any]:
     return {k: v for k, v in section.items() if k in _FIELDS}
 
 
+# Settings that are lengths of time as users write them ("30d"): checked when loaded, so a
+# bad one stops a command at once instead of failing the maintenance thread every beat.
+_DURATIONS = frozenset({"retention"})
+
+
 def _typed(name: str, value: Any) -> Any:
     if name not in _FIELDS:
         raise UserError(f"unknown setting {name!r}")
+    if name in _DURATIONS and value != "":
+        from qflow.core.durations import parse_duration
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            raise UserError(f"setting {name!r}: {exc}") from None
+        value = str(value)
     kind = type(getattr(Config(), name))
     if kind is bool:
         if isinstance(value, bool):

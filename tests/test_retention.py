@@ -93,3 +93,11 @@ def test_qflow_db_prune_dry_run_counts_and_a_bad_age_is_one_line(tmp_path):
     gone = subprocess.run(["qflow", "db", "prune", "--older-than", "0s"], cwd=tmp_path,
                           env=env, capture_output=True, text=True)
     assert gone.returncode == 0 and gone.stdout.startswith("deleted 1 run(s)")
+
+
+def test_a_bad_retention_setting_is_a_one_line_error_when_the_command_starts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QFLOW_")}
+    bad = subprocess.run(["qflow", "runs"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**env, "QFLOW_RETENTION": "30 days"})
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "setting 'retention'" in bad.stderr and "30 days" in bad.stderr
