@@ -31,7 +31,8 @@ def mark_late(conn: Connection) -> list[tuple[str, str, str | None]]:
         outbox.record(conn, "run_late", r.id, state=r.state)
         found.append((r.id, r.workflow, None))
     running = conn.execute(select(tasks.c.id, tasks.c.run_id, tasks.c.node, tasks.c.attempts,
-                                  tasks.c.started_at, tasks.c.deadline_s).where(
+                                  tasks.c.started_at, tasks.c.deadline_s, runs.c.workflow)
+                           .join(runs, runs.c.id == tasks.c.run_id).where(
         tasks.c.state == S.RUNNING, tasks.c.deadline_s.is_not(None),
         tasks.c.late.is_(False))).all()
     for t in running:
@@ -40,7 +41,5 @@ def mark_late(conn: Connection) -> list[tuple[str, str, str | None]]:
         if conn.execute(update(tasks).where(tasks.c.id == t.id, tasks.c.late.is_(False))
                         .values(late=True)).rowcount:
             outbox.record(conn, "task_late", t.run_id, t.node, t.attempts, state=S.RUNNING)
-            workflow = conn.execute(select(runs.c.workflow).where(
-                runs.c.id == t.run_id)).scalar_one()
-            found.append((t.run_id, workflow, t.node))
+            found.append((t.run_id, t.workflow, t.node))
     return found
