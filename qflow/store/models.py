@@ -184,6 +184,7 @@ pool_waits = Table(
     Column("task_id", Integer, ForeignKey("qflow_tasks.id", ondelete="CASCADE"), primary_key=True),
     Column("since", DateTime, nullable=False),
     Index("ix_qflow_pool_waits_since", "pool", "since"),
+    Index("ix_qflow_pool_waits_task", "task_id"),      # deleting a task row checks it
 )
 
 # What a running attempt has printed so far (a container task's, written about once
@@ -230,6 +231,7 @@ asset_events = Table(
     Column("node", String(250)),
     Column("created_at", DateTime, nullable=False),
     Index("ix_qflow_asset_events_asset", "asset", "id"),
+    Index("ix_qflow_asset_events_run", "run_id"),      # prune: what a run updated
 )
 
 # An update an asset-scheduled workflow's run consumed: each update starts at most
