@@ -120,6 +120,10 @@ tasks = Table(
     Index("ix_qflow_tasks_finished", "run_id", "finished_at",
           sqlite_where=text("finished_at IS NOT NULL"),
           postgresql_where=text("finished_at IS NOT NULL")),
+    # Its second cursor: the tasks queued since (pending -> queued). Queued rows only: a
+    # task leaves it when a worker claims it.
+    Index("ix_qflow_tasks_queued", "run_id", "queued_at",
+          sqlite_where=text("state = 'queued'"), postgresql_where=text("state = 'queued'")),
 )
 
 # A dependency: ``child`` waits on ``parent`` within one run.
