@@ -53,6 +53,12 @@ runs = Table(
     # or its creation, plus the deadline), and whether run_late was recorded.
     Column("deadline_at", DateTime),
     Column("late", Boolean, default=False, server_default=false(), nullable=False),
+    # Bounded dispatch (qflow.store.window): at most ``dispatch_window`` of the run's
+    # tasks have a message at a time (NULL: no bound); ``in_flight`` hold a place (sent,
+    # or running, until they end), ``backlog`` wait for one without a message.
+    Column("dispatch_window", Integer),
+    Column("in_flight", Integer, default=0, server_default=text("0"), nullable=False),
+    Column("backlog", Integer, default=0, server_default=text("0"), nullable=False),
     Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
     Index("ix_qflow_runs_state", "state"),
     Index("ix_qflow_runs_created", "created_at"),
@@ -112,6 +118,11 @@ tasks = Table(
     # @task(deadline=...) in seconds, and whether task_late was recorded.
     Column("deadline_s", Float),
     Column("late", Boolean, default=False, server_default=false(), nullable=False),
+    # Queued without a message until its run's dispatch window has room (see
+    # qflow.store.window), which the highest ``priority`` (9 first), then the oldest row,
+    # takes first.
+    Column("held_back", Boolean, default=False, server_default=false(), nullable=False),
+    Column("priority", Integer, default=0, server_default=text("0"), nullable=False),
     UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
     Index("ix_qflow_tasks_unsent", "unsent"),
     Index("ix_qflow_tasks_state", "state"),
@@ -124,6 +135,10 @@ tasks = Table(
     # task leaves it when a worker claims it.
     Index("ix_qflow_tasks_queued", "run_id", "queued_at",
           sqlite_where=text("state = 'queued'"), postgresql_where=text("state = 'queued'")),
+    # A run's held-back tasks in the order its window takes them: each completion that
+    # frees a place reads the first of them here, never the rest of the run.
+    Index("ix_qflow_tasks_held_back", "run_id", text("priority DESC"), "id",
+          sqlite_where=text("held_back = 1"), postgresql_where=text("held_back")),
 )
 
 # A dependency: ``child`` waits on ``parent`` within one run.
