@@ -62,6 +62,9 @@ runs = Table(
     Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
     Index("ix_qflow_runs_state", "state"),
     Index("ix_qflow_runs_created", "created_at"),
+    # /qflow/metrics counts runs by (workflow, state) from this index alone; the runs
+    # list filtered by both pages through it newest first.
+    Index("ix_qflow_runs_workflow_state", "workflow", "state", "created_at"),
     # One current run per (workflow, logical time): two schedulers cannot both fire a
     # time. Manual runs have no logical time, and NULLs never collide.
     Index("uq_qflow_runs_workflow_logical", "workflow", "logical_time", unique=True,
