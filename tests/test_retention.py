@@ -11,7 +11,7 @@ from pathlib import Path
 import flows  # noqa: F401 - registers the workflows
 import pytest
 from sqlalchemy import func, select, update
-from test_store import StubDispatcher, drain
+from test_store import StubDispatcher, drain, run_of
 
 from qflow.config import Config
 from qflow.engine.client import Engine
@@ -101,3 +101,46 @@ def test_a_bad_retention_setting_is_a_one_line_error_when_the_command_starts(tmp
                          env={**env, "QFLOW_RETENTION": "30 days"})
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "setting 'retention'" in bad.stderr and "30 days" in bad.stderr
+
+
+def test_prune_never_touches_a_running_run_nor_an_ended_run_a_running_run_consumed(engine):
+    from qflow.store import attempts
+    from qflow.store.models import asset_consumed, asset_events
+    producer = engine.trigger("diamond", {"x": 1})
+    drain(engine)
+    running = engine.trigger("diamond", {"x": 2})
+    root = engine.dispatcher.sent.pop(0)
+    assert engine.store.transact(attempts.claim, root.run_id, root.node, root.attempt,
+                                 "w1", None) is not None
+    engine.dispatcher.sent.clear()
+    assert run_of(engine, running)["state"] == "running"
+    for run_id in (producer, running):
+        ended_days_ago(engine, run_id, 40)
+    with engine.store.write() as conn:               # the running run consumed its update
+        event = conn.execute(asset_events.insert().values(
+            asset="warehouse.sales", run_id=producer, node="d",
+            created_at=dt.datetime(2026, 1, 1))).inserted_primary_key[0]
+        conn.execute(asset_consumed.insert().values(workflow="diamond", event_id=event,
+                                                    run_id=running))
+    before = {r: rows_of(engine, r) for r in (producer, running)}
+    engine.config = dataclasses.replace(engine.config, retention="30d")
+    upkeep = Upkeep(Executor(engine))
+    assert upkeep.apply_retention() == 0
+    assert {r: rows_of(engine, r) for r in (producer, running)} == before
+    engine.cancel(running)                            # ended: neither is kept any more
+    ended_days_ago(engine, running, 40)
+    assert upkeep.apply_retention() == 2
+    assert rows_of(engine, producer)["runs"] == rows_of(engine, running)["runs"] == 0
+
+
+def test_a_prune_batch_is_bounded_by_task_rows_not_runs(engine):
+    from qflow.store import retention
+    old = []
+    for x in range(3):
+        old.append(engine.trigger("diamond", {"x": x}))      # 4 tasks each
+        drain(engine)
+        ended_days_ago(engine, old[-1], 40 - x)
+    cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=30)
+    assert engine.store.transact(retention.delete_batch, cutoff, 1) == [old[0]]
+    assert sorted(engine.store.transact(retention.delete_batch, cutoff, 8)) == sorted(old[1:])
+    assert engine.store.transact(retention.delete_batch, cutoff, 8) == []

@@ -86,7 +86,7 @@ class Upkeep:
             return 0
         cutoff = liveness.utcnow() - dt.timedelta(seconds=parse_duration(
             self.config.retention))
-        return prune(self.config, self.store, cutoff, batch=100, batches=1)
+        return prune(self.config, self.store, cutoff, batches=1)
 
     def deliver_alerts(self) -> int:
         """Deliver outbox alerts that are due (new, or due again after a failure)."""
@@ -156,13 +156,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def prune(config, store, cutoff: dt.datetime, batch: int = 500,
-          batches: int | None = None) -> int:
-    """Delete runs ended before ``cutoff`` (see qflow.store.retention), ``batch`` per
-    transaction, pausing between batches as long as each took, then each run's stored
-    objects; returns how many runs went. An object
-    whose deletion fails (or a crash before it) stays under the run's prefix in the
-    store; deleting that prefix by hand collects it."""
+# A prune's pace: a batch deletes about PRUNE_BATCH task rows' worth of runs, and the
+# next one waits PRUNE_PAUSE times as long as it took, so that a prune holds the DB a
+# quarter of the time at most and running work keeps the rest. Measured with
+# bench/retention.py (see docs/performance.md): back to back, 500 runs a batch, a prune
+# cut a concurrent fan-out's throughput by 58% on 2 cores.
+PRUNE_BATCH = 1000
+PRUNE_PAUSE = 3.0
+
+
+def prune(config, store, cutoff: dt.datetime, batch: int = PRUNE_BATCH,
+          batches: int | None = None, pause: float = PRUNE_PAUSE) -> int:
+    """Delete runs ended before ``cutoff`` (see qflow.store.retention), about ``batch``
+    task rows per transaction, pausing ``pause`` times as long as each batch took, then
+    each run's stored objects; returns how many runs went. An object whose deletion
+    fails (or a crash before it) stays under the run's prefix in the store; deleting
+    that prefix by hand collects it."""
     from qflow.results import codec
 
     objects = codec.for_config(config).store
@@ -177,12 +186,9 @@ def prune(config, store, cutoff: dt.datetime, batch: int = 500,
                 log.exception("stored results of pruned run %s not deleted", run_id)
         done += len(ids)
         batches = None if batches is None else batches - 1
-        if len(ids) < batch:
+        if not ids or batches == 0:
             break
-        # As long again between batches: the DB spends at most half its time pruning,
-        # and running work keeps the rest (measured: back to back, a concurrent prune
-        # cut a fan-out's throughput by more than half on 2 cores).
-        time.sleep(time.monotonic() - began)
+        time.sleep(pause * (time.monotonic() - began))
     return done
 
 

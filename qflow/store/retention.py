@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, delete, exists, func, select
+from sqlalchemy import Connection, case, delete, exists, func, select
 
 from qflow.core import states as S
 from qflow.store.db import query
@@ -43,14 +43,32 @@ def count(conn: Connection, cutoff: dt.datetime) -> tuple[int, int]:
     return n_runs, n_tasks
 
 
+def _oldest(cutoff: dt.datetime, limit: int):
+    """The oldest prunable runs holding about ``limit`` task rows together (at least one
+    run; a run without tasks counts as one row): a batch's size is bounded by what it
+    deletes, so a few runs of a huge map make a batch as a thousand small ones do."""
+    weight = case((runs.c.tasks_total > 0, runs.c.tasks_total), else_=1)
+    # In created_at order alone (ix_qflow_runs_created gives it), the running sum over
+    # the rows so far: the scan stops after ``limit`` runs at most.
+    picked = (select(runs.c.id, weight.label("weight"),
+                     func.sum(weight).over(order_by=runs.c.created_at, rows=(None, 0))
+                     .label("upto"))
+              .where(*_prunable(cutoff)).order_by(runs.c.created_at).limit(limit)
+              .subquery())
+    return select(picked.c.id).where(picked.c.upto - picked.c.weight < limit)
+
+
 @query()
 def delete_batch(conn: Connection, cutoff: dt.datetime, limit: int) -> list[str]:
-    """Delete up to ``limit`` prunable runs (oldest first) and what belongs to them: task
-    rows, attempts, edges, logs, alerts. Returns their ids (their stored objects are the
-    caller's to delete, after commit). Asset updates they made stay: an asset's history
-    outlives the runs that made it."""
-    ids = conn.execute(select(runs.c.id).where(*_prunable(cutoff))
-                       .order_by(runs.c.created_at).limit(limit)).scalars().all()
+    """Delete the oldest prunable runs, about ``limit`` task rows' worth (see
+    :func:`_oldest`), and what belongs to them: task rows, attempts, edges, logs,
+    alerts. Returns their ids (their stored objects are the caller's to delete, after
+    commit). Asset updates they made stay: an asset's history outlives the runs that
+    made it.
+
+    The rows that point at a task go first, each table through its task_id index, so
+    that deleting the task rows finds nothing left for their foreign keys to cascade."""
+    ids = conn.execute(_oldest(cutoff, limit)).scalars().all()
     if not ids:
         return []
     task_ids = select(tasks.c.id).where(tasks.c.run_id.in_(ids))
