@@ -117,3 +117,37 @@ def test_a_signing_worker_never_sends_again_a_run_whose_messages_were_refused(
         assert "untrusted content" in (tmp_path / "w1.log").read_text().lower()
     finally:
         cluster.stop()
+
+
+def test_a_retry_without_the_key_is_refused_for_a_signed_run(signed_cluster):
+    """Retrying is an order to run tasks again: one from a process without the key would
+    be refused by the workers, yet the run's record says signed, so signing workers would
+    send its tasks again themselves. It is refused at once instead, in one line."""
+    import json
+    cluster, _ = signed_cluster
+    failed = subprocess.run(["qflow", "trigger", "failing", "--wait", "--json"],
+                            env=cluster.env, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    run_id = json.loads(failed.stdout.splitlines()[0])["run_id"]
+
+    def status():
+        return json.loads(subprocess.run(["qflow", "status", run_id, "--json"],
+                                         env=cluster.env, capture_output=True,
+                                         text=True).stdout)
+    before = status()
+    unsigned = {k: v for k, v in cluster.env.items() if not k.startswith("QFLOW_SECURITY")}
+    out = subprocess.run(["qflow", "retry", run_id], env=unsigned, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"qflow: error: run {run_id} was created with message "
+                                 "signing: retry it with security_key")
+    assert len(out.stderr.strip().splitlines()) == 1
+    after = status()
+    assert after["state"] == "failed"
+    assert [t["attempts"] for t in after["tasks"]] == [t["attempts"] for t in before["tasks"]]
+
+    again = subprocess.run(["qflow", "retry", run_id, "--wait"], env=cluster.env,
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1, again.stdout + again.stderr    # it fails again, signed
+    assert sum(t["attempts"] for t in status()["tasks"]) > sum(
+        t["attempts"] for t in before["tasks"])

@@ -72,7 +72,8 @@ class Engine:
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
                                logical_time, self.config.max_map_size, self.limits(wdef),
                                self.config.result_max_bytes, bool(self.config.security_key),
-                               wdef.options.get("deadline"))
+                               wdef.options.get("deadline"),
+                               self.config.dispatch_window or None)
         self.dispatcher.check()
         refused, started = self.store.transact(_insert, new, guard)
         if refused is not None:
@@ -119,7 +120,8 @@ class Engine:
         """Re-run what failed or was canceled (and ``from_node`` onwards); returns how many
         tasks were released at once."""
         self.dispatcher.check()
-        released = self.store.transact(control.resume_run, run_id, from_node)
+        released = self.store.transact(control.resume_run, run_id, from_node,
+                                       bool(self.config.security_key))
         self.publish(released)
         return len(released)
 

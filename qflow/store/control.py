@@ -10,7 +10,7 @@ from qflow.core import states as S
 from qflow.core.dag import topological_order
 from qflow.core.records import Dispatch
 from qflow.errors import UserError
-from qflow.store import mapping, pools
+from qflow.store import mapping, pools, window
 from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, dispatch_rows
 from qflow.store.models import edges, runs, tasks
@@ -29,7 +29,7 @@ class Canceled:
 
 
 def _run_row(conn: Connection, run_id: str):
-    row = conn.execute(select(runs.c.id, runs.c.workflow, runs.c.state)
+    row = conn.execute(select(runs.c.id, runs.c.workflow, runs.c.state, runs.c.unsigned)
                        .where(runs.c.id == run_id)).first()
     if row is None:
         raise UserError(f"unknown run {run_id!r}")
@@ -55,15 +55,19 @@ _AGAIN = (S.FAILED, S.CANCELED, S.UPSTREAM_FAILED)
 
 
 @query()
-def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> list[Dispatch]:
+def resume_run(conn: Connection, run_id: str, from_node: str | None = None,
+               signed: bool = False) -> list[Dispatch]:
     """Re-run a run's failed, canceled and upstream-failed tasks (and ``from_node``) and
-    everything downstream of them; succeeded tasks upstream keep their results."""
+    everything downstream of them; succeeded tasks upstream keep their results.
+
+    ``signed``: the resuming process signs its messages (see :func:`_check_signing`)."""
     run = _run_row(conn, run_id)
     allowed = (S.FAILED, S.CANCELED) + ((S.SUCCEEDED,) if from_node else ())
     if run.state not in allowed:
         hint = "" if run.state != S.SUCCEEDED else " (use --from NODE to re-run part of it)"
         raise UserError(f"run {run_id} is {run.state}; only a failed or canceled run can be "
                         f"retried{hint}")
+    _check_signing(conn, run, signed)
     rows, pairs = _graph(conn, run_id)
     if from_node is not None and from_node not in rows:
         raise UserError(f"run {run_id} has no node {from_node!r}")
@@ -73,6 +77,7 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
         rows, pairs = _graph(conn, run_id)
         start &= set(rows)
     reset = _downstream(start, pairs)
+    window.reset(conn, run_id)
     writer = RunWriter(conn, run_id, run.workflow)
     released: list[Dispatch] = []
     ended: list[tuple[str, str]] = []
@@ -93,6 +98,19 @@ def resume_run(conn: Connection, run_id: str, from_node: str | None = None) -> l
         released += writer.propagate(ended).to_publish
     _recount(conn, run_id, run.state, writer.now)
     return released
+
+
+def _check_signing(conn: Connection, run, signed: bool) -> None:
+    """A resume is a new order to run tasks, given by the resuming process. One that does
+    not sign may not resume a run whose creator did: its messages would be refused, and
+    the run's record (signed) would let signing workers' reconcilers send them again,
+    signed, on its behalf. A signing process's resume makes the run signed from now on."""
+    if not signed and not run.unsigned:
+        raise UserError(f"run {run.id} was created with message signing: retry it with "
+                        "security_key, security_certificate and security_cert_store set "
+                        "(workers refuse unsigned messages)")
+    if signed and run.unsigned:
+        conn.execute(update(runs).where(runs.c.id == run.id).values(unsigned=False))
 
 
 def _graph(conn: Connection, run_id: str):
