@@ -73,6 +73,10 @@ class Config:
     # An attempt's error message and traceback are each cut to this size; 0 = no limit.
     error_max_bytes: int = 64 * 1024
     log_level: str = "INFO"                   # lowest level of captured log records
+    # Where an attempt's captured output is kept: "db" (qflow_attempts.log) or
+    # "results" (one object per attempt beside its return value, in result_store,
+    # encrypted with encryption_key; the DB keeps none of it).
+    log_store: str = "db"
     flower_basic_auth: str = ""               # user:password[,user:password...]
     # The web console and REST API (`qflow web`, `qflow flower`): HTTP basic users for
     # pages and API ("user:password,..."; flower_basic_auth is an alias) and bearer
@@ -93,6 +97,12 @@ class Config:
         if not isinstance(logging.getLevelName(str(self.log_level).upper()), int):
             raise UserError(f"setting 'log_level' must be a logging level such as INFO or "
                             f"DEBUG, got {self.log_level!r}")
+        if self.log_store not in ("db", "results"):
+            raise UserError(f"setting 'log_store' must be db or results, got "
+                            f"{self.log_store!r}")
+        if self.log_store == "results" and not self.result_store:
+            raise UserError("setting 'log_store' is results but no result_store is set "
+                            "(logs go beside the results: set result_store too)")
         if self.container_runtime not in ("", "docker", "podman"):
             raise UserError(f"setting 'container_runtime' must be docker or podman, got "
                             f"{self.container_runtime!r}")

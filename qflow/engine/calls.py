@@ -13,7 +13,7 @@ from qflow.core import dag, outcomes
 from qflow.core.records import Claimed, Outcome
 from qflow.core.states import FAILED, SUCCEEDED
 from qflow.errors import TaskTimeout
-from qflow.results import codec, secrets
+from qflow.results import codec, logs, secrets
 from qflow.store import Store, livelog
 from qflow.worker import capture, container, isolation
 from qflow.worker.timeouts import call_with_timeout
@@ -67,8 +67,14 @@ class Caller:
             # write also says when the attempt was canceled (then the container stops).
             ctx = _current.get()
             def live(text: str | None, ended: bool = False) -> bool:
+                # With log_store = "results" the text goes to the attempt's log object
+                # and the row only says that the attempt has a live log there.
+                stored = text is not None and self.results.logs_in_store
+                if stored:
+                    logs.write(self.results, text, ctx.run_id, ctx.node, ctx.attempt)
                 return self.store.transact(livelog.write, ctx.run_id, ctx.node, ctx.attempt,
-                                           self.results.seal(text), ended)
+                                           None if stored else self.results.seal(text),
+                                           ended, stored)
             return container.invoke(tdef, args, kwargs, self.config, ctx, timeout, live)
         if options.get("isolation") == "subprocess":
             return isolation.call_in_subprocess(tdef.fn, args, kwargs, timeout,
@@ -79,7 +85,7 @@ class Caller:
                 out: capture.Capture) -> Outcome:
         tries = claimed.tries(ctx.attempt)
         return dataclasses.replace(outcomes.failure(exc, claimed.options, tries, tdef),
-                                   log=out.text)
+                                   log=self.log(ctx, out))
 
     def succeeded(self, value: Any, claimed: Claimed, ctx: TaskContext,
                    out: capture.Capture) -> Outcome:
@@ -90,7 +96,12 @@ class Caller:
                         or self.config.result_max_bytes)
             outcome = (self.poked(value, claimed, ctx, limit) if claimed.options.get("sensor")
                        else self.kept(value, claimed, ctx, limit))
-        return dataclasses.replace(outcome, log=out.text)
+        return dataclasses.replace(outcome, log=self.log(ctx, out))
+
+    def log(self, ctx: TaskContext, out: capture.Capture) -> str | None:
+        """What the attempt printed, as its row keeps it (None when it went to the
+        result store: ``log_store = "results"``)."""
+        return logs.keep(self.results, out.text, ctx.run_id, ctx.node, ctx.attempt)
 
     def kept(self, value: Any, claimed: Claimed, ctx: TaskContext, limit: int) -> Outcome:
         """The value kept in the DB or written to the result store (then referenced)."""

@@ -60,9 +60,11 @@ class Results:
     """Keeping and reading values for one configuration (see :func:`for_config`)."""
 
     def __init__(self, store: ObjectStore | None, keyring: crypto.Keyring | None,
-                 signing_key: str = ""):
+                 signing_key: str = "", logs_in_store: bool = False):
         self.store = store
         self.keyring = keyring
+        # log_store = "results": captured output is an object too (qflow.results.logs).
+        self.logs_in_store = logs_in_store and store is not None
         self._hmac_keys = ([hashlib.sha256(b"qflow result hmac" + signing_key.encode()
                                            ).digest()] if signing_key else [])
         if keyring is not None:
@@ -194,10 +196,11 @@ class Results:
         try:
             return self.reveal(text)
         except UserError:
-            return "(encrypted: this process has no key that opens it)"
+            return UNOPENED
 
 
 SEALED_KEY = "__qflow_sealed__"
+UNOPENED = "(encrypted: this process has no key that opens it)"    # shown instead
 
 
 def _json_text(value: Any) -> str:
@@ -258,12 +261,14 @@ _INSTALLED: list[Results] = []
 def for_config(config) -> Results:
     """The Results of a configuration, built once per process (the key is parsed and
     its derived keys computed once)."""
-    key = (config.result_store, config.encryption_key, config.result_signing_key)
+    key = (config.result_store, config.encryption_key, config.result_signing_key,
+           config.log_store)
     found = _BUILT.get(key)
     if found is None:
         store = open_store(config.result_store) if config.result_store else None
         found = _BUILT[key] = Results(store, crypto.Keyring.from_setting(
-            config.encryption_key), config.result_signing_key)
+            config.encryption_key), config.result_signing_key,
+            config.log_store == "results")
     return found
 
 

@@ -25,6 +25,7 @@ class ObjectStore(Protocol):
 
     def check(self) -> None: ...
     def writer(self, key: str) -> "ObjectWriter": ...
+    def open(self, key: str) -> BinaryIO: ...
     def delete_run(self, run_id: str) -> None: ...
 
 
@@ -39,6 +40,12 @@ class ObjectWriter(Protocol):
 def object_key(run_id: str, node: str, attempt: int) -> str:
     """The object's path under the store: node ids may hold any character."""
     return f"{run_id}/{quote(node, safe='')}/{attempt}"
+
+
+def log_key(run_id: str, node: str, attempt: int) -> str:
+    """Where an attempt's captured output goes with ``log_store = "results"``: beside
+    its value, under the run's prefix, so it is deleted with the run."""
+    return object_key(run_id, node, attempt) + ".log"
 
 
 def open_store(url: str) -> ObjectStore:
@@ -93,6 +100,10 @@ class LocalStore:
         # The URL percent-encodes the path, as file:// URLs do (node ids may hold "%").
         return LocalWriter(self.root / key, f"{self.url}/{quote(key)}")
 
+    def open(self, key: str) -> BinaryIO:
+        """The object at ``key``; FileNotFoundError when there is none."""
+        return open(self.root / key, "rb")
+
     def delete_run(self, run_id: str) -> None:
         shutil.rmtree(self.root / run_id, ignore_errors=True)
 
@@ -138,6 +149,9 @@ class FsspecStore:
 
     def writer(self, key: str) -> "FsspecWriter":
         return FsspecWriter(self.fs, f"{self.root}/{key}", f"{self.url}/{key}")
+
+    def open(self, key: str) -> BinaryIO:
+        return self.fs.open(f"{self.root}/{key}", "rb")
 
     def delete_run(self, run_id: str) -> None:
         path = f"{self.root}/{run_id}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, delete, insert, select, tuple_, update
 
 from qflow.core import states as S
+from qflow.results import logs
 from qflow.results.codec import installed
 from qflow.store.db import query
 from qflow.store.models import live_logs, runs, tasks
@@ -26,17 +27,18 @@ def _running_task(conn: Connection, run_id: str, node: str, attempt: int) -> int
 
 @query(durable=False)
 def write(conn: Connection, run_id: str, node: str, attempt: int, text: str | None,
-          ended: bool = False) -> bool:
+          ended: bool = False, stored: bool = False) -> bool:
     """Store ``text`` (None: unchanged) as the live log of this attempt; False when the
     attempt is no longer running (then nothing is written). ``ended``: the attempt's own
-    row is about to hold its log, so forget the live one."""
+    row is about to hold its log, so forget the live one. ``stored``: the text went to
+    the attempt's log object in the result store; the row, without text, says so."""
     task_id = _running_task(conn, run_id, node, attempt)
     if ended or task_id is None:
         conn.execute(delete(live_logs).where(live_logs.c.task_id.in_(
             select(tasks.c.id).where(tasks.c.run_id == run_id, tasks.c.node == node)
             .scalar_subquery())))
         return False
-    if text is not None:
+    if text is not None or stored:
         values = {"number": attempt, "log": text, "updated_at": utcnow()}
         if not conn.execute(update(live_logs).where(live_logs.c.task_id == task_id)
                             .values(**values)).rowcount:
@@ -56,10 +58,12 @@ def running_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(tasks.c.node == node)
     if number is not None:
         stmt = stmt.where(live_logs.c.number == number)
-    shown = installed().shown
+    results = installed()
     return [{"node": r.node, "attempt": r.number, "state": S.RUNNING, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at), "finished_at": None,
-             "error": None, "traceback": None, "log": shown(r.log)} for r in conn.execute(stmt)]
+             "error": None, "traceback": None,
+             "log": logs.shown(results, r.log, run_id, r.node, r.number)}
+            for r in conn.execute(stmt)]
 
 
 def not_current(conn: Connection, attempts: list[tuple[str, str, int]]

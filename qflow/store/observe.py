@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select, union_all
 
 from qflow.core.dag import Graph, Node
+from qflow.results import logs
 from qflow.results.codec import installed
 from qflow.store import livelog
 from qflow.store.models import attempts, edges, runs, tasks
@@ -18,7 +19,8 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
                  number: int | None = None) -> list[dict[str, Any]]:
     """Every attempt of the run (or of ``node``, or just attempt ``number``) with what it
     printed and logged, in the order they started; an attempt still running is there
-    with its live log if it writes one (see :mod:`qflow.store.livelog`)."""
+    with its live log if it writes one (see :mod:`qflow.store.livelog`). With
+    ``log_store = "results"`` the logs are read from the result store."""
     stmt = (select(tasks.c.node, attempts.c.number, attempts.c.state, attempts.c.worker,
                    attempts.c.celery_id, attempts.c.started_at, attempts.c.finished_at,
                    attempts.c.error, attempts.c.traceback, attempts.c.log)
@@ -29,11 +31,13 @@ def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
         stmt = stmt.where(tasks.c.node == node)
     if number is not None:
         stmt = stmt.where(attempts.c.number == number)
-    shown = installed().shown         # sealed text opens here for a process with the key
+    results = installed()            # sealed text opens here for a process with the key
+    shown = results.shown
     return [{"node": r.node, "attempt": r.number, "state": r.state, "worker": r.worker,
              "celery_id": r.celery_id, "started_at": iso(r.started_at),
              "finished_at": iso(r.finished_at), "error": shown(r.error),
-             "traceback": shown(r.traceback), "log": shown(r.log)}
+             "traceback": shown(r.traceback),
+             "log": logs.shown(results, r.log, run_id, r.node, r.number)}
             for r in conn.execute(stmt)] + livelog.running_logs(conn, run_id, node, number)
 
 
