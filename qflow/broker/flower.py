@@ -24,8 +24,9 @@ from qflow.web.app import listen_address, qflow_handlers
 from qflow.web.auth import WebSettings
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-NAV_LINKS = ('<li class="nav-item"><a class="nav-link" href="/qflow/">Workflows</a></li>\n'
-             '<li class="nav-item"><a class="nav-link" href="/qflow/runs">Runs</a></li>\n')
+NAV_LINKS = "".join(f'<li class="nav-item"><a class="nav-link" href="{href}">{label}</a></li>\n'
+                    for href, label in (("/qflow/", "Workflows"), ("/qflow/runs", "Runs"),
+                                        ("/qflow/assets", "Assets")))
 
 
 def flower_env(config: Config) -> dict[str, str]:
@@ -50,11 +51,22 @@ class QflowTask(Task):
 
     merge_rules = {**Task.merge_rules, states.PENDING: (
         "queue", "exchange", "routing_key", "eta", "expires", "root_id", "parent_id")}
+    # Flower serialises a task with as_dict(), which reads _fields: with "qflow" there,
+    # its task list rows (/tasks/datatable) and /api/tasks carry the run and node, and
+    # qflow's script links each row to the run (see TASKS_SCRIPT).
+    _fields = (*Task._fields, "qflow")
+
+    @property
+    def qflow(self) -> dict[str, str] | None:
+        """{"run_id", "node"} of a qflow task; None for another Celery task."""
+        found = qflow_task(self)
+        return None if found is None else {"run_id": found[0], "node": found[1]}
 
 
 class FlowerTemplates(tornado.template.Loader):
-    """Flower's templates with qflow's links: "Workflows" and "Runs" in the navbar, and
-    on a task's page the qflow run it belongs to."""
+    """Flower's templates with qflow's links: "Workflows", "Runs" and "Assets" in the
+    navbar, on a task's page the qflow run it belongs to, and on the task list a link
+    from each qflow task's row to its run."""
 
     def _create_template(self, name: str) -> tornado.template.Template:
         patch = _PATCHES.get(name)
@@ -77,10 +89,17 @@ RUN_ROW = """      {% set qflow_of = handler.application.qflow_task(task) %}
       </div>
       {% end %}
 """
+# Flower draws its task list in the browser from /tasks/datatable: the links are added
+# there, to what it drew, from each row's "qflow" field.
+TASKS_SCRIPT = """{% block extra_scripts %}
+<script src="/qflow/static/flower-tasks.js"></script>
+{% end %}
+"""
 # template: (the text to insert before, the text inserted)
 _PATCHES = {"navbar.html": ("</ul>", NAV_LINKS),         # Flower's first list: its main links
             "task.html": ('      <div class="detail-row task-data-row">\n        <dt>UUID',
-                          RUN_ROW)}
+                          RUN_ROW),
+            "tasks.html": ("{% block container %}", TASKS_SCRIPT)}
 
 
 def qflow_task(task: Any) -> tuple[str, str] | None:
