@@ -19,7 +19,7 @@ from pathlib import Path
 import flows  # noqa: F401 - registers the workflows in this process too
 import pytest
 import servers
-from conftest import ROOT, qflow_env
+from conftest import ROOT, qflow_env, wait_for
 
 from qflow import task, workflow
 from qflow.config import Config
@@ -521,6 +521,7 @@ def test_qflow_flower_serves_the_api_behind_flowers_login(cluster, tmp_path):
         status, page, _ = api.get("/workers")
         assert status == 200 and 'href="/qflow/">Workflows</a>' in page
         assert 'href="/qflow/runs">Runs</a>' in page
+        assert 'href="/qflow/assets">Assets</a>' in page
         run = api.wait(trigger(api, "diamond", {"x": 1}))
         task = next(t for t in run["tasks"] if t["node"] == "add__2")
         deadline = time.monotonic() + 20
@@ -528,6 +529,23 @@ def test_qflow_flower_serves_the_api_behind_flowers_login(cluster, tmp_path):
             assert time.monotonic() < deadline, found[:2]     # Flower gets task events
             time.sleep(0.2)
         assert f'<a href="/qflow/runs/{run["run_id"]}">' in found[1]
+        # The task list: its rows (drawn in the browser from /tasks/datatable) carry the
+        # run and node of a qflow task, which qflow's script on the page turns into links.
+        status, page, _ = api.get("/tasks")
+        assert status == 200 and '<script src="/qflow/static/flower-tasks.js">' in page
+        assert api.get("/qflow/static/flower-tasks.js")[0] == 200
+        def rows_of_the_run() -> dict | None:
+            status, table, _ = api.get("/tasks/datatable?draw=1&start=0&length=100"
+                                       "&order[0][column]=0&order[0][dir]=desc"
+                                       "&columns[0][data]=received&search[value]=")
+            assert status == 200
+            mine = {r["qflow"]["node"]: r for r in table["data"]
+                    if (r.get("qflow") or {}).get("run_id") == run["run_id"]}
+            return mine if len(mine) == 4 else None
+
+        rows = wait_for(rows_of_the_run, timeout=20, what="the run's four tasks in Flower")
+        assert set(rows) == {"const", "add", "add__1", "add__2"}
+        assert all(f"'{node}'" in row["args"] for node, row in rows.items())
     finally:
         proc.terminate()
         proc.wait(20)
@@ -537,6 +555,47 @@ def test_qflow_flower_refuses_another_address_without_a_login(cluster):
     env = {k: v for k, v in cluster.env.items() if not k.startswith("FLOWER_")}
     out = _qflow("flower", "--port=1", "--address=0.0.0.0", env=env)
     assert out.returncode == 2 and "refusing to listen on 0.0.0.0" in out.stderr
+
+
+def test_qflow_runs_counts_every_run_by_workflow_and_state_from_an_index(db_url):
+    import datetime as dt
+    import uuid
+
+    import sqlalchemy as sa
+
+    from qflow.store import Store
+    from qflow.store import metrics as q
+    from qflow.store.migrate import upgrade
+    from qflow.store.models import runs
+    from qflow.web.metrics import Collector
+
+    store = Store(db_url)
+    upgrade(store)
+    counts = {("nightly", "succeeded"): 3, ("nightly", "failed"): 1,
+              ("hourly", "running"): 2, ("hourly", "succeeded"): 1, ("hourly", "queued"): 1}
+    at = dt.datetime(2026, 11, 30, 8)
+    with store.write() as conn:
+        conn.execute(sa.insert(runs), [
+            dict(id=uuid.uuid4().hex, workflow=w, state=s, params="{}", created_at=at)
+            for (w, s), n in counts.items() for _ in range(n)])
+    text = Collector().scrape(store)
+    assert "# TYPE qflow_runs gauge" in text
+    for (w, s), n in counts.items():
+        assert _metric(text, "qflow_runs", workflow=w, state=s) == n
+    assert _metric(text, "qflow_runs", workflow="nightly", state="running") is None
+    # Read from the index alone (PostgreSQL: when it costs less than reading the table,
+    # which it does not for 8 rows; without seq scans the plan shows it can).
+    with store.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            explain = "EXPLAIN"
+        else:
+            explain = "EXPLAIN QUERY PLAN"
+        sql = q.RUNS_BY_STATE.compile(conn)
+        plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"{explain} {sql}"))
+    assert "ix_qflow_runs_workflow_state" in plan, plan
+    assert "Index Only Scan" in plan or "COVERING INDEX" in plan, plan
+    store.dispose()
 
 
 def test_scheduler_lag_is_how_long_the_due_run_has_waited(registry, tmp_path):
