@@ -9,9 +9,10 @@ writes them (one ``items`` task, the mapped node, its elements with one attempt 
 few failed), so that no worker has to run 100,000 tasks first; what is measured is what
 the pages read. Figures (medians of --repeat requests):
 
-- JSON: the API's ``GET /qflow/api/v1/runs/RUN`` (every task), the run page's own
-  ``view.json`` (a map's elements as one letter each) and one live-update poll
-  (``changes.json``), plus the poll's query plan (it must use indexes only);
+- JSON: the API's ``GET /qflow/api/v1/runs/RUN`` (every task; its wall time and the
+  server's CPU time per request), the run page's own ``view.json`` (a map's elements as
+  one letter each) and one live-update poll (``changes.json``), plus the poll's query
+  plan (it must use indexes only);
 - first paint: headless Chromium (Debian's, through Playwright, if installed), from
   navigation start to the first contentful paint and to the graph drawn (the page's
   ``qflow-graph`` performance mark); then the click that expands the map's box;
@@ -117,6 +118,22 @@ def timed_get(url: str, repeat: int) -> tuple[float, int]:
     return C.median([r[0] for r in runs]), runs[0][1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_ms(pid: int, url: str, repeat: int) -> float:
+    """The server's CPU milliseconds per request of ``url`` (less sensitive to the
+    machine's load than the wall time)."""
+    get(url)
+    before = cpu_seconds(pid)
+    for _ in range(repeat):
+        get(url)
+    return (cpu_seconds(pid) - before) * 1000 / repeat
+
+
 def _changes(base: str, run_id: str, since: dt.datetime) -> str:
     stamp = urllib.parse.quote(since.isoformat() + "+00:00")
     return f"{base}/qflow/runs/{run_id}/changes.json?since={stamp}"
@@ -127,15 +144,10 @@ def poll_plan(url: str, run_id: str, end: dt.datetime) -> list[str]:
     import sqlalchemy as sa
 
     from qflow.store import observe
-    from qflow.store.models import tasks
-    since = end - dt.timedelta(seconds=1)
-    ended = sa.select(*observe._VIEW).where(tasks.c.run_id == run_id,
-                                            tasks.c.finished_at >= since)
-    moving = sa.select(*observe._VIEW).where(tasks.c.state.in_(observe._MOVING),
-                                             tasks.c.run_id == run_id)
+    query = observe.changes_query(run_id, end - dt.timedelta(seconds=1))
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        sql = sa.union_all(ended, moving).compile(conn, compile_kwargs={"literal_binds": True})
+        sql = query.compile(conn, compile_kwargs={"literal_binds": True})
         plan = [r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}")]
     engine.dispose()
     return [line.strip().lstrip("-> ").split("  (")[0] for line in plan
@@ -191,8 +203,9 @@ def serve(s: C.Servers, url: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def run_page_case(base: str, url: str, run_id: str, n: int, repeat: int) -> dict:
+def run_page_case(base: str, url: str, run_id: str, n: int, repeat: int, pid: int) -> dict:
     api, api_bytes = timed_get(f"{base}/qflow/api/v1/runs/{run_id}", repeat)
+    api_cpu = server_cpu_ms(pid, f"{base}/qflow/api/v1/runs/{run_id}", repeat)
     view, view_bytes = timed_get(f"{base}/qflow/runs/{run_id}/view.json", repeat)
     # A poll while the run moves at full speed (the tasks that ended in its last second)
     # and one of a page that has seen everything.
@@ -201,11 +214,13 @@ def run_page_case(base: str, url: str, run_id: str, n: int, repeat: int) -> dict
     idle, _ = timed_get(_changes(base, run_id, end + dt.timedelta(seconds=1)), repeat)
     page, _ = timed_get(f"{base}/qflow/runs/{run_id}", repeat)
     row = {"elements": n, "api_run_json_s": round(api, 3), "api_run_json_bytes": api_bytes,
+           "api_cpu_ms": round(api_cpu, 1),
            "view_json_s": round(view, 3), "view_json_bytes": view_bytes,
            "page_html_s": round(page, 3), "poll_s": round(poll, 4), "poll_bytes": changed,
            "idle_poll_s": round(idle, 4), "poll_plan": poll_plan(url, run_id, end),
            "browser": browse(base, run_id)}
-    C.say(f"map of {n:,}: API run JSON {api * 1000:.0f} ms ({api_bytes / 1e6:.1f} MB), "
+    C.say(f"map of {n:,}: API run JSON {api * 1000:.0f} ms ({api_bytes / 1e6:.1f} MB, "
+          f"server CPU {api_cpu:.0f} ms), "
           f"view.json {view * 1000:.0f} ms ({view_bytes / 1e3:.0f} kB), "
           f"page HTML {page * 1000:.0f} ms, poll {poll * 1000:.1f} ms "
           f"({changed / 1e3:.0f} kB), idle poll {idle * 1000:.1f} ms; "
@@ -256,7 +271,8 @@ def main() -> None:
               f"{time.perf_counter() - t0:.1f} s; load average {C.loadavg()}")
         proc, base = serve(s, url)
         try:
-            pages = [run_page_case(base, url, run_id, n, repeat) for n, run_id in maps.items()]
+            pages = [run_page_case(base, url, run_id, n, repeat, proc.pid)
+                     for n, run_id in maps.items()]
             listing = runs_list_case(base, url, run_count + len(sizes), repeat)
         finally:
             proc.terminate()

@@ -104,6 +104,17 @@ def wait_state(page, state: str) -> None:
     page.wait_for_selector(f'#run-state[data-state="{state}"]')
 
 
+def all_green_in_place(page, count: int) -> None:
+    """Wait until the graph's ``count`` nodes and the run have succeeded, on the page that
+    set ``window.sameDocument`` (live updates, no reload)."""
+    page.wait_for_function("""count => {
+        const nodes = [...document.querySelectorAll('#dag g.node')];
+        return nodes.length === count && nodes.every(g => g.dataset.state === 'succeeded');
+    }""", arg=count)
+    assert page.evaluate("window.sameDocument") is True       # no reload on the way
+    wait_state(page, "succeeded")
+
+
 # -- in the browser ---------------------------------------------------------------------
 def test_without_credentials_nothing_is_served_and_with_them_the_workflows_are_listed(
         browser, console):
@@ -144,14 +155,27 @@ def test_a_bad_parameter_is_shown_next_to_its_field_and_a_good_one_runs_live(pag
     page.evaluate("window.sameDocument = true")
     first = page.locator("#dag g.node").evaluate_all("gs => gs.map(g => g.dataset.state)")
     assert len(first) == 3 and first.count("succeeded") < 3, first
-    page.wait_for_function("""() => {
-        const nodes = [...document.querySelectorAll('#dag g.node')];
-        return nodes.length === 3 && nodes.every(g => g.dataset.state === 'succeeded');
-    }""")
-    assert page.evaluate("window.sameDocument") is True       # no reload on the way
-    wait_state(page, "succeeded")
+    all_green_in_place(page, 3)
     assert page.inner_text("#run-progress") == "3 / 3"
     page.wait_for_function("document.querySelectorAll('#gantt rect.bar').length === 3")
+
+
+def test_a_task_waiting_for_a_pool_slot_is_seen_queued_then_green_without_reloading(
+        page, console):
+    subprocess.run(["qflow", "pools", "set", "web_single", "1"], env=console["env"],
+                   check=True, capture_output=True)
+    marker = console["folder"] / f"held-{uuid.uuid4().hex}"
+    trigger(page, console["base"], "web_held", marker=marker)
+    node = '#dag g.node[data-node="{}"][data-state="{}"]'
+    page.wait_for_selector(node.format("gate", "running"))
+    page.evaluate("window.sameDocument = true")
+    assert page.get_attribute('#dag g.node[data-node="held"]', "data-state") == "pending"
+    open(f"{marker}.gate", "w").close()
+    # Released once the gate ends, but hold_slot has the pool's one slot: held waits queued
+    # (pending -> queued, which the page learns from the queued-since cursor).
+    page.wait_for_selector(node.format("held", "queued"))
+    open(f"{marker}.slot", "w").close()
+    all_green_in_place(page, 3)
 
 
 def test_a_failed_tasks_traceback_and_logs_open_and_a_retry_from_it_succeeds(page, console):
@@ -181,6 +205,43 @@ def test_a_failed_tasks_traceback_and_logs_open_and_a_retry_from_it_succeeds(pag
     page.click("#detail .show-result")
     page.wait_for_function(
         "() => document.querySelector('#detail pre.result-text').textContent.includes('lucky')")
+
+
+def test_in_flower_a_task_row_links_to_its_run_and_the_navbar_to_qflows_pages(page, console):
+    port = servers.free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(console["folder"] / "flower.log", "w")
+    flower = subprocess.Popen(["qflow", "flower", f"--port={port}", "--address=127.0.0.1"],
+                              stdout=log, stderr=subprocess.STDOUT,
+                              env={**console["env"], "QFLOW_WEB_AUTH": f"{USER}:{PASSWORD}"})
+    try:
+        servers.wait_port(port, timeout=40)
+        # Flower lists what task events tell it: it must be listening before the run.
+        wait_for(lambda: 'flower_worker_online{worker="w1@' in
+                 page.request.get(f"{base}/metrics").text(), timeout=30,
+                 what="a worker heartbeat in Flower")
+        run_id = trigger(page, console["base"], "web_steps", count=1, seconds=0)
+        wait_state(page, "succeeded")
+        link = f'#tasks-table a.qflow-run[href="/qflow/runs/{run_id}?task=step"]'
+
+        def listed() -> bool:
+            page.goto(f"{base}/tasks")
+            page.wait_for_selector("#tasks-table tbody tr")
+            return page.locator(link).count() == 1
+
+        wait_for(listed, timeout=30, what="the run's task in Flower's list, linked")
+        nav = {a.inner_text(): a.get_attribute("href")
+               for a in page.locator("nav a.nav-link").all()}
+        assert (nav["Workflows"], nav["Runs"], nav["Assets"]) == \
+            ("/qflow/", "/qflow/runs", "/qflow/assets")
+        with page.expect_navigation():
+            page.click(link)
+        page.wait_for_selector("#detail-node")
+        assert page.inner_text("#detail-node") == "step"
+    finally:
+        flower.terminate()
+        flower.wait(20)
+        log.close()
 
 
 def test_a_long_run_is_canceled_from_its_page(page, console):
@@ -391,23 +452,35 @@ def _all(store):
         return conn.execute(sa.select(runs.c.id, runs.c.created_at)).all()
 
 
-def test_changes_since_are_the_tasks_that_ended_since_and_those_running(db_url):
+def test_changes_since_are_the_tasks_that_ended_or_were_queued_since_and_those_running(
+        db_url):
     from qflow.store import observe
     from qflow.store.models import tasks
     store = _store(db_url)
     t = dt.datetime(2026, 11, 1, 12)
+    s = dt.timedelta(seconds=1)
     run_id = _add_runs(store, "w", [t])[0]
-    rows = [("old", "succeeded", t), ("new", "failed", t + dt.timedelta(seconds=10)),
-            ("busy", "running", None), ("waiting", "pending", None),
-            ("again", "retrying", None), ("later", "queued", None)]
+    # (node, state, queued_at, finished_at)
+    rows = [("old", "succeeded", t, t), ("new", "failed", t, t + 10 * s),
+            ("busy", "running", t, None), ("waiting", "pending", None, None),
+            ("again", "retrying", t + 60 * s, None), ("held", "queued", None, None),
+            ("early", "queued", t + 4 * s, None), ("admitted", "queued", t + 12 * s, None)]
     with store.write() as conn:
-        conn.execute(sa.insert(tasks), [dict(run_id=run_id, node=n, task="m.f", state=s,
-                                             finished_at=f, attempts=0) for n, s, f in rows])
+        conn.execute(sa.insert(tasks), [dict(run_id=run_id, node=n, task="m.f", state=st,
+                                             queued_at=q, finished_at=f, attempts=0)
+                                        for n, st, q, f in rows])
     with store.read() as conn:
-        changed = observe.changed_since(conn, run_id, t + dt.timedelta(seconds=5))
+        changed, latest = observe.changed_since(conn, run_id, t + 5 * s)
+        ended, ended_latest = observe.changed_since(conn, run_id, t + 11 * s)
+        shape = observe.view_shape(conn, run_id)
         other = observe.changed_since(conn, uuid.uuid4().hex, t)
-    assert sorted(r[0] for r in changed) == ["again", "busy", "new"]
-    assert other == []
+    assert sorted(r[0] for r in changed) == ["admitted", "again", "busy", "new"]
+    assert [r[:2] for r in changed if r[0] == "admitted"] == [("admitted", "queued")]
+    assert latest == t + 12 * s                    # the last queueing, after the last end
+    assert sorted(r[0] for r in ended) == ["admitted", "again", "busy"]
+    assert ended_latest == t + 12 * s
+    assert shape[3] == t + 12 * s                  # where the page's first poll starts
+    assert other == ([], None)
 
 
 def test_the_run_view_folds_mapped_elements_into_state_letters():

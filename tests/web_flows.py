@@ -104,3 +104,28 @@ def web_publish(n: int = 1):
 @workflow(schedule=[web_sales])
 def web_report():
     after(1)
+
+
+@task
+def gate(path: str) -> str:
+    """Runs until a file at ``path`` exists: the test decides when it ends."""
+    while not os.path.exists(path):
+        time.sleep(0.05)
+    return path
+
+
+@task(pool="web_single")
+def hold_slot(path: str) -> str:
+    """Holds the one slot of pool web_single until a file at ``path`` exists."""
+    return gate.fn(path)
+
+
+@task(pool="web_single")
+def held(value: str) -> str:
+    return value
+
+
+@workflow
+def web_held(marker: str):
+    hold_slot(marker + ".slot")
+    held(gate(marker + ".gate"))

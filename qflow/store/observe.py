@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, select, union_all
+from sqlalchemy import Connection, func, literal_column, null, select, union_all
 
 from qflow.core.dag import Graph, Node
 from qflow.results import logs
@@ -117,6 +117,9 @@ _VIEW = tuple(tasks.c[name] for name in VIEW_COLUMNS)
 # once in the whole DB (running: bounded by the workers' slots), so their index finds a
 # run's share at once.
 _MOVING = ("running", "retrying")
+# Written into the SQL, not bound: a prepared statement's generic plan matches the partial
+# index ix_qflow_tasks_queued (WHERE state = 'queued') only against a literal.
+_QUEUED = literal_column("'queued'")
 
 
 def view_shape(conn: Connection, run_id: str
@@ -124,7 +127,8 @@ def view_shape(conn: Connection, run_id: str
     """What the run page draws first: the tasks whose id does not end in ``]`` as
     :data:`VIEW_COLUMNS` tuples (creation order), the (node, state) of those that do
     (mapped elements, ``name[i]``: only their state is drawn), the edges between the
-    former, and when the run's last task ended so far (its live updates start there)."""
+    former, and the latest time one of the run's tasks ended or was queued so far (its
+    live updates start there)."""
     element = tasks.c.node.like("%]")
     shown = conn.execute(select(*_VIEW).where(tasks.c.run_id == run_id, ~element)
                          .order_by(tasks.c.id))
@@ -132,21 +136,39 @@ def view_shape(conn: Connection, run_id: str
                             .where(tasks.c.run_id == run_id, element))
     links = conn.execute(select(edges.c.parent, edges.c.child)
                          .where(edges.c.run_id == run_id, edges.c.parent.not_like("%]")))
-    latest = conn.execute(select(func.max(tasks.c.finished_at))
-                          .where(tasks.c.run_id == run_id)).scalar()
+    ended = conn.execute(select(func.max(tasks.c.finished_at))
+                         .where(tasks.c.run_id == run_id)).scalar()
+    queued = conn.execute(select(func.max(tasks.c.queued_at))
+                          .where(tasks.c.run_id == run_id, tasks.c.state == _QUEUED)).scalar()
+    latest = max((t for t in (ended, queued) if t is not None), default=None)
     # .all(): every row in one fetch, not one driver call per row (a map of 100,000)
     return ([_view_row(r) for r in shown.all()], [tuple(r) for r in elements.all()],
             [tuple(r) for r in links.all()], latest)
 
 
-def changed_since(conn: Connection, run_id: str, since: dt.datetime) -> list[tuple]:
-    """The run's tasks that ended at or after ``since`` (naive UTC) or are running or
-    waiting to retry, as :data:`VIEW_COLUMNS` tuples: what a page that looked at ``since``
-    must redraw. One statement on two indexes (ix_qflow_tasks_finished, ix_qflow_tasks_state),
-    never a scan of the run."""
-    ended = select(*_VIEW).where(tasks.c.run_id == run_id, tasks.c.finished_at >= since)
-    moving = select(*_VIEW).where(tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
-    return [_view_row(r) for r in conn.execute(union_all(ended, moving))]
+def changes_query(run_id: str, since: dt.datetime):
+    """The statement behind :func:`changed_since`: each row is a :data:`VIEW_COLUMNS`
+    tuple and then the time that put it there (its end or when it was queued; None for
+    a running or retrying task)."""
+    ended = select(*_VIEW, tasks.c.finished_at.label("mark")).where(
+        tasks.c.run_id == run_id, tasks.c.finished_at >= since)
+    waiting = select(*_VIEW, tasks.c.queued_at.label("mark")).where(
+        tasks.c.run_id == run_id, tasks.c.state == _QUEUED, tasks.c.queued_at >= since)
+    moving = select(*_VIEW, null().label("mark")).where(
+        tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
+    return union_all(ended, waiting, moving)
+
+
+def changed_since(conn: Connection, run_id: str, since: dt.datetime
+                  ) -> tuple[list[tuple], dt.datetime | None]:
+    """The run's tasks that ended or were queued at or after ``since`` (naive UTC), or
+    are running or waiting to retry, as :data:`VIEW_COLUMNS` tuples: what a page that
+    looked at ``since`` must redraw; and the latest of those ends and queueings (where
+    its next look may start). One statement on three indexes (ix_qflow_tasks_finished,
+    ix_qflow_tasks_queued, ix_qflow_tasks_state), never a scan of the run."""
+    rows = conn.execute(changes_query(run_id, since)).all()
+    latest = max((r[-1] for r in rows if r[-1] is not None), default=None)
+    return [_view_row(r[:-1]) for r in rows], latest
 
 
 _ERROR = VIEW_COLUMNS.index("error")

@@ -274,16 +274,18 @@ class RunChanges(Page):
 
     async def get(self, run_id: str) -> None:
         since = _since(self.get_query_argument("since", ""))
-        run, rows = await self.blocking(self._load, run_id, since)
+        run, (rows, latest) = await self.blocking(self._load, run_id, since)
         if run is None:
             self.fail(404, f"unknown run {run_id!r}")
         self.write_json({"run": run, "tasks": [runview.wire(r) for r in rows],
-                         "cursor": runview.cursor_after(rows, since)})
+                         "cursor": runview.cursor_after(latest, since)})
 
-    def _load(self, run_id: str, since: dt.datetime) -> tuple[dict | None, list[tuple]]:
+    def _load(self, run_id: str, since: dt.datetime
+              ) -> tuple[dict | None, tuple[list[tuple], dt.datetime | None]]:
         with self.runtime.store.read() as conn:
             run = read.get_run(conn, run_id, with_tasks=False)
-            return run, [] if run is None else observe.changed_since(conn, run_id, since)
+            return run, ([], None) if run is None else \
+                observe.changed_since(conn, run_id, since)
 
 
 def _since(text: str) -> dt.datetime:

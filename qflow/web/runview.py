@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any
 
 from qflow.cli.timing import critical_path
 from qflow.core.states import TASK_STATES
@@ -36,9 +36,9 @@ def wire(row: tuple) -> list:
     return out
 
 
-def cursor_after(rows: Iterable[tuple], since: dt.datetime) -> str:
-    """The ``since`` of the next poll: just before the latest end seen so far."""
-    latest = max((r[4] for r in rows if r[4] is not None), default=None)
+def cursor_after(latest: dt.datetime | None, since: dt.datetime) -> str:
+    """The ``since`` of the next poll: just before the latest end or queueing seen so far
+    (``latest``, None if the poll saw neither), never before ``since``."""
     return iso(max(latest - OVERLAP, since) if latest else since)
 
 
