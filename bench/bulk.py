@@ -9,10 +9,11 @@ real ones (same widths, same JSON, same states), which is what sizes and plans d
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import uuid
-from typing import Callable
+from typing import Callable, Iterator
 
 from sqlalchemy import Connection, DateTime, Table, text
 
@@ -56,16 +57,28 @@ def clone_runs(conn_factory: Callable[[], Connection], template: str, count: int
     ``oldest`` (naive UTC), in transactions of :data:`CHUNK` runs from
     ``conn_factory()`` (a context manager giving a connection in a transaction).
     ``run_state`` and ``task_state`` override the copies' states (an unfinished run:
-    ``running`` with ``pending`` tasks, which no upkeep touches)."""
+    ``running`` with ``pending`` tasks, which no upkeep touches).
+
+    A copy's task ids are computed (after the highest id so far, in the template's
+    order), so its attempts find their task by arithmetic rather than by a lookup of
+    (run, node): the fill needs no index, and :func:`bare_tables` can drop them all."""
     seed = uuid.uuid4().hex[:8]
     step = (newest - oldest) / max(count - 1, 1)
     params = {"template": template, "newest": newest, "step": step}
+    with conn_factory() as conn:
+        base, width = conn.execute(text(
+            "SELECT (SELECT coalesce(max(id), 0) FROM qflow_tasks), "
+            "(SELECT count(*) FROM qflow_tasks WHERE run_id = :template)"),
+            params).one()
+    new_id = f"{base} + (s.g - 1) * {width} + t.rank"
+    ranked = ("(SELECT q.*, row_number() OVER (ORDER BY q.id) AS rank FROM qflow_tasks q "
+              "WHERE q.run_id = :template) AS t")
     run_cols, run_vals = _select_list(runs, "r", {
         "id": "s.id", **({"state": f"'{run_state}'"} if run_state else {})})
     task_cols, task_vals = _select_list(tasks, "t", {
-        "run_id": "s.id", **({"state": f"'{task_state}'"} if task_state else {})},
-        skip=("id",))
-    att_cols, att_vals = _select_list(attempts, "a", {"task_id": "nt.id"}, skip=("id",))
+        "id": new_id, "run_id": "s.id",
+        **({"state": f"'{task_state}'"} if task_state else {})})
+    att_cols, att_vals = _select_list(attempts, "a", {"task_id": new_id}, skip=("id",))
     edge_cols, edge_vals = _select_list(edges, "e", {"run_id": "s.id"})
     for first in range(1, count + 1, CHUNK):
         last = min(first + CHUNK - 1, count)
@@ -74,18 +87,74 @@ def clone_runs(conn_factory: Callable[[], Connection], template: str, count: int
             conn.execute(text(f"INSERT INTO qflow_runs ({run_cols}) SELECT {run_vals} "
                               f"FROM qflow_runs r, {series} WHERE r.id = :template"), params)
             conn.execute(text(f"INSERT INTO qflow_tasks ({task_cols}) SELECT {task_vals} "
-                              f"FROM qflow_tasks t, {series} WHERE t.run_id = :template "
-                              f"ORDER BY s.g, t.id"), params)
+                              f"FROM {ranked}, {series} ORDER BY s.g, t.rank"), params)
             conn.execute(text(
                 f"INSERT INTO qflow_attempts ({att_cols}) SELECT {att_vals} "
-                f"FROM qflow_attempts a JOIN qflow_tasks t ON t.id = a.task_id, {series} "
-                f"JOIN qflow_tasks nt ON nt.run_id = s.id WHERE t.run_id = :template "
-                f"AND nt.node = t.node"), params)
+                f"FROM qflow_attempts a JOIN {ranked} ON t.id = a.task_id, {series} "
+                f"ORDER BY s.g, a.id"), params)
             conn.execute(text(f"INSERT INTO qflow_edges ({edge_cols}) SELECT {edge_vals} "
                               f"FROM qflow_edges e, {series} WHERE e.run_id = :template"),
                          params)
         if progress:
             progress(last)
+    with conn_factory() as conn:             # ids taken by hand: the sequence follows
+        conn.execute(text("SELECT setval(pg_get_serial_sequence('qflow_tasks', 'id'), "
+                          "(SELECT max(id) FROM qflow_tasks))"))
+
+
+BIG = ("qflow_runs", "qflow_tasks", "qflow_attempts", "qflow_edges")
+
+
+@contextlib.contextmanager
+def bare_tables(store, say: Callable[..., None]) -> Iterator[None]:
+    """While filling: the big tables without their indexes and constraints (primary
+    keys, unique keys and foreign keys, also those of other tables that point at them),
+    and the server without fsync. A copied row then costs an append instead of a probe
+    into each of its table's indexes (random places once they outgrow the cache) and a
+    foreign-key check: 10M task rows take minutes instead of most of an hour. Afterwards
+    everything is as it was: fsync back on, each index built once over the filled
+    table (packed, as REINDEX leaves them, where grown ones are about a third emptier),
+    the constraints added and checked, a CHECKPOINT."""
+    big = list(BIG)
+    with store.write() as conn:
+        keys = conn.execute(text(
+            "SELECT conrelid::regclass::text AS tab, conname, contype, "
+            "pg_get_constraintdef(oid) AS definition FROM pg_constraint WHERE contype IN "
+            "('p', 'u', 'f') AND (conrelid::regclass::text = ANY(:big) "
+            "OR confrelid::regclass::text = ANY(:big)) ORDER BY contype = 'f' DESC"),
+            {"big": big}).all()
+        plain = conn.execute(text(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = ANY(:big) "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint)"), {"big": big}).all()
+        for k in keys:                        # foreign keys first: they need the others
+            conn.execute(text(f'ALTER TABLE {k.tab} DROP CONSTRAINT "{k.conname}"'))
+        for i in plain:
+            conn.execute(text(f'DROP INDEX "{i.indexname}"'))
+    _durability(store, on=False)
+    try:
+        yield
+    finally:
+        _durability(store, on=True)
+        started = time.perf_counter()
+        with store.write() as conn:
+            conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))
+            for i in plain:
+                conn.execute(text(i.indexdef))
+            for k in reversed(keys):          # keys before the foreign keys to them
+                conn.execute(text(f'ALTER TABLE {k.tab} ADD CONSTRAINT "{k.conname}" '
+                                  f'{k.definition}'))
+        with store.write(autocommit=True) as conn:
+            conn.execute(text("CHECKPOINT"))
+        say(f"  {len(plain)} indexes and {len(keys)} constraints built and checked in "
+            f"{time.perf_counter() - started:.0f} s")
+
+
+def _durability(store, on: bool) -> None:
+    with store.write(autocommit=True) as conn:
+        for name in ("fsync", "full_page_writes"):
+            conn.execute(text(f"ALTER SYSTEM RESET {name}" if on
+                              else f"ALTER SYSTEM SET {name} = off"))
+        conn.execute(text("SELECT pg_reload_conf()"))
 
 
 def table_rows(conn: Connection) -> dict[str, int]:

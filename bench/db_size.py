@@ -1,7 +1,7 @@
 """Results DB size per 1,000 tasks, and the hot queries' plans and timings at N task rows.
 
     python bench/db_size.py                    # N = 1,000,000 task rows
-    python bench/db_size.py --rows 10000000    # N = 10,000,000 (about 20 GB of disk)
+    python bench/db_size.py --rows 10000000    # N = 10,000,000 (about 10 GB of disk)
     python bench/db_size.py --quick            # N = 100,000, a minute or two
 
 On a private PostgreSQL with stock durability. First, a fan-out and a chain of 1,000
@@ -9,12 +9,14 @@ no-op tasks each run in a fresh database (this process executes every task, as
 bench/inprocess.py does: no broker), and the qflow tables' pg_total_relation_size is
 read before and after, and again after VACUUM FULL (live rows only). Then a database is
 filled with N task rows (bench/bulk.py: copies of a real 10-task chain with attempts and
-edges, spread over 90 days), ANALYZEd, and the statements of the hot paths run on it
-under EXPLAIN (ANALYZE, BUFFERS): each statement is explained just before it runs, in a
-transaction (or savepoint) rolled back at once, so the plan and timing are of the
-statement qflow really sends, with its real parameters, on the real data. Printed per
-query: the planning and execution time (median over the samples), and the indexes the
-plan uses; a sequential scan on a big table would show as ``Seq Scan``.
+edges, spread over 90 days, written with the big tables' indexes and keys dropped and
+fsync off, then indexes and keys built and fsync back on), ANALYZEd, and the statements
+of the hot paths run on it under EXPLAIN (ANALYZE, BUFFERS): each statement is
+explained just before it runs, in a transaction (or savepoint) rolled back at once, so
+the plan and timing are of the statement qflow really sends, with its real parameters,
+on the real data. Printed per query: the planning and execution time (median over the
+samples), and the indexes the plan uses; a sequential scan on a big table would show as
+``Seq Scan``.
 """
 from __future__ import annotations
 
@@ -32,7 +34,6 @@ from bench import common as C  # noqa: E402
 from bench.inprocess import QueueDispatcher  # noqa: E402
 
 SAMPLES = 5         # executions of each hot path explained
-PRUNE_BATCH = 500   # as `qflow db prune`
 
 
 class Explainer:
@@ -178,6 +179,7 @@ def _full_vacuumed(store) -> dict[str, int]:
 
 def hot_queries(s, rows: int, explainer: Explainer) -> dict:
     """Fill a database with ``rows`` task rows, then explain the hot paths on it."""
+    from qflow.engine.upkeep import PRUNE_BATCH  # as `qflow db prune`
     from qflow.store import observe, retention
     url = s.database_url("pg")
     engine = new_engine(url)
@@ -189,8 +191,9 @@ def hot_queries(s, rows: int, explainer: Explainer) -> dict:
         copies = max(rows // 10 - 1, 1)
         C.say(f"filling {copies * 10 + 10:,} task rows ({copies + 1:,} runs of 10) ...")
         t0 = C.time.perf_counter()
-        bulk.fill(store, template, copies, now - dt.timedelta(minutes=1),
-                  now - dt.timedelta(days=90), C.say, label="chain copies")
+        with bulk.bare_tables(store, C.say):
+            bulk.fill(store, template, copies, now - dt.timedelta(minutes=1),
+                      now - dt.timedelta(days=90), C.say, label="chain copies")
         fill_s = C.time.perf_counter() - t0
         with store.read() as conn:
             counts = bulk.table_rows(conn)
@@ -212,7 +215,8 @@ def hot_queries(s, rows: int, explainer: Explainer) -> dict:
             with store.read() as conn, explainer.on("runs list page (one workflow)"):
                 observe.runs_page(conn, workflow="fanout", limit=51)
         for _ in range(SAMPLES):        # last: it deletes the oldest generated runs
-            with explainer.on(f"prune: one batch of {PRUNE_BATCH} runs (ended > 30 days ago)"):
+            with explainer.on(f"prune: one batch of {PRUNE_BATCH:,} task rows' worth of runs "
+                              "(ended > 30 days ago)"):
                 store.transact(retention.delete_batch, now - dt.timedelta(days=30),
                                PRUNE_BATCH)
     finally:

@@ -45,6 +45,21 @@ SELECT (SELECT count(*) FROM qflow_runs WHERE state = 'running' AND created_at <
                      WHERE r.state = 'running' AND r.created_at < :cutoff), ''))
 """
 
+# `qflow db prune --older-than 1d` at another pace (--batch, --pause): what the command
+# runs, with other arguments (0 or -1: the command's own).
+PRUNE_AT_PACE = """
+import datetime as dt, sys
+from qflow.config import load_config
+from qflow.engine import upkeep
+from qflow.runtime import Runtime
+from qflow.store.transitions import utcnow
+batch, pause = int(sys.argv[1]) or upkeep.PRUNE_BATCH, float(sys.argv[2])
+rt = Runtime(load_config())
+n = upkeep.prune(rt.config, rt.ready_store(), utcnow() - dt.timedelta(days=1), batch,
+                 pause=upkeep.PRUNE_PAUSE if pause < 0 else pause)
+print(f"deleted {n} run(s) (batch {batch}, pause {pause})")
+"""
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -109,6 +124,11 @@ def main() -> None:
                    help="old runs still running, which the prune must not touch")
     p.add_argument("--n", type=int, default=None,
                    help="tasks per fan-out (default 2,000; 500 with --quick)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="prune with this batch size (task rows) instead of the CLI's")
+    p.add_argument("--pause", type=float, default=None,
+                   help="prune pausing this many times as long as each batch took "
+                        "instead of the CLI's pace")
     args = p.parse_args()
     n_runs = args.runs or (5_000 if args.quick else 100_000)
     n = args.n or (500 if args.quick else 2_000)
@@ -126,11 +146,12 @@ def main() -> None:
             C.say(f"filling {n_runs:,} ended runs and {args.unfinished} unfinished ones, "
                   f"10 tasks each, created 2 to 60 days ago (load {C.loadavg()})")
             t0 = time.perf_counter()
-            bulk.fill(rt.store, template, n_runs, now - dt.timedelta(days=2),
-                      now - dt.timedelta(days=60), C.say, label="ended")
-            bulk.fill(rt.store, template, args.unfinished, now - dt.timedelta(days=2),
-                      now - dt.timedelta(days=60), C.say, run_state="running",
-                      task_state="pending", label="unfinished")
+            with bulk.bare_tables(rt.store, C.say):
+                bulk.fill(rt.store, template, n_runs, now - dt.timedelta(days=2),
+                          now - dt.timedelta(days=60), C.say, label="ended")
+                bulk.fill(rt.store, template, args.unfinished, now - dt.timedelta(days=2),
+                          now - dt.timedelta(days=60), C.say, run_state="running",
+                          task_state="pending", label="unfinished")
             with rt.store.read() as conn:
                 rows = bulk.table_rows(conn)
             C.say(f"  filled in {time.perf_counter() - t0:.0f} s: {rows}")
@@ -140,6 +161,11 @@ def main() -> None:
             C.say(f"fan-out of {n} alone: {', '.join(f'{r:.0f}' for r in base)} tasks/s "
                   f"(load {C.loadavg()})")
             argv = [C.qflow_bin(), "db", "prune", "--older-than", "1d"]
+            if args.batch is not None or args.pause is not None:
+                argv = [sys.executable, "-c", PRUNE_AT_PACE, str(args.batch or 0),
+                        str(-1 if args.pause is None else args.pause)]
+                C.say(f"pruning at batch {args.batch or 'default'}, pause "
+                      f"{'default' if args.pause is None else args.pause}")
             env = C._clean_env(QFLOW_DATABASE_URL=url, QFLOW_BROKER_URL=s.redis_url(0))
             pruning = with_prune(rt, n, argv, env)
             C.say(f"fan-out of {n} while pruning: "
