@@ -32,6 +32,11 @@ class Config:
     # A worker process runs a task's released child itself (no broker round trip) for
     # up to this many seconds per message; 0 = every task goes through the broker.
     follow_seconds: float = 1.0
+    # Bounded dispatch (qflow/store/window.py): at most this many of a run's tasks have a
+    # message (or run) at a time; the rest wait queued in the DB and are sent as those
+    # end. 0 = no bound (every ready task is a message at once). A new run keeps the
+    # value it was created with.
+    dispatch_window: int = 1000
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
     # Liveness (qflow/engine/upkeep.py): heartbeats, the sweeper and the reconciler.
@@ -39,6 +44,9 @@ class Config:
     worker_lost_timeout: float = 60.0
     max_redeliveries: int = 3
     requeue_after: float = 300.0          # re-publish tasks queued this long; 0 = never
+    # A claim (queued -> running) waits for the disk before its task starts (PostgreSQL;
+    # README "Claims and crashes" says what each choice guarantees).
+    durable_claims: bool = False
     # Message signing (Celery's auth serializer); all three paths, or none.
     security_key: str = ""
     security_certificate: str = ""
@@ -103,6 +111,9 @@ class Config:
         if self.log_store == "results" and not self.result_store:
             raise UserError("setting 'log_store' is results but no result_store is set "
                             "(logs go beside the results: set result_store too)")
+        if self.dispatch_window < 0:
+            raise UserError(f"setting 'dispatch_window' must be 0 (no bound) or more, got "
+                            f"{self.dispatch_window}")
         if self.container_runtime not in ("", "docker", "podman"):
             raise UserError(f"setting 'container_runtime' must be docker or podman, got "
                             f"{self.container_runtime!r}")

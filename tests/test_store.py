@@ -42,13 +42,19 @@ class StubDispatcher:
         return None
 
 
-@pytest.fixture
-def engine(db_url):
+def migrated(db_url: str) -> Store:
+    """A store on ``db_url`` with qflow's schema (SQLite creates it on first use)."""
     store = Store(db_url)
     if store.dialect == "sqlite":
         ensure_schema(store)
     else:
         upgrade(store)
+    return store
+
+
+@pytest.fixture
+def engine(db_url):
+    store = migrated(db_url)
     yield Engine(Config(database_url=db_url), store, StubDispatcher())
     store.dispose()
 

@@ -29,7 +29,8 @@ def doctor(obj: Obj, as_json: bool) -> None:
     with store.read() as conn:
         findings = (audit.lost_owners(conn, grace) + audit.unsent(conn)
                     + audit.stuck_pending(conn) + audit.open_runs_without_work(conn, grace)
-                    + audit.held_runs_with_room(conn) + audit.undelivered_alerts(conn))
+                    + audit.held_runs_with_room(conn) + audit.idle_windows(conn)
+                    + audit.undelivered_alerts(conn))
         queued = audit.queued_by_queue(conn, grace)
     findings += _missing_messages(rt, queued)
     if as_json:

@@ -68,6 +68,9 @@ class Finished:
     workflow: str
     released: list[Dispatch] = field(default_factory=list)
     totals: tuple[int, int] | None = None     # (failed, canceled) if the run's last task ended
+    # Places in the run's dispatch window are free and held-back tasks wait for them:
+    # top the window up after commit (qflow.store.lifecycle.top_up).
+    top_up: bool = False
 
 
 

@@ -81,8 +81,8 @@ class Executor:
                      celery_id: str | None, follow: Follow | None
                      ) -> tuple[Outcome | None, Dispatch | None]:
         """One attempt; returns its outcome and the released child to run next, if any."""
-        claimed = self.store.transact(attempts.claim, run_id, node, attempt, worker,
-                                      celery_id)
+        claim = attempts.claim_durably if self.config.durable_claims else attempts.claim
+        claimed = self.store.transact(claim, run_id, node, attempt, worker, celery_id)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None, None
@@ -167,6 +167,9 @@ class Executor:
         kept = next((item for item in finished.released
                      if follow.takes(item, default)), None) if follow else None
         self.engine.publish([item for item in finished.released if item is not kept])
+        if finished.top_up:          # places it freed in the run's window, filled now
+            self.engine.publish(self.store.transact(lifecycle.top_up, ctx.run_id,
+                                                    finished.workflow))
         ended = None                              # published first: the next tasks start
         if finished.totals is not None:           # sooner; this was the run's last task
             ended = self.store.transact(lifecycle.end_run, ctx.run_id, finished.workflow,

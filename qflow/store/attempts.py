@@ -26,6 +26,7 @@ from qflow.store.transitions import (
     transition_stmt,
     utcnow,
 )
+from qflow.store.window import Room
 
 
 def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
@@ -43,8 +44,9 @@ def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worke
     return None if row is None else _claimed(conn, run_id, node, row)
 
 
-# The claim need not wait for the disk: if a crash loses it, the task is still queued,
-# its outcome report is refused, and the reconciler sends it again.
+# By default the claim does not wait for the disk (a flush per task; see claim_durably):
+# if a PostgreSQL crash loses it, the task is queued again, its outcome report redoes the
+# claim (see _lost_claim), and only a re-send in between can run it twice.
 @query(durable=False, autocommit=True, in_doubt=claim_in_doubt)
 def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
           celery_id: str | None) -> Claimed | None:
@@ -72,6 +74,15 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     return _claimed(conn, run_id, node, row)
 
 
+@query(durable=True, autocommit=True, in_doubt=claim_in_doubt)
+def claim_durably(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
+                  celery_id: str | None) -> Claimed | None:
+    """:func:`claim`, acknowledged only once it is on disk (``durable_claims = true``): a
+    PostgreSQL crash after it returned cannot lose it, so no message can run the attempt
+    again while it runs (see README, "Claims and crashes"). Costs a WAL flush per task."""
+    return claim(conn, run_id, node, attempt, worker, celery_id)
+
+
 # A sensor's poke is claimed as its attempt was (see qflow.store.sensing.poke_later).
 _CLAIMABLE = (S.QUEUED, S.RETRYING, S.SENSING)
 # How early a retry's message may be claimed before its delay is over (Celery's countdown
@@ -82,9 +93,11 @@ _EARLY = dt.timedelta(seconds=1)
 @functools.lru_cache(maxsize=4)
 def _admitted(claim_stmt: Update) -> Update:
     """The claim, only for a task that may start now: it holds its pool slots (or needs
-    none), its run is not held back by max_active_runs, and its retry delay is over."""
+    none), it is not held back by its run's dispatch window nor its run by
+    max_active_runs, and its retry delay is over."""
     held = exists().where(runs.c.id == tasks.c.run_id, runs.c.held.is_(True))
     return claim_stmt.where(tasks.c.pools.is_(None) | tasks.c.holding.is_(True), ~held,
+                            tasks.c.held_back.is_(False),
                             tasks.c.queued_at.is_(None) | (tasks.c.queued_at <= bindparam(
                                 "c_due", type_=tasks.c.queued_at.type)))
 
@@ -133,14 +146,16 @@ _EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "t
 
 @query(patient=True)
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-           fail_fast: bool = False) -> Finished | None:
+           fail_fast: bool = False, top_up: bool = True) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
     ended in the run.
 
     None when the report is stale (the task no longer runs this attempt), so a
     redelivered message or a presumed-dead worker's late report changes nothing. The
     task counts itself on its run's row in the outcome's own statement (PostgreSQL);
-    tasks ended on the way (skipped, canceled) are counted last.
+    tasks ended on the way (skipped, canceled) are counted last. The place it held in
+    its run's dispatch window goes to a held-back task here, or, without ``top_up``
+    (outside a transaction), in :func:`~qflow.store.lifecycle.top_up` after it.
     """
     now = utcnow()
     found = _end_attempt(conn, run_id, node, attempt, outcome, now)
@@ -150,7 +165,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         return None
     outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
                   error=outcome.error)
-    row, totals = found
+    row, counted = found
     if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
         assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
     workflow = _run_info(conn, run_id).workflow
@@ -158,7 +173,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
                          countdown=outcome.retry_in or 0.0, **message_options(row.options))
         return Finished(workflow, [again])
-    writer = RunWriter(conn, run_id, workflow, now)
+    totals = totals_of(counted)
+    writer = RunWriter(conn, run_id, workflow, now, Room.of(counted))
     ended = [(node, outcome.state)]
     freed = dispatch_rows(conn, pools.give_back(conn, row.id, json.loads(row.pools), now)
                           ) if row.holding else []
@@ -170,7 +186,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     step = writer.cascade(ended, chosen, {node: row.children})
     if step.ended[1:]:                # the task itself was counted with its outcome
         totals = count_ended(conn, run_id, step.ended[1:])
-    return Finished(workflow, freed + step.to_publish, totals)
+    released = freed + step.to_publish + (writer.top_up() if top_up else [])
+    return Finished(workflow, released, totals, top_up=writer.window.stalled)
 
 
 def _lost_claim(conn: Connection, run_id: str, node: str, attempt: int,
@@ -190,17 +207,19 @@ def _lost_claim(conn: Connection, run_id: str, node: str, attempt: int,
 def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
                fail_fast: bool = False) -> Finished | None:
     """:func:`finish` for an outcome that :func:`finishes_alone`: each statement commits
-    on its own (PostgreSQL), saving the BEGIN and COMMIT round trips."""
-    return finish(conn, run_id, node, attempt, outcome, fail_fast)
+    on its own (PostgreSQL), saving the BEGIN and COMMIT round trips; a top-up of its
+    run's window, which needs one, is left to the caller (``Finished.top_up``)."""
+    return finish(conn, run_id, node, attempt, outcome, fail_fast,
+                  top_up=conn.dialect.name != "postgresql")
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime) -> tuple[Any, tuple[int, int] | None] | None:
+                 now: dt.datetime) -> tuple[Any, Any] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
     own row, written once when the attempt ends, and, unless it will be retried, count the
-    task as ended in its run: one statement on PostgreSQL. Returns the task row and the
-    run's totals if that count ended it (see :func:`count_ended`), or None for a stale
-    report.
+    task as ended in its run (and give back its place in the run's window): one statement
+    on PostgreSQL. Returns the task row and the run's counters as that count left them
+    (None if not counted), or None for a stale report.
     """
     retrying = outcome.state == S.RETRYING
     count = not retrying
@@ -216,16 +235,17 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     if conn.dialect.name == "postgresql":
         params.update({f"a_{k}": v for k, v in values.items()})
         if count:
-            params.update(count_params(run_id, [(node, outcome.state)]))
+            params.update(count_params(run_id, [(node, outcome.state)], freed=1))
         row = conn.execute(_with_attempt(ended, count), params).first()
-        return None if row is None else (row, totals_of(row) if count else None)
+        return None if row is None else (row, row if count else None)
     row = conn.execute(ended, params).first()
     if row is None:
         return None
     conn.execute(insert(attempts).values(task_id=row.id, worker=row.worker,
                                          celery_id=row.celery_id, started_at=row.started_at,
                                          **values))
-    return row, count_ended(conn, run_id, [(node, outcome.state)]) if count else None
+    return row, conn.execute(COUNT_IN_RUN, count_params(
+        run_id, [(node, outcome.state)], freed=1)).one() if count else None
 
 
 @functools.lru_cache(maxsize=32)

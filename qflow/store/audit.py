@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import Connection, and_, exists, func, select
 
 from qflow.core import states as S
-from qflow.store import outbox
+from qflow.store import outbox, window
 from qflow.store.liveness import HAS_MESSAGE, WAITING, db_now
 from qflow.store.models import runs, tasks, workers
 from qflow.store.transitions import utcnow
@@ -56,6 +56,14 @@ def queued_by_queue(conn: Connection, older_than: float) -> dict[str | None, int
     return dict(conn.execute(select(tasks.c.queue, func.count()).where(
         tasks.c.state.in_(WAITING), HAS_MESSAGE, tasks.c.unsent.is_(False),
         tasks.c.queued_at < cutoff).group_by(tasks.c.queue)).all())
+
+
+def idle_windows(conn: Connection) -> list[Finding]:
+    """Runs whose held-back tasks wait for a place in their dispatch window while none
+    of their tasks is in flight to make one: only the reconciler will send them."""
+    return [Finding("held_back", "tasks wait for a place in the run's dispatch window, "
+                    "but none of its tasks is in flight to free one (the reconciler sends "
+                    "them)", run_id) for run_id, _ in window.stalled(conn, idle=True)]
 
 
 def stuck_pending(conn: Connection) -> list[Finding]:

@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Update, bindparam, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import Graph
 from qflow.core.params import share_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, outbox, pools
+from qflow.store.children import children_of, count_in_children, followed
 from qflow.store.counts import Ended, count_ended
 from qflow.store.db import bulk_insert, query
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
+from qflow.store.window import Room, Window, held_at_start, priority_of
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class NewRun:
     result_max_bytes: int | None = None     # a mapped node's collected list, too
     signed: bool = True                     # its creator signs messages (see qflow_runs)
     deadline: float | None = None           # seconds: late if not ended by logical time + it
+    window: int | None = None               # dispatch_window (see qflow.store.window)
 
     @property
     def workflow(self) -> str:
@@ -102,12 +105,18 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     for parent, child in ordered:
         n_parents[child] += 1
         children[parent].append(child)
+    ready = {n.id: priority_of(n.options) for n in graph.nodes.values()
+             if "map" not in n.options and S.decide(n.trigger_rule, S.Upstream(
+                 n_parents[n.id])) == S.RUN}
+    held = held_at_start(ready, new.window)
     conn.execute(insert(runs).values(
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0,
         unsigned=not new.signed, deadline_at=None if new.deadline is None
-        else (logical_time or now) + dt.timedelta(seconds=new.deadline)))
+        else (logical_time or now) + dt.timedelta(seconds=new.deadline),
+        dispatch_window=new.window, backlog=len(held),
+        in_flight=0 if new.window is None else len(ready) - len(held)))
     needed = new.limits.register(conn, graph)
     started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
     rows = []
@@ -116,18 +125,18 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
         if "map" in options:
             options["map"] = {**options["map"], "max": new.max_map_size,
                               "result_max": new.result_max_bytes}
-        ready = S.decide(node.trigger_rule, S.Upstream(n_parents[node.id])) == S.RUN
         rows.append(dict(
             run_id=run_id, node=node.id, task=node.task,
-            state=S.QUEUED if ready and "map" not in options else S.PENDING,
+            state=S.QUEUED if node.id in ready else S.PENDING,
             trigger_rule=node.trigger_rule, queue=node.queue,
             call=json.dumps(_call(node, new.values, "map" in options)),
             options=json.dumps(options) if options else None,
             pools=json.dumps(needed[node.id]) if node.id in needed else None,
             deadline_s=options.get("deadline"),
             n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
-            attempts=0, queued_at=now if ready and started else None,   # see start()
-            children=json.dumps(children[node.id])))
+            attempts=0, queued_at=now if node.id in ready and started else None,  # start()
+            children=json.dumps(children[node.id]), held_back=node.id in held,
+            priority=priority_of(node.options)))
     bulk_insert(conn, tasks, rows)
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=p, child=c) for p, c in ordered])
     if not started:
@@ -150,21 +159,28 @@ def end_run(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int
     return RunWriter(conn, run_id, workflow).end(totals)
 
 
+@query()
+def top_up(conn: Connection, run_id: str, workflow: str) -> list[Dispatch]:
+    """:meth:`RunWriter.top_up` in a transaction of its own, for a run whose outcome was
+    recorded without one (see qflow.store.attempts.finish_one), or whose top-up was lost."""
+    writer = RunWriter(conn, run_id, workflow)
+    return writer.top_up() if writer.window.room.stalled else []
+
+
 _ROW = (tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue, tasks.c.options,
         tasks.c.attempts, tasks.c.pools, tasks.c.expanded)
-_COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
-            S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
 
 
 class RunWriter:
     """The state changes of one run inside one transaction, all at the same ``now``."""
 
     def __init__(self, conn: Connection, run_id: str, workflow: str,
-                 now: dt.datetime | None = None):
+                 now: dt.datetime | None = None, room: Room | None = None):
         self.conn = conn
         self.run_id = run_id
         self.workflow = workflow
         self.now = now or utcnow()
+        self.window = Window(conn, run_id, room)     # ``room``: read with the run's row
 
     def start(self, was_held: bool = False) -> Progress:
         """The run is admitted: its roots are published (taking pool slots) and its root
@@ -179,13 +195,14 @@ class RunWriter:
                 tasks.c.attempts == 0).values(queued_at=self.now))
         for row in self.conn.execute(select(*_ROW).where(
                 tasks.c.run_id == self.run_id, tasks.c.attempts == 0,
+                tasks.c.held_back.is_(False),   # their turn comes as places free up
                 (tasks.c.state == S.QUEUED) | ((tasks.c.state == S.PENDING)
                                                & (tasks.c.n_parents == 0)))).all():
             step = self.release(row) if row.state == S.PENDING else self._queued(row)
             out += step.to_publish
             ended += step.ended
         if not ended:
-            return Progress(out)
+            return Progress(out + self.top_up())
         after = self.propagate(ended)
         return Progress(out + after.to_publish, after.final)
 
@@ -198,17 +215,16 @@ class RunWriter:
                                         row.options, self.now)
                 return Released([], [(row.node, state)])
             ids, ended, _ = mapping.expand(self.conn, self.run_id, row.node, self.now,
-                                           read_inputs)
+                                           read_inputs, self.window.room)
             options = {k: v for k, v in json.loads(row.options).items() if k != "map"}
             return Released([Dispatch(self.run_id, eid, 1, row.queue, self.workflow,
                                       **message_options(options)) for eid in ids],
                             [(row.node, ended)] if ended else [])
-        queued = set_task_state(self.conn, self.run_id, row.node, S.QUEUED,
-                                expect=(S.PENDING,), queued_at=self.now)
-        if queued is None:
+        released = self.window.release(row.node, self.now)
+        if released is None or released[1]:            # lost the race, or held back
             return Released()
         return self._queued(SimpleNamespace(
-            id=queued.id, node=row.node, queue=row.queue, options=row.options,
+            id=released[0].id, node=row.node, queue=row.queue, options=row.options,
             attempts=row.attempts, pools=row.pools))
 
     def _queued(self, row) -> Released:
@@ -217,6 +233,13 @@ class RunWriter:
                                            self.now):
             return Released()
         return Released([dispatch_of(self.run_id, self.workflow, row)])
+
+    def top_up(self) -> list[Dispatch]:
+        """Held-back tasks take the places free in the run's window (see
+        qflow.store.window); nothing to do unless this transaction freed some."""
+        if not self.window.stalled:
+            return []
+        return [d for row in self.window.take_held(self.now) for d in self._queued(row).to_publish]
 
     def cascade(self, ended: Ended, chosen: dict[str, set[str]] | None = None,
                 known: dict[str, str | None] | None = None) -> Released:
@@ -236,11 +259,10 @@ class RunWriter:
             children = children_of(self.conn, self.run_id, node, known.get(node))
             if not children:
                 continue
-            rows = self.conn.execute(_COUNT_IN_CHILDREN[_COUNTER[state]],
-                                     {"b_run_id": self.run_id, "b_nodes": children}).all()
+            rows = count_in_children(self.conn, self.run_id, state, children)
             picked = (chosen or {}).get(node)
             if picked is not None:
-                picked = self._followed(picked, children)
+                picked = followed(self.conn, self.run_id, picked, children)
             for child in rows:
                 known[child.node] = child.children
                 if child.state != S.PENDING:
@@ -249,16 +271,6 @@ class RunWriter:
                 released += step.to_publish
                 todo += step.ended
         return Released(released, todo)
-
-    def _followed(self, picked: set[str], children: list[str]) -> set[str]:
-        """What a branch follows: the children it chose and, as Airflow's skip rule does,
-        any other child of it downstream of a chosen one (branch -> a -> join plus
-        branch -> join, choosing a, runs join once a succeeds). Its other children are
-        skipped, whatever their trigger rule."""
-        others = set(children) - picked
-        if not picked or not others:
-            return picked
-        return picked | downstream_among(self.conn, self.run_id, picked, others)
 
     def _decide(self, child, picked: set[str] | None) -> Released:
         """Release or end one pending child whose parents' counts just changed."""
@@ -336,47 +348,12 @@ class RunWriter:
                 celery_id=r.celery_id, started_at=r.started_at, finished_at=now,
                 error_type="Canceled", error="canceled by `qflow cancel`") for r in running])
         pools.forget_waits(conn, [r.id for r in rows if r.pools and not r.holding])
+        self.window.forget_canceled()
         admitted = []
         for r in rows:
             if r.holding:
                 admitted += pools.give_back(conn, r.id, json.loads(r.pools), now)
         return Released(dispatch_rows(conn, admitted), [(r.node, S.CANCELED) for r in rows])
-
-
-def _count_in_children(counter: str) -> Update:
-    column = getattr(tasks.c, counter)
-    return (update(tasks)
-            .where(tasks.c.run_id == bindparam("b_run_id"),
-                   tasks.c.node.in_(bindparam("b_nodes", expanding=True)))
-            .values({counter: column + 1})
-            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
-                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
-                       tasks.c.children, tasks.c.expanded))
-
-
-_COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
-
-
-def children_of(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
-    """A task's children: from its row's ``children`` column, else from qflow_edges (by
-    its own index, not a subquery the planner might join against the whole run)."""
-    if listed is not None:
-        return json.loads(listed)
-    return conn.execute(select(edges.c.child).where(
-        edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
-
-
-def downstream_among(conn: Connection, run_id: str, start: set[str], among: set[str]
-                     ) -> set[str]:
-    """The nodes of ``among`` reachable from ``start`` in a run's graph: one recursive
-    query over qflow_edges, which holds every edge of the run."""
-    reach = (select(edges.c.child.label("node"))
-             .where(edges.c.run_id == run_id, edges.c.parent.in_(start))
-             .cte("reach", recursive=True))
-    reach = reach.union(select(edges.c.child).join(reach, edges.c.parent == reach.c.node)
-                        .where(edges.c.run_id == run_id))
-    return set(conn.execute(select(reach.c.node).where(reach.c.node.in_(among))).scalars())
 
 
 def dispatch_rows(conn: Connection, rows: list) -> list[Dispatch]:

@@ -8,8 +8,9 @@ from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
 from qflow.core.records import Dispatch, message_options
+from qflow.store import window
 from qflow.store.db import query
-from qflow.store.lifecycle import RunWriter
+from qflow.store.lifecycle import RunWriter, top_up
 from qflow.store.models import attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow
 
@@ -137,8 +138,13 @@ def is_unsigned(conn: Connection, run_id: str) -> bool:
 def take_unsent(conn: Connection, limit: int = 1000, signed_only: bool = False
                 ) -> list[Dispatch]:
     """Unmark and return up to ``limit`` unsent tasks, to publish them now (with
-    ``signed_only``, only tasks of runs created by a process that signs)."""
-    return _redispatch(conn, tasks.c.unsent.is_(True), limit, signed_only)
+    ``signed_only``, only tasks of runs created by a process that signs), and the
+    held-back tasks of runs whose dispatch window has places free that no completion
+    filled (see qflow.store.window)."""
+    found = _redispatch(conn, tasks.c.unsent.is_(True), limit, signed_only)
+    for run_id, workflow in window.stalled(conn, signed_only):
+        found += top_up(conn, run_id, workflow)
+    return found
 
 
 @query()
@@ -168,8 +174,10 @@ def _stale(older_than: float):
     return tasks.c.queued_at < utcnow() - dt.timedelta(seconds=older_than)
 
 
-# A task waiting for a pool slot has no message on purpose.
-HAS_MESSAGE = tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
+# A task waiting for a pool slot, or for a place in its run's dispatch window, has no
+# message on purpose.
+HAS_MESSAGE = ((tasks.c.pools.is_(None) | tasks.c.holding.is_(True))
+               & tasks.c.held_back.is_(False))
 
 
 def _redispatch(conn: Connection, condition, limit: int, signed_only: bool = False

@@ -19,6 +19,7 @@ from qflow.results.codec import Stored
 from qflow.store.db import bulk_insert
 from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state
+from qflow.store.window import Room, priority_of
 
 
 def is_mapped(options: str | dict | None) -> bool:
@@ -55,8 +56,9 @@ def unexpand(conn: Connection, run_id: str, node: str, expanded: int, n_parents:
 
 
 def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
-           read_inputs) -> tuple[list[str], str | None, str | None]:
-    """Insert one queued task per element of the mapped node's input list.
+           read_inputs, room: Room | None = None) -> tuple[list[str], str | None, str | None]:
+    """Insert one queued task per element of the mapped node's input list; with the
+    run's ``room``, those beyond the places free in its window are held back.
 
     Returns (element ids to publish, final state of the node if it ended at once, error):
     an empty list ends it ``succeeded`` with ``[]``; a non-list or an oversized map ends
@@ -85,20 +87,25 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
         return [], S.SUCCEEDED, None
     ids = [element_id(node, i) for i in range(len(items))]
     element_options = {k: v for k, v in options.items() if k != "map"}
+    room = room or Room(None)
+    placed = room.take(len(ids))
     bulk_insert(conn, tasks, [dict(
         run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
         queue=row.queue, options=json.dumps(element_options) if element_options else None,
         call=json.dumps({"args": [results.seal_item(item), *call["args"][1:]],
                          "kwargs": call["kwargs"]}),
         n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
-        children=json.dumps([node])) for eid, item in zip(ids, items, strict=True)])
+        children=json.dumps([node]), held_back=i >= placed,
+        priority=priority_of(element_options))
+        for i, (eid, item) in enumerate(zip(ids, items, strict=True))])
     bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
                  .values(n_parents=row.n_parents + len(ids), expanded=len(ids)))
     conn.execute(update(runs).where(runs.c.id == run_id)
                  .values(tasks_total=runs.c.tasks_total + len(ids),
-                         tasks_left=runs.c.tasks_left + len(ids)))
-    return ids, None, None
+                         tasks_left=runs.c.tasks_left + len(ids),
+                         **room.counters(placed, len(ids) - placed)))
+    return ids[:placed], None, None
 
 
 def collect(conn: Connection, run_id: str, node: str, expanded: int,

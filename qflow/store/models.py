@@ -138,11 +138,13 @@ tasks = Table(
     # task leaves it when a worker claims it.
     Index("ix_qflow_tasks_queued", "run_id", "queued_at",
           sqlite_where=text("state = 'queued'"), postgresql_where=text("state = 'queued'")),
-    # A run's held-back tasks in the order its window takes them: each completion that
-    # frees a place reads the first of them here, never the rest of the run.
-    Index("ix_qflow_tasks_held_back", "run_id", text("priority DESC"), "id",
-          sqlite_where=text("held_back = 1"), postgresql_where=text("held_back")),
 )
+
+# A run's held-back tasks in the order its window takes them (highest priority, then
+# oldest): each completion that frees a place reads the first of them here, never the
+# rest of the run.
+Index("ix_qflow_tasks_held_back", tasks.c.run_id, tasks.c.priority.desc(), tasks.c.id,
+      sqlite_where=text("held_back = 1"), postgresql_where=text("held_back"))
 
 # A dependency: ``child`` waits on ``parent`` within one run.
 edges = Table(

@@ -1,0 +1,69 @@
+"""A task's children in the store: finding them, counting an ended parent in them, and
+which of them a branch follows."""
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import Connection, Update, bindparam, select, update
+
+from qflow.core import states as S
+from qflow.store.models import edges, tasks
+
+_COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
+            S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
+
+
+def _count_in_children(counter: str) -> Update:
+    column = getattr(tasks.c, counter)
+    return (update(tasks)
+            .where(tasks.c.run_id == bindparam("b_run_id"),
+                   tasks.c.node.in_(bindparam("b_nodes", expanding=True)))
+            .values({counter: column + 1})
+            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
+                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
+                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
+                       tasks.c.children, tasks.c.expanded))
+
+
+_COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
+
+
+def count_in_children(conn: Connection, run_id: str, state: str, children: list[str]
+                      ) -> list:
+    """Count a parent that ended in ``state`` in each of its children, in one statement;
+    returns the children's rows as the count left them."""
+    return conn.execute(_COUNT_IN_CHILDREN[_COUNTER[state]],
+                        {"b_run_id": run_id, "b_nodes": children}).all()
+
+
+def children_of(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
+    """A task's children: from its row's ``children`` column, else from qflow_edges (by
+    its own index, not a subquery the planner might join against the whole run)."""
+    if listed is not None:
+        return json.loads(listed)
+    return conn.execute(select(edges.c.child).where(
+        edges.c.run_id == run_id, edges.c.parent == node)).scalars().all()
+
+
+def followed(conn: Connection, run_id: str, picked: set[str], children: list[str]
+             ) -> set[str]:
+    """What a branch follows: the children it chose and, as Airflow's skip rule does,
+    any other child of it downstream of a chosen one (branch -> a -> join plus
+    branch -> join, choosing a, runs join once a succeeds). Its other children are
+    skipped, whatever their trigger rule."""
+    others = set(children) - picked
+    if not picked or not others:
+        return picked
+    return picked | downstream_among(conn, run_id, picked, others)
+
+
+def downstream_among(conn: Connection, run_id: str, start: set[str], among: set[str]
+                     ) -> set[str]:
+    """The nodes of ``among`` reachable from ``start`` in a run's graph: one recursive
+    query over qflow_edges, which holds every edge of the run."""
+    reach = (select(edges.c.child.label("node"))
+             .where(edges.c.run_id == run_id, edges.c.parent.in_(start))
+             .cte("reach", recursive=True))
+    reach = reach.union(select(edges.c.child).join(reach, edges.c.parent == reach.c.node)
+                        .where(edges.c.run_id == run_id))
+    return set(conn.execute(select(reach.c.node).where(reach.c.node.in_(among))).scalars())

@@ -1,0 +1,280 @@
+"""Bounded dispatch (``dispatch_window``): a run never has more than its window of tasks
+sent at once; the rest wait queued in the DB and go out, highest priority first, as
+tasks end. Against real SQLite and PostgreSQL with messages drained by hand, then with
+real workers on a private Redis."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import flows  # noqa: F401 - registers the workflows
+import pytest
+import servers
+from conftest import start_cluster
+from sqlalchemy import select
+from test_store import StubDispatcher, migrated, run_of
+
+from qflow.config import Config
+from qflow.core.records import Outcome
+from qflow.engine.client import Engine
+from qflow.engine.executor import Executor
+from qflow.engine.upkeep import Upkeep
+from qflow.store import attempts, audit, read
+from qflow.store.models import runs, tasks
+
+
+@pytest.fixture
+def windowed(db_url):
+    """Engines on one fresh DB whose runs have the given dispatch_window."""
+    store = migrated(db_url)
+
+    def make(window: int, **settings) -> Engine:
+        return Engine(Config(database_url=db_url, dispatch_window=window, **settings),
+                      store, StubDispatcher())
+    yield make
+    store.dispose()
+
+
+def step(engine: Engine) -> str | None:
+    """Run the oldest message sent; its node, or None if it was not to be run."""
+    item = engine.dispatcher.sent.pop(0)
+    done = Executor(engine).execute(item.run_id, item.node, item.attempt, worker="test")
+    return None if done is None else item.node
+
+
+def drain(engine: Engine) -> tuple[list[str], int]:
+    """Run messages in the order they were sent until none is left: (nodes run, most
+    messages ever waiting at once)."""
+    ran, most = [], len(engine.dispatcher.sent)
+    while engine.dispatcher.sent:
+        node = step(engine)
+        if node is not None:
+            ran.append(node)
+        most = max(most, len(engine.dispatcher.sent))
+    return ran, most
+
+
+def counters(engine: Engine, run_id: str) -> tuple[int, int]:
+    with engine.store.read() as conn:
+        row = conn.execute(select(runs.c.in_flight, runs.c.backlog)
+                           .where(runs.c.id == run_id)).one()
+    return row.in_flight, row.backlog
+
+
+def held_back(engine: Engine, run_id: str) -> set[str]:
+    with engine.store.read() as conn:
+        return set(conn.execute(select(tasks.c.node).where(
+            tasks.c.run_id == run_id, tasks.c.held_back.is_(True))).scalars())
+
+
+def test_a_wide_run_sends_its_window_and_the_rest_as_tasks_end(windowed):
+    engine = windowed(3)
+    run_id = engine.trigger("fan", {"width": 8})
+    assert [d.node for d in engine.dispatcher.sent] == ["const", "const__1", "const__2"]
+    assert held_back(engine, run_id) == {f"const__{i}" for i in range(3, 8)}
+    assert {t["state"] for t in run_of(engine, run_id)["tasks"]
+            if t["node"].startswith("const")} == {"queued"}
+    ran, most = drain(engine)
+    assert most == 3
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert sorted(ran) == sorted(t["node"] for t in run["tasks"])      # each once
+    assert {t["attempts"] for t in run["tasks"]} == {1}
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["join"]) == {"join": list(range(1, 9))}
+    assert counters(engine, run_id) == (0, 0) and not held_back(engine, run_id)
+
+
+def test_a_run_without_a_window_sends_every_ready_task_at_once(windowed):
+    engine = windowed(0)
+    run_id = engine.trigger("fan", {"width": 8})
+    assert len(engine.dispatcher.sent) == 8 and not held_back(engine, run_id)
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_the_window_sends_the_highest_priority_first_children_included(windowed, registry):
+    from qflow import task, workflow
+
+    @task
+    def routine(i: int) -> int:
+        return i
+
+    @task(priority=9)
+    def urgent(i: int) -> int:
+        return i
+
+    @workflow
+    def mixed():
+        first = routine(0)
+        urgent(first)            # released while routine tasks wait: it goes first
+        urgent(1)
+        routine(1)
+        routine(2)
+
+    engine = windowed(1)
+    run_id = engine.trigger("mixed")
+    assert [d.node for d in engine.dispatcher.sent] == ["urgent__1"]
+    ran, most = drain(engine)
+    assert ran == ["urgent__1", "routine", "urgent", "routine__1", "routine__2"]
+    assert most == 1 and run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_a_map_s_elements_wait_for_places_like_any_task(windowed):
+    engine = windowed(2)
+    run_id = engine.trigger("mapped", {"n": 6, "factor": 10})
+    ran, most = drain(engine)
+    assert most <= 2
+    assert sorted(n for n in ran if n.startswith("scale[")) == [f"scale[{i}]" for i in range(6)]
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["total_of"]) == {"total_of": 6 + 10 * 15}
+    assert counters(engine, run_id) == (0, 0)
+
+
+def test_held_back_tasks_are_neither_re_sent_nor_reported_nor_run_by_a_stray_message(
+        windowed):
+    engine = windowed(2, requeue_after=0.01)
+    run_id = engine.trigger("fan", {"width": 6})
+    sent = [d.node for d in engine.dispatcher.sent]
+    time.sleep(0.05)                         # the two sent ones now look stale
+    engine.dispatcher.sent.clear()
+    Upkeep(Executor(engine)).reconcile()
+    assert sorted(d.node for d in engine.dispatcher.sent) == sorted(sent)
+    with engine.store.read() as conn:
+        assert sum(audit.queued_by_queue(conn, 0).values()) == 2
+        assert audit.idle_windows(conn) == []
+    stray = Executor(engine).execute(run_id, "const__5", 1, worker="test")
+    assert stray is None and "const__5" in held_back(engine, run_id)
+    drain(engine)
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded" and {t["attempts"] for t in run["tasks"]} == {1}
+
+
+def test_places_a_lost_top_up_left_free_are_filled_by_the_reconciler(windowed, registry):
+    from qflow import task, workflow
+
+    @task
+    def one(i: int) -> int:
+        return i
+
+    @workflow
+    def three():
+        for i in range(3):
+            one(i)
+
+    engine = windowed(1)
+    run_id = engine.trigger("three")
+    first = engine.dispatcher.sent.pop(0)
+    # The first task's outcome commits, then its worker dies before the top-up.
+    with engine.store.write() as conn:
+        attempts.claim(conn, run_id, first.node, 1, "test", None)
+    done = engine.store.transact(attempts.finish, run_id, first.node, 1,
+                                 Outcome("succeeded", result="0"), False, False)
+    assert done.top_up and counters(engine, run_id) == (0, 2)
+    with engine.store.read() as conn:
+        assert [f.kind for f in audit.idle_windows(conn)] == ["held_back"]
+    assert Upkeep(Executor(engine)).reconcile() == 1
+    assert counters(engine, run_id) == (1, 1)
+    # The top-up committed, then its worker died before publishing: the message is lost,
+    # and the stale re-send (here after 10 ms) sends it again.
+    engine.dispatcher.sent.clear()
+    time.sleep(0.05)
+    impatient = windowed(1, requeue_after=0.01)
+    assert Upkeep(Executor(impatient)).reconcile() == 1
+    drain(impatient)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+    with engine.store.read() as conn:
+        assert audit.idle_windows(conn) == []
+    assert counters(engine, run_id) == (0, 0)
+
+
+def test_a_canceled_run_forgets_its_held_back_tasks_and_resumes_within_its_window(
+        windowed):
+    engine = windowed(2)
+    run_id = engine.trigger("fan", {"width": 6})
+    engine.cancel(run_id)
+    assert run_of(engine, run_id)["state"] == "canceled"
+    assert not held_back(engine, run_id) and counters(engine, run_id)[1] == 0
+    engine.dispatcher.sent.clear()
+    engine.resume(run_id)
+    assert len(engine.dispatcher.sent) == 2 and len(held_back(engine, run_id)) == 4
+    ran, most = drain(engine)
+    assert most == 2 and run_of(engine, run_id)["state"] == "succeeded"
+    assert counters(engine, run_id) == (0, 0)
+
+
+def test_a_negative_window_is_refused():
+    from qflow.config import load_config
+    from qflow.errors import UserError
+    with pytest.raises(UserError, match="dispatch_window"):
+        load_config(env={"QFLOW_DISPATCH_WINDOW": "-1"})
+
+
+# -- real workers ---------------------------------------------------------------------
+LIVENESS = dict(QFLOW_WORKER_LOST_TIMEOUT="3", QFLOW_HEARTBEAT_INTERVAL="0.5",
+                QFLOW_REQUEUE_AFTER="4")
+
+
+@pytest.fixture(scope="module")
+def window_cluster(pg_server_url, tmp_path_factory):
+    """Two workers on a Redis of their own, and a client whose runs have a window."""
+    redis = servers.start_redis()
+    cluster = start_cluster(redis.url, pg_server_url, tmp_path_factory.mktemp("window"), 2,
+                            **LIVENESS)
+    yield cluster
+    cluster.stop()
+    redis.stop()
+
+
+def client(cluster, window: int):
+    from qflow.runtime import Runtime
+    return Runtime(Config(broker_url=cluster.broker_url, database_url=cluster.database_url,
+                          app=cluster.app, wait_poll_interval=0.05, dispatch_window=window))
+
+
+class QueueWatch(threading.Thread):
+    """The most messages seen waiting in the default queue (all its priority lists)."""
+
+    def __init__(self, broker_url: str):
+        import redis
+        super().__init__(daemon=True)
+        self.redis, self.most, self.stop = redis.Redis.from_url(broker_url), 0, False
+
+    def run(self) -> None:
+        while not self.stop:
+            keys = self.redis.keys("default*")
+            self.most = max(self.most, sum(self.redis.llen(k) for k in keys))
+            time.sleep(0.01)
+
+
+def test_a_fan_out_of_2000_with_a_window_of_50_never_has_more_than_50_messages_waiting(
+        window_cluster):
+    rt = client(window_cluster, 50)
+    watch = QueueWatch(window_cluster.broker_url)
+    watch.start()
+    run_id = rt.engine.trigger("fan", {"width": 1000})       # 1,000 roots, 2,001 tasks
+    run = rt.engine.wait(run_id, timeout=300)
+    watch.stop = True
+    watch.join()
+    assert run["state"] == "succeeded"
+    tasks_seen = run_of(rt.engine, run_id)["tasks"]
+    assert len(tasks_seen) == 2001 and {t["attempts"] for t in tasks_seen} == {1}
+    assert 0 < watch.most <= 50
+    with rt.store.read() as conn:
+        assert read.results(conn, run_id, ["join"]) == {"join": list(range(1, 1001))}
+
+
+def test_a_worker_killed_mid_run_does_not_shrink_the_window(window_cluster):
+    from conftest import wait_for
+    rt = client(window_cluster, 20)
+    run_id = rt.engine.trigger("fan", {"width": 300})
+    wait_for(lambda: run_of(rt.engine, run_id)["tasks_done"] >= 100, timeout=120,
+             interval=0.05, what="100 tasks done")
+    window_cluster.signal_worker("w1", signal.SIGKILL)
+    run = rt.engine.wait(run_id, timeout=180)
+    assert run["state"] == "succeeded"
+    assert counters(rt.engine, run_id) == (0, 0)
+    window_cluster.workers["w1"].wait(10)
+    window_cluster.start_worker("w1", "-c", "2")
+    window_cluster.wait_ready(names=["w1"])
