@@ -206,12 +206,13 @@ def _counts(counts: dict[str, int]) -> str:
 # -- status --watch -----------------------------------------------------------------
 def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The run with its tasks and, once it ended, where its time went."""
+    took: dict[str, float] = {}
     with store.read() as conn:
-        run = read.get_run(conn, run_id)
+        run = read.get_run(conn, run_id, took=took)
         if run is None:
             raise UserError(f"unknown run {run_id!r}")
         edges = observe.timed_edges(conn, run_id) if run["state"] in TERMINAL else None
-    return run, (timing.summary(run, edges) if edges is not None else None)
+    return run, (timing.summary(run, edges, took=took) if edges is not None else None)
 
 
 def watch(store: Store, run_id: str, interval: float, stream: TextIO | None = None,

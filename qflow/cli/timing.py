@@ -42,13 +42,18 @@ def critical_path(tasks: list[dict[str, Any]], edges: list[tuple[str, str]]) -> 
         path.append(node)
 
 
-def summary(run: dict[str, Any], edges: list[tuple[str, str]], top: int = 5) -> dict[str, Any]:
-    """Run duration, its critical path (with the time its tasks ran) and the slowest tasks."""
+def summary(run: dict[str, Any], edges: list[tuple[str, str]], top: int = 5,
+            took: dict[str, float] | None = None) -> dict[str, Any]:
+    """Run duration, its critical path (with the time its tasks ran) and the slowest tasks.
+    ``took``: the seconds each task that started and ended ran, if the caller has them
+    (:func:`qflow.store.read.task_rows` does), in task order; computed from the tasks'
+    times otherwise."""
     tasks = run.get("tasks", [])
-    parse = dt.datetime.fromisoformat       # inline, not seconds(): a run may have 100,000
-    took = {t["node"]: round((parse(t["finished_at"]) - parse(t["started_at"]))
-                             .total_seconds(), 3)
-            for t in tasks if t["started_at"] and t["finished_at"]}
+    if took is None:
+        parse = dt.datetime.fromisoformat   # inline, not seconds(): a run may have 100,000
+        took = {t["node"]: round((parse(t["finished_at"]) - parse(t["started_at"]))
+                                 .total_seconds(), 3)
+                for t in tasks if t["started_at"] and t["finished_at"]}
     path = critical_path(tasks, edges)
     # The longest first, ties in task order (nlargest is a stable sort's first ``top``).
     ran = heapq.nlargest(top, took.items(), key=lambda item: item[1])

@@ -39,14 +39,15 @@ def _run_dict(row) -> dict[str, Any]:
     return out
 
 
-def get_run(conn: Connection, run_id: str, with_tasks: bool = True) -> dict[str, Any] | None:
-    """The run as `status --json` prints it, or None."""
+def get_run(conn: Connection, run_id: str, with_tasks: bool = True,
+            took: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """The run as `status --json` prints it, or None (``took``: see :func:`task_rows`)."""
     row = conn.execute(select(*_RUN_COLUMNS).where(runs.c.id == run_id)).first()
     if row is None:
         return None
     out = _run_dict(row)
     if with_tasks:
-        out["tasks"] = task_rows(conn, run_id)
+        out["tasks"] = task_rows(conn, run_id, took)
         found = tracebacks(conn, run_id)
         for task in out["tasks"]:
             task["traceback"] = found.get(task["node"])
@@ -76,8 +77,12 @@ def tracebacks(conn: Connection, run_id: str) -> dict[str, str]:
     return {r.node: shown(r.traceback) for r in rows}
 
 
-def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
-    """The run's tasks as `status --json` lists them, in creation order."""
+def task_rows(conn: Connection, run_id: str, took: dict[str, float] | None = None
+              ) -> list[dict[str, Any]]:
+    """The run's tasks as `status --json` lists them, in creation order. ``took``, if
+    given, receives the seconds each task that started and ended ran (rounded to the
+    millisecond, as :func:`qflow.cli.timing.summary` rounds them), from the stored times
+    rather than parsed back from the strings."""
     rows = conn.execute(
         select(tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
                tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
@@ -94,6 +99,8 @@ def task_rows(conn: Connection, run_id: str) -> list[dict[str, Any]]:
         if late:
             row["late"] = True
         out.append(row)
+        if took is not None and start and end:
+            took[node] = round((end - start).total_seconds(), 3)
     return out
 
 

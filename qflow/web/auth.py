@@ -190,6 +190,13 @@ class QflowHandler(tornado.web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.finish(dumps(obj))
 
+    def compute_etag(self) -> str | None:
+        """No ETag (a hash of the whole body) for answers that may not be stored: nothing
+        revalidates them, and a run's JSON can be megabytes."""
+        if self._headers.get("Cache-Control") == "no-store":
+            return None
+        return super().compute_etag()
+
     def fail(self, status: int, message: str) -> None:
         """Stop here and answer ``{"error": message}`` with ``status``."""
         raise Refused(status, message)
@@ -239,5 +246,6 @@ class QflowHandler(tornado.web.RequestHandler):
 def dumps(obj: Any) -> str:
     """JSON safe to embed in HTML: ``<``, ``>`` and ``&`` only ever occur inside strings,
     where their ``\\u`` escapes mean the same."""
-    text = json.dumps(obj, default=str)
+    # Every answer is a tree built for it: no need to track containers for cycles.
+    text = json.dumps(obj, default=str, check_circular=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
