@@ -27,11 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
 
-BENCHMARKS = ["expansion", "fanout", "chain", "many_runs", "inprocess", "profile", "variants"]
+BENCHMARKS = ["expansion", "fanout", "chain", "many_runs", "inprocess", "profile", "variants",
+              "web_console"]
 DOC = C.ROOT / "docs" / "performance.md"
 NOTES_BEGIN, NOTES_END = "<!-- notes:begin -->", "<!-- notes:end -->"
 TIMEOUT = {"expansion": 900, "fanout": 1800, "chain": 600, "many_runs": 900, "inprocess": 600,
-           "profile": 900, "variants": 900}
+           "profile": 900, "variants": 900, "web_console": 900}
 # The engine before its round trips were cut (the first in-process figures' baseline).
 BASELINE = "1b9f1fe"
 EXTRA_ARGS = {"inprocess": ["--against", BASELINE]}
@@ -41,6 +42,12 @@ CHAIN_MAX_RATIO = 1.5
 EXPANSION_MAX_S = 10.0
 EXPANSION_MAX_MIB = 1024.0
 LINEAR_MAX_EXPONENT = 1.1
+# The console's budgets (issue 16): a run page of a map of 10,000 (JSON, first paint), of
+# 100,000 (drawn, groups collapsed), a page of the runs list over 100,000 runs.
+WEB_JSON_MAX_S = 0.3
+WEB_PAINT_MAX_MS = 1000
+WEB_BIG_PAGE_MAX_MS = 3000
+WEB_LIST_MAX_S = 0.3
 
 
 def run(name: str, quick: bool, folder: Path, snapshot: str, rev: str) -> dict | None:
@@ -108,6 +115,71 @@ def table(add: Callable[[str], None], header: list[str], rows: Iterable[list],
 
 def failed(add: Callable[[str], None], name: str) -> None:
     add(f"_not measured (bench/{name}.py failed; see its output)_")
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f}"
+
+
+def web_console(add: Callable[[str], None], web: dict, targets: list) -> None:
+    """The console's section: run pages of big maps, the runs list, and their targets."""
+    add(f"`{web['argv']}`: `qflow web` on a private PostgreSQL holding finished maps "
+        "(`items -> element.map(items)`, rows written as a map writes them) and ended runs "
+        "of three workflows. Medians of repeated requests after a warm one, over loopback "
+        "with `urllib`; *server CPU* is the `qflow web` process's user + system time per "
+        "request. In the browser: headless Chromium through Playwright, milliseconds from "
+        "navigation start (a second visit: the server is warm).")
+    add("")
+    pages = web["run_pages"]
+    table(add, ["map of", "API run JSON, ms", "server CPU, ms", "size (MB)",
+                "page's view.json, ms", "size (kB)", "page HTML, ms", "live poll, ms",
+                "idle poll, ms"],
+          ([f"{r['elements']:,}", ms(r["api_run_json_s"]),
+            f"{r['api_cpu_ms']:.0f}" if r.get("api_cpu_ms") is not None else "–",
+            f"{r['api_run_json_bytes'] / 1e6:.1f}", ms(r["view_json_s"]),
+            f"{r['view_json_bytes'] / 1e3:.0f}", ms(r["page_html_s"]),
+            f"{r['poll_s'] * 1000:.1f}", f"{r['idle_poll_s'] * 1000:.1f}"] for r in pages))
+    add("")
+    add("A live poll asks for the tasks that changed in the run's last second (ended, "
+        "queued, running); its plan: " + "; ".join(
+            f"map of {r['elements']:,}: {', '.join(r['poll_plan']) or '?'}" for r in pages)
+        + ".")
+    add("")
+    drawn = [r for r in pages if r.get("browser")]
+    if drawn:
+        table(add, ["map of", "first paint, ms", "graph drawn, ms", "expand the map, ms",
+                    "elements drawn"],
+              ([f"{r['elements']:,}", r["browser"]["first_paint_ms"],
+                r["browser"]["graph_drawn_ms"], r["browser"]["expand_ms"],
+                f"{r['browser']['cells_drawn']:,}"] for r in drawn))
+    else:
+        add("_no browser figures: Chromium or Playwright was not installed_")
+    add("")
+    lst = web["runs_list"]
+    add(f"Runs list over {lst['runs']:,} runs (keyset paging, 50 a page):")
+    add("")
+    table(add, ["first page, ms", f"{lst['runs'] // 2:,} runs deep, ms",
+                "workflow + state filter, ms", "API, 50 runs, ms"],
+          [[f"{lst[k] * 1000:.1f}" for k in ("first_page_s", "deep_page_s", "filtered_s",
+                                              "api_runs_50_s")]], left=0)
+    for r in (r for r in pages if r["elements"] == 10_000):
+        worst = max(r["api_run_json_s"], r["view_json_s"])
+        targets.append(("run JSON of a map of 10,000 < 300 ms (API and page)",
+                        f"API {ms(r['api_run_json_s'])} ms, view.json "
+                        f"{ms(r['view_json_s'])} ms", yes(worst < WEB_JSON_MAX_S)))
+        if r.get("browser"):
+            paint = r["browser"]["first_paint_ms"]
+            targets.append(("run page of a map of 10,000: first paint < 1 s",
+                            f"{paint} ms (graph drawn {r['browser']['graph_drawn_ms']} ms)",
+                            yes(paint < WEB_PAINT_MAX_MS)))
+    for r in (r for r in pages if r["elements"] == 100_000 and r.get("browser")):
+        graph = r["browser"]["graph_drawn_ms"]
+        targets.append(("run page of a map of 100,000 drawn (groups collapsed) < 3 s",
+                        f"{graph} ms", yes(graph < WEB_BIG_PAGE_MAX_MS)))
+    if lst["runs"] >= 100_000:
+        worst = max(lst[k] for k in ("first_page_s", "deep_page_s", "filtered_s"))
+        targets.append((f"runs list over {lst['runs']:,} runs < 300 ms a page",
+                        f"slowest page {worst * 1000:.1f} ms", yes(worst < WEB_LIST_MAX_S)))
 
 
 def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: float,
@@ -275,6 +347,15 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
                 f"**{r['ratio']:.2f}×**", r["runs"]] for r in mr["rows"]))
     else:
         failed(add, "many_runs")
+    add("")
+
+    web = results.get("web_console")
+    add("## The web console at size")
+    add("")
+    if web:
+        web_console(add, web, targets)
+    else:
+        failed(add, "web_console")
     add("")
 
     add("## Targets")
