@@ -1,7 +1,6 @@
 """The Celery edge: the app factory, the one generic task, the dispatcher, the workers."""
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import socket
@@ -24,9 +23,10 @@ from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.transport import TRANSPORT_ALIASES
 
+from qflow.broker.publish import EXECUTE, HARD_LIMIT_GRACE, Publisher
 from qflow.config import Config
 from qflow.core.records import Dispatch
-from qflow.engine.dispatch import Follow, PublishError
+from qflow.engine.dispatch import Follow
 from qflow.errors import (
     TaskTimeout,
     UnreachableError,
@@ -37,8 +37,6 @@ from qflow.errors import (
 )
 from qflow.results.crypto import is_sealed
 
-EXECUTE = "qflow.execute"
-HARD_LIMIT_GRACE = 5.0
 WAKE = "qflow.wake"
 TASK_EVENTS_ON = "qflow_task_events"     # set on a request while its worker sends them
 log = logging.getLogger("qflow.worker")
@@ -163,11 +161,6 @@ def check_broker_url(url: str) -> None:
             raise UserError(f"bad broker URL {hide_password(part)}: port 0")
 
 
-def _broker_priority(broker_url: str, priority: int) -> int:
-    """qflow's 9 is most urgent; Celery's Redis transport serves 0 first."""
-    return 9 - priority if broker_url.startswith(("redis://", "rediss://")) else priority
-
-
 def _setup_signing(app: Celery, config: Config) -> None:
     """Sign task messages and accept only signed ones (Celery's auth serializer)."""
     paths = (config.security_key, config.security_certificate, config.security_cert_store)
@@ -195,50 +188,18 @@ def _shortened(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
-def _batched(producer):
-    """kombu's publish batch where the transport has one (Redis: a pipeline per 1,000
-    messages instead of a round trip each), else nothing."""
-    batch = getattr(producer, "batch", None)
-    return batch(1000) if batch is not None else contextlib.nullcontext()
-
-
 class CeleryDispatcher:
-    """Publishes one flat message per ready task, named after its workflow and node."""
+    """Publishes one flat message per ready task (:mod:`qflow.broker.publish`), stops
+    running ones, and asks the broker what it holds."""
 
     def __init__(self, app: Celery, config: Config):
         self.app = app
         self.config = config
+        self.publisher = Publisher(app, config)
         self._answered = float("-inf")
 
     def publish(self, items: list[Dispatch]) -> None:
-        if not items:
-            return
-        task = self.app.tasks[EXECUTE]
-        try:
-            with self.app.producer_or_acquire() as producer, _batched(producer):
-                for item in items:
-                    self._send(task, producer, item)
-        except (KombuOperationalError, OSError) as exc:
-            # Which of a batch reached the broker is not known: all are re-sent later (a
-            # duplicate message cannot run a task twice).
-            raise PublishError(items, exc) from exc
-
-    def _send(self, task, producer, item: Dispatch) -> None:
-        extra: dict = {}
-        if item.countdown > 0:
-            extra["countdown"] = item.countdown
-        if not self.config.embedded:       # no priority given = 0, the least urgent
-            extra["priority"] = _broker_priority(self.config.broker_url, item.priority or 0)
-        if item.timeout and not self.config.embedded:
-            # Backstop for a task that ignores its alarm: Celery kills the process.
-            extra["time_limit"] = item.timeout + HARD_LIMIT_GRACE
-        # The embedded worker is the only one: it serves every queue, so a task routed
-        # to a queue no `qflow worker -Q` would serve here still runs.
-        queue = (self.config.default_queue if self.config.embedded
-                 else item.queue or self.config.default_queue)
-        task.apply_async((item.run_id, item.node, item.attempt), producer=producer,
-                         queue=queue,
-                         shadow=f"{item.workflow}.{item.node}", **extra)
+        self.publisher.publish(items)
 
     def revoke(self, celery_ids: list[str]) -> None:
         """Stop running attempts: their worker processes are terminated."""
