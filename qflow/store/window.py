@@ -48,8 +48,14 @@ class Room:
 
     @property
     def stalled(self) -> bool:
-        """Tasks wait for places that are free: a top-up is due."""
-        return self.backlog > 0 and self.free > 0
+        """Tasks wait for places that are free: a top-up is due once a tenth of the
+        window is free (or as many places as tasks wait), so a full window costs one
+        top-up per tenth of it, not one per task."""
+        return self.backlog > 0 and self.free >= min(self.backlog, self.step)
+
+    @property
+    def step(self) -> int:
+        return max(1, (self.size or 0) // 10)
 
     def take(self, n: int) -> int:
         """Count ``n`` tasks released now; return how many of them get a place (the rest
