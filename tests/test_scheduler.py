@@ -325,6 +325,7 @@ def test_a_restarted_scheduler_catches_up_missed_times_only_with_catchup(
         time.sleep(3)                               # the outage
         up = dt.datetime.now(UTC)
         c.start_scheduler("after")
+        c.wait_log("after", "scheduler started")
         time.sleep(2)
         c.stop_one("after")
     finally:

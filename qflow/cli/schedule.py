@@ -51,12 +51,14 @@ def scheduler(obj: Obj, interval: float | None, loglevel: str) -> None:
     _log_to_stderr(loglevel)
     where = f" (embedded worker, results DB {hide_password(rt.config.database_url)})" \
         if rt.config.embedded else ""
-    _log().info("scheduler started%s: %s", where, ", ".join(f"{w.name} ({d})" for w, d in loaded))
     stop = threading.Event()
     with rt.embedded():
-        # After the embedded worker's setup, which installs handlers of its own.
+        # After the embedded worker's setup, which installs handlers of its own; "started"
+        # is said once a SIGTERM stops the scheduler cleanly.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
+        _log().info("scheduler started%s: %s", where,
+                    ", ".join(f"{w.name} ({d})" for w, d in loaded))
         S.Scheduler(rt.engine).run(stop, rt.config.scheduler_interval, _report)
     _log().info("scheduler stopped")
 
