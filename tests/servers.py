@@ -6,9 +6,11 @@ QFLOW_TEST_DATABASE_URL to use a running server instead.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -43,6 +45,8 @@ class Server:
     port: int
     stop: callable
     pids: callable = list          # the server's processes now (the benchmarks' CPU count)
+    crash: callable = None         # SIGKILL every process of the server, as a crash would
+    start: callable = None         # start it again (after a crash) on the same port and data
 
 
 def with_children(pid: int) -> list[int]:
@@ -79,6 +83,15 @@ def start_redis(port: int | None = None, bind: str = "127.0.0.1",
     return Server(f"redis://{auth}127.0.0.1:{port}/0", port, stop, lambda: [proc.pid])
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _pg_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
@@ -111,9 +124,11 @@ def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None,
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     if settings:
         options += " " + settings
-    subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
-                              os.path.join(folder, "pg.log"), "-w", "start"], check=True,
-                   stdout=subprocess.DEVNULL)
+
+    def start() -> None:
+        subprocess.run(as_user + [pg_ctl, "-D", data, "-o", options, "-l",
+                                  os.path.join(folder, "pg.log"), "-w", "start"], check=True,
+                       stdout=subprocess.DEVNULL)
 
     def stop() -> None:
         subprocess.run(as_user + [pg_ctl, "-D", data, "-m", "immediate", "stop"],
@@ -124,4 +139,22 @@ def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None,
         with open(os.path.join(data, "postmaster.pid")) as fh:
             return with_children(int(fh.readline()))
 
-    return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop, pids)
+    def crash() -> None:
+        # Every process at once, the postmaster first: none gets to write out what is
+        # still only in shared memory (WAL not flushed yet), as in a crash of the server.
+        killed = pids()
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # A killed process not reaped yet would pass for a running server: its lock
+        # files go, as an administrator would remove them.
+        for lock in (os.path.join(data, "postmaster.pid"),
+                     os.path.join(folder, f".s.PGSQL.{port}.lock")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
+
+    start()
+    return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop,
+                  pids, crash, start)
