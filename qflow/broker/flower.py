@@ -51,16 +51,15 @@ class QflowTask(Task):
 
     merge_rules = {**Task.merge_rules, states.PENDING: (
         "queue", "exchange", "routing_key", "eta", "expires", "root_id", "parent_id")}
-    # Flower serialises a task with as_dict(), which reads _fields: with "qflow" there,
-    # its task list rows (/tasks/datatable) and /api/tasks carry the run and node, and
-    # qflow's script links each row to the run (see TASKS_SCRIPT).
-    _fields = (*Task._fields, "qflow")
-
-    @property
-    def qflow(self) -> dict[str, str] | None:
-        """{"run_id", "node"} of a qflow task; None for another Celery task."""
+    def as_dict(self) -> dict[str, Any]:
+        """Flower's serialisation of the task, with ``"qflow"``: {"run_id", "node"} of a
+        qflow task (None for another Celery task). Its task list rows (/tasks/datatable)
+        and /api/tasks carry it, and qflow's script links each row to the run (see
+        TASKS_SCRIPT); the task page, which lists _fields, already has its own row."""
+        out = super().as_dict()
         found = qflow_task(self)
-        return None if found is None else {"run_id": found[0], "node": found[1]}
+        out["qflow"] = None if found is None else {"run_id": found[0], "node": found[1]}
+        return out
 
 
 class FlowerTemplates(tornado.template.Loader):
