@@ -60,16 +60,17 @@ class Alerter:
         """A run ended: the workflow's callback, then notifiers (not for a canceled run)."""
         if state not in (SUCCEEDED, FAILED):
             return
-        with self.store.read() as conn:
-            run = read.get_run(conn, run_id, with_tasks=False)
-            failed = read.failed_tasks(conn, run_id)
-        first = failed[0] if failed else {}
-        event = Event(RUN_SUCCEEDED if state == SUCCEEDED else RUN_FAILED, run_id, workflow,
-                      first.get("node"), state, None, first.get("error"), run["params"],
-                      run.get("logical_time"), failed)
         wdef = authoring.WORKFLOWS.get(workflow)
-        hook = "on_success" if state == SUCCEEDED else "on_failure"
-        emit(event, [wdef.options.get(hook) if wdef is not None else None])
+        hook = wdef.options.get("on_success" if state == SUCCEEDED else "on_failure") \
+            if wdef is not None else None
+        if hook is not None:     # the event is read for the callback only (notifiers: outbox)
+            with self.store.read() as conn:
+                run = read.get_run(conn, run_id, with_tasks=False)
+                failed = read.failed_tasks(conn, run_id)
+            first = failed[0] if failed else {}
+            emit(Event(RUN_SUCCEEDED if state == SUCCEEDED else RUN_FAILED, run_id, workflow,
+                       first.get("node"), state, None, first.get("error"), run["params"],
+                       run.get("logical_time"), failed), [hook])
         self.deliver(run_id)
 
     def late(self, run_id: str, workflow: str, node: str | None) -> None:
