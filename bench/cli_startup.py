@@ -10,6 +10,12 @@ finished run of bench_flows.diamond (made first with `qflow run`). Reported: med
 90th percentile wall-clock seconds, the median CPU seconds (user + system), and the
 machine's load average, since a busy machine shifts every figure. Python's own start-up
 is measured the same way for reference.
+
+Modules run from their cached bytecode, as in an installed qflow (pip compiles it at
+install time): the bytecode goes to a temporary folder (PYTHONPYCACHEPREFIX), even where
+PYTHONDONTWRITEBYTECODE is set, and each command runs once untimed first. With
+``--no-bytecode`` every run compiles qflow's modules from source again instead, as an
+editable checkout with PYTHONDONTWRITEBYTECODE set does.
 """
 from __future__ import annotations
 
@@ -58,18 +64,28 @@ def one_run(folder: Path, env: dict[str, str]) -> str:
 
 def main() -> None:
     parser = C.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="compile qflow's modules from source on every run")
     args = parser.parse_args()
     runs = args.repeat or (5 if args.quick else 30)
     with tempfile.TemporaryDirectory(prefix="qflow-cli-startup-") as tmp:
         folder = Path(tmp)
         env = C._clean_env(QFLOW_DATABASE_URL=f"sqlite:///{folder / 'qflow.db'}")
+        if args.no_bytecode:
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+        else:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
         run_id = one_run(folder, env)
         qflow = C.qflow_bin()
         cases = {"python -c pass": [sys.executable, "-c", "pass"],
                  "qflow --help": [qflow, "--help"],
                  "qflow status RUN": [qflow, "status", run_id],
                  "qflow runs": [qflow, "runs"]}
-        C.say(f"{runs} runs each; load average {C.loadavg()}")
+        for argv in cases.values():            # bytecode written, files in the page cache
+            timings(argv, folder, env, 1)
+        C.say(f"{runs} runs each{' (no bytecode cache)' if args.no_bytecode else ''}; "
+              f"load average {C.loadavg()}")
         C.say(f"{'command':20} {'median s':>9} {'p90 s':>9} {'CPU median s':>13}")
         figures = {}
         for name, argv in cases.items():
@@ -79,7 +95,7 @@ def main() -> None:
             row = figures[name]
             C.say(f"{name:20} {row['median']:9.3f} {row['p90']:9.3f} {row['cpu_median']:13.3f}")
         C.say(f"load average after: {C.loadavg()}")
-    C.emit(args, "cli_startup", {"commands": figures})
+    C.emit(args, "cli_startup", {"commands": figures, "bytecode_cache": not args.no_bytecode})
 
 
 if __name__ == "__main__":

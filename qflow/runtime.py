@@ -90,10 +90,10 @@ class Runtime:
     def warnings(self, run_id: str) -> list[str]:
         """Why the run's waiting tasks may never start, in words a user can act on: a
         queue no live worker serves, or messages its workers refuse as unsigned."""
-        from qflow.store import liveness
-
         if self.config.embedded:            # the embedded worker serves every queue
             return []
+        from qflow.store import liveness
+
         with self.store.read() as conn:
             unserved = liveness.unserved(conn, run_id, self.config.default_queue,
                                          self.config.worker_lost_timeout)

@@ -30,8 +30,8 @@ from rich.text import Text
 from qflow.cli import tables, timing
 from qflow.cli.events import STARTED, Event, describe, run_events
 from qflow.cli.render import isatty, visible
+from qflow.client import snapshot
 from qflow.core.states import TERMINAL
-from qflow.errors import UserError
 from qflow.store import Store, observe, read
 
 DETAIL_LIMIT = 200           # above this many tasks, progress reads counts, not every row
@@ -204,17 +204,6 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 # -- status --watch -----------------------------------------------------------------
-def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The run with its tasks and, once it ended, where its time went."""
-    took: dict[str, float] = {}
-    with store.read() as conn:
-        run = read.get_run(conn, run_id, took=took)
-        if run is None:
-            raise UserError(f"unknown run {run_id!r}")
-        edges = observe.timed_edges(conn, run_id) if run["state"] in TERMINAL else None
-    return run, (timing.summary(run, edges, took=took) if edges is not None else None)
-
-
 def watch(store: Store, run_id: str, interval: float, stream: TextIO | None = None,
           quiet: bool = False) -> dict[str, Any]:
     """Show the run's table until it ends: redrawn in place on a terminal, printed again

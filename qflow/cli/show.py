@@ -28,12 +28,15 @@ if TYPE_CHECKING:
 def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
-    from qflow.cli import progress, tables
+    from qflow.cli import tables
     from qflow.client import run_status
 
     rt = obj.runtime()
     store = rt.ready_store(migrate=False)
     if watch:
+        # The live display's module (rich's Live and more): only for --watch.
+        from qflow.cli import progress
+
         progress.watch(store, run_id, interval, quiet=as_json)
     run = run_status(rt, run_id)
     if as_json:

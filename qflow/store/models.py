@@ -2,9 +2,12 @@
 
 Core tables rather than ORM classes: every query is written against ``Table.c``, and
 SQLAlchemy's ORM would cost each command (`qflow status`) a large share of its start-up
-for nothing. A new column: ``Column("name", Type, nullable=False)`` unless it may be NULL.
+for nothing. A new column: ``Column("name", Type, nullable=False)`` unless it may be NULL;
+a new partial index: ``_partial(lambda: Index(..., **_where("...")))`` (see _PARTIAL).
 """
 from __future__ import annotations
+
+from typing import Any, Callable
 
 from sqlalchemy import (
     Boolean,
@@ -24,6 +27,31 @@ from sqlalchemy import (
 )
 
 metadata = MetaData()
+
+# Partial indexes (a WHERE clause, spelt for each dialect) are declared with _partial() and
+# built by with_partial_indexes(): SQLAlchemy checks the dialect options of an Index by
+# importing that dialect's package, every driver module in it, which cost each command
+# (`qflow status` on SQLite loaded all of PostgreSQL's) a good share of its start-up.
+# Queries never use Index objects; what compares the schema with the models (the
+# migrations' env.py, the migrations-vs-models test) asks for them.
+_PARTIAL: list[Callable[[], Index]] = []
+
+
+def _partial(make: Callable[[], Index]) -> None:
+    _PARTIAL.append(make)
+
+
+def _where(postgresql: str, sqlite: str | None = None) -> dict[str, Any]:
+    """An index's WHERE clause for both dialects (``sqlite``: SQLite's spelling, if it
+    differs)."""
+    return {"postgresql_where": text(postgresql), "sqlite_where": text(sqlite or postgresql)}
+
+
+def with_partial_indexes() -> MetaData:
+    """The metadata with every index, the partial ones included."""
+    while _PARTIAL:
+        _PARTIAL.pop(0)()
+    return metadata
 
 
 # One triggered execution of a workflow.
@@ -65,16 +93,16 @@ runs = Table(
     # /qflow/metrics counts runs by (workflow, state) from this index alone; the runs
     # list filtered by both pages through it newest first.
     Index("ix_qflow_runs_workflow_state", "workflow", "state", "created_at"),
-    # One current run per (workflow, logical time): two schedulers cannot both fire a
-    # time. Manual runs have no logical time, and NULLs never collide.
-    Index("uq_qflow_runs_workflow_logical", "workflow", "logical_time", unique=True,
-          sqlite_where=text("superseded_by IS NULL"),
-          postgresql_where=text("superseded_by IS NULL")),
     Index("ix_qflow_runs_held", "workflow", "held", "created_at"),
-    Index("ix_qflow_runs_deadline", "deadline_at",
-          postgresql_where=text("late = false AND deadline_at IS NOT NULL"),
-          sqlite_where=text("late = 0 AND deadline_at IS NOT NULL")),
 )
+# One current run per (workflow, logical time): two schedulers cannot both fire a time.
+# Manual runs have no logical time, and NULLs never collide.
+_partial(lambda: Index("uq_qflow_runs_workflow_logical", runs.c.workflow,
+                      runs.c.logical_time, unique=True,
+                      **_where("superseded_by IS NULL")))
+_partial(lambda: Index("ix_qflow_runs_deadline", runs.c.deadline_at,
+                      **_where("late = false AND deadline_at IS NOT NULL",
+                              sqlite="late = 0 AND deadline_at IS NOT NULL")))
 
 # One node of one run, with its latest state and outcome.
 tasks = Table(
@@ -129,22 +157,21 @@ tasks = Table(
     UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
     Index("ix_qflow_tasks_unsent", "unsent"),
     Index("ix_qflow_tasks_state", "state"),
-    # The run page's "ended since" query (qflow.store.observe.changed_since); ended
-    # rows only, so releasing and claiming a task never write to it.
-    Index("ix_qflow_tasks_finished", "run_id", "finished_at",
-          sqlite_where=text("finished_at IS NOT NULL"),
-          postgresql_where=text("finished_at IS NOT NULL")),
-    # Its second cursor: the tasks queued since (pending -> queued). Queued rows only: a
-    # task leaves it when a worker claims it.
-    Index("ix_qflow_tasks_queued", "run_id", "queued_at",
-          sqlite_where=text("state = 'queued'"), postgresql_where=text("state = 'queued'")),
 )
 
+# The run page's "ended since" query (qflow.store.observe.changed_since); ended rows
+# only, so releasing and claiming a task never write to it.
+_partial(lambda: Index("ix_qflow_tasks_finished", tasks.c.run_id, tasks.c.finished_at,
+                      **_where("finished_at IS NOT NULL")))
+# Its second cursor: the tasks queued since (pending -> queued). Queued rows only: a task
+# leaves it when a worker claims it.
+_partial(lambda: Index("ix_qflow_tasks_queued", tasks.c.run_id, tasks.c.queued_at,
+                      **_where("state = 'queued'")))
 # A run's held-back tasks in the order its window takes them (highest priority, then
 # oldest): each completion that frees a place reads the first of them here, never the
 # rest of the run.
-Index("ix_qflow_tasks_held_back", tasks.c.run_id, tasks.c.priority.desc(), tasks.c.id,
-      sqlite_where=text("held_back = 1"), postgresql_where=text("held_back"))
+_partial(lambda: Index("ix_qflow_tasks_held_back", tasks.c.run_id, tasks.c.priority.desc(),
+                      tasks.c.id, **_where("held_back", sqlite="held_back = 1")))
 
 # A dependency: ``child`` waits on ``parent`` within one run.
 edges = Table(
@@ -239,11 +266,10 @@ alerts = Table(
     Column("gave_up_at", DateTime),
     Column("last_error", Text),
     UniqueConstraint("key", name="uq_qflow_alerts_key"),
-    Index("ix_qflow_alerts_due", "next_at",
-          postgresql_where=text("delivered_at IS NULL AND gave_up_at IS NULL"),
-          sqlite_where=text("delivered_at IS NULL AND gave_up_at IS NULL")),
     Index("ix_qflow_alerts_run", "run_id"),
 )
+_partial(lambda: Index("ix_qflow_alerts_due", alerts.c.next_at,
+                      **_where("delivered_at IS NULL AND gave_up_at IS NULL")))
 
 # One update of an asset: by a task's success (its run and node) or from outside
 # (`qflow assets touch`, the API: no run).

@@ -5,7 +5,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Row, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from qflow.core import states as S
 from qflow.store.models import runs, schedules
@@ -35,8 +34,13 @@ def get_state(conn: Connection, workflow: str, lock: bool = False) -> ScheduleSt
 
 def register(conn: Connection, workflow: str, now: dt.datetime) -> ScheduleState:
     """Create the workflow's row unless it exists (schedulers race here); return it."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(schedules)
+    # The connection's own dialect, loaded already: a command importing this module does
+    # not load the other's package (every driver module) at start.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(schedules)
                  .values(workflow=workflow, paused=False, registered_at=now)
                  .on_conflict_do_nothing(index_elements=["workflow"]))
     return get_state(conn, workflow)
