@@ -8,8 +8,9 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 from sqlalchemy import Table, create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -235,22 +236,27 @@ def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | N
     return mark
 
 
-def bulk_insert(conn: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert many rows of ``table`` (all with the same keys) in the current transaction:
-    with COPY on PostgreSQL (several times faster than INSERT for a big run's rows), an
-    executemany INSERT elsewhere."""
-    if not rows:
-        return
+INSERT_CHUNK = 5000     # rows per executemany INSERT where there is no COPY
+
+
+def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
+                rows: Iterable[Sequence]) -> None:
+    """Insert rows of ``table``, each a sequence of values in the order of ``columns``, in
+    the current transaction as they come: a run of a million tasks is never a list of a
+    million rows in memory. With COPY on PostgreSQL (several times faster than INSERT for
+    a big run's rows), executemany INSERTs of :data:`INSERT_CHUNK` rows elsewhere."""
     if conn.dialect.name != "postgresql":
-        conn.execute(table.insert(), rows)
+        statement, rows = table.insert(), iter(rows)
+        while chunk := [dict(zip(columns, row, strict=True))
+                         for row in islice(rows, INSERT_CHUNK)]:
+            conn.execute(statement, chunk)
         return
-    names = list(rows[0])
     quote = conn.dialect.identifier_preparer
-    columns = ", ".join(quote.quote(n) for n in names)
+    names = ", ".join(quote.quote(n) for n in columns)
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {quote.format_table(table)} ({columns}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {quote.format_table(table)} ({names}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([row[n] for n in names])
+            copy.write_row(row)
 
 
 def _dialect_of(url: str) -> str:

@@ -24,6 +24,7 @@ from qflow.store import mapping, outbox, pools
 from qflow.store.children import children_of, count_in_children, followed
 from qflow.store.counts import Ended, count_ended
 from qflow.store.db import bulk_insert, query
+from qflow.store.mapping import EDGE, NEW_COUNTS, NEW_TASK
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
 from qflow.store.window import Room, Window, held_at_start, priority_of
@@ -100,11 +101,10 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     if logical_time is not None and logical_time.tzinfo is not None:   # stored naive UTC
         logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
-    children: dict[str, list[str]] = {n: [] for n in graph.nodes}
-    ordered = sorted(graph.edges)
-    for parent, child in ordered:
+    children: dict[str, list[str]] = {}
+    for parent, child in graph.edges:
         n_parents[child] += 1
-        children[parent].append(child)
+        children.setdefault(parent, []).append(child)
     ready = {n.id: priority_of(n.options) for n in graph.nodes.values()
              if "map" not in n.options and S.decide(n.trigger_rule, S.Upstream(
                  n_parents[n.id])) == S.RUN}
@@ -119,37 +119,35 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
         in_flight=0 if new.window is None else len(ready) - len(held)))
     needed = new.limits.register(conn, graph)
     started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
-    rows = []
-    for node in graph.nodes.values():
-        options = dict(node.options)
-        if "map" in options:
-            options["map"] = {**options["map"], "max": new.max_map_size,
-                              "result_max": new.result_max_bytes}
-        rows.append(dict(
-            run_id=run_id, node=node.id, task=node.task,
-            state=S.QUEUED if node.id in ready else S.PENDING,
-            trigger_rule=node.trigger_rule, queue=node.queue,
-            call=json.dumps(_call(node, new.values, "map" in options)),
-            options=json.dumps(options) if options else None,
-            pools=json.dumps(needed[node.id]) if node.id in needed else None,
-            deadline_s=options.get("deadline"),
-            n_parents=n_parents[node.id], up_succeeded=0, up_failed=0, up_skipped=0,
-            attempts=0, queued_at=now if node.id in ready and started else None,  # start()
-            children=json.dumps(children[node.id]), held_back=node.id in held,
-            priority=priority_of(node.options)))
-    bulk_insert(conn, tasks, rows)
-    bulk_insert(conn, edges, [dict(run_id=run_id, parent=p, child=c) for p, c in ordered])
+    # Rows go to the DB as they are made (COPY on PostgreSQL), never all in memory.
+    rows = ((run_id, node.id, node.task, S.QUEUED if node.id in ready else S.PENDING,
+             node.trigger_rule, node.queue, *_call_and_options(node, new),
+             json.dumps(needed[node.id]) if node.id in needed else None,
+             n_parents[node.id], now if node.id in ready and started else None,  # start()
+             json.dumps(sorted(children[node.id])) if node.id in children else "[]",
+             node.id in held, priority_of(node.options), *NEW_COUNTS)
+            for node in graph.nodes.values())
+    bulk_insert(conn, tasks, NEW_TASK, rows)
+    bulk_insert(conn, edges, EDGE, ((run_id, p, c) for p, c in graph.edges))
     if not started:
         return Progress()
     return RunWriter(conn, run_id, graph.workflow, now).start()
 
 
-def _call(node, values: dict[str, Any], mapped: bool) -> dict[str, Any]:
-    """What a task row keeps of its node's arguments: big parameters by reference (see
-    :func:`~qflow.core.params.share_params`); a mapped node's as they are (its input list
-    is read where the node expands)."""
+def _call_and_options(node, new: NewRun) -> tuple[str, str | None, float | None]:
+    """A task row's ``call``, ``options`` and ``deadline_s``. The call keeps big parameters
+    by reference (see :func:`~qflow.core.params.share_params`), except a mapped node's,
+    kept as it is (its input list is read where the node expands), whose options say how
+    big it may grow."""
     call = {"args": node.args, "kwargs": node.kwargs}
-    return call if mapped else share_params(call, values)
+    options = node.options
+    if "map" in options:
+        options = {**options, "map": {**options["map"], "max": new.max_map_size,
+                                      "result_max": new.result_max_bytes}}
+    else:
+        call = share_params(call, new.values)
+    return (json.dumps(call), json.dumps(options) if options else None,
+            options.get("deadline"))
 
 
 @query()

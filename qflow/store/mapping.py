@@ -21,6 +21,14 @@ from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state
 from qflow.store.window import Room, priority_of
 
+# The columns a new task row is written with (insert_run, a map's expansion), the
+# counters of its parents' outcomes and its attempts (0 when it is new) last.
+NEW_TASK = ("run_id", "node", "task", "state", "trigger_rule", "queue", "call", "options",
+            "deadline_s", "pools", "n_parents", "queued_at", "children", "held_back",
+            "priority", "up_succeeded", "up_failed", "up_skipped", "attempts")
+NEW_COUNTS = (0, 0, 0, 0)
+EDGE = ("run_id", "parent", "child")
+
 
 def is_mapped(options: str | dict | None) -> bool:
     return "map" in _opts(options)
@@ -89,16 +97,15 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
     element_options = {k: v for k, v in options.items() if k != "map"}
     room = room or Room(None)
     placed = room.take(len(ids))
-    bulk_insert(conn, tasks, [dict(
-        run_id=run_id, node=eid, task=row.task, state=S.QUEUED, trigger_rule="all_success",
-        queue=row.queue, options=json.dumps(element_options) if element_options else None,
-        call=json.dumps({"args": [results.seal_item(item), *call["args"][1:]],
-                         "kwargs": call["kwargs"]}),
-        n_parents=0, up_succeeded=0, up_failed=0, up_skipped=0, attempts=0, queued_at=now,
-        children=json.dumps([node]), held_back=i >= placed,
-        priority=priority_of(element_options))
-        for i, (eid, item) in enumerate(zip(ids, items, strict=True))])
-    bulk_insert(conn, edges, [dict(run_id=run_id, parent=eid, child=node) for eid in ids])
+    options_text = json.dumps(element_options) if element_options else None
+    priority, rest, kwargs = priority_of(element_options), call["args"][1:], call["kwargs"]
+    children = json.dumps([node])
+    bulk_insert(conn, tasks, NEW_TASK, (
+        (run_id, eid, row.task, S.QUEUED, "all_success", row.queue,
+         json.dumps({"args": [results.seal_item(item), *rest], "kwargs": kwargs}),
+         options_text, None, None, 0, now, children, i >= placed, priority, *NEW_COUNTS)
+        for i, (eid, item) in enumerate(zip(ids, items, strict=True))))
+    bulk_insert(conn, edges, EDGE, ((run_id, eid, node) for eid in ids))
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
                  .values(n_parents=row.n_parents + len(ids), expanded=len(ids)))
     conn.execute(update(runs).where(runs.c.id == run_id)
