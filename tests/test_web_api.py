@@ -376,6 +376,12 @@ def test_metrics_count_runs_and_task_durations_in_prometheus_format(api):
     assert "# TYPE qflow_worker_last_heartbeat_timestamp_seconds gauge" in after
 
 
+def test_json_answers_may_not_be_stored_and_carry_no_etag(api):
+    status, _, headers = api.get("/qflow/api/v1/workflows")
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert headers.get("Etag") is None          # nothing revalidates what is not stored
+
+
 def test_the_openapi_document_describes_every_route(api):
     from qflow.web import api as api_module
 
