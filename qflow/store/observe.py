@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, func, literal_column, null, select, union_all
+from sqlalchemy import CompoundSelect, Connection, func, literal_column, null, select, union_all
 
 from qflow.core.dag import Graph, Node
 from qflow.results import logs
@@ -146,7 +146,7 @@ def view_shape(conn: Connection, run_id: str
             [tuple(r) for r in links.all()], latest)
 
 
-def changes_query(run_id: str, since: dt.datetime):
+def changes_query(run_id: str, since: dt.datetime) -> CompoundSelect:
     """The statement behind :func:`changed_since`: each row is a :data:`VIEW_COLUMNS`
     tuple and then the time that put it there (its end or when it was queued; None for
     a running or retrying task)."""
