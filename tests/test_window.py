@@ -121,6 +121,28 @@ def test_the_window_sends_the_highest_priority_first_children_included(windowed,
     assert most == 1 and run_of(engine, run_id)["state"] == "succeeded"
 
 
+def test_a_retry_keeps_its_place_and_the_others_wait_for_it(windowed, registry, tmp_path):
+    from qflow import task, workflow
+
+    @task
+    def one(i: int) -> int:
+        return i
+
+    @workflow
+    def unlucky(counter: str):
+        flows.flaky(counter, 2)              # fails twice, then succeeds
+        one(1)
+        one(2)
+
+    engine = windowed(1)
+    run_id = engine.trigger("unlucky", {"counter": str(tmp_path / "n")})
+    ran, most = drain(engine)
+    assert ran == ["flaky", "flaky", "flaky", "one", "one__1"] and most == 1
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded"
+    assert [t["attempts"] for t in run["tasks"]] == [3, 1, 1]
+
+
 def test_a_map_s_elements_wait_for_places_like_any_task(windowed):
     engine = windowed(2)
     run_id = engine.trigger("mapped", {"n": 6, "factor": 10})
