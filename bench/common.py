@@ -66,10 +66,12 @@ def start_postgres(stat_statements: bool = False) -> "servers.Server":
     return servers.start_postgres(durable=True, settings=extra.strip())
 
 
-def side_by_side(dbs: list[str], commands: dict[str, str]) -> Iterator[tuple[str, Any, Any]]:
-    """Private servers and a raw Celery worker, then for each results DB a qflow worker:
-    yields (db, raw Celery app, qflow runtime); ``commands`` records the worker commands.
-    Everything started here is stopped when the loop ends, however it ends."""
+def side_by_side(dbs: list[str], commands: dict[str, str],
+                 settings: dict[str, str] | None = None) -> Iterator[tuple[str, Any, Any]]:
+    """Private servers and a raw Celery worker, then for each results DB a qflow worker
+    (with ``settings``, more ``QFLOW_*`` variables): yields (db, raw Celery app, qflow
+    runtime); ``commands`` records the worker commands. Everything started here is
+    stopped when the loop ends, however it ends."""
     from bench import raw_app
     with servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
         raw_w = start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
@@ -78,7 +80,8 @@ def side_by_side(dbs: list[str], commands: dict[str, str]) -> Iterator[tuple[str
             app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
             for db in dbs:
                 url = s.database_url(db)
-                q = start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}")
+                q = start_qflow_worker(s.redis_url(0), url, s.folder, name=f"q-{db}",
+                                       **(settings or {}))
                 commands["qflow"] = q.command
                 try:
                     rt = qflow_runtime(s.redis_url(0), url)
@@ -458,7 +461,21 @@ def add_compare_options(p: argparse.ArgumentParser, db: str) -> None:
     """The options of a raw-Celery-vs-qflow comparison: --db (default ``db``) and the cap."""
     p.add_argument("--db", default=db,
                    help=f"comma-separated: pg, sqlite, pg-async (default {db})")
+    p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
+                   help="a qflow setting for the qflow worker (e.g. durable_claims=true); "
+                        "repeat for more")
     add_cap_option(p)
+
+
+def worker_settings(pairs: list[str]) -> dict[str, str]:
+    """``--setting key=value`` options as the ``QFLOW_*`` variables of a qflow worker."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--setting {pair!r}: expected KEY=VALUE")
+        out["QFLOW_" + key.strip().upper()] = value
+    return out
 
 
 def compare(args, commands: dict[str, str],
@@ -469,7 +486,10 @@ def compare(args, commands: dict[str, str],
     ``warm_up(app, rt)``, then every ``(key, label, raw, qflow)`` of ``cases(app, rt)``
     measured alternately (:func:`interleaved`). Yields (db, key, raw runs, qflow runs)."""
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
-    with contextlib.closing(side_by_side(dbs, commands)) as setups:
+    settings = worker_settings(args.setting)
+    if settings:
+        say("qflow worker settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
+    with contextlib.closing(side_by_side(dbs, commands, settings)) as setups:
         for db, app, rt in setups:
             say(f"{DB_LABEL[db]}: warm-up")
             warm_up(app, rt)

@@ -97,6 +97,8 @@ def main() -> None:
     p.add_argument("--chain", type=int, default=None, help="chain length (default 300)")
     p.add_argument("--against", metavar="REV", default=None,
                    help="also measure qflow as of this git revision (run first)")
+    p.add_argument("--durable-claims", action="store_true",
+                   help="claims wait for the disk (the durable_claims setting)")
     args = p.parse_args()
     rows = against(args.against, args) if args.against else []
     cases = [("fanout", args.fanout or (500 if args.quick else 2000)),
@@ -117,7 +119,8 @@ def main() -> None:
         url = s.database_url("pg")
         load_app(str(C.FLOWS))
         store = Store(url, retry_seconds=60)          # as in a worker: no pre-ping
-        engine = Engine(Config(database_url=url, app=str(C.FLOWS)), store, QueueDispatcher())
+        config = Config(database_url=url, app=str(C.FLOWS), durable_claims=args.durable_claims)
+        engine = Engine(config, store, QueueDispatcher())
         try:
             for workflow, n in cases:
                 measure(engine, s.pg, workflow, min(n, 100), statements)      # warm-up
@@ -126,7 +129,10 @@ def main() -> None:
                 row = {"rev": rev, "case": workflow, "n": n, "runs": len(runs),
                        **{k: C.median([r[k] for r in runs]) for k in runs[0]}}
                 rows.append(row)
-                C.say(f"in-process {workflow} of {n} at {rev}: {row['wall_ms']:.2f} ms/task wall, "
+                row["durable_claims"] = args.durable_claims
+                C.say(f"in-process {workflow} of {n} at {rev}"
+                      f"{' (durable claims)' if args.durable_claims else ''}: "
+                      f"{row['wall_ms']:.2f} ms/task wall, "
                       f"{row['cpu_ms']:.2f} ms CPU here + {row['pg_cpu_ms']:.2f} ms PostgreSQL, "
                       f"{row['statements']:.1f} statements/task [median of {len(runs)}; "
                       f"load {C.loadavg()}]")
