@@ -119,6 +119,17 @@ def test_without_a_store_values_stay_in_the_db_capped_and_sealed_with_a_key(keyr
         Results(None, None).load(sealed, "n")
 
 
+def test_a_long_error_and_the_start_the_task_row_keeps_are_both_sealed(keyring):
+    from qflow.core.outcomes import storable
+    from qflow.core.records import Outcome
+    results = Results(None, keyring)
+    error = "ValueError: " + "marker " * 1000
+    sealed = results.seal_outcome(storable(Outcome("failed", error=error), 64 * 1024))
+    assert "marker" not in sealed.error and "marker" not in sealed.short_error
+    assert results.reveal(sealed.error) == error
+    assert results.reveal(sealed.short_error).startswith(error[:2048] + " … (truncated")
+
+
 def test_a_missing_store_directory_is_reported_by_check(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         open_store(f"file://{tmp_path}/nowhere").check()

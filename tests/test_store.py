@@ -502,6 +502,30 @@ def attempt_count(engine, run_id, node) -> int:
             .where(tasks.c.run_id == run_id, tasks.c.node == node)).all())
 
 
+def test_a_long_error_is_stored_whole_once_and_its_start_on_the_task(engine, registry):
+    """The attempt's row keeps the whole error (to error_max_bytes); the task's row, which
+    status, the API and alerts read, keeps its first 2 KiB: a long message is not
+    stored twice."""
+    @registry.task
+    def wordy():
+        raise ValueError("why " * 3000)
+
+    @registry.workflow
+    def verbose():
+        wordy()
+
+    run_id = engine.trigger("verbose")
+    drain(engine)
+    whole = "ValueError: " + "why " * 3000
+    with engine.store.read() as conn:
+        stored = conn.execute(
+            select(attempt_rows.c.error).join(tasks, tasks.c.id == attempt_rows.c.task_id)
+            .where(tasks.c.run_id == run_id)).scalar_one()
+    assert stored == whole
+    task = run_of(engine, run_id)["tasks"][0]
+    assert task["error"] == whole[:2048] + f" … (truncated, {len(whole)} bytes)"
+
+
 def test_a_leaf_s_outcome_is_one_autocommitted_write_and_a_stale_one_writes_nothing(engine):
     run_id = engine.trigger("chain", {"length": "1"})
     first = engine.dispatcher.sent.pop(0)

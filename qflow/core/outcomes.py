@@ -86,16 +86,27 @@ def failure(exc: BaseException, options: dict, tries: int, tdef) -> Outcome:
                        error=message, traceback=tb, retry_in=delay)
 
 
+# An error longer than this is stored whole (up to error_max_bytes) once, on the attempt's
+# row; the task's row, which status, the API, the console's tables and alerts read, keeps
+# its start (Outcome.error_summary).
+SUMMARY_BYTES = 2048
+
+
 def storable(outcome: Outcome, max_bytes: int = 0) -> Outcome:
     """The outcome as the results DB keeps it: NUL characters (which PostgreSQL's text
     columns refuse) in its error, traceback and captured output written as ``\\x00``;
-    with ``max_bytes`` (``error_max_bytes``) its error and traceback cut to that size."""
+    with ``max_bytes`` (``error_max_bytes``) its error and traceback cut to that size;
+    a long error's start as its ``error_summary``."""
     fields = {}
     for key in ("error", "traceback", "log"):
         value = getattr(outcome, key)
         if not isinstance(value, str):
             continue
         text = value.replace("\x00", "\\x00") if "\x00" in value else value
+        if key == "error":
+            summary = capped(text, SUMMARY_BYTES)
+            if summary is not text and (not max_bytes or max_bytes > SUMMARY_BYTES):
+                fields["error_summary"] = summary
         if max_bytes and key != "log":          # the log has log_max_bytes already
             # A traceback's end (the innermost frames) tells most; an error's start.
             text = capped(text, max_bytes, keep_end=key == "traceback")

@@ -59,6 +59,15 @@ class Outcome:
     retry_in: float | None = None
     chosen: tuple[str, ...] | None = None     # a branch task's choice of children
     log: str | None = None           # what the attempt printed and logged (capped)
+    # The start of a long error, which the task row keeps instead of the whole of it:
+    # the attempt's row has the whole error already (see :func:`qflow.core.outcomes.
+    # storable`). None when the error is short enough to be its own summary.
+    error_summary: str | None = None
+
+    @property
+    def short_error(self) -> str | None:
+        """The error as the task row and its alerts keep it."""
+        return self.error if self.error_summary is None else self.error_summary
 
 
 @dataclass(frozen=True)

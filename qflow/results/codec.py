@@ -182,6 +182,7 @@ class Results:
         if self.keyring is None:
             return outcome
         return dataclasses.replace(outcome, error=self.seal(outcome.error),
+                                   error_summary=self.seal(outcome.error_summary),
                                    traceback=self.seal(outcome.traceback),
                                    log=self.seal(outcome.log))
 

@@ -164,7 +164,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     if found is None:
         return None
     outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
-                  error=outcome.error)
+                  error=outcome.short_error)
     row, counted = found
     if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
         assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
@@ -227,7 +227,7 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
                                     result=outcome.result, result_ref=outcome.result_ref,
-                                    error=outcome.error, **due,
+                                    error=outcome.short_error, **due,
                                     returning=_ENDED)
     values = dict(number=attempt, state=S.FAILED if retrying else outcome.state,
                   finished_at=now, error_type=outcome.error_type, error=outcome.error,
