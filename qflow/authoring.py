@@ -1,12 +1,13 @@
-"""The authoring API: ``@task``, ``@workflow`` and the node handles a workflow body builds."""
+"""The authoring API: ``@task`` and ``@workflow`` (what a workflow body's calls build is in
+:mod:`qflow.building`)."""
 from __future__ import annotations
 
 import contextvars
 import functools
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from qflow.building import Builder
 from qflow.core import dag
 from qflow.core import params as P
 from qflow.core.durations import parse_duration
@@ -28,15 +29,10 @@ WORKFLOW_OPTIONS = frozenset({
     "max_active_tasks", "fail_fast", "on_failure", "on_success", "description", "params",
     "deadline", "on_late",
 })
-# Options that go into each task row (JSON), as opposed to callables kept in the process.
-_ROW_OPTIONS = ("retries", "retry_delay", "retry_backoff", "max_retry_delay", "retry_jitter",
-                "timeout", "pool", "priority", "isolation", "result_max_bytes", "branch",
-                "serializer", "outlets", "sensor", "deadline")
-
 TASKS: dict[str, "TaskDef"] = {}
 WORKFLOWS: dict[str, "WorkflowDef"] = {}
 
-_builder: contextvars.ContextVar["_Builder | None"] = contextvars.ContextVar(
+_builder: contextvars.ContextVar["Builder | None"] = contextvars.ContextVar(
     "qflow_builder", default=None)
 
 
@@ -177,112 +173,6 @@ def _validate_task_options(name: str, options: dict) -> None:
         options["outlets"] = outlet_names("task", name, options["outlets"])
 
 
-class Handle:
-    """What a task call returns inside a workflow body: a reference to a node."""
-
-    __slots__ = ("node_id", "_builder")
-
-    def __init__(self, node_id: str, builder: "_Builder"):
-        self.node_id = node_id
-        self._builder = builder
-
-    def __rshift__(self, other):          # self >> other: other runs after self
-        self._builder.order(self, other)
-        return other
-
-    def __lshift__(self, other):          # self << other: self runs after other
-        self._builder.order(other, self)
-        return other
-
-    def __rrshift__(self, other):         # [a, b] >> self
-        self._builder.order(other, self)
-        return self
-
-    def __rlshift__(self, other):         # [a, b] << self
-        self._builder.order(self, other)
-        return self
-
-    def __repr__(self) -> str:
-        return f"<qflow node {self.node_id}>"
-
-    def __bool__(self) -> bool:
-        raise UserError(f"node {self.node_id!r} has no value while the workflow is built; "
-                        "pass it to a task instead of testing it in the workflow body")
-
-
-class _Builder:
-    """Collects the nodes and edges while a workflow body runs."""
-
-    def __init__(self, workflow: str):
-        self.workflow = workflow
-        self.nodes: dict[str, dag.Node] = {}
-        self.order_edges: list[tuple[str, str]] = []
-        self._next: dict[str, int] = {}
-
-    def add(self, tdef: TaskDef, args: tuple, kwargs: dict, mapped: bool = False) -> Handle:
-        node_id = self._new_id(tdef.name)
-        opts = tdef.options
-        row_options = {k: opts[k] for k in _ROW_OPTIONS if opts.get(k) is not None}
-        if mapped:
-            if opts.get("branch"):
-                raise UserError(f"node {node_id!r}: a branch task cannot be mapped")
-            row_options["map"] = {}
-        self.nodes[node_id] = dag.Node(
-            id=node_id, task=tdef.key,
-            args=self._template(list(args), node_id),
-            kwargs=self._template(kwargs, node_id),
-            trigger_rule=opts.get("trigger_rule", "all_success"),
-            queue=opts.get("queue"),
-            options=row_options,
-        )
-        return Handle(node_id, self)
-
-    def _new_id(self, name: str) -> str:
-        n = self._next.get(name, 0)
-        self._next[name] = n + 1
-        node_id = name if n == 0 else f"{name}__{n}"
-        while node_id in self.nodes:
-            n += 1
-            self._next[name] = n + 1
-            node_id = f"{name}__{n}"
-        return node_id
-
-    def _template(self, value: Any, node_id: str) -> Any:
-        if isinstance(value, Handle):
-            return {dag.REF_KEY: value.node_id}
-        if isinstance(value, TaskDef):
-            raise UserError(f"node {node_id!r}: got task {value.name!r} itself; call it "
-                            f"({value.name}(...)) to use its result")
-        if isinstance(value, P.Secret):    # the worker puts the value in, from the run
-            if value.name is None:
-                raise UserError(f"node {node_id!r}: a Secret passed to a task must be a "
-                                "workflow parameter annotated Secret")
-            return {P.PARAM_KEY: value.name}
-        if isinstance(value, (list, tuple)):
-            return [self._template(v, node_id) for v in value]
-        if isinstance(value, dict):
-            return {str(k): self._template(v, node_id) for k, v in value.items()}
-        value = P.to_json(value)
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            raise UserError(f"node {node_id!r}: argument {value!r} is not JSON-serialisable"
-                            ) from None
-        return value
-
-    def order(self, before: Any, after: Any) -> None:
-        for b in self._handles(before):
-            for a in self._handles(after):
-                self.order_edges.append((b.node_id, a.node_id))
-
-    def _handles(self, value: Any) -> list[Handle]:
-        items = value if isinstance(value, (list, tuple, set)) else [value]
-        if not all(isinstance(h, Handle) for h in items):
-            raise UserError(f"workflow {self.workflow!r}: >> and << take task calls "
-                            f"(or lists of them), got {value!r}")
-        return list(items)
-
-
 @dataclass(eq=False)
 class WorkflowDef:
     """A decorated workflow body plus its options."""
@@ -301,7 +191,7 @@ class WorkflowDef:
     def expand(self, stored_params: dict[str, Any] | None = None) -> dag.Graph:
         """Run the body with a run's parameters and return the validated graph."""
         values = P.body_values(self.params, stored_params or self.resolve_params())
-        builder = _Builder(self.name)
+        builder = Builder(self.name)
         token = _builder.set(builder)
         try:
             self.fn(**values)
@@ -314,7 +204,7 @@ class WorkflowDef:
             _builder.reset(token)
         if not builder.nodes:
             raise UserError(f"workflow {self.name!r} has no tasks")
-        return dag.build_graph(self.name, builder.nodes, builder.order_edges)
+        return builder.graph()
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)

@@ -87,6 +87,21 @@ def test_a_cycle_is_refused_and_named(registry):
         loop.expand()
 
 
+def test_a_cycle_is_named_when_the_first_node_by_name_only_follows_it(registry):
+    @task
+    def a_leaf(x):
+        return x
+
+    @workflow
+    def loop():
+        b, c = one(), one()
+        b >> c >> b
+        a_leaf(c)                      # "a_leaf" sorts first, and has no child
+
+    with pytest.raises(CycleError, match=r"cycle in workflow: one -> one__1 -> one$"):
+        loop.expand()
+
+
 def test_the_body_shape_follows_the_run_parameters(registry):
     @workflow
     def wide(width: int = 2):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterable
 
 from qflow.errors import CycleError, UserError
@@ -10,7 +11,7 @@ from qflow.errors import CycleError, UserError
 REF_KEY = "__qflow_ref__"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)      # slots: a million nodes take less memory
 class Node:
     """One task instance of a workflow: what to call and with which arguments.
 
@@ -83,57 +84,76 @@ def substitute(value: Any, results: dict[str, Any]) -> Any:
 
 def topological_order(nodes: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[str]:
     """Kahn's algorithm; raises CycleError naming the nodes of one cycle."""
-    order_index = {n: i for i, n in enumerate(nodes)}
-    children: dict[str, list[str]] = {n: [] for n in order_index}
-    indegree = dict.fromkeys(order_index, 0)
+    indegree = dict.fromkeys(nodes, 0)          # in creation order
+    children: dict[str, list[str]] = {}         # only nodes that have any
     for parent, child in edges:
-        children[parent].append(child)
+        children.setdefault(parent, []).append(child)
         indegree[child] += 1
-    ready = deque(n for n in order_index if indegree[n] == 0)
+    ready = deque(n for n, d in indegree.items() if d == 0)
     out: list[str] = []
     while ready:
         node = ready.popleft()
         out.append(node)
-        for child in children[node]:
+        for child in children.get(node, ()):
             indegree[child] -= 1
             if indegree[child] == 0:
                 ready.append(child)
-    if len(out) < len(order_index):
+    if len(out) < len(indegree):
         stuck = {n for n, d in indegree.items() if d > 0}
         raise CycleError("cycle in workflow: " + " -> ".join(find_cycle(stuck, children)))
     return out
 
 
 def find_cycle(stuck: set[str], children: dict[str, list[str]]) -> list[str]:
-    """One cycle among ``stuck`` nodes, as a closed path ``[a, b, ..., a]``."""
-    start = min(stuck)
+    """One cycle among ``stuck`` nodes, as a closed path ``[a, b, ..., a]``. Walked
+    backwards: every stuck node has a stuck parent, while a stuck node downstream of a
+    cycle may have no child at all."""
+    parents: dict[str, list[str]] = {}
+    for parent, kids in children.items():
+        if parent in stuck:
+            for child in kids:
+                if child in stuck:
+                    parents.setdefault(child, []).append(parent)
     path: list[str] = []
     seen: dict[str, int] = {}
-    node = start
+    node = min(stuck)
     while node not in seen:
         seen[node] = len(path)
         path.append(node)
-        node = min(c for c in children[node] if c in stuck)
-    return path[seen[node]:] + [node]
+        node = min(parents[node])
+    ring = path[seen[node]:][::-1]              # forwards
+    first = ring.index(min(ring))               # named from its first node by name
+    ring = ring[first:] + ring[:first]
+    return ring + ring[:1]
 
 
 def build_graph(workflow: str, nodes: dict[str, Node],
-                order_edges: Iterable[tuple[str, str]]) -> Graph:
-    """Combine data edges (from refs) with order-only edges and validate the result."""
-    edges: set[tuple[str, str]] = set()
-    for node in nodes.values():
-        data_parents = refs_in(node.args) | refs_in(node.kwargs)
-        if data_parents and node.trigger_rule == "always":
-            raise UserError(f"node {node.id!r}: trigger_rule 'always' cannot take "
+                order_edges: Iterable[tuple[str, str]],
+                parents: dict[str, set[str]] | None = None) -> Graph:
+    """Combine data edges (from refs) with order-only edges and validate the result.
+    ``parents`` maps each node to the nodes whose values it takes, where the caller
+    noted them while writing the arguments; else they are read from the arguments."""
+    if parents is None:
+        parents = {}
+        for node in nodes.values():
+            found = refs_in(node.args) | refs_in(node.kwargs)
+            if found:
+                parents[node.id] = found
+    for child in parents:
+        if nodes[child].trigger_rule == "always":
+            raise UserError(f"node {child!r}: trigger_rule 'always' cannot take "
                             "another task's value (use 'all_done')")
-        edges.update((p, node.id) for p in data_parents)
+    order_edges = list(order_edges)
     for parent, child in order_edges:
         if parent == child:
             raise CycleError(f"cycle in workflow: {parent} -> {parent}")
-        edges.add((parent, child))
-    unknown = {n for e in edges for n in e if n not in nodes}
+    edges = frozenset(chain(((p, c) for c, found in parents.items() for p in found),
+                            order_edges))
+    # A data edge's child is a node; its parent, and both ends of an order edge, may not be.
+    unknown = ({p for p, _ in edges if p not in nodes}
+               | {c for _, c in order_edges if c not in nodes})
     if unknown:
         raise UserError(f"workflow {workflow!r} refers to unknown nodes: {sorted(unknown)}")
-    graph = Graph(workflow, dict(nodes), frozenset(edges))
+    graph = Graph(workflow, dict(nodes), edges)
     topological_order(graph.nodes, graph.edges)
     return graph
