@@ -82,6 +82,14 @@ def restart_worker(faults, name: str) -> None:
     faults.cluster.wait_ready(names=[name])
 
 
+def assert_doctor_clean(env: dict[str, str]) -> None:
+    """`qflow doctor`, run as a user runs it once the fault is over: every unfinished
+    task has a live owner or a message in flight, and nothing else is stuck."""
+    out = subprocess.run(["qflow", "doctor"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert (out.returncode, out.stdout.split(":")[0]) == (0, "ok"), out.stdout + out.stderr
+
+
 def test_a_killed_worker_s_task_finishes_elsewhere_and_releases_once(faults, tmp_path):
     run_id, _, counter, victim = start_held(faults, tmp_path)
     killed_at = time.monotonic()
@@ -95,6 +103,7 @@ def test_a_killed_worker_s_task_finishes_elsewhere_and_releases_once(faults, tmp
     assert not rows[1].worker.startswith(victim + "@")
     assert counter.read_text() == "x"                       # downstream ran once
     restart_worker(faults, victim)
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_killed_pool_process_is_a_new_attempt_and_a_task_killing_every_worker_gives_up(
@@ -112,6 +121,7 @@ def test_a_killed_pool_process_is_a_new_attempt_and_a_task_killing_every_worker_
     task = get_run(faults.rt, run_id)["tasks"][0]
     assert task["attempts"] == 3                              # 1 + max_redeliveries
     assert "gave up after 2 redeliveries" in task["error"]
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_pool_process_killed_in_a_child_it_followed_into_is_a_new_attempt_of_that_child(
@@ -123,6 +133,7 @@ def test_a_pool_process_killed_in_a_child_it_followed_into_is_a_new_attempt_of_t
     assert [(r.number, r.error_type) for r in died] == [(1, "WorkerLost"), (2, None)]
     tick = attempt_rows(faults.rt, run_id, "tick")
     assert died[0].celery_id == tick[0].celery_id          # run after tick, no message
+    assert_doctor_clean(faults.cluster.env)
 
 
 def hold_a_retry(faults, tmp_path) -> tuple[str, str, str]:
@@ -152,6 +163,7 @@ def test_a_retry_held_by_a_killed_worker_is_sent_again(faults, tmp_path):
     assert [(r.number, r.state) for r in rows] == [(1, "failed"), (2, "succeeded")]
     assert not rows[1].worker.startswith(victim + "@") and rows[1].celery_id != message_id
     restart_worker(faults, victim)
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_retry_held_by_a_worker_stopped_warm_goes_back_to_its_queue(faults, tmp_path):
@@ -163,6 +175,7 @@ def test_a_retry_held_by_a_worker_stopped_warm_goes_back_to_its_queue(faults, tm
     assert not rows[1].worker.startswith(holder + "@")
     assert rows[1].celery_id == message_id                    # the same message, not a resend
     restart_worker(faults, holder)
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_broker_restart_mid_run_loses_nothing(faults):
@@ -173,6 +186,7 @@ def test_a_broker_restart_mid_run_loses_nothing(faults):
     assert run["state"] == "succeeded"
     with faults.rt.store.read() as conn:
         assert read.results(conn, run_id, ["join"])["join"] == list(range(200))
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_db_connections_dropped_mid_run_do_not_lose_outcomes(faults):
@@ -192,6 +206,7 @@ def test_db_connections_dropped_mid_run_do_not_lose_outcomes(faults):
     assert run["state"] == "succeeded"
     with faults.rt.store.read() as conn:
         assert read.results(conn, run_id, ["join"])["join"] == list(range(200))
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_paused_worker_s_task_is_redone_elsewhere_and_its_late_report_refused(
@@ -212,6 +227,7 @@ def test_a_paused_worker_s_task_is_redone_elsewhere_and_its_late_report_refused(
     with faults.rt.store.read() as conn:
         assert read.results(conn, run_id, ["hold"]) == {"hold": 2}
     assert counter.read_text() == "x"
+    assert_doctor_clean(faults.cluster.env)
 
 
 def test_a_forged_pickle_message_is_refused_and_never_executed(faults, tmp_path):
@@ -233,6 +249,7 @@ def test_a_forged_pickle_message_is_refused_and_never_executed(faults, tmp_path)
              what="a worker to refuse the message")
     assert not target.exists()
     assert pickle.dumps(Evil())          # the payload itself is a real pickle
+    assert_doctor_clean(faults.cluster.env)
 
 
 # -- several hosts -----------------------------------------------------------------------
@@ -293,6 +310,7 @@ def test_workers_on_two_hosts_share_a_run(hosts, tmp_path):
         assert {t["worker"].split("@")[0] for t in run["tasks"]} == set(hosts)
         logs = "".join((tmp_path / ns / f"{ns}.log").read_text() for ns in hosts)
         assert "s3cret" not in logs
+        assert_doctor_clean(first.env)
     finally:
         for c in clusters:
             c.stop()
