@@ -47,3 +47,10 @@ def grid(n: int = 1000, width: int = 100):
         k = min(width, left)
         layer = [add(layer[j % len(layer)], layer[(j + 1) % len(layer)]) for j in range(k)]
         left -= k
+
+
+@workflow
+def mapped(n: int = 1000):
+    """For the expansion benchmark: a map over a list of ``n`` numbers made by the body,
+    expanded into ``n`` elements when the run starts."""
+    noop.map(list(range(n)))

@@ -2,12 +2,16 @@
 
     python bench/expansion.py                  # 1k, 10k, 100k nodes; SQLite and PostgreSQL
     python bench/expansion.py --quick          # 1k and 10k, one run
+    python bench/expansion.py --db pg --sizes 10000,100000,1000000 --shape grid,map
 
-The DAG is bench_flows.grid: layers of 100 nodes, each node after the first layer taking
-the values of two nodes of the layer above (about 2 edges per node). What is timed is
-what ``Engine.trigger`` does before it publishes: ``WorkflowDef.resolve_params`` +
-``expand`` (run the body, build and validate the graph, topological check), then
-``Store.transact(lifecycle.insert_run, ...)`` (every task and edge row in one transaction).
+Two shapes of workflow (``--shape``). ``grid`` is a hand-built DAG (bench_flows.grid):
+layers of 100 nodes, each node after the first layer taking the values of two nodes of
+the layer above (about 2 edges per node). ``map`` is bench_flows.mapped: one mapped node
+over a list of N numbers, which expands into N element tasks (and N edges into the map)
+as the run starts. What is timed is what ``Engine.trigger`` does before it publishes:
+``WorkflowDef.resolve_params`` + ``expand`` (run the body, build and validate the graph,
+topological check), then ``Store.transact(lifecycle.insert_run, ...)`` (every task and
+edge row in one transaction, the roots queued, a root map expanded).
 Each measurement runs in a fresh process, which reports its peak RSS (VmHWM); no broker
 is involved. There is no raw Celery counterpart: a Celery canvas has no expansion step.
 """
@@ -36,7 +40,10 @@ def _status(field: str) -> int:
     return 0
 
 
-def child(size: int, database_url: str) -> None:
+WORKFLOW = {"grid": "grid", "map": "mapped"}
+
+
+def child(shape: str, size: int, database_url: str) -> None:
     """One measurement, in this fresh process; prints a JSON line."""
     from sqlalchemy import func, select
 
@@ -46,7 +53,7 @@ def child(size: int, database_url: str) -> None:
     from qflow.store.lifecycle import NewRun
     from qflow.store.models import edges, tasks
     load_app(str(C.FLOWS))
-    wdef = authoring.WORKFLOWS["grid"]
+    wdef = authoring.WORKFLOWS[WORKFLOW[shape]]
     store = Store(database_url)
     store.ping()                                  # connect before measuring
     base = _status("VmRSS")
@@ -65,68 +72,98 @@ def child(size: int, database_url: str) -> None:
                                .where(tasks.c.run_id == run_id)).scalar()
         n_edges = conn.execute(select(func.count()).select_from(edges)
                                .where(edges.c.run_id == run_id)).scalar()
-    assert n_tasks == size and n_edges == len(graph.edges), (n_tasks, n_edges)
-    print(json.dumps(dict(size=size, edges=len(graph.edges), roots=len(roots),
+    # A map's elements are rows of their own beside the mapped node, each an edge into it.
+    want = (size, len(graph.edges)) if shape == "grid" else (size + 1, size)
+    assert (n_tasks, n_edges) == want, (n_tasks, n_edges, want)
+    print(json.dumps(dict(size=size, edges=n_edges, roots=len(roots),
                           expand_s=expand_s, commit_s=commit_s, base_rss=base,
                           hwm_expand=hwm_expand, hwm_total=hwm_total)))
 
 
-def measure(size: int, database_url: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(size), database_url],
-                         capture_output=True, text=True, timeout=900)
+def measure(shape: str, size: int, database_url: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", shape, str(size), database_url],
+                         capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"expansion of {size} nodes failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _runs(args, reps: int, size: int) -> int:
+    """A small case takes tens of milliseconds: more runs, so that its median (the base of
+    the growth exponent) does not ride on one noisy moment; a million nodes, one unless
+    --repeat says otherwise."""
+    if args.repeat:
+        return args.repeat
+    if size >= 1_000_000:
+        return 1
+    return reps if size >= 100_000 or args.quick else 2 * reps + 1
+
+
+def _exponent(a: dict, b: dict, key: str) -> float:
+    return math.log(b[key] / a[key]) / math.log(b["size"] / a["size"])
+
+
+def measure_row(s, db: str, shape: str, size: int, n_runs: int) -> dict:
+    """``n_runs`` measurements of one case, each on a fresh database, and their median."""
+    mib = 1024 * 1024
+    runs = [measure(shape, size, s.database_url(db)) for _ in range(n_runs)]
+    for i, r in enumerate(runs):
+        C.say(f"  {shape} {size} nodes {db} run {i + 1}: expand {r['expand_s']:.3f} s, "
+              f"commit {r['commit_s']:.3f} s, peak RSS {r['hwm_total'] / mib:.0f} MiB")
+    row = dict(db=db, setup=DB_LABEL[db], shape=shape, size=size, edges=runs[0]["edges"],
+               runs=len(runs),
+               expand_s=C.median([r["expand_s"] for r in runs]),
+               commit_s=C.median([r["commit_s"] for r in runs]),
+               base_rss_mib=C.median([r["base_rss"] for r in runs]) / mib,
+               peak_expand_mib=max(r["hwm_expand"] for r in runs) / mib,
+               peak_rss_mib=max(r["hwm_total"] for r in runs) / mib,
+               all=runs)
+    row["total_s"] = row["expand_s"] + row["commit_s"]
+    row["added_mib"] = max(row["peak_rss_mib"] - row["base_rss_mib"], 1.0)
+    row["us_per_node"] = row["total_s"] / size * 1e6
+    C.say(f"expansion {shape:<4} {size:>9,} nodes {DB_LABEL[db]:<10} validate+expand "
+          f"{row['expand_s']:7.3f} s | commit {row['commit_s']:7.3f} s | "
+          f"{row['us_per_node']:6.1f} us/node | peak RSS {row['peak_rss_mib']:6.0f} MiB "
+          f"(expand {row['peak_expand_mib']:.0f}, before {row['base_rss_mib']:.0f}) "
+          f"[median of {len(runs)}]")
+    return row
+
+
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(int(sys.argv[2]), sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default=None, help="comma-separated (default 1000,10000,100000)")
     p.add_argument("--db", default="sqlite,pg", help="comma-separated: sqlite, pg")
+    p.add_argument("--shape", default="grid", help="comma-separated: grid, map (default grid)")
     args = p.parse_args()
     sizes = [int(x) for x in (args.sizes or ("1000,10000" if args.quick
                                              else "1000,10000,100000")).split(",")]
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
+    shapes = [x.strip() for x in args.shape.split(",") if x.strip()]
+    unknown = set(shapes) - set(WORKFLOW)
+    if unknown:
+        p.error(f"unknown shape(s) {sorted(unknown)}: use grid, map")
     reps = C.repeats(args)
     rows = []
-    mib = 1024 * 1024
     with C.servers_up(redis=False, pg="pg" in dbs) as s:
         for db in dbs:
-            for size in sizes:
-                url = s.database_url(db)       # a fresh database per size
-                # A small case takes tens of milliseconds: more runs, so that its median
-                # (the base of the growth exponent) does not ride on one noisy moment.
-                runs = [measure(size, url)
-                        for _ in range(reps if size >= 100_000 or args.quick else 2 * reps + 1)]
-                for i, r in enumerate(runs):
-                    C.say(f"  {size} nodes {db} run {i + 1}: expand {r['expand_s']:.3f} s, "
-                          f"commit {r['commit_s']:.3f} s, peak RSS {r['hwm_total'] / mib:.0f} MiB")
-                row = dict(db=db, setup=DB_LABEL[db], size=size, edges=runs[0]["edges"],
-                           runs=len(runs),
-                           expand_s=C.median([r["expand_s"] for r in runs]),
-                           commit_s=C.median([r["commit_s"] for r in runs]),
-                           base_rss_mib=C.median([r["base_rss"] for r in runs]) / mib,
-                           peak_expand_mib=max(r["hwm_expand"] for r in runs) / mib,
-                           peak_rss_mib=max(r["hwm_total"] for r in runs) / mib,
-                           all=runs)
-                row["total_s"] = row["expand_s"] + row["commit_s"]
-                row["us_per_node"] = row["total_s"] / size * 1e6
-                rows.append(row)
-                C.say(f"expansion {size:>7} nodes {DB_LABEL[db]:<10} validate+expand "
-                      f"{row['expand_s']:7.3f} s | commit {row['commit_s']:7.3f} s | "
-                      f"{row['us_per_node']:6.1f} us/node | peak RSS {row['peak_rss_mib']:6.0f} MiB "
-                      f"(expand {row['peak_expand_mib']:.0f}, before {row['base_rss_mib']:.0f}) "
-                      f"[median of {len(runs)}]")
-    # How cost grows: the exponent k in time ~ size^k between consecutive sizes (1 = linear).
+            for shape in shapes:
+                for size in sizes:
+                    rows.append(measure_row(s, db, shape, size, _runs(args, reps, size)))
+    # How cost grows: the exponent k in cost ~ size^k between consecutive sizes (1 =
+    # linear), of the time and of the memory the expansion added to the process.
     for db in dbs:
-        mine = sorted((r for r in rows if r["db"] == db), key=lambda r: r["size"])
-        for a, b in zip(mine, mine[1:]):
-            k = math.log(b["total_s"] / a["total_s"]) / math.log(b["size"] / a["size"])
-            b["growth_exponent"] = k
-            C.say(f"growth {DB_LABEL[db]} {a['size']} -> {b['size']} nodes: time ~ size^{k:.2f}")
+        for shape in shapes:
+            mine = sorted((r for r in rows if (r["db"], r["shape"]) == (db, shape)),
+                          key=lambda r: r["size"])
+            for a, b in zip(mine, mine[1:], strict=False):
+                b["growth_exponent"] = _exponent(a, b, "total_s")
+                b["memory_exponent"] = _exponent(a, b, "added_mib")
+                C.say(f"growth {shape} {DB_LABEL[db]} {a['size']} -> {b['size']} nodes: "
+                      f"time ~ size^{b['growth_exponent']:.2f}, "
+                      f"memory ~ size^{b['memory_exponent']:.2f}")
     C.emit(args, "expansion", {"rows": rows})
 
 
