@@ -23,7 +23,18 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, bindparam, exists, func, select, true, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Update,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    true,
+    update,
+)
 
 from qflow.core import states as S
 from qflow.store.models import runs, tasks
@@ -213,7 +224,10 @@ def stalled(conn: Connection, signed_only: bool = False, idle: bool = False
     top-up yet (see the module). ``idle``: only runs with nothing in flight either, whose
     tasks wait for the reconciler alone. ``signed_only``: of runs whose creator signs
     (see qflow.store.liveness)."""
-    condition = runs.c.in_flight == 0 if idle else runs.c.in_flight < runs.c.dispatch_window
+    step = case((runs.c.dispatch_window >= 20, runs.c.dispatch_window / 10), else_=1)
+    need = case((runs.c.backlog < step, runs.c.backlog), else_=step)       # as Room.stalled
+    condition = (runs.c.in_flight == 0 if idle
+                 else runs.c.dispatch_window - runs.c.in_flight >= need)
     if signed_only:
         condition &= runs.c.unsigned.is_(False)
     return [tuple(r) for r in conn.execute(select(runs.c.id, runs.c.workflow).where(
