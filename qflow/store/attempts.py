@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, select, true
 
@@ -121,7 +121,10 @@ _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.chi
 def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed:
     """What a worker needs to run a task row it claimed (``run``: the run's info, when
     the claim read it already)."""
-    run = run or _run_info(conn, run_id)
+    if run is None:
+        run = _run_info(conn, run_id)
+    elif _RUNS.get(run_id) is None:     # read by the claim: the outcome need not read it
+        _RUNS.put(run_id, _Run(run.workflow, run.params, run.logical_time))
     call, options = json.loads(row.call), json.loads(row.options or "{}")
     children = (tuple(sorted(children_of(conn, run_id, node, row.children)))
                 if options.get("branch") else None)
@@ -270,6 +273,12 @@ _ENDED = (tasks.c.id, tasks.c.queue, tasks.c.options, tasks.c.pools, tasks.c.hol
           tasks.c.children, tasks.c.started_at, tasks.c.worker, tasks.c.celery_id)
 
 
+class _Run(NamedTuple):
+    workflow: str
+    params: str
+    logical_time: Any
+
+
 class _RunCache:
     """What never changes about a run (workflow, params, logical time), per process: the
     claim of every task needs it, and reading it each time is a round trip."""
@@ -296,6 +305,6 @@ _RUNS = _RunCache()
 
 def _run_info(conn: Connection, run_id: str):
     """The run's workflow, params and logical time (cached: they never change)."""
-    return _RUNS.get(run_id) or _RUNS.put(run_id, conn.execute(
+    return _RUNS.get(run_id) or _RUNS.put(run_id, _Run(*conn.execute(
         select(runs.c.workflow, runs.c.params, runs.c.logical_time)
-        .where(runs.c.id == run_id)).one())
+        .where(runs.c.id == run_id)).one()))

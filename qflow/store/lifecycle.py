@@ -308,19 +308,20 @@ class RunWriter:
         canceled) totals. ``final`` is set only if this call ended it; ``to_publish``
         holds the first tasks of a held run that may start in its place."""
         final = S.run_state(*totals)
-        if set_run_state(self.conn, self.run_id, final, finished_at=self.now) is None:
+        ended = set_run_state(self.conn, self.run_id, final, finished_at=self.now)
+        if ended is None:
             return Progress()
         if final in (S.SUCCEEDED, S.FAILED):
             failed = outbox.failed_tasks(self.conn, self.run_id) if final == S.FAILED else []
             first = failed[0] if failed else {}
             outbox.record(self.conn, f"run_{final}", self.run_id, node=first.get("node"),
                           state=final, error=first.get("error"), failed=failed)
-        return Progress(self._admit_next(), final)
+        return Progress(self._admit_next(ended.held), final)
 
-    def _admit_next(self) -> list[Dispatch]:
-        """This run ended: a run of its workflow held back by max_active_runs may start."""
+    def _admit_next(self, held: bool) -> list[Dispatch]:
+        """This run ended (``held``: before it took a place): a run of its workflow held
+        back by max_active_runs may start."""
         conn = self.conn
-        held = conn.execute(select(runs.c.held).where(runs.c.id == self.run_id)).scalar_one()
         if held:
             conn.execute(update(runs).where(runs.c.id == self.run_id).values(held=False))
         admitted = pools.next_run(conn, self.workflow, was_held=held)

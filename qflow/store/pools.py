@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
@@ -156,7 +156,13 @@ def start_or_hold(conn: Connection, run_id: str, workflow: str, limit: int | Non
 def next_run(conn: Connection, workflow: str, was_held: bool) -> str | None:
     """A run ended: free its place and return the oldest held run that takes it."""
     if not was_held:
-        _give(conn, run_pool(workflow))
+        # One statement when the workflow has no max_active_runs (no pool row): every
+        # run's end passes here.
+        room = conn.execute(update(pools).where(pools.c.name == run_pool(workflow)).values(
+            used=case((pools.c.used > 0, pools.c.used - 1), else_=0))
+            .returning(pools.c.used < pools.c.slots)).scalar()
+        if not room:
+            return None
     while _has_room(conn, run_pool(workflow)):
         candidate = conn.execute(select(runs.c.id).where(
             runs.c.workflow == workflow, runs.c.held.is_(True), runs.c.state == S.QUEUED)

@@ -78,11 +78,12 @@ def _one_of(allowed: tuple[str, ...], column=tasks.c.state):
 def set_run_state(conn: Connection, run_id: str, new: str,
                   expect: Iterable[str] | None = None, **values: Any) -> Any:
     """Move a run to ``new`` if it is in an allowed (or the ``expect``ed) state, checked
-    against the run transitions table; returns its id, or None if this call did not."""
+    against the run transitions table; returns its (id, held) row, or None if this call
+    did not."""
     stmt = run_transition_stmt(new, tuple(expect) if expect is not None else None,
                                tuple(sorted(values)))
     params = {"r_run_id": run_id, **{f"r_{k}": v for k, v in values.items()}}
-    return conn.execute(stmt, params).scalar()
+    return conn.execute(stmt, params).first()
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,7 +97,7 @@ def run_transition_stmt(new: str, expect: tuple[str, ...] | None,
     values = {k: bindparam(f"r_{k}", type_=runs.c[k].type) for k in keys}
     return (update(runs).where(runs.c.id == bindparam("r_run_id"),
                                _one_of(allowed, runs.c.state))
-            .values(state=new, **values).returning(runs.c.id))
+            .values(state=new, **values).returning(runs.c.id, runs.c.held))
 
 
 def set_task_state(conn: Connection, run_id: str, node: str, new: str,
