@@ -229,6 +229,25 @@ def test_help_imports_no_db_broker_or_terminal_library(tmp_path):
     assert out.stdout.splitlines()[-1] == "[]"
 
 
+def test_status_imports_only_what_reading_a_run_needs(tmp_path):
+    """What keeps `qflow status` fast (bench/cli_startup.py): no broker library, no
+    Alembic, no ORM, no live display, no other dialect's package (SQLite here), and with
+    --json not even the table library."""
+    ran = qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    heavy = ("celery", "kombu", "alembic", "sqlalchemy.orm", "sqlalchemy.dialects.postgresql",
+             "qflow.cli.progress", "rich")
+    for extra, loaded in (([], ["rich"]), (["--json"], [])):
+        code = ("import sys\nfrom qflow.cli.commands import cli\n"
+                f"cli.main(['status', {run_id_in(ran.stdout)!r}, *{extra!r}], "
+                "prog_name='qflow', standalone_mode=False)\n"
+                f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=tmp_path, env=qflow_env())
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines()[-1] == repr(loaded)
+
+
 def test_the_schema_check_of_read_only_commands_knows_the_revisions_alembic_knows():
     from alembic.script import ScriptDirectory
 

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
-    from qflow.cli import tables
     from qflow.client import run_status
 
     rt = obj.runtime()
@@ -42,6 +41,9 @@ def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -
     if as_json:
         click.echo(json.dumps(run, indent=2))
     elif not watch:
+        # rich draws the table: --json goes without it.
+        from qflow.cli import tables
+
         tables.emit(tables.status_table(run, run["summary"]))
         warn(run["warnings"])
     if watch:
@@ -69,7 +71,6 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None):
 def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
          until: dt.datetime | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    from qflow.cli import tables
     from qflow.store import read
 
     try:
@@ -84,6 +85,8 @@ def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime |
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
+        from qflow.cli import tables
+
         tables.emit(tables.runs_table(rows))
 
 
