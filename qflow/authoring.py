@@ -193,18 +193,19 @@ class WorkflowDef:
         values = P.body_values(self.params, stored_params or self.resolve_params())
         builder = Builder(self.name)
         token = _builder.set(builder)
-        try:
-            self.fn(**values)
-        except UserError:
-            raise
-        except Exception as exc:
-            raise UserError(f"workflow {self.name!r}: body raised "
-                            f"{type(exc).__name__}: {exc}") from exc
-        finally:
-            _builder.reset(token)
-        if not builder.nodes:
-            raise UserError(f"workflow {self.name!r} has no tasks")
-        return builder.graph()
+        with dag.collection_paused():
+            try:
+                self.fn(**values)
+            except UserError:
+                raise
+            except Exception as exc:
+                raise UserError(f"workflow {self.name!r}: body raised "
+                                f"{type(exc).__name__}: {exc}") from exc
+            finally:
+                _builder.reset(token)
+            if not builder.nodes:
+                raise UserError(f"workflow {self.name!r} has no tasks")
+            return builder.graph()
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)

@@ -1,14 +1,32 @@
 """The DAG model: nodes, edges, validation and ordering (standard library only)."""
 from __future__ import annotations
 
+import gc
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from qflow.errors import CycleError, UserError
 
 REF_KEY = "__qflow_ref__"
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a big graph is built or written. A
+    body making a million nodes, with their argument lists and edges, would otherwise
+    have it go over all of them again and again as they pile up (a third of the time of
+    300,000 nodes), to find no garbage: everything built is kept until the run is
+    committed."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True)      # slots: a million nodes take less memory

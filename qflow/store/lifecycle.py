@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from sqlalchemy import Connection, insert, select, update
 
 from qflow.core import states as S
-from qflow.core.dag import Graph
+from qflow.core.dag import Graph, collection_paused
 from qflow.core.params import share_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, outbox, pools
@@ -96,7 +96,17 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     With ``max_active_runs`` reached the run is recorded but held: nothing is published
     until a run of the workflow ends.
     """
-    now, graph, run_id = utcnow(), new.graph, new.run_id
+    now = utcnow()
+    with collection_paused():     # see there: a million tasks' worth of objects
+        started = _insert_rows(conn, new, now)
+    if not started:
+        return Progress()
+    return RunWriter(conn, new.run_id, new.workflow, now).start()
+
+
+def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> bool:
+    """The run's row, its task rows and edges; whether it starts now (not held)."""
+    graph, run_id = new.graph, new.run_id
     logical_time = new.logical_time
     if logical_time is not None and logical_time.tzinfo is not None:   # stored naive UTC
         logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
@@ -129,9 +139,7 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
             for node in graph.nodes.values())
     bulk_insert(conn, tasks, NEW_TASK, rows)
     bulk_insert(conn, edges, EDGE, ((run_id, p, c) for p, c in graph.edges))
-    if not started:
-        return Progress()
-    return RunWriter(conn, run_id, graph.workflow, now).start()
+    return started
 
 
 def _call_and_options(node, new: NewRun) -> tuple[str, str | None, float | None]:
