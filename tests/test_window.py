@@ -143,6 +143,29 @@ def test_a_retry_keeps_its_place_and_the_others_wait_for_it(windowed, registry, 
     assert [t["attempts"] for t in run["tasks"]] == [3, 1, 1]
 
 
+def test_a_task_waiting_for_a_pool_slot_holds_its_place_and_no_message(windowed, registry):
+    from qflow import task, workflow
+
+    @task(pool="narrow")
+    def pooled(i: int) -> int:
+        return i
+
+    @workflow
+    def crowded():
+        for i in range(5):
+            pooled(i)
+
+    engine = windowed(2, pools="narrow=1")
+    run_id = engine.trigger("crowded")
+    # Two places: one task holds the pool's slot and is sent, one waits for the slot.
+    assert [d.node for d in engine.dispatcher.sent] == ["pooled"]
+    assert counters(engine, run_id) == (2, 3)
+    ran, most = drain(engine)
+    assert sorted(ran) == ["pooled"] + [f"pooled__{i}" for i in range(1, 5)] and most == 1
+    assert run_of(engine, run_id)["state"] == "succeeded"
+    assert counters(engine, run_id) == (0, 0)
+
+
 def test_a_map_s_elements_wait_for_places_like_any_task(windowed):
     engine = windowed(2)
     run_id = engine.trigger("mapped", {"n": 6, "factor": 10})
