@@ -1,4 +1,4 @@
-"""CLI start-up: how long `qflow --help`, `qflow status RUN` and `qflow runs` take.
+"""CLI start-up: how long `qflow --help`, `qflow status RUN` (and --json) and `qflow runs` take.
 
     python bench/cli_startup.py                # 30 runs of each command
     python bench/cli_startup.py --repeat 100
@@ -81,6 +81,7 @@ def main() -> None:
         cases = {"python -c pass": [sys.executable, "-c", "pass"],
                  "qflow --help": [qflow, "--help"],
                  "qflow status RUN": [qflow, "status", run_id],
+                 "qflow status --json": [qflow, "status", run_id, "--json"],
                  "qflow runs": [qflow, "runs"]}
         for argv in cases.values():            # bytecode written, files in the page cache
             timings(argv, folder, env, 1)
