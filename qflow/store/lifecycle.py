@@ -27,7 +27,7 @@ from qflow.store.db import bulk_insert, query
 from qflow.store.mapping import EDGE, NEW_COUNTS, NEW_TASK
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
-from qflow.store.window import Room, Window, held_at_start, priority_of
+from qflow.store.window import Room, Window, placed_at_start, priority_of
 
 
 @dataclass(frozen=True)
@@ -118,15 +118,16 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> bool:
     ready = {n.id: priority_of(n.options) for n in graph.nodes.values()
              if "map" not in n.options and S.decide(n.trigger_rule, S.Upstream(
                  n_parents[n.id])) == S.RUN}
-    held = held_at_start(ready, new.window)
+    placed = placed_at_start(ready, new.window)          # None: every ready task
+    held = 0 if placed is None else len(ready) - len(placed)
     conn.execute(insert(runs).values(
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
         created_at=now, logical_time=logical_time, tasks_total=len(graph.nodes),
         tasks_left=len(graph.nodes), tasks_failed=0, tasks_canceled=0,
         unsigned=not new.signed, deadline_at=None if new.deadline is None
         else (logical_time or now) + dt.timedelta(seconds=new.deadline),
-        dispatch_window=new.window, backlog=len(held),
-        in_flight=0 if new.window is None else len(ready) - len(held)))
+        dispatch_window=new.window, backlog=held,
+        in_flight=0 if new.window is None else len(ready) - held))
     needed = new.limits.register(conn, graph)
     started = pools.start_or_hold(conn, run_id, graph.workflow, new.limits.max_active_runs)
     # Rows go to the DB as they are made (COPY on PostgreSQL), never all in memory.
@@ -135,7 +136,8 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> bool:
              json.dumps(needed[node.id]) if node.id in needed else None,
              n_parents[node.id], now if node.id in ready and started else None,  # start()
              json.dumps(sorted(children[node.id])) if node.id in children else "[]",
-             node.id in held, priority_of(node.options), *NEW_COUNTS)
+             placed is not None and node.id in ready and node.id not in placed,
+             priority_of(node.options), *NEW_COUNTS)
             for node in graph.nodes.values())
     bulk_insert(conn, tasks, NEW_TASK, rows)
     bulk_insert(conn, edges, EDGE, ((run_id, p, c) for p, c in graph.edges))

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import heapq
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,13 +88,16 @@ class Room:
         return {"in_flight": runs.c.in_flight + placed, "backlog": runs.c.backlog + held}
 
 
-def held_at_start(priorities: dict[str, int], size: int | None) -> set[str]:
-    """Which of a new run's ready tasks (node: priority, in row order) wait for a place:
-    all but the ``size`` first in the window's order."""
+def placed_at_start(priorities: dict[str, int], size: int | None) -> set[str] | None:
+    """Which of a new run's ready tasks (node: priority, in row order) take a place at
+    once: the ``size`` first in the window's order (None: all of them). The others wait."""
     if size is None or len(priorities) <= size:
-        return set()
-    ordered = sorted(enumerate(priorities.items()), key=lambda item: (-item[1][1], item[0]))
-    return {node for _, (node, _) in ordered[size:]}
+        return None
+    if len(set(priorities.values())) == 1:          # the usual run: row order alone
+        return set(itertools.islice(priorities, size))
+    first = heapq.nsmallest(size, enumerate(priorities.items()),
+                            key=lambda item: (-item[1][1], item[0]))
+    return {node for _, (node, _) in first}
 
 
 def priority_of(options: dict) -> int:
