@@ -22,7 +22,10 @@ to Celery's apply_async loop.
 Trigger: ``Engine.trigger`` of bench_flows.fanout with N roots on a private PostgreSQL
 (stock durability) and the same Redis, split into validate+expand (run the body, build
 and check the graph), commit (every row in one transaction, roots queued) and publish;
-no worker runs, so the messages stay in Redis (its memory is reported).
+no worker runs, so the messages stay in Redis (its memory is reported). Once with the
+default dispatch window (at most that many roots are published, the rest wait in the
+DB) and once without one (every root is a message at once); with the window, also the
+`qflow trigger` command as a user runs it (a new process: start-up included).
 """
 from __future__ import annotations
 
@@ -179,38 +182,56 @@ def measure_cli(broker_url: str, database_url: str, roots: int) -> float:
     return time.perf_counter() - t0
 
 
+def runtime(broker_url: str, database_url: str, window: int | None):
+    """The client's Runtime; ``window``: its dispatch_window (None: the default)."""
+    from qflow.config import Config
+    from qflow.loader import load_app
+    from qflow.runtime import Runtime
+    load_app(str(C.FLOWS))
+    extra = {} if window is None else {"dispatch_window": window}
+    return Runtime(Config(broker_url=broker_url, database_url=database_url,
+                          app=str(C.FLOWS), **extra))
+
+
 def measure_triggers(s, sizes: list[int], reps: int) -> list[dict]:
+    """Each size with the default dispatch window (the trigger publishes at most that
+    many roots) and with none (every root is a message at once)."""
     import redis
     url = s.database_url("pg")
-    rt = C.qflow_runtime(s.redis_url(0), url)
     client = redis.Redis.from_url(s.redis_url(0))
-    measure_trigger(rt, client, 100)                       # warm-up
     rows = []
-    for roots in sizes:
-        runs = [measure_trigger(rt, client, roots)
-                for _ in range(1 if roots >= 100_000 else reps)]
-        for r in runs:
-            C.say(f"  trigger {roots:,} roots: validate+expand {r['expand_s']:.3f} s, "
-                  f"commit {r['commit_s']:.3f} s, publish {r['publish_s']:.3f} s "
-                  f"(sum {r['total_s']:.3f} s); Engine.trigger {r['trigger_s']:.3f} s; "
-                  f"Redis +{r['redis_bytes'] / 2**20:.1f} MiB for {r['in_queue']:,} messages")
-        row = {k: C.median([r[k] for r in runs]) for k in (
-            "expand_s", "commit_s", "publish_s", "total_s", "trigger_s", "redis_bytes")}
-        row.update(roots=roots, runs=len(runs), published=runs[0]["published"],
-                   publish_per_s=runs[0]["published"] / row["publish_s"])
-        if roots <= 10_000:
-            client.flushdb()
-            row["cli_s"] = C.median([measure_cli(s.redis_url(0), url, roots)
-                                     for _ in range(reps)])
-        rows.append(row)
-        C.say(f"trigger {roots:>9,} roots (PostgreSQL): Engine.trigger {row['trigger_s']:.3f} s;"
-              f" parts: validate+expand {row['expand_s']:.3f} + commit {row['commit_s']:.3f} "
-              f"+ publish {row['published']:,} messages {row['publish_s']:.3f} "
-              f"({row['publish_per_s']:,.0f} msg/s)"
-              + (f"; `qflow trigger` command {row['cli_s']:.3f} s" if "cli_s" in row else "")
-              + f" [median of {len(runs)}]")
-    rt.store.dispose()
+    for window in (None, 0):
+        rt = runtime(s.redis_url(0), url, window)
+        label = (f"window {rt.config.dispatch_window:,}" if rt.config.dispatch_window
+                 else "no window")
+        measure_trigger(rt, client, 100)                       # warm-up
+        for roots in sizes:
+            rows.append(trigger_row(s, rt, client, url, roots, reps, label))
+        rt.store.dispose()
     return rows
+
+
+def trigger_row(s, rt, client, url: str, roots: int, reps: int, label: str) -> dict:
+    runs = [measure_trigger(rt, client, roots) for _ in range(1 if roots >= 100_000 else reps)]
+    for r in runs:
+        C.say(f"  trigger {roots:,} roots ({label}): validate+expand {r['expand_s']:.3f} s, "
+              f"commit {r['commit_s']:.3f} s, publish {r['publish_s']:.3f} s "
+              f"(sum {r['total_s']:.3f} s); Engine.trigger {r['trigger_s']:.3f} s; "
+              f"Redis +{r['redis_bytes'] / 2**20:.1f} MiB for {r['in_queue']:,} messages")
+    row = {k: C.median([r[k] for r in runs]) for k in (
+        "expand_s", "commit_s", "publish_s", "total_s", "trigger_s", "redis_bytes")}
+    row.update(roots=roots, runs=len(runs), window=label, published=runs[0]["published"],
+               publish_per_s=runs[0]["published"] / row["publish_s"])
+    if roots <= 10_000 and label != "no window":
+        client.flushdb()
+        row["cli_s"] = C.median([measure_cli(s.redis_url(0), url, roots) for _ in range(reps)])
+    C.say(f"trigger {roots:>9,} roots ({label}, PostgreSQL): Engine.trigger "
+          f"{row['trigger_s']:.3f} s; parts: validate+expand {row['expand_s']:.3f} + commit "
+          f"{row['commit_s']:.3f} + publish {row['published']:,} messages "
+          f"{row['publish_s']:.3f} ({row['publish_per_s']:,.0f} msg/s)"
+          + (f"; `qflow trigger` command {row['cli_s']:.3f} s" if "cli_s" in row else "")
+          + f" [median of {len(runs)}]")
+    return row
 
 
 def main() -> None:
