@@ -153,8 +153,8 @@ def measure_trigger(rt, redis_client, roots: int) -> dict:
     graph = wdef.expand(values)
     t1 = time.perf_counter()
     engine.dispatcher.check()
-    to_publish = engine.store.transact(
-        lifecycle.insert_run, NewRun(uuid.uuid4().hex, graph, values)).to_publish
+    to_publish = engine.store.transact(lifecycle.insert_run, NewRun(
+        uuid.uuid4().hex, graph, values, window=rt.config.dispatch_window or None)).to_publish
     t2 = time.perf_counter()
     published = engine.publish(to_publish)
     t3 = time.perf_counter()
