@@ -109,6 +109,21 @@ def test_a_message_without_options_is_celery_s_too(broker_url, task_events):
     assert ours["headers"]["eta"] is None and ours["headers"]["timelimit"] == [None, None]
 
 
+def test_a_batch_of_many_round_trips_lands_whole_and_in_order(broker_url):
+    config = Config(broker_url=broker_url)
+    app = make_celery(config, lambda: None)
+    run_id = uuid.uuid4().hex
+    n = 25_000                                   # three round trips of 10,000
+    CeleryDispatcher(app, config).publish(
+        [Dispatch(run_id, f"n{i}", 1, "bulk", "wide", priority=3 * (i % 2)) for i in range(n)])
+    found = queued_messages(broker_url, "bulk")
+    assert sorted(found) == ["bulk:6", "bulk:9"]       # qflow's 3 and 0
+    for key, parity in (("bulk:6", 1), ("bulk:9", 0)):
+        # Workers take from the tail of a list: the first published comes first.
+        nodes = [decoded(m)["body"][0][1] for m in reversed(found[key])]
+        assert nodes == [f"n{i}" for i in range(parity, n, 2)]
+
+
 def test_with_task_events_on_each_message_sends_its_task_sent_event(broker_url):
     config = Config(broker_url=broker_url, task_events=True)
     app = make_celery(config, lambda: None)

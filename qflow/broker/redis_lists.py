@@ -17,7 +17,7 @@ import base64
 import json
 
 PER_COMMAND = 1000     # messages per LPUSH
-PER_TRIP = 10          # LPUSH commands per pipeline round trip (~11 MB of messages)
+PER_TRIP = 10          # thousands of messages per pipeline round trip (~11 MB)
 
 
 def takes(channel) -> bool:
@@ -65,25 +65,33 @@ class Envelopes:
 
 def push(channel, messages, routed: list) -> None:
     """Push ``routed`` (pairs of Dispatch and queue) as messages built by ``messages``
-    (a :class:`qflow.broker.publish.Messages`)."""
+    (a :class:`qflow.broker.publish.Messages`), a round trip per
+    ``PER_COMMAND * PER_TRIP`` of them: a million are never all in memory at once."""
     lists: dict[str, list[str]] = {}
     envelope = None
-    for item, queue in routed:
-        headers = messages.headers(item, next(messages.ids))
-        if envelope is None:
-            envelope = Envelopes(headers, messages.delivery_mode)
-        priority = messages.priority(item)
-        body = json.dumps(messages.body(item))
-        lists.setdefault(channel._q_for_pri(queue, priority), []).append(
-            envelope(headers, body, queue, priority, next(messages.ids)))
+    held = 0
     with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-        pending = 0
-        for key, values in lists.items():
-            for i in range(0, len(values), PER_COMMAND):
-                pipe.lpush(key, *values[i:i + PER_COMMAND])
-                pending += 1
-                if pending == PER_TRIP:
-                    pipe.execute()
-                    pending = 0
-        if pending:
-            pipe.execute()
+        for item, queue in routed:
+            headers = messages.headers(item, next(messages.ids))
+            if envelope is None:
+                envelope = Envelopes(headers, messages.delivery_mode)
+            priority = messages.priority(item)
+            body = json.dumps(messages.body(item))
+            lists.setdefault(channel._q_for_pri(queue, priority), []).append(
+                envelope(headers, body, queue, priority, next(messages.ids)))
+            held += 1
+            if held == PER_COMMAND * PER_TRIP:
+                _send(pipe, lists)
+                held = 0
+        _send(pipe, lists)
+
+
+def _send(pipe, lists: dict[str, list[str]]) -> None:
+    """One round trip: an LPUSH per list of up to PER_COMMAND messages, oldest first
+    (each list's order is the order of the calls, as with a push per message)."""
+    for key, values in lists.items():
+        for i in range(0, len(values), PER_COMMAND):
+            pipe.lpush(key, *values[i:i + PER_COMMAND])
+    lists.clear()
+    if len(pipe):
+        pipe.execute()
