@@ -265,13 +265,13 @@ def test_read_only_commands_neither_create_nor_migrate_the_db(tmp_path):
     for args in (["runs", "--json"], ["-A", FLOWS, "workflows"]):
         out = qflow(*args, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
-    assert "no results DB at qflow.db" in one_line_error(qflow("status", "0" * 32,
-                                                               cwd=tmp_path), 2)
+    for args in (["status", "0" * 32], ["doctor"]):
+        assert "no results DB at qflow.db" in one_line_error(qflow(*args, cwd=tmp_path), 2)
     assert not (tmp_path / "qflow.db").exists()
 
     assert qflow("-A", FLOWS, "run", "diamond", cwd=tmp_path).returncode == 0
     _set_revision(tmp_path / "qflow.db", "0001")        # as an older qflow left it
-    for args in (["runs"], ["status", "0" * 32], ["logs", "0" * 32]):
+    for args in (["runs"], ["status", "0" * 32], ["logs", "0" * 32], ["doctor"]):
         assert "run `qflow db upgrade`" in one_line_error(qflow(*args, cwd=tmp_path), 2)
     with sqlite3.connect(tmp_path / "qflow.db") as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)

@@ -23,7 +23,7 @@ def doctor(obj: Obj, as_json: bool) -> None:
     from qflow.store import audit
 
     rt = obj.runtime()
-    store = rt.ready_store()
+    store = rt.ready_store(migrate=False)       # an audit reads: it creates nothing
     config = rt.config
     grace = config.worker_lost_timeout
     with store.read() as conn:
