@@ -16,7 +16,9 @@ rows (runs, tasks, attempts, edges) are byte for byte what they were.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import signal
 import subprocess
 import sys
 import threading
@@ -88,9 +90,13 @@ def fanouts(rt, n: int, count: int) -> list[float]:
     return [n / qflow_fanout(rt, n)[0] for _ in range(count)]
 
 
-def with_prune(rt, n: int, argv: list[str], env: dict) -> dict:
+def with_prune(rt, n: int, argv: list[str], env: dict, interleave: bool = False) -> dict:
     """Fan-outs of ``n`` while the prune process runs (at least one); how long the prune
-    took, how much of the fan-outs' time it overlapped, and what it printed."""
+    took, how much of the fan-outs' time it overlapped, and what it printed.
+
+    ``interleave``: after each such fan-out, one more with the prune process stopped
+    (SIGSTOP, then SIGCONT): pairs measured a minute apart, so that what other processes
+    do to the machine meanwhile weighs on both sides alike."""
     ended: dict[str, float] = {}
     started = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=C.ROOT, stdout=subprocess.PIPE,
@@ -102,18 +108,24 @@ def with_prune(rt, n: int, argv: list[str], env: dict) -> dict:
         ended["at"] = time.monotonic()
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    spans, rates = [], []
+    spans, rates, stopped = [], [], []
     while not spans or "at" not in ended:
         start = time.monotonic()
         rates.append(n / qflow_fanout(rt, n)[0])
         spans.append((start, time.monotonic()))
+        if interleave and "at" not in ended:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGSTOP)
+            stopped.append(n / qflow_fanout(rt, n)[0])
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGCONT)
     waiter.join()
     if proc.returncode != 0:
         raise RuntimeError(f"qflow db prune failed (exit {proc.returncode}):\n{out[0]}")
     busy = sum(e - s for s, e in spans)
     overlap = sum(max(0.0, min(e, ended["at"]) - s) for s, e in spans)
-    return {"rates": rates, "prune_output": out[0], "prune_seconds": ended["at"] - started,
-            "overlap": overlap / busy}
+    return {"rates": rates, "stopped": stopped, "prune_output": out[0],
+            "prune_seconds": ended["at"] - started, "overlap": overlap / busy}
 
 
 def main() -> None:
@@ -124,6 +136,8 @@ def main() -> None:
                    help="old runs still running, which the prune must not touch")
     p.add_argument("--n", type=int, default=None,
                    help="tasks per fan-out (default 2,000; 500 with --quick)")
+    p.add_argument("--interleave", action="store_true",
+                   help="between fan-outs while pruning, one with the prune stopped")
     p.add_argument("--batch", type=int, default=None,
                    help="prune with this batch size (task rows) instead of the CLI's")
     p.add_argument("--pause", type=float, default=None,
@@ -167,7 +181,10 @@ def main() -> None:
                 C.say(f"pruning at batch {args.batch or 'default'}, pause "
                       f"{'default' if args.pause is None else args.pause}")
             env = C._clean_env(QFLOW_DATABASE_URL=url, QFLOW_BROKER_URL=s.redis_url(0))
-            pruning = with_prune(rt, n, argv, env)
+            pruning = with_prune(rt, n, argv, env, args.interleave)
+            if pruning["stopped"]:
+                C.say(f"fan-out of {n} with the prune stopped, between those: "
+                      f"{', '.join(f'{r:.0f}' for r in pruning['stopped'])} tasks/s")
             C.say(f"fan-out of {n} while pruning: "
                   f"{', '.join(f'{r:.0f}' for r in pruning['rates'])} tasks/s; the prune "
                   f"ran during {pruning['overlap']:.0%} of the fan-outs' time "
@@ -188,6 +205,12 @@ def main() -> None:
     ratio = during / alone
     C.say(f"\nthroughput while pruning / alone: {during:.0f} / {alone:.0f} tasks/s = "
           f"{ratio:.2f} (a drop of {1 - ratio:.0%}; target: under 20%)")
+    if pruning["stopped"]:
+        # The last fan-out while pruning may have no stopped one after it: left out.
+        paired = C.median([a / b for a, b in zip(pruning["rates"], pruning["stopped"],
+                                                 strict=False)])
+        C.say(f"paired with the fan-out right after it, prune stopped: median ratio "
+              f"{paired:.2f} (a drop of {1 - paired:.0%})")
     C.say(f"database: {bulk.mib(size_before)} before the prune, {bulk.mib(size_pruned)} after "
           f"it, {bulk.mib(size_vacuum)} after VACUUM, {bulk.mib(size_full)} after VACUUM FULL")
     C.say(f"rows left: {rows_after}")
