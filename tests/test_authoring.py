@@ -87,6 +87,17 @@ def test_a_cycle_is_refused_and_named(registry):
         loop.expand()
 
 
+def test_an_order_edge_against_the_call_order_is_kept_and_checked(registry):
+    @workflow
+    def backwards():
+        first, second = one(), one()
+        second >> first                # runs first after second: no cycle
+
+    graph = backwards.expand()
+    assert graph.edges == {("one__1", "one")}
+    assert graph.order() == ["one__1", "one"]
+
+
 def test_a_cycle_is_named_when_the_first_node_by_name_only_follows_it(registry):
     @task
     def a_leaf(x):

@@ -167,11 +167,21 @@ def build_graph(workflow: str, nodes: dict[str, Node],
             raise CycleError(f"cycle in workflow: {parent} -> {parent}")
     edges = frozenset(chain(((p, c) for c, found in parents.items() for p in found),
                             order_edges))
-    # A data edge's child is a node; its parent, and both ends of an order edge, may not be.
-    unknown = ({p for p, _ in edges if p not in nodes}
-               | {c for _, c in order_edges if c not in nodes})
+    # Nodes are made in the body's order and a call takes only values made before it, so
+    # a graph whose every edge goes forward in that order has no cycle: only then is
+    # the full check (Kahn's algorithm, which names a cycle) left out.
+    position = {n: i for i, n in enumerate(nodes)}
+    unknown: set[str] = set()
+    forward = True
+    for parent, child in edges:
+        before, after = position.get(parent), position.get(child)
+        if before is None or after is None:
+            unknown.update(n for n in (parent, child) if n not in position)
+        elif before >= after:
+            forward = False
     if unknown:
         raise UserError(f"workflow {workflow!r} refers to unknown nodes: {sorted(unknown)}")
     graph = Graph(workflow, dict(nodes), edges)
-    topological_order(graph.nodes, graph.edges)
+    if not forward:
+        topological_order(graph.nodes, graph.edges)
     return graph
