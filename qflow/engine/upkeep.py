@@ -159,8 +159,8 @@ def _alive(pid: int) -> bool:
 # A prune's pace: a batch deletes about PRUNE_BATCH task rows' worth of runs, and the
 # next one waits PRUNE_PAUSE times as long as it took, so that a prune holds the DB a
 # quarter of the time at most and running work keeps the rest. Measured with
-# bench/retention.py (see docs/performance.md): back to back, 500 runs a batch, a prune
-# cut a concurrent fan-out's throughput by 58% on 2 cores.
+# bench/retention.py --interleave (docs/performance.md), on 2 cores: a concurrent
+# fan-out kept 94% of its throughput at this pace, 68% with batches back to back.
 PRUNE_BATCH = 1000
 PRUNE_PAUSE = 3.0
 
