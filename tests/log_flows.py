@@ -23,5 +23,5 @@ def chatty(word: str, lines: int) -> int:
 
 
 @workflow
-def chatter(word: str = "marker", lines: int = 3):
+def log_chatter(word: str = "marker", lines: int = 3):
     chatty(word, lines)

@@ -69,7 +69,7 @@ def objects(c: Cluster, run_id: str) -> dict[str, bytes]:
 def test_logs_of_finished_attempts_come_from_the_store_encrypted_and_go_with_the_run(
         logged):
     rt = runtime(logged)
-    run_id = rt.engine.trigger("chatter", {"word": MARKER, "lines": 3})
+    run_id = rt.engine.trigger("log_chatter", {"word": MARKER, "lines": 3})
     assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
     assert logs_in_db(rt, run_id) == [None, None]         # two attempts, no log in the DB
     stored = objects(logged, run_id)
