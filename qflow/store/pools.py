@@ -95,9 +95,11 @@ def _take(conn: Connection, name: str) -> bool:
                              .values(used=pools.c.used + 1)).rowcount)
 
 
-def _give(conn: Connection, name: str) -> None:
-    conn.execute(update(pools).where(pools.c.name == name, pools.c.used > 0)
-                 .values(used=pools.c.used - 1))
+def _give(conn: Connection, name: str) -> bool | None:
+    """Give back a slot of pool ``name``; whether it has room now (None: no such pool)."""
+    return conn.execute(update(pools).where(pools.c.name == name).values(
+        used=case((pools.c.used > 0, pools.c.used - 1), else_=0))
+        .returning(pools.c.used < pools.c.slots)).scalar()
 
 
 def give_back(conn: Connection, task_id: int, names: list[str], now: dt.datetime
@@ -155,14 +157,10 @@ def start_or_hold(conn: Connection, run_id: str, workflow: str, limit: int | Non
 
 def next_run(conn: Connection, workflow: str, was_held: bool) -> str | None:
     """A run ended: free its place and return the oldest held run that takes it."""
-    if not was_held:
-        # One statement when the workflow has no max_active_runs (no pool row): every
-        # run's end passes here.
-        room = conn.execute(update(pools).where(pools.c.name == run_pool(workflow)).values(
-            used=case((pools.c.used > 0, pools.c.used - 1), else_=0))
-            .returning(pools.c.used < pools.c.slots)).scalar()
-        if not room:
-            return None
+    # One statement when the workflow has no max_active_runs (no pool row): every run's
+    # end passes here.
+    if not was_held and not _give(conn, run_pool(workflow)):
+        return None
     while _has_room(conn, run_pool(workflow)):
         candidate = conn.execute(select(runs.c.id).where(
             runs.c.workflow == workflow, runs.c.held.is_(True), runs.c.state == S.QUEUED)
