@@ -72,7 +72,7 @@ class Room:
 
     def take(self, n: int) -> int:
         """Count ``n`` tasks released now; return how many of them get a place (the rest
-        are held back). None while others wait: they come first, in the window's order."""
+        are held back): none of them while others wait, which come first in the window's order."""
         if self.size is None:
             return n
         placed = 0 if self.backlog else min(n, self.free)
