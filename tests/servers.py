@@ -158,3 +158,25 @@ def start_postgres(listen: str = "127.0.0.1", trust_net: str | None = None,
     start()
     return Server(f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", port, stop,
                   pids, crash, start)
+
+
+class Mailbox:
+    """A local SMTP server (aiosmtpd) that keeps every message."""
+
+    def __init__(self):
+        from aiosmtpd.controller import Controller
+
+        self.messages: list = []
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):
+                outer.messages.append(envelope)
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()

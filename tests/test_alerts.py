@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import flows  # noqa: F401
 import pytest
 from conftest import start_cluster
-from servers import free_port
+from servers import Mailbox, free_port
 
 from qflow.store import read
 
@@ -39,25 +39,6 @@ class Webhook(HTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class Mailbox:
-    """A local SMTP server (aiosmtpd) that keeps every message."""
-
-    def __init__(self):
-        from aiosmtpd.controller import Controller
-
-        self.messages: list = []
-        outer = self
-
-        class Handler:
-            async def handle_DATA(self, server, session, envelope):
-                outer.messages.append(envelope)
-                return "250 OK"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,14 @@
 """The box test: qflow never opens the box. A workflow whose tasks print, log, return and
 raise a marker it only ever receives as a Secret parameter runs on two worker processes
 with a result store and a key. The results DB (pg_dump), everything the broker's Redis
-saw (MONITOR) and holds, the task events Flower is fed, the webhook's payloads and the
-result store never contain the marker; `qflow result` and `qflow logs` with the key
+saw (MONITOR) and holds, the task events Flower is fed, the webhook's payloads, the alert
+e-mails and the result store never contain the marker; `qflow result` and `qflow logs` with the key
 print it back.
 """
 from __future__ import annotations
 
+import email
+import email.policy
 import glob
 import json
 import subprocess
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import redis
 from conftest import ROOT, start_cluster, wait_for
+from servers import Mailbox
 
 from qflow.results import crypto
 
@@ -101,6 +104,12 @@ def pg_dump(database_url: str) -> str:
     return out.stdout
 
 
+def mail_text(raw: bytes) -> str:
+    """An e-mail's subject and body as its reader sees them (transfer encoding undone)."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    return f"{message['Subject']}\n{message.get_body().get_content()}"
+
+
 def redis_contents(url: str) -> str:
     """Every key of the broker's Redis DB with its value, as text."""
     client = redis.Redis.from_url(url)
@@ -118,11 +127,13 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
     key = crypto.new_key()
     store = tmp_path / "results"
     store.mkdir()
-    hook = Webhook()
+    hook, mailbox = Webhook(), Mailbox()
     redis_url = redis_url.rsplit("/", 1)[0] + "/1"          # a Redis DB of its own
     cluster = start_cluster(redis_url, pg_server_url, tmp_path, 2, app=FLOWS,
                             QFLOW_RESULT_STORE=f"file://{store}", QFLOW_ENCRYPTION_KEY=key,
                             QFLOW_NOTIFY_WEBHOOK_URL=hook.url, QFLOW_TASK_EVENTS="true",
+                            QFLOW_NOTIFY_EMAIL_TO="ops@example.org",
+                            QFLOW_SMTP_HOST="127.0.0.1", QFLOW_SMTP_PORT=str(mailbox.port),
                             QFLOW_NOTIFY_EVENTS="task_failed,task_succeeded,run_failed")
     monitor, events = RedisMonitor(redis_url), TaskEvents(redis_url)
     try:
@@ -137,6 +148,8 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
         wait_for(lambda: {json.loads(b)["kind"] for b in hook.bodies} >= {"task_failed",
                                                                            "run_failed"},
                  what="the webhook's task_failed and run_failed")
+        wait_for(lambda: len(mailbox.messages) >= len(hook.bodies),
+                 what="an alert e-mail for each webhook payload")
         wait_for(lambda: any(e.get("type") == "task-failed" for e in events.events),
                  what="a task-failed event")
     finally:
@@ -144,6 +157,7 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
         events.close()
         cluster.stop()
         hook.close()
+        mailbox.stop()
     status = subprocess.run(["qflow", "status", run_id, "--json"], env=cluster.env,
                             cwd=tmp_path, capture_output=True, text=True, check=True)
     # status (with the key) shows the error in clear to its user, the secret never
@@ -154,6 +168,7 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
         "the broker's Redis, every key": redis_contents(redis_url),
         "the task events Flower reads": json.dumps(events.events, default=str),
         "the webhook payloads": b"\n".join(hook.bodies).decode(),
+        "the alert e-mails": "\n".join(mail_text(m.content) for m in mailbox.messages),
         "the result store": "\n".join(p.read_bytes().decode("latin-1")
                                       for p in store.rglob("*") if p.is_file()),
         # What a task prints is echoed on its worker's terminal (the worker holds the
@@ -162,8 +177,9 @@ def test_the_box_stays_closed(redis_url, pg_server_url, tmp_path):
             line for p in tmp_path.glob("w*.log") for line in p.read_text().splitlines()
             if " Task " in line),
     }
-    assert len(monitor.lines) > 10 and events.events and hook.bodies
+    assert len(monitor.lines) > 10 and events.events and hook.bodies and mailbox.messages
     assert run_id in seen["pg_dump of the results DB"]     # it is the right DB
+    assert run_id in seen["the alert e-mails"]             # read as their reader reads them
     for where, text in seen.items():
         assert marker not in text, f"the marker is in {where}"
     result = subprocess.run(["qflow", "result", run_id, "echo"], env=cluster.env,

@@ -29,7 +29,10 @@ from conftest import (
     wait_for,
 )
 
+from qflow.errors import Fail
 from qflow.store import read
+from qflow.worker import container, runtime_cli
+from qflow.worker.runtime_cli import ContainerUnavailable
 
 APP = str(ROOT / "tests" / "container_flows.py")
 BUSYBOX_APPLETS = ("sh", "echo", "printf", "sleep", "ls", "cat", "true", "touch", "seq")
@@ -261,3 +264,22 @@ def test_the_daily_report_example_fingerprints_its_report_in_a_container(images,
     text = json.dumps(got["build_report"])                     # what the command received
     assert got["fingerprint_report"] == {"sha256": hashlib.sha256(text.encode()).hexdigest(),
                                          "bytes": len(text.encode())}
+
+
+@pytest.mark.parametrize("runtime, image, pull, cause", [
+    (runtime_cli.Runtime("qflow-no-such-runtime"), flows.BUSYBOX, "missing",
+     "container runtime 'qflow-no-such-runtime' not found"),
+    (runtime_cli.Runtime("podman", f"tcp://127.0.0.1:{servers.free_port()}"), flows.BUSYBOX,
+     "missing",
+     "cannot create a container from 'localhost/qflow-test-busybox:1' with podman: "),
+    (runtime_cli.Runtime("podman"), "127.0.0.1:1/qflow-test/no-such-image:1", "always",
+     "cannot create a container from '127.0.0.1:1/qflow-test/no-such-image:1' with podman: "),
+], ids=["runtime-not-installed", "runtime-unreachable", "pull-refused"])
+def test_a_runtime_that_cannot_create_the_container_is_one_permanent_line(
+        images, runtime, image, pull, cause):
+    with pytest.raises(ContainerUnavailable) as failed:
+        container.run(runtime, container.Spec(image, pull=pull), ["true"], {"qflow.run": "x"},
+                      timeout=60)
+    message = str(failed.value)
+    assert message.startswith(cause) and "\n" not in message
+    assert isinstance(failed.value, Fail)                    # never retried
