@@ -55,8 +55,7 @@ def measure(engine, pg, workflow: str, n: int, statements: collections.Counter) 
     queue = engine.dispatcher.queue
     statements.clear()
     wall, cpu, pg_cpu = time.perf_counter(), time.process_time(), C.cpu_seconds(pg.pids())
-    from qflow.engine.executor import Executor
-    done, executor = 0, Executor(engine)
+    done, executor = 0, _executor(engine)
     while queue:
         item = queue.popleft()
         executor.execute(item.run_id, item.node, item.attempt, worker="bench")
@@ -70,6 +69,25 @@ def measure(engine, pg, workflow: str, n: int, statements: collections.Counter) 
         state = read.get_run(conn, run_id, with_tasks=False)["state"]
     assert state == "succeeded" and done == n, (state, done)
     return figures
+
+
+def _engine_class():
+    """The Engine, where the measured snapshot keeps it (qflow/engine.py before the
+    restructure, qflow/engine/client.py since)."""
+    try:
+        from qflow.engine.client import Engine
+    except ModuleNotFoundError:
+        from qflow.engine import Engine
+    return Engine
+
+
+def _executor(engine):
+    """What executes a task: an Executor since the restructure, the Engine before it."""
+    try:
+        from qflow.engine.executor import Executor
+    except ModuleNotFoundError:
+        return engine
+    return Executor(engine)
 
 
 def against(rev: str, args) -> list[dict]:
@@ -107,7 +125,6 @@ def main() -> None:
     from sqlalchemy.engine import Engine as SAEngine
 
     from qflow.config import Config
-    from qflow.engine.client import Engine
     from qflow.loader import load_app
     from qflow.store import Store
 
@@ -119,8 +136,9 @@ def main() -> None:
         url = s.database_url("pg")
         load_app(str(C.FLOWS))
         store = Store(url, retry_seconds=60)          # as in a worker: no pre-ping
-        config = Config(database_url=url, app=str(C.FLOWS), durable_claims=args.durable_claims)
-        engine = Engine(config, store, QueueDispatcher())
+        extra = {"durable_claims": True} if args.durable_claims else {}  # unknown before
+        config = Config(database_url=url, app=str(C.FLOWS), **extra)
+        engine = _engine_class()(config, store, QueueDispatcher())
         try:
             for workflow, n in cases:
                 measure(engine, s.pg, workflow, min(n, 100), statements)      # warm-up
