@@ -14,11 +14,16 @@ topological check), then ``Store.transact(lifecycle.insert_run, ...)`` (every ta
 edge row in one transaction, the roots queued, a root map expanded).
 Each measurement runs in a fresh process, which reports its peak RSS (VmHWM); no broker
 is involved. There is no raw Celery counterpart: a Celery canvas has no expansion step.
+Beside the wall-clock times, the CPU seconds spent: this process's in each step, and on
+PostgreSQL the server's (all its processes: the backend, the WAL writer, the
+checkpointer) during the commit. On a machine others load, the wall-clock figure swings
+with the load; the CPU seconds much less.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -30,6 +35,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common as C  # noqa: E402
 
 DB_LABEL = {"sqlite": "SQLite", "pg": "PostgreSQL"}
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(postmaster: int | None) -> dict[int, float]:
+    """CPU seconds of each process of the PostgreSQL server (local) so far."""
+    if postmaster is None:
+        return {}
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return {pid: _cpu(pid) for pid in map(int, children)}
 
 
 def _status(field: str) -> int:
@@ -45,7 +67,7 @@ WORKFLOW = {"grid": "grid", "map": "mapped"}
 
 def child(shape: str, size: int, database_url: str) -> None:
     """One measurement, in this fresh process; prints a JSON line."""
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, text
 
     from qflow import authoring
     from qflow.loader import load_app
@@ -56,16 +78,23 @@ def child(shape: str, size: int, database_url: str) -> None:
     wdef = authoring.WORKFLOWS[WORKFLOW[shape]]
     store = Store(database_url)
     store.ping()                                  # connect before measuring
+    postmaster = None
+    if store.dialect == "postgresql":
+        with store.read() as conn:
+            backend = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
     base = _status("VmRSS")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     values = wdef.resolve_params({"n": size})
     graph = wdef.expand(values)
-    expand_s = time.perf_counter() - t0
+    expand_s, expand_cpu = time.perf_counter() - t0, time.process_time() - c0
     hwm_expand = _status("VmHWM")
     run_id = uuid.uuid4().hex
-    t0 = time.perf_counter()
+    server = _server_cpu(postmaster)
+    t0, c0 = time.perf_counter(), time.process_time()
     roots = store.transact(lifecycle.insert_run, NewRun(run_id, graph, values)).to_publish
-    commit_s = time.perf_counter() - t0
+    commit_s, commit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    server_cpu = sum(s - server.get(pid, 0.0) for pid, s in _server_cpu(postmaster).items())
     hwm_total = _status("VmHWM")
     with store.read() as conn:
         n_tasks = conn.execute(select(func.count()).select_from(tasks)
@@ -76,7 +105,8 @@ def child(shape: str, size: int, database_url: str) -> None:
     want = (size, len(graph.edges)) if shape == "grid" else (size + 1, size)
     assert (n_tasks, n_edges) == want, (n_tasks, n_edges, want)
     print(json.dumps(dict(size=size, edges=n_edges, roots=len(roots),
-                          expand_s=expand_s, commit_s=commit_s, base_rss=base,
+                          expand_s=expand_s, commit_s=commit_s, expand_cpu=expand_cpu,
+                          commit_cpu=commit_cpu, server_cpu=server_cpu, base_rss=base,
                           hwm_expand=hwm_expand, hwm_total=hwm_total)))
 
 
@@ -85,7 +115,7 @@ def measure(shape: str, size: int, database_url: str) -> dict:
                          capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"expansion of {size} nodes failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "load": C.loadavg()}
 
 
 def _runs(args, reps: int, size: int) -> int:
@@ -108,12 +138,17 @@ def measure_row(s, db: str, shape: str, size: int, n_runs: int) -> dict:
     mib = 1024 * 1024
     runs = [measure(shape, size, s.database_url(db)) for _ in range(n_runs)]
     for i, r in enumerate(runs):
-        C.say(f"  {shape} {size} nodes {db} run {i + 1}: expand {r['expand_s']:.3f} s, "
-              f"commit {r['commit_s']:.3f} s, peak RSS {r['hwm_total'] / mib:.0f} MiB")
+        C.say(f"  {shape} {size} nodes {db} run {i + 1}: expand {r['expand_s']:.3f} s "
+              f"(CPU {r['expand_cpu']:.2f}), commit {r['commit_s']:.3f} s (CPU: here "
+              f"{r['commit_cpu']:.2f}, server {r['server_cpu']:.2f}), peak RSS "
+              f"{r['hwm_total'] / mib:.0f} MiB, load {r['load']}")
     row = dict(db=db, setup=DB_LABEL[db], shape=shape, size=size, edges=runs[0]["edges"],
                runs=len(runs),
                expand_s=C.median([r["expand_s"] for r in runs]),
                commit_s=C.median([r["commit_s"] for r in runs]),
+               expand_cpu=C.median([r["expand_cpu"] for r in runs]),
+               commit_cpu=C.median([r["commit_cpu"] for r in runs]),
+               server_cpu=C.median([r["server_cpu"] for r in runs]),
                base_rss_mib=C.median([r["base_rss"] for r in runs]) / mib,
                peak_expand_mib=max(r["hwm_expand"] for r in runs) / mib,
                peak_rss_mib=max(r["hwm_total"] for r in runs) / mib,
@@ -122,7 +157,9 @@ def measure_row(s, db: str, shape: str, size: int, n_runs: int) -> dict:
     row["added_mib"] = max(row["peak_rss_mib"] - row["base_rss_mib"], 1.0)
     row["us_per_node"] = row["total_s"] / size * 1e6
     C.say(f"expansion {shape:<4} {size:>9,} nodes {DB_LABEL[db]:<10} validate+expand "
-          f"{row['expand_s']:7.3f} s | commit {row['commit_s']:7.3f} s | "
+          f"{row['expand_s']:7.3f} s | commit {row['commit_s']:7.3f} s | CPU: expand "
+          f"{row['expand_cpu']:.2f} s, commit {row['commit_cpu']:.2f} s + server "
+          f"{row['server_cpu']:.2f} s | "
           f"{row['us_per_node']:6.1f} us/node | peak RSS {row['peak_rss_mib']:6.0f} MiB "
           f"(expand {row['peak_expand_mib']:.0f}, before {row['base_rss_mib']:.0f}) "
           f"[median of {len(runs)}]")
