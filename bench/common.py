@@ -317,6 +317,63 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _kind(line: str, parent: str) -> str:
+    """What a process this one started (or one of its children) is, from its command."""
+    if "redis-server" in line:
+        return "Redis"
+    side = "raw Celery" if "raw_app" in line else "qflow"
+    return f"{side} pool processes" if "worker" in parent else f"{side} worker main process"
+
+
+def postmaster(port: int) -> int | None:
+    """The pid of the PostgreSQL server listening on ``port`` (started by pg_ctl, so not
+    a child of this process)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = _cmdline(int(entry.name))
+            if "postgres" in line and f"-p {port} " in line + " ":
+                return int(entry.name)
+    return None
+
+
+def cpu_by_kind(pg_port: int | None = None) -> dict[str, float]:
+    """CPU seconds used so far by this process ("client": triggering or applying, then
+    waiting), by every process it started and theirs, by kind (each side's worker main
+    process and pool processes, Redis), and by the PostgreSQL server on ``pg_port`` with
+    its backends."""
+    out = {"client": cpu_seconds([os.getpid()])}
+    todo = [(pid, "") for pid in servers.with_children(os.getpid())[1:]]
+    while todo:
+        pid, parent = todo.pop()
+        line = _cmdline(pid)
+        if "postgres" in line or "pg_ctl" in line:
+            continue
+        kind = _kind(line, parent)
+        out[kind] = out.get(kind, 0.0) + cpu_seconds([pid])
+        todo += [(child, line) for child in servers.with_children(pid)[1:]]
+    server = postmaster(pg_port) if pg_port else None
+    if server is not None:
+        out["PostgreSQL"] = cpu_seconds(servers.with_children(server))
+    return out
+
+
+def cpu_spent(fn: Callable[[], Any], pg_port: int | None = None
+              ) -> tuple[Any, dict[str, float]]:
+    """``fn()`` and the CPU seconds each kind of process spent meanwhile
+    (:func:`cpu_by_kind`)."""
+    before = cpu_by_kind(pg_port)
+    out = fn()
+    after = cpu_by_kind(pg_port)
+    return out, {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn()
@@ -416,7 +473,8 @@ def machine() -> dict[str, str]:
         "kombu": kombu.__version__, "sqlalchemy": sqlalchemy.__version__,
         "psycopg": psycopg_v,
         "redis": _version(["redis-server", "--version"]).replace("Redis server v=", "").split()[0],
-        "postgresql": _version([pg, "--version"]).replace("postgres (PostgreSQL) ", "") if pg else "?",
+        "postgresql": (_version([pg, "--version"]).replace("postgres (PostgreSQL) ", "")
+                       if pg else "?"),
         "sqlite": __import__("sqlite3").sqlite_version,
     }
 
