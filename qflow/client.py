@@ -13,11 +13,10 @@ from typing import Any
 
 from qflow import authoring
 from qflow.config import load_config
-from qflow.core.states import TERMINAL
 from qflow.errors import UserError
 from qflow.loader import load_app
 from qflow.runtime import Runtime
-from qflow.store import Store, observe, read, schedules
+from qflow.store import Store, observe, read, schedules, status
 
 
 class NotFound(UserError):
@@ -32,28 +31,21 @@ class Conflict(UserError):
 def run_status(rt: Runtime, run_id: str) -> dict[str, Any]:
     """The run and every task in it, with where its time went and why waiting tasks may
     never start (``warnings``): `status --json`."""
-    try:
-        run, summary = snapshot(rt.store, run_id)
-    except UserError:
-        raise NotFound(f"unknown run {run_id!r}") from None
-    # An ended run waits for nothing: what could keep its tasks from starting is moot.
-    ended = run["state"] in TERMINAL
-    return {**run, "summary": summary, "warnings": [] if ended else rt.warnings(run_id)}
+    with rt.store.read() as conn:
+        found = status.status(conn, run_id, rt.warnings)
+    if found is None:
+        raise NotFound(f"unknown run {run_id!r}")
+    return found
 
 
 def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """The run with its tasks and, once it ended, where its time went: what `status`
-    shows, and each look of `status --watch` (here rather than with the live display, so
-    that `status` starts without it)."""
-    from qflow.cli import timing
-
-    took: dict[str, float] = {}
+    """The run with its tasks and, once it ended, where its time went (see
+    :func:`qflow.store.status.snapshot`); UserError for an unknown run."""
     with store.read() as conn:
-        run = read.get_run(conn, run_id, took=took)
-        if run is None:
-            raise UserError(f"unknown run {run_id!r}")
-        edges = observe.timed_edges(conn, run_id) if run["state"] in TERMINAL else None
-    return run, (timing.summary(run, edges, took=took) if edges is not None else None)
+        found = status.snapshot(conn, run_id)
+    if found is None:
+        raise UserError(f"unknown run {run_id!r}")
+    return found
 
 
 def run_list(store: Store, workflow: str | None = None, state: str | None = None,

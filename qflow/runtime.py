@@ -6,19 +6,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from qflow.config import Config
 from qflow.errors import NoResultsDB, UserError
-from qflow.store import Store
+from qflow.store.plain import sqlite_database
 
-# Celery, the engine and Alembic are imported by what needs them: a command that only
-# reads the DB (`qflow status`) starts without them (bench/cli_startup.py).
+# Celery, the engine, Alembic and SQLAlchemy are imported by what needs them: `qflow
+# status` reads without any of them (bench/cli_startup.py).
 if TYPE_CHECKING:
     from qflow.engine.client import Engine
     from qflow.engine.executor import Executor
     from qflow.engine.upkeep import Upkeep
+    from qflow.store import Store
 
 
 class Runtime:
@@ -29,7 +27,9 @@ class Runtime:
 
     @cached_property
     def store(self) -> Store:
-        _refuse_private_sqlite(self.config)
+        from qflow.store.db import Store
+
+        refuse_private_sqlite(self.config)
         _ = self.results            # installed first: the store's readers decode with it
         return Store(self.config.database_url, pool_size=self.config.db_pool_size)
 
@@ -145,14 +145,19 @@ def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL (None for another DB or an in-memory one)."""
     if not url.startswith("sqlite"):
         return None
-    try:
-        database = make_url(url).database
-    except (ArgumentError, ValueError):         # the Store says what is wrong with it
-        return None
+    database = sqlite_database(url)             # the usual URLs, without SQLAlchemy
+    if database is None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            database = make_url(url).database
+        except (ArgumentError, ValueError):     # the Store says what is wrong with it
+            return None
     return Path(database).expanduser() if database and database != ":memory:" else None
 
 
-def _refuse_private_sqlite(config: Config) -> None:
+def refuse_private_sqlite(config: Config) -> None:
     """With a real broker every process must share one results DB: a relative SQLite path
     names a different file in each process's directory, and an in-memory one is private,
     so a cluster would split silently (tasks skipped, runs queued for ever)."""

@@ -28,16 +28,21 @@ if TYPE_CHECKING:
 def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
     """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
     and where the time went."""
-    from qflow.client import run_status
+    from qflow.store import status as read_status
 
     rt = obj.runtime()
-    store = rt.ready_store(migrate=False)
-    if watch:
-        # The live display's module (rich's Live and more): only for --watch.
-        from qflow.cli import progress
+    # Without SQLAlchemy where it can (see read_status.plainly); the full path otherwise.
+    run = None if watch else read_status.plainly(rt, run_id)
+    if run is None:
+        from qflow.client import run_status
 
-        progress.watch(store, run_id, interval, quiet=as_json)
-    run = run_status(rt, run_id)
+        store = rt.ready_store(migrate=False)
+        if watch:
+            # The live display's module (rich's Live and more): only for --watch.
+            from qflow.cli import progress
+
+            progress.watch(store, run_id, interval, quiet=as_json)
+        run = run_status(rt, run_id)
     if as_json:
         click.echo(json.dumps(run, indent=2))
     elif not watch:
@@ -71,15 +76,19 @@ def _when(ctx: click.Context, param: click.Parameter, value: str | None):
 def runs(obj: Obj, workflow: str | None, state: str | None, since: dt.datetime | None,
          until: dt.datetime | None, limit: int, as_json: bool) -> None:
     """List recent runs, newest first."""
-    from qflow.store import read
+    from qflow.store import status as read_status
 
-    try:
-        store = obj.runtime().ready_store(migrate=False)
-    except NoResultsDB:
-        rows = []
-    else:
-        with store.read() as conn:
-            rows = read.list_runs(conn, workflow, state, limit, since, until)
+    rt = obj.runtime()
+    # Without SQLAlchemy where it can (see read_status.runs_plainly); the full path otherwise.
+    rows = read_status.runs_plainly(rt, workflow, state, limit, since, until)
+    if rows is None:
+        try:
+            store = rt.ready_store(migrate=False)
+        except NoResultsDB:
+            rows = []
+        else:
+            with store.read() as conn:
+                rows = read_status.list_runs(conn, workflow, state, limit, since, until)
     for row in rows:
         row["duration_seconds"] = timing.seconds(row["started_at"], row["finished_at"])
     if as_json:

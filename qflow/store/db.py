@@ -24,10 +24,10 @@ from sqlalchemy.exc import (
 )
 
 from qflow.errors import UnreachableError, UserError, hide_password, one_line
+from qflow.store.plain import BUSY_TIMEOUT_MS
 
 log = logging.getLogger("qflow.store")
 
-BUSY_TIMEOUT_MS = 30_000
 _RETRY_SQLSTATES = {"40001", "40P01"}     # serialization failure, deadlock detected
 
 

@@ -6,14 +6,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
-
 from qflow.errors import NoResultsDB, UserError
-from qflow.store.db import Store
 
+# SQLAlchemy too is imported only where it runs: `qflow status` checks the revision on a
+# plain connection (qflow.store.status.plainly) against head().
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
+
+    from qflow.store.db import Store
 
 _SCRIPTS = Path(__file__).with_name("migrations")
 _REVISION = re.compile(r"^(down_revision|revision) = (?:\"(\w+)\"|None)$", re.M)
@@ -52,9 +52,13 @@ def head() -> str:
 
 def current_revision(store: Store) -> str | None:
     """The DB's Alembic revision, or None for an empty DB."""
+    from sqlalchemy.exc import DBAPIError
+
+    from qflow.store.status import revision
+
     with store.read() as conn:
         try:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            return revision(conn)
         except DBAPIError:
             return None
 
