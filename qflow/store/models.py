@@ -12,6 +12,7 @@ from typing import Any, Callable
 from sqlalchemy import (
     Boolean,
     Column,
+    ColumnElement,
     DateTime,
     Float,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    literal_column,
     text,
 )
 
@@ -45,6 +47,14 @@ def _where(postgresql: str, sqlite: str | None = None) -> dict[str, Any]:
     """An index's WHERE clause for both dialects (``sqlite``: SQLite's spelling, if it
     differs)."""
     return {"postgresql_where": text(postgresql), "sqlite_where": text(sqlite or postgresql)}
+
+
+def one_of(column, values: tuple[str, ...]) -> ColumnElement[bool]:
+    """``column IN ('a', 'b')`` with the values written into the SQL, not bound: a
+    prepared statement's generic plan matches a partial index only against literals, and
+    SQLite uses a partial index only for a query that repeats its WHERE term as it is.
+    For fixed, known names only (states): they are not escaped."""
+    return column.in_([literal_column(f"'{value}'") for value in values])
 
 
 def with_partial_indexes() -> MetaData:
@@ -87,6 +97,9 @@ runs = Table(
     Column("dispatch_window", Integer),
     Column("in_flight", Integer, default=0, server_default=text("0"), nullable=False),
     Column("backlog", Integer, default=0, server_default=text("0"), nullable=False),
+    # dispatch_window = "auto" (qflow.store.sizing): the run's queues, comma-separated,
+    # whose live workers' processes size its window (NULL: a window of a fixed size).
+    Column("window_queues", Text),
     Index("ix_qflow_runs_workflow_created", "workflow", "created_at"),
     Index("ix_qflow_runs_state", "state"),
     Index("ix_qflow_runs_created", "created_at"),
@@ -108,7 +121,11 @@ _partial(lambda: Index("ix_qflow_runs_deadline", runs.c.deadline_at,
 tasks = Table(
     "qflow_tasks", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("run_id", String(32), ForeignKey("qflow_runs.id", ondelete="CASCADE"), nullable=False),
+    # No foreign key to qflow_runs (since 0017): PostgreSQL checked it for every row of a
+    # new run, a good share of committing a million of them. Task rows are written only
+    # with their run (lifecycle.insert_run, a map's expansion) and deleted with it
+    # (retention.delete_batch), which keeps them together.
+    Column("run_id", String(32), nullable=False),
     Column("node", String(250), nullable=False),
     Column("task", String(500), nullable=False),
     Column("state", String(20), nullable=False),
@@ -155,9 +172,20 @@ tasks = Table(
     Column("held_back", Boolean, default=False, server_default=false(), nullable=False),
     Column("priority", Integer, default=0, server_default=text("0"), nullable=False),
     UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
-    Index("ix_qflow_tasks_unsent", "unsent"),
-    Index("ix_qflow_tasks_state", "state"),
 )
+
+# The tasks that hold a message or a worker, which the sweeper, the reconciler and the
+# metrics look for across every run. Partial (since 0017): pending and ended rows, nearly
+# all of them (a new run of a million tasks is pending), are never written to it. A
+# query meant to use it names OPEN_TASK among its conditions (see one_of).
+OPEN_STATES = ("queued", "running", "retrying", "sensing")
+OPEN_TASK = one_of(tasks.c.state, OPEN_STATES)
+_partial(lambda: Index("ix_qflow_tasks_open", tasks.c.state, **_where(
+    "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")")))
+# Released tasks whose message was not published (the reconciler sends them); the
+# condition is written ``unsent = true`` (``unsent = 1`` on SQLite), as the index's is.
+_partial(lambda: Index("ix_qflow_tasks_unsent", tasks.c.id,
+                      **_where("unsent", sqlite="unsent = 1")))
 
 # The run page's "ended since" query (qflow.store.observe.changed_since); ended rows
 # only, so releasing and claiming a task never write to it.
@@ -176,10 +204,11 @@ _partial(lambda: Index("ix_qflow_tasks_held_back", tasks.c.run_id, tasks.c.prior
 # A dependency: ``child`` waits on ``parent`` within one run.
 edges = Table(
     "qflow_edges", metadata,
-    Column("run_id", String(32), ForeignKey("qflow_runs.id", ondelete="CASCADE"), primary_key=True),
+    # No foreign key to qflow_runs (since 0017), as for the task rows.
+    Column("run_id", String(32), primary_key=True),
     Column("parent", String(250), primary_key=True),
     Column("child", String(250), primary_key=True),
-    Index("ix_qflow_edges_child", "run_id", "child"),
+    # No index by child (dropped in 0017): every query finds edges by run and parent.
 )
 
 # Every execution attempt of a task instance is a row.
@@ -218,6 +247,7 @@ workers = Table(
     Column("started_at", DateTime, nullable=False),
     Column("last_seen", DateTime, nullable=False),
     Column("queues", Text),  # comma-separated; NULL: unknown
+    Column("concurrency", Integer),  # its pool's processes; NULL: unknown
 )
 
 # A named concurrency limit shared by every worker and host.
