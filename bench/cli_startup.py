@@ -1,15 +1,21 @@
 """CLI start-up: how long `qflow --help`, `qflow status RUN` (and --json) and `qflow runs` take.
 
-    python bench/cli_startup.py                # 30 runs of each command
-    python bench/cli_startup.py --repeat 100
-    python bench/cli_startup.py --quick        # 5 runs of each
+    python bench/cli_startup.py                     # 30 runs of each, SQLite and PostgreSQL
+    python bench/cli_startup.py --repeat 100 --db sqlite
+    python bench/cli_startup.py --against HEAD~3    # that commit's qflow, run by run
+    python bench/cli_startup.py --quick             # 5 runs of each
 
 Each command runs as a fresh process, as a user runs it (the `qflow` script installed
-beside this Python), against a SQLite results DB in a temporary folder that holds one
-finished run of bench_flows.diamond (made first with `qflow run`). Reported: median and
-90th percentile wall-clock seconds, the median CPU seconds (user + system), and the
-machine's load average, since a busy machine shifts every figure. Python's own start-up
-is measured the same way for reference.
+beside this Python), against a results DB that holds one finished run of
+bench_flows.diamond (made first with `qflow run`): a SQLite file in a temporary folder,
+and a database on a private PostgreSQL server. Reported: median and 90th percentile
+wall-clock seconds, the median CPU seconds (user + system), and the machine's load
+average, since a busy machine shifts every figure. Python's own start-up is measured the
+same way for reference.
+
+``--against REV`` measures qflow as of commit REV too (extracted, put first on
+PYTHONPATH), alternating with this tree run by run, so that both sides see the same
+load; the last column is this tree's CPU median over REV's.
 
 Modules run from their cached bytecode, as in an installed qflow (pip compiles it at
 install time): the bytecode goes to a temporary folder (PYTHONPYCACHEPREFIX), even where
@@ -25,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -32,21 +39,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import common as C  # noqa: E402
 
 
-def timings(argv: list[str], cwd: Path, env: dict[str, str], runs: int
-            ) -> tuple[list[float], list[float]]:
-    """Wall-clock and CPU (user + system) seconds of ``runs`` fresh runs of ``argv``; each
-    must exit 0. On a busy machine the CPU time is the steadier figure."""
-    wall, cpu = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
-        wall.append(time.perf_counter() - t0)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr}")
-    return wall, cpu
+def timing(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall-clock and CPU (user + system) seconds of one fresh run of ``argv``, which must
+    exit 0. On a busy machine the CPU time is the steadier figure."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr}")
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def p90(values: list[float]) -> float:
@@ -54,49 +57,92 @@ def p90(values: list[float]) -> float:
 
 
 def one_run(folder: Path, env: dict[str, str]) -> str:
-    """Record one finished run in the folder's SQLite DB; its id."""
-    done = subprocess.run([C.qflow_bin(), "-A", str(C.FLOWS), "run", "diamond"], cwd=folder,
-                          env=env, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise SystemExit(f"qflow run diamond failed: {done.stderr}")
+    """Record one finished run in the DB of ``env``; its id."""
+    for args in (["db", "upgrade"], ["-A", str(C.FLOWS), "run", "diamond"]):
+        done = subprocess.run([C.qflow_bin(), *args], cwd=folder, env=env,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise SystemExit(f"qflow {' '.join(args)} failed: {done.stderr}")
     return done.stdout.split()[1]
+
+
+def cases(db: str, run_id: str) -> dict[str, list[str]]:
+    qflow = C.qflow_bin()
+    out = {f"status RUN ({db})": [qflow, "status", run_id],
+           f"status --json ({db})": [qflow, "status", run_id, "--json"],
+           f"runs ({db})": [qflow, "runs"]}
+    if db == "sqlite":
+        out = {"python -c pass": [sys.executable, "-c", "pass"],
+               "qflow --help": [qflow, "--help"], **out}
+    return out
 
 
 def main() -> None:
     parser = C.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--no-bytecode", action="store_true",
                         help="compile qflow's modules from source on every run")
+    parser.add_argument("--db", default="sqlite,pg", help="sqlite, pg or both (default)")
+    parser.add_argument("--against", metavar="REV", default=None,
+                        help="also measure qflow as of this commit, alternating run by run")
     args = parser.parse_args()
     runs = args.repeat or (5 if args.quick else 30)
-    with tempfile.TemporaryDirectory(prefix="qflow-cli-startup-") as tmp:
+    dbs = args.db.split(",")
+    with tempfile.TemporaryDirectory(prefix="qflow-cli-startup-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        env = C._clean_env(QFLOW_DATABASE_URL=f"sqlite:///{folder / 'qflow.db'}")
-        if args.no_bytecode:
-            env["PYTHONDONTWRITEBYTECODE"] = "1"
-        else:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            env["PYTHONPYCACHEPREFIX"] = str(folder / "pycache")
-        run_id = one_run(folder, env)
-        qflow = C.qflow_bin()
-        cases = {"python -c pass": [sys.executable, "-c", "pass"],
-                 "qflow --help": [qflow, "--help"],
-                 "qflow status RUN": [qflow, "status", run_id],
-                 "qflow status --json": [qflow, "status", run_id, "--json"],
-                 "qflow runs": [qflow, "runs"]}
-        for argv in cases.values():            # bytecode written, files in the page cache
-            timings(argv, folder, env, 1)
-        C.say(f"{runs} runs each{' (no bytecode cache)' if args.no_bytecode else ''}; "
+        sides = {"this tree": ""}
+        if args.against:
+            path, sha = C.extract(args.against, folder)
+            sides[sha] = path
+        envs = {}
+        for side, snapshot in sides.items():
+            env = C._clean_env()
+            env["PYTHONPATH"] = ":".join(filter(None, [snapshot, env["PYTHONPATH"]]))
+            if args.no_bytecode:
+                env["PYTHONDONTWRITEBYTECODE"] = "1"
+            else:
+                env.pop("PYTHONDONTWRITEBYTECODE", None)
+                env["PYTHONPYCACHEPREFIX"] = str(folder / f"pycache-{len(envs)}")
+            envs[side] = env
+        todo: dict[str, tuple[str, list[str]]] = {}
+        urls: dict[str, str] = {}
+        for db in dbs:
+            if db == "sqlite":
+                urls[db] = f"sqlite:///{folder / 'qflow.db'}"
+            else:
+                server = C.start_postgres()
+                stack.callback(server.stop)
+                urls[db] = C.new_pg_database(server.url)
+            first = {**envs["this tree"], "QFLOW_DATABASE_URL": urls[db]}
+            todo.update({name: (db, argv) for name, argv in cases(db, one_run(folder, first))
+                         .items()})
+        for db, argv in todo.values():          # bytecode written, files in the page cache
+            for env in envs.values():
+                timing(argv, folder, {**env, "QFLOW_DATABASE_URL": urls[db]})
+        C.say(f"{runs} runs each{' (no bytecode cache)' if args.no_bytecode else ''}"
+              f"{', alternating ' + ' / '.join(sides) if len(sides) > 1 else ''}; "
               f"load average {C.loadavg()}")
-        C.say(f"{'command':20} {'median s':>9} {'p90 s':>9} {'CPU median s':>13}")
-        figures = {}
-        for name, argv in cases.items():
-            wall, cpu = timings(argv, folder, env, runs)
-            figures[name] = {"median": statistics.median(wall), "p90": p90(wall),
-                             "cpu_median": statistics.median(cpu), "runs": runs}
-            row = figures[name]
-            C.say(f"{name:20} {row['median']:9.3f} {row['p90']:9.3f} {row['cpu_median']:13.3f}")
+        C.say(f"{'command':22} {'side':10} {'median s':>9} {'p90 s':>9} {'CPU median s':>13}"
+              f"{'  CPU ratio' if len(sides) > 1 else ''}")
+        figures: dict[str, dict] = {}
+        for name, (db, argv) in todo.items():
+            measured = {side: ([], []) for side in sides}
+            for _ in range(runs):
+                for side, env in envs.items():
+                    wall, cpu = timing(argv, folder, {**env, "QFLOW_DATABASE_URL": urls[db]})
+                    measured[side][0].append(wall)
+                    measured[side][1].append(cpu)
+            for side, (wall, cpu) in measured.items():
+                row = {"median": statistics.median(wall), "p90": p90(wall),
+                       "cpu_median": statistics.median(cpu), "runs": runs}
+                figures.setdefault(name, {})[side] = row
+                ours = figures[name]["this tree"]["cpu_median"]
+                ratio = (f"  {ours / row['cpu_median']:9.2f}"
+                         if side != "this tree" and row["cpu_median"] else "")
+                C.say(f"{name:22} {side:10} {row['median']:9.3f} {row['p90']:9.3f} "
+                      f"{row['cpu_median']:13.3f}{ratio}")
         C.say(f"load average after: {C.loadavg()}")
-    C.emit(args, "cli_startup", {"commands": figures, "bytecode_cache": not args.no_bytecode})
+    C.emit(args, "cli_startup", {"commands": figures, "bytecode_cache": not args.no_bytecode,
+                                 "against": args.against})
 
 
 if __name__ == "__main__":
