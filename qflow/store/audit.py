@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Connection, and_, exists, func, select
+from sqlalchemy import Connection, and_, exists, func, select, true
 
 from qflow.core import states as S
 from qflow.store import outbox, window
 from qflow.store.liveness import HAS_MESSAGE, WAITING, db_now
-from qflow.store.models import runs, tasks, workers
+from qflow.store.models import OPEN_TASK, runs, tasks, workers
 from qflow.store.transitions import utcnow
 
 
@@ -33,7 +33,7 @@ def lost_owners(conn: Connection, timeout: float) -> list[Finding]:
     rows = conn.execute(
         select(tasks.c.run_id, tasks.c.node, tasks.c.worker, workers.c.name)
         .outerjoin(workers, workers.c.name == tasks.c.worker)
-        .where(tasks.c.state == S.RUNNING,
+        .where(OPEN_TASK, tasks.c.state == S.RUNNING,
                workers.c.name.is_(None) | (workers.c.last_seen < cutoff)
                | (tasks.c.started_at < workers.c.started_at)))
     return [Finding("lost_owner", f"running on worker {r.worker!r}, which "
@@ -45,7 +45,7 @@ def lost_owners(conn: Connection, timeout: float) -> list[Finding]:
 def unsent(conn: Connection) -> list[Finding]:
     """Released tasks whose message the broker did not take (the reconciler sends them)."""
     rows = conn.execute(select(tasks.c.run_id, tasks.c.node).where(
-        tasks.c.unsent.is_(True), tasks.c.state.in_(WAITING)))
+        tasks.c.unsent == true(), tasks.c.state.in_(WAITING)))
     return [Finding("unsent", "released, but its message was never published", r.run_id,
                     r.node) for r in rows]
 
@@ -54,7 +54,7 @@ def queued_by_queue(conn: Connection, older_than: float) -> dict[str | None, int
     """Tasks waiting for a worker (with a message) for over ``older_than`` seconds."""
     cutoff = db_now(conn) - dt.timedelta(seconds=older_than)
     return dict(conn.execute(select(tasks.c.queue, func.count()).where(
-        tasks.c.state.in_(WAITING), HAS_MESSAGE, tasks.c.unsent.is_(False),
+        OPEN_TASK, tasks.c.state.in_(WAITING), HAS_MESSAGE, tasks.c.unsent.is_(False),
         tasks.c.queued_at < cutoff).group_by(tasks.c.queue)).all())
 
 
@@ -67,10 +67,13 @@ def idle_windows(conn: Connection) -> list[Finding]:
 
 
 def stuck_pending(conn: Connection) -> list[Finding]:
-    """Pending tasks whose parents have all ended: nothing will release them."""
+    """Pending tasks of unfinished runs whose parents have all ended: nothing will
+    release them. Read run by run (no index holds every pending task)."""
     ended = tasks.c.up_succeeded + tasks.c.up_failed + tasks.c.up_skipped
+    open_runs = select(runs.c.id).where(runs.c.state.in_((S.QUEUED, S.RUNNING)))
     rows = conn.execute(select(tasks.c.run_id, tasks.c.node).where(
-        tasks.c.state == S.PENDING, tasks.c.n_parents > 0, ended >= tasks.c.n_parents))
+        tasks.c.run_id.in_(open_runs), tasks.c.state == S.PENDING, tasks.c.n_parents > 0,
+        ended >= tasks.c.n_parents))
     return [Finding("stuck_pending", "pending though all its parents have ended", r.run_id,
                     r.node) for r in rows]
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, select, update
 from qflow.core import states as S
 from qflow.store import outbox
 from qflow.store.db import query
-from qflow.store.models import runs, tasks
+from qflow.store.models import OPEN_TASK, runs, tasks
 from qflow.store.transitions import utcnow
 
 
@@ -33,7 +33,7 @@ def mark_late(conn: Connection) -> list[tuple[str, str, str | None]]:
     running = conn.execute(select(tasks.c.id, tasks.c.run_id, tasks.c.node, tasks.c.attempts,
                                   tasks.c.started_at, tasks.c.deadline_s, runs.c.workflow)
                            .join(runs, runs.c.id == tasks.c.run_id).where(
-        tasks.c.state == S.RUNNING, tasks.c.deadline_s.is_not(None),
+        OPEN_TASK, tasks.c.state == S.RUNNING, tasks.c.deadline_s.is_not(None),
         tasks.c.late.is_(False))).all()
     for t in running:
         if t.started_at + dt.timedelta(seconds=t.deadline_s) >= now:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Connection, delete, exists, false, func, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, exists, false, func, insert, select, true, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
@@ -11,7 +11,7 @@ from qflow.core.records import Dispatch, message_options
 from qflow.store import window
 from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, top_up
-from qflow.store.models import attempts, runs, tasks, workers
+from qflow.store.models import OPEN_TASK, attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow
 
 WAITING = (S.QUEUED, S.RETRYING, S.SENSING)    # each has a message
@@ -19,12 +19,14 @@ WAITING = (S.QUEUED, S.RETRYING, S.SENSING)    # each has a message
 
 @query()
 def heartbeat(conn: Connection, name: str, pid: int, started_at: dt.datetime,
-              queues: str | None = None) -> None:
+              queues: str | None = None, concurrency: int | None = None) -> None:
     """Record that worker ``name`` (this incarnation, serving the comma-separated
-    ``queues`` if known) is alive now, by the DB's clock."""
+    ``queues`` with ``concurrency`` processes, if known) is alive now, by the DB's
+    clock."""
     now = db_now(conn)
     values = dict(pid=pid, started_at=started_at, last_seen=now,
-                  **({"queues": queues} if queues is not None else {}))
+                  **({"queues": queues} if queues is not None else {}),
+                  **({"concurrency": concurrency} if concurrency is not None else {}))
     done = conn.execute(update(workers).where(workers.c.name == name)
                         .values(**values)).rowcount
     if not done:
@@ -82,7 +84,7 @@ def lost_attempts(conn: Connection, timeout: float, trust_silence: bool = True
     rows = conn.execute(
         select(tasks.c.run_id, tasks.c.node, tasks.c.attempts)
         .outerjoin(workers, workers.c.name == tasks.c.worker)
-        .where(tasks.c.state == S.RUNNING,
+        .where(OPEN_TASK, tasks.c.state == S.RUNNING,
                silent | (tasks.c.started_at < workers.c.started_at) | gone))
     return [(r.run_id, r.node, r.attempts) for r in rows]
 
@@ -98,7 +100,7 @@ def db_now(conn: Connection):
 def running_under(conn: Connection, celery_id: str) -> list[tuple[str, str, int]]:
     """Attempts still running that were claimed under this Celery message."""
     rows = conn.execute(select(tasks.c.run_id, tasks.c.node, tasks.c.attempts).where(
-        tasks.c.state == S.RUNNING, tasks.c.celery_id == celery_id))
+        OPEN_TASK, tasks.c.state == S.RUNNING, tasks.c.celery_id == celery_id))
     return [(r.run_id, r.node, r.attempts) for r in rows]
 
 
@@ -113,14 +115,20 @@ def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
                      .values(unsent=True))
 
 
+def live_workers(conn: Connection, timeout: float) -> list[tuple[str, int | None]]:
+    """(comma-separated queues, concurrency or None) of the workers heard from in the last
+    ``timeout`` seconds that said which queues they serve."""
+    cutoff = db_now(conn) - dt.timedelta(seconds=timeout)
+    return [tuple(r) for r in conn.execute(select(workers.c.queues, workers.c.concurrency)
+                                           .where(workers.c.last_seen >= cutoff,
+                                                  workers.c.queues.is_not(None)))]
+
+
 def unserved(conn: Connection, run_id: str, default_queue: str,
              timeout: float) -> dict[str, list[str]]:
     """The run's waiting tasks, by queue, whose queue no worker heard from in the last
     ``timeout`` seconds serves: nothing will run them until one starts."""
-    cutoff = db_now(conn) - dt.timedelta(seconds=timeout)
-    served = {q.strip() for row in conn.execute(select(workers.c.queues).where(
-        workers.c.last_seen >= cutoff, workers.c.queues.is_not(None))).scalars()
-        for q in row.split(",")}
+    served = {q.strip() for queues, _ in live_workers(conn, timeout) for q in queues.split(",")}
     out: dict[str, list[str]] = {}
     for node, queue in conn.execute(select(tasks.c.node, tasks.c.queue).where(
             tasks.c.run_id == run_id, tasks.c.state.in_(WAITING)).order_by(tasks.c.id)):
@@ -141,7 +149,7 @@ def take_unsent(conn: Connection, limit: int = 1000, signed_only: bool = False
     ``signed_only``, only tasks of runs created by a process that signs), and the
     held-back tasks of runs whose dispatch window has places free that no completion
     filled (see qflow.store.window)."""
-    found = _redispatch(conn, tasks.c.unsent.is_(True), limit, signed_only)
+    found = _redispatch(conn, tasks.c.unsent == true(), limit, signed_only)
     for run_id, workflow in window.stalled(conn, signed_only):
         found += top_up(conn, run_id, workflow)
     return found
@@ -166,7 +174,7 @@ def stale_counts(conn: Connection, older_than: float) -> dict[str | None, int]:
     """How many tasks :func:`take_stale` would find, by queue."""
     return dict(conn.execute(
         select(tasks.c.queue, func.count()).where(
-            tasks.c.state.in_(WAITING), _stale(older_than), HAS_MESSAGE)
+            OPEN_TASK, tasks.c.state.in_(WAITING), _stale(older_than), HAS_MESSAGE)
         .group_by(tasks.c.queue)).all())
 
 
@@ -175,9 +183,9 @@ def _stale(older_than: float):
 
 
 # A task waiting for a pool slot, or for a place in its run's dispatch window, has no
-# message on purpose.
-HAS_MESSAGE = ((tasks.c.pools.is_(None) | tasks.c.holding.is_(True))
-               & tasks.c.held_back.is_(False))
+# message on purpose. A sensing sensor has its next poke's, though it gave its slots back.
+HAS_MESSAGE = ((tasks.c.pools.is_(None) | tasks.c.holding.is_(True)
+                | (tasks.c.state == S.SENSING)) & tasks.c.held_back.is_(False))
 
 
 def _redispatch(conn: Connection, condition, limit: int, signed_only: bool = False
@@ -186,7 +194,7 @@ def _redispatch(conn: Connection, condition, limit: int, signed_only: bool = Fal
         # A signing process re-sending the message of a run whose creator did not sign
         # would sign, as the user's intent, what its peers refused as untrusted.
         condition &= ~exists().where(runs.c.id == tasks.c.run_id, runs.c.unsigned.is_(True))
-    ids = select(tasks.c.id).where(tasks.c.state.in_(WAITING), condition,
+    ids = select(tasks.c.id).where(OPEN_TASK, tasks.c.state.in_(WAITING), condition,
                                    HAS_MESSAGE).limit(limit)
     rows = conn.execute(
         update(tasks).where(tasks.c.id.in_(ids.scalar_subquery()))

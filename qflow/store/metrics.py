@@ -6,7 +6,7 @@ import datetime as dt
 
 from sqlalchemy import Connection, func, select
 
-from qflow.store.models import attempts, runs, tasks, workers
+from qflow.store.models import OPEN_TASK, attempts, runs, tasks, workers
 
 # (attempt id, state, started_at, finished_at): finished_at None while it runs.
 Span = tuple[int, str, "dt.datetime | None", "dt.datetime | None"]
@@ -29,9 +29,10 @@ RUNS_BY_STATE = (select(runs.c.workflow, runs.c.state, func.count())
 
 def open_tasks_by_queue(conn: Connection, states: tuple[str, ...]
                         ) -> list[tuple[str | None, str, int]]:
-    """(queue, state, count) of the tasks in ``states`` (few at a time; ix_qflow_tasks_state)."""
+    """(queue, state, count) of the tasks in ``states``, some of OPEN_STATES (few at a
+    time; ix_qflow_tasks_open)."""
     rows = conn.execute(select(tasks.c.queue, tasks.c.state, func.count())
-                        .where(tasks.c.state.in_(states))
+                        .where(OPEN_TASK, tasks.c.state.in_(states))
                         .group_by(tasks.c.queue, tasks.c.state))
     return [(r[0], r[1], r[2]) for r in rows]
 
@@ -42,11 +43,11 @@ def last_attempt_id(conn: Connection) -> int:
 
 
 def running_attempt_ids(conn: Connection) -> list[int]:
-    """Ids of the current attempts of running tasks (via ix_qflow_tasks_state)."""
+    """Ids of the current attempts of running tasks (via ix_qflow_tasks_open)."""
     rows = conn.execute(select(attempts.c.id)
                         .join(tasks, (tasks.c.id == attempts.c.task_id)
                               & (attempts.c.number == tasks.c.attempts))
-                        .where(tasks.c.state == "running"))
+                        .where(OPEN_TASK, tasks.c.state == "running"))
     return [r[0] for r in rows]
 
 

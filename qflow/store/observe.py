@@ -11,7 +11,7 @@ from qflow.core.dag import Graph, Node
 from qflow.results import logs
 from qflow.results.codec import installed
 from qflow.store import livelog
-from qflow.store.models import attempts, edges, runs, tasks
+from qflow.store.models import OPEN_TASK, attempts, edges, runs, tasks
 from qflow.store.read import iso
 
 
@@ -155,7 +155,7 @@ def changes_query(run_id: str, since: dt.datetime) -> CompoundSelect:
     waiting = select(*_VIEW, tasks.c.queued_at.label("mark")).where(
         tasks.c.run_id == run_id, tasks.c.state == _QUEUED, tasks.c.queued_at >= since)
     moving = select(*_VIEW, null().label("mark")).where(
-        tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
+        OPEN_TASK, tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
     return union_all(ended, waiting, moving)
 
 
@@ -165,7 +165,7 @@ def changed_since(conn: Connection, run_id: str, since: dt.datetime
     are running or waiting to retry, as :data:`VIEW_COLUMNS` tuples: what a page that
     looked at ``since`` must redraw; and the latest of those ends and queueings (where
     its next look may start). One statement on three indexes (ix_qflow_tasks_finished,
-    ix_qflow_tasks_queued, ix_qflow_tasks_state), never a scan of the run."""
+    ix_qflow_tasks_queued, ix_qflow_tasks_open), never a scan of the run."""
     rows = conn.execute(changes_query(run_id, since)).all()
     latest = max((r[-1] for r in rows if r[-1] is not None), default=None)
     return [_view_row(r[:-1]) for r in rows], latest

@@ -8,12 +8,12 @@ import datetime as dt
 import functools
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, Update, bindparam, func, literal_column, select, update
+from sqlalchemy import Connection, Update, bindparam, func, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import refs_in
 from qflow.results.codec import Stored
-from qflow.store.models import runs, tasks
+from qflow.store.models import one_of, runs, tasks
 
 
 def utcnow() -> dt.datetime:
@@ -68,11 +68,10 @@ def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_atte
 
 
 def _one_of(allowed: tuple[str, ...], column=tasks.c.state):
-    """``state IN ('a', 'b')`` with the states written into the SQL: they are fixed per
-    shape, and an IN list of bound values is rebuilt by SQLAlchemy at every execution.
-    Only for states checked against a transitions table just before (known names, so
-    safe to inline)."""
-    return column.in_([literal_column(f"'{state}'") for state in allowed])
+    """``state IN ('a', 'b')`` with the states written into the SQL (models.one_of): they
+    are fixed per shape, and an IN list of bound values is rebuilt by SQLAlchemy at every
+    execution. Only for states checked against a transitions table just before."""
+    return one_of(column, allowed)
 
 
 def set_run_state(conn: Connection, run_id: str, new: str,
@@ -114,7 +113,11 @@ def read_inputs(conn: Connection, run_id: str, call: dict) -> dict[str, Stored |
     parents = refs_in(call)
     if not parents:
         return {}
-    rows = conn.execute(_PARENTS, {"run_id": run_id, "nodes": sorted(parents)})
+    return inputs_of(conn.execute(_PARENTS, {"run_id": run_id, "nodes": sorted(parents)}))
+
+
+def inputs_of(rows: Iterable) -> dict[str, Stored | None]:
+    """:func:`read_inputs`' answer from parent rows (node, state, result, result_ref)."""
     return {r.node: Stored.of(r.result, r.result_ref) if r.state == S.SUCCEEDED else None
             for r in rows}
 
