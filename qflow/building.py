@@ -106,7 +106,7 @@ class Builder:
         if type(value) in _PLAIN:
             return value
         if isinstance(value, Handle):
-            refs.add(value.node_id)
+            refs.add(self._own(value).node_id)
             return value.ref
         if isinstance(value, (list, tuple)):
             return [self._template(v, node_id, refs) for v in value]
@@ -124,7 +124,16 @@ class Builder:
         if not all(isinstance(h, Handle) for h in items):
             raise UserError(f"workflow {self.workflow!r}: >> and << take task calls "
                             f"(or lists of them), got {value!r}")
-        return list(items)
+        return [self._own(h) for h in items]
+
+    def _own(self, handle: Handle) -> Handle:
+        """``handle``, if a call of this body made it: one kept from another body, or from
+        an earlier expansion, may name a node this graph does not have, or another."""
+        if handle._builder is not self:
+            raise UserError(f"workflow {self.workflow!r}: {handle!r} was made by another "
+                            "workflow body, or an earlier run of this one: pass only the "
+                            "values of this body's own task calls")
+        return handle
 
 
 def _shared(tdef) -> tuple:

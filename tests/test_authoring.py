@@ -113,6 +113,27 @@ def test_a_cycle_is_named_when_the_first_node_by_name_only_follows_it(registry):
         loop.expand()
 
 
+def test_a_call_kept_from_another_expansion_is_refused_in_one_line(registry):
+    kept = []
+
+    @workflow
+    def again():
+        if kept:
+            add(kept[-1], 1)           # made by the previous expansion, not by this one
+        kept.append(one())
+
+    @workflow
+    def orders():
+        one() >> kept[0]
+
+    again.expand()
+    for body in (again, orders):
+        with pytest.raises(UserError, match=r"^workflow '\w+': <qflow node one> was made "
+                                            r"by another workflow body, or an earlier run") as err:
+            body.expand()
+        assert "\n" not in str(err.value)
+
+
 def test_the_body_shape_follows_the_run_parameters(registry):
     @workflow
     def wide(width: int = 2):

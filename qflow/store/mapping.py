@@ -98,11 +98,14 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
     room = room or Room(None)
     placed = room.take(len(ids))
     options_text = json.dumps(element_options) if element_options else None
-    priority, rest, kwargs = priority_of(element_options), call["args"][1:], call["kwargs"]
-    children = json.dumps([node])
+    priority, children = priority_of(element_options), json.dumps([node])
+    # Each element's call is {"args": [item, *rest], "kwargs": kwargs}: the text after its
+    # item is the same for all, written once (half the cost of a json.dumps per element).
+    after = "".join(", " + json.dumps(a) for a in call["args"][1:]) + \
+        '], "kwargs": ' + json.dumps(call["kwargs"]) + "}"
     bulk_insert(conn, tasks, NEW_TASK, (
         (run_id, eid, row.task, S.QUEUED, "all_success", row.queue,
-         json.dumps({"args": [results.seal_item(item), *rest], "kwargs": kwargs}),
+         '{"args": [' + json.dumps(results.seal_item(item)) + after,
          options_text, None, None, 0, now, children, i >= placed, priority, *NEW_COUNTS)
         for i, (eid, item) in enumerate(zip(ids, items, strict=True))))
     bulk_insert(conn, edges, EDGE, ((run_id, eid, node) for eid in ids))
