@@ -13,6 +13,7 @@ from qflow.results.codec import installed
 from qflow.store import livelog
 from qflow.store.models import OPEN_TASK, attempts, edges, runs, tasks
 from qflow.store.read import iso
+from qflow.store.status import timed_edges  # noqa: F401 - read here by tests too
 
 
 def attempt_logs(conn: Connection, run_id: str, node: str | None = None,
@@ -64,17 +65,6 @@ def run_edges(conn: Connection, run_id: str) -> list[tuple[str, str]]:
     """The run's (parent, child) edges."""
     rows = conn.execute(select(edges.c.parent, edges.c.child).where(edges.c.run_id == run_id)
                         .order_by(edges.c.parent, edges.c.child))
-    return [tuple(r) for r in rows.all()]
-
-
-def timed_edges(conn: Connection, run_id: str) -> list[tuple[str, str]]:
-    """The run's (parent, child) edges into tasks that started and ended: all a critical
-    path walks (:func:`qflow.cli.timing.critical_path`). A map's thousands of edges into
-    its mapped node, which never runs itself, stay in the DB."""
-    idle = select(tasks.c.node).where(tasks.c.run_id == run_id,
-                                      tasks.c.started_at.is_(None) | tasks.c.finished_at.is_(None))
-    rows = conn.execute(select(edges.c.parent, edges.c.child)
-                        .where(edges.c.run_id == run_id, edges.c.child.not_in(idle)))
     return [tuple(r) for r in rows.all()]
 
 
