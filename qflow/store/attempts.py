@@ -9,16 +9,32 @@ import json
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Select, Update, bindparam, exists, insert, select, true
+from sqlalchemy import (
+    Connection,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from qflow.core import states as S
+from qflow.core.dag import REF_KEY, refs_in
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
 from qflow.store import assets, outbox, pools
 from qflow.store.counts import COUNT_IN_RUN, count_ended, count_params, totals_of
 from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, children_of, dispatch_rows
-from qflow.store.models import attempts, runs, tasks
+from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import (
+    inputs_of,
     read_inputs,
     run_transition_stmt,
     set_run_state,
@@ -63,10 +79,13 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
                                    returning=_CLAIMED)
     stmt = _admitted(stmt)
     params["c_due"] = now + _EARLY
-    if conn.dialect.name == "postgresql":       # one statement: claim, run, run's info
+    if conn.dialect.name == "postgresql":    # one statement: claim, run, inputs
         params.update(r_run_id=run_id, r_started_at=now)
-        row = conn.execute(_with_run(stmt), params).first()
-        return None if row is None else _claimed(conn, run_id, node, row, row)
+        rows = conn.execute(_with_run(stmt), params).all()
+        if not rows:
+            return None
+        return _claimed(conn, run_id, node, rows[0], rows[0],
+                        inputs_of(r for r in rows if r.node is not None))
     row = conn.execute(stmt, params).first()
     if row is None:
         return None
@@ -104,23 +123,40 @@ def _admitted(claim_stmt: Update) -> Update:
 
 @functools.lru_cache(maxsize=4)
 def _with_run(claim_stmt: Update) -> Select:
-    """The claim, the run's move to running (if it was queued) and the run's workflow,
-    params and logical time, as one statement (PostgreSQL's data-modifying WITH)."""
+    """The claim, the run's move to running (if it was queued), the run's workflow,
+    params and logical time, and the task's inputs as one statement (PostgreSQL's
+    data-modifying WITH): a row per parent whose value the call takes (node, state,
+    result, result_ref; see qflow.store.transitions.read_inputs), or one row of NULLs
+    there for a task that takes none. A parent only ordered before it is not read."""
     row = claim_stmt.cte("claimed")
     started = (run_transition_stmt(S.RUNNING, (S.QUEUED,), ("started_at",))
                .where(exists(select(row.c.id))).cte("started"))
-    return (select(row, runs.c.workflow, runs.c.params, runs.c.logical_time)
-            .select_from(row.join(runs, runs.c.id == bindparam("r_run_id")))
+    parent = tasks.alias("parent")
+    takes = func.jsonb_path_exists(cast(row.c.call, JSONB), _REFERS,
+                                   func.jsonb_build_object("p", edges.c.parent))
+    link = and_(edges.c.run_id == bindparam("r_run_id"), edges.c.child == bindparam("t_node"),
+                takes)
+    return (select(row, runs.c.workflow, runs.c.params, runs.c.logical_time, parent.c.node,
+                   parent.c.state, parent.c.result, parent.c.result_ref)
+            .select_from(row.join(runs, runs.c.id == bindparam("r_run_id"))
+                         .outerjoin(edges, link)
+                         .outerjoin(parent, and_(parent.c.run_id == edges.c.run_id,
+                                                 parent.c.node == edges.c.parent)))
             .add_cte(started))
+
+
+# A reference to the parent ``$p`` anywhere in a call (see qflow.core.dag.refs_in).
+_REFERS = literal_column("'strict $.** ? (@.\"%s\" == $p)'::jsonpath" % REF_KEY)
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
             tasks.c.pools, tasks.c.first_attempt)
 
 
-def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed:
-    """What a worker needs to run a task row it claimed (``run``: the run's info, when
-    the claim read it already)."""
+def _claimed(conn: Connection, run_id: str, node: str, row, run=None,
+             inputs: dict | None = None) -> Claimed:
+    """What a worker needs to run a task row it claimed (``run``: the run's info, and
+    ``inputs`` its parents' values, when the claim read them already)."""
     if run is None:
         run = _run_info(conn, run_id)
     elif _RUNS.get(run_id) is None:     # read by the claim: the outcome need not read it
@@ -129,10 +165,18 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None) -> Claimed
     children = (tuple(sorted(children_of(conn, run_id, node, row.children)))
                 if options.get("branch") else None)
     return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
-                   run.logical_time, read_inputs(conn, run_id, call),
+                   run.logical_time, _inputs(conn, run_id, call, inputs),
                    alone=row.children == "[]" and not row.pools and "outlets" not in options,
                    children=children,
                    first_attempt=row.first_attempt or 1)
+
+
+def _inputs(conn: Connection, run_id: str, call: dict, found: dict | None) -> dict:
+    """The values of the parents ``call`` takes: ``found`` by the claim, unless some are
+    missing there (a map's element takes values of nodes it has no edge from)."""
+    if found is not None and refs_in(call) <= found.keys():
+        return found
+    return read_inputs(conn, run_id, call)
 
 
 def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool,
