@@ -29,7 +29,9 @@ steady (from 10 % to 90 % of the elements done) and by tenths of the run, Redis'
 waiting, PostgreSQL's database and table sizes, the workers' peak RSS, and median, p95
 and max of each look against its budget. With several sizes, the growth exponent k
 (figure proportional to N^k) of each between consecutive sizes. The load average is
-printed with the figures: on a shared machine the times follow it.
+printed with the figures: on a shared machine the times follow it. A run that fails, or
+in which no task has ended for --stall seconds, is reported with the figures so far, its
+tasks' states, a task's error and the workers' last warning, and the script exits 1.
 """
 from __future__ import annotations
 
@@ -79,15 +81,20 @@ class Look:
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
-def status_look(env: dict[str, str], run_id: str, out: Path) -> Callable[[], float]:
-    """`qflow status RUN` as a fresh process; its table goes to ``out``."""
+def status_look(env: dict[str, str], run_id: str, out: Path, timeout: float
+                ) -> Callable[[], float]:
+    """`qflow status RUN` as a fresh process; its table goes to ``out``. One that has not
+    answered within ``timeout`` seconds is stopped and reported as failed."""
     argv = [C.qflow_bin(), "status", run_id]
 
     def fetch() -> float:
         t0 = time.perf_counter()
         with open(out, "wb") as sink:
-            done = subprocess.run(argv, env=env, stdout=sink, stderr=subprocess.PIPE,
-                                  timeout=3600)
+            try:
+                done = subprocess.run(argv, env=env, stdout=sink, stderr=subprocess.PIPE,
+                                      timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"no answer within {timeout:g} s, stopped") from None
         seconds = time.perf_counter() - t0
         if done.returncode != 0 or run_id not in out.read_text(errors="replace")[:300]:
             raise RuntimeError(f"exit {done.returncode}: "
@@ -100,7 +107,8 @@ def http_look(url: Callable[[], str]) -> Callable[[], float]:
     return lambda: W.get(url())[0]
 
 
-def looks_at(base: str, run_id: str, env: dict[str, str], folder: Path) -> list[Look]:
+def looks_at(base: str, run_id: str, env: dict[str, str], folder: Path,
+             status_timeout: float) -> list[Look]:
     from qflow.web.pages import POLL_MS
 
     def poll_url() -> str:          # what an open page asks: changes since its last poll
@@ -109,7 +117,7 @@ def looks_at(base: str, run_id: str, env: dict[str, str], folder: Path) -> list[
     page = f"{base}/qflow/runs/{run_id}"
     return [
         Look("qflow status RUN", STATUS_MAX_S, "assumed, see STATUS_MAX_S",
-             status_look(env, run_id, folder / "status.txt")),
+             status_look(env, run_id, folder / "status.txt", status_timeout)),
         Look("run page HTML", WEB_PAINT_MAX_MS / 1000, "the page's first paint",
              http_look(lambda: page)),
         Look("run page view.json", WEB_BIG_PAGE_MAX_MS / 1000,
@@ -204,6 +212,25 @@ def task_states(rt, run_id: str) -> dict[str, int]:
                                  .group_by(tasks.c.state)).all())
 
 
+def last_worker_problem(folder: Path) -> str:
+    """The workers' last WARNING or ERROR line (e.g. a transaction they keep retrying)."""
+    lines = [line for log in sorted(folder.glob("big*.log"))
+             for line in log.read_text(errors="replace").splitlines()
+             if "WARNING/" in line or "ERROR/" in line]
+    return f"workers' last problem: {lines[-1][:300]}" if lines else "no worker problem logged"
+
+
+def first_error(rt, run_id: str) -> str:
+    """One failed task's node and error, to say why a run failed."""
+    from sqlalchemy import select
+
+    from qflow.store.models import tasks
+    with rt.store.read() as conn:
+        row = conn.execute(select(tasks.c.node, tasks.c.error).where(
+            tasks.c.run_id == run_id, tasks.c.error.is_not(None)).limit(1)).first()
+    return f"{row.node}: {row.error[:300]}" if row else "no task has an error"
+
+
 def dispatch_window(rt, run_id: str) -> int:
     """The run's dispatch window as the DB has it now (0: no bound)."""
     from sqlalchemy import select
@@ -226,8 +253,9 @@ def pg_sizes(rt) -> dict[str, int]:
 
 def follow(rt, run_id: str, t0: float, client, worker_pids: list[int],
            args) -> tuple[dict, list[tuple[float, int]], list[Sample], float]:
-    """Poll the run row until the run ends, sampling every --sample-every seconds: (run
-    row, every (t, done) seen, samples, seconds from ``t0`` to the end seen)."""
+    """Poll the run row until the run ends or no task has ended for --stall seconds,
+    sampling every --sample-every seconds: (run row, every (t, done) seen, samples,
+    seconds from ``t0`` to the end seen)."""
     from qflow.core.states import TERMINAL
     seen: list[tuple[float, int]] = []
     samples: list[Sample] = []
@@ -240,11 +268,8 @@ def follow(rt, run_id: str, t0: float, client, worker_pids: list[int],
         if not seen or run["tasks_done"] != seen[-1][1]:
             last_change = now
         seen.append((t, run["tasks_done"]))
-        if run["state"] in TERMINAL:
+        if run["state"] in TERMINAL or now - last_change > args.stall:
             return run, seen, samples, t
-        if now - last_change > args.stall:
-            raise SystemExit(f"run {run_id}: no task ended for {args.stall:g} s; its tasks: "
-                             f"{task_states(rt, run_id)}")
         if t >= next_sample:
             samples.append(sample(t, run["tasks_done"], client, worker_pids))
             next_sample = t + args.sample_every
@@ -351,7 +376,7 @@ def measure(setup: Setup, n: int, args) -> dict:
     run_id = rt.engine.trigger("mapped", {"n": n})
     trigger_s = time.perf_counter() - t0
     C.say(f"  run {run_id} triggered in {trigger_s:.1f} s")
-    looks = looks_at(setup.base, run_id, setup.env, setup.folder)
+    looks = looks_at(setup.base, run_id, setup.env, setup.folder, args.status_timeout)
     # The status command and the console are looked at side by side, each in its share.
     lookers = [Looker(looks[:1], args.look_every), Looker(looks[1:], args.look_every)]
     for looker in lookers:
@@ -365,15 +390,24 @@ def measure(setup: Setup, n: int, args) -> dict:
     load_end = C.loadavg()
     for looker in lookers:
         looker.join()
+    from qflow.core.states import TERMINAL
     states = task_states(rt, run_id)
-    if run["state"] != "succeeded" or states != {"succeeded": run["tasks_total"]} \
-            or run["tasks_total"] < n:
-        raise SystemExit(f"run {run_id} ended {run['state']}; its tasks: {states}")
+    ok = run["state"] == "succeeded" and states == {"succeeded": run["tasks_total"]} \
+        and run["tasks_total"] >= n
+    if ok:
+        outcome = f"run succeeded, all {run['tasks_total']:,} tasks succeeded"
+    else:
+        ended = (f"ended {run['state']}" if run["state"] in TERMINAL else
+                 f"did NOT end (no task ended for {args.stall:g} s)")
+        outcome = (f"run {run_id} {ended}; its tasks: {states}; {first_error(rt, run_id)}; "
+                   f"{last_worker_problem(setup.folder)}")
     steady, by_tenth = rates(seen, run["tasks_total"])
-    return {"n": n, "run_id": run_id, "tasks_total": run["tasks_total"],
+    return {"n": n, "run_id": run_id, "ok": ok, "outcome": outcome,
+            "state": run["state"], "tasks_total": run["tasks_total"],
+            "tasks_done": run["tasks_done"],
             "dispatch_window": dispatch_window(rt, run_id),
             "trigger_s": trigger_s, "total_s": total_s,
-            "tasks_per_s": run["tasks_total"] / total_s, "steady_tasks_per_s": steady,
+            "tasks_per_s": run["tasks_done"] / total_s, "steady_tasks_per_s": steady,
             "tasks_per_s_by_tenth": by_tenth,
             "redis_peak_sampled_bytes": max([x.redis_used for x in samples], default=0),
             "redis_used_memory_peak_bytes": setup.client.info("memory")["used_memory_peak"],
@@ -396,11 +430,13 @@ def looked(looks: list[Look]) -> dict[str, dict]:
 
 def report(r: dict) -> None:
     say = C.say
-    say(f"N={r['n']:,}: run succeeded, all {r['tasks_total']:,} tasks succeeded "
-        f"(load {r['load_before']} before, {r['load_end']} at the end)")
-    say(f"  total {r['total_s']:.1f} s from trigger to run ended (trigger {r['trigger_s']:.1f}"
-        f" s): {r['tasks_per_s']:.0f} tasks/s overall, {r['steady_tasks_per_s']:.0f} steady "
-        f"(10-90 %); dispatch window {r['dispatch_window']:,}")
+    say(f"N={r['n']:,}: {r['outcome']} (load {r['load_before']} before, {r['load_end']} at "
+        "the end)")
+    say(f"  total {r['total_s']:.1f} s from trigger to run "
+        f"{'ended' if r['ok'] else 'given up'} (trigger {r['trigger_s']:.1f} s, "
+        f"{r['tasks_done']:,} tasks done): {r['tasks_per_s']:.0f} tasks/s overall, "
+        f"{r['steady_tasks_per_s']:.0f} steady (10-90 %); dispatch window "
+        f"{r['dispatch_window']:,}")
     say("  tasks/s by tenths of the tasks: "
         + " ".join(f"{x:.0f}" for x in r["tasks_per_s_by_tenth"]))
     peak, sampled = r["redis_used_memory_peak_bytes"], r["redis_peak_sampled_bytes"]
@@ -455,6 +491,9 @@ def main() -> None:
                    help="seconds between two progress lines (default 30; 5 quick)")
     p.add_argument("--stall", type=float, default=900.0,
                    help="give up when no task has ended for this long (default 900 s)")
+    p.add_argument("--status-timeout", type=float, default=1800.0,
+                   help="stop a `qflow status` that has not answered in this long and count "
+                        "it as failed (default 1800 s)")
     p.add_argument("--concurrency", type=int, default=C.CONCURRENCY,
                    help=f"-c of each of the two workers (default {C.CONCURRENCY})")
     args = p.parse_args()
@@ -475,9 +514,12 @@ def main() -> None:
           f"processes, default dispatch window; load {C.loadavg()}")
     with C.servers_up(pg=True, redis=False) as s:
         rows = [one_size(s, n, args) for n in sizes]
-    C.emit(args, "big_run", {"rows": rows, "growth": growth(rows), "machine": C.machine(),
+    ended = [r for r in rows if r["ok"]]
+    C.emit(args, "big_run", {"rows": rows, "growth": growth(ended), "machine": C.machine(),
                              "qflow": C.qflow_settings()["qflow_path"],
                              "workers": f"2 x qflow worker -c {C.CONCURRENCY}"})
+    if len(ended) < len(rows):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
