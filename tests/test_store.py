@@ -589,6 +589,30 @@ def test_rows_written_in_bulk_keep_tabs_newlines_backslashes_and_unicode(engine,
     assert run_of(engine, run_id)["params"] == {"text": text}
 
 
+def test_a_task_gets_the_values_its_call_takes_even_beside_a_nan_literal(engine, registry):
+    from qflow import task, workflow
+
+    @task
+    def make(x: int) -> int:
+        return x
+
+    @task
+    def combine(a: int, b: int, odd: float, nested: dict) -> list:
+        return [a, b, odd != odd, nested]          # NaN is the one float unequal to itself
+
+    @workflow
+    def takes():
+        first, second, later = make(1), make(2), make(3)
+        combine(first, b=second, odd=float("nan"), nested={"k": [first]}) << later
+
+    run_id = engine.trigger("takes")
+    drain(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded"
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["combine"]) == {
+            "combine": [1, 2, True, {"k": [1]}]}
+
+
 def test_a_claim_whose_answer_was_lost_is_still_this_worker_s_when_retried(engine):
     from sqlalchemy.exc import OperationalError
     store = Store(engine.store.url, retry_seconds=5)        # as in a worker: it retries

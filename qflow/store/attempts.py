@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Connection,
     Select,
+    Text,
     Update,
     and_,
     bindparam,
@@ -19,11 +20,10 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    literal_column,
+    literal,
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from qflow.core import states as S
 from qflow.core.dag import REF_KEY, refs_in
@@ -132,8 +132,11 @@ def _with_run(claim_stmt: Update) -> Select:
     started = (run_transition_stmt(S.RUNNING, (S.QUEUED,), ("started_at",))
                .where(exists(select(row.c.id))).cte("started"))
     parent = tasks.alias("parent")
-    takes = func.jsonb_path_exists(cast(row.c.call, JSONB), _REFERS,
-                                   func.jsonb_build_object("p", edges.c.parent))
+    # The call's JSON is searched as text for the reference as json.dumps writes it, not
+    # parsed (a literal NaN in a call, which json.dumps writes, is no JSON to PostgreSQL).
+    # A reference written otherwise (a node id json.dumps escapes) is not found: then
+    # _inputs reads the parents as before.
+    takes = func.strpos(row.c.call, _REFERS + cast(func.to_json(edges.c.parent), Text)) > 0
     link = and_(edges.c.run_id == bindparam("r_run_id"), edges.c.child == bindparam("t_node"),
                 takes)
     return (select(row, runs.c.workflow, runs.c.params, runs.c.logical_time, parent.c.node,
@@ -145,8 +148,8 @@ def _with_run(claim_stmt: Update) -> Select:
             .add_cte(started))
 
 
-# A reference to the parent ``$p`` anywhere in a call (see qflow.core.dag.refs_in).
-_REFERS = literal_column("'strict $.** ? (@.\"%s\" == $p)'::jsonpath" % REF_KEY)
+# How a reference to a parent starts in a call's JSON (see qflow.core.dag.refs_in).
+_REFERS = literal(json.dumps({REF_KEY: ""})[1:-3], Text)
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
