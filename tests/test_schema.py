@@ -62,9 +62,11 @@ def test_upgrading_a_db_with_runs_keeps_every_row_and_drops_only_the_run_keys(db
         found = sa.inspect(conn)
         referred = {t: [fk["referred_table"] for fk in found.get_foreign_keys(t)]
                     for t in ("qflow_tasks", "qflow_edges", "qflow_attempts")}
-        indexes = {ix["name"] for ix in found.get_indexes("qflow_tasks")}
+        indexes = {ix["name"] for t in ("qflow_tasks", "qflow_edges")
+                   for ix in found.get_indexes(t)}
     assert referred == {"qflow_tasks": [], "qflow_edges": [], "qflow_attempts": ["qflow_tasks"]}
-    assert {"ix_qflow_tasks_open", "ix_qflow_tasks_unsent"} <= indexes
+    # the claim reads a task's parents by ix_qflow_edges_child
+    assert {"ix_qflow_tasks_open", "ix_qflow_tasks_unsent", "ix_qflow_edges_child"} <= indexes
     assert "ix_qflow_tasks_state" not in indexes
     with pytest.raises(sa.exc.IntegrityError), store.write() as conn:
         # the attempts' own key to their task still holds

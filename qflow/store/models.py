@@ -208,7 +208,8 @@ edges = Table(
     Column("run_id", String(32), primary_key=True),
     Column("parent", String(250), primary_key=True),
     Column("child", String(250), primary_key=True),
-    # No index by child (dropped in 0017): every query finds edges by run and parent.
+    # A task's parents: the claim reads their values through it (attempts._with_run).
+    Index("ix_qflow_edges_child", "run_id", "child"),
 )
 
 # Every execution attempt of a task instance is a row.

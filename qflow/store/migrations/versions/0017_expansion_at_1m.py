@@ -3,8 +3,7 @@ rows and edges lose their foreign keys to qflow_runs, which PostgreSQL checked r
 row (retention deletes a run's rows itself, and nothing else deletes a run); the two
 full indexes that serve only a few rows at a time become partial: unsent tasks
 (``ix_qflow_tasks_unsent``) and the tasks with a message or a worker
-(``ix_qflow_tasks_open``, in place of ``ix_qflow_tasks_state`` on every row); and the
-index of edges by child, which no query reads, goes.
+(``ix_qflow_tasks_open``, in place of ``ix_qflow_tasks_state`` on every row).
 
 SQLite cannot drop a constraint, and rebuilding qflow_tasks would cascade the drop of
 the old table to every attempt (foreign keys are on in qflow's connections): the
@@ -35,7 +34,6 @@ def upgrade() -> None:
     else:
         for table in _TABLES:
             op.drop_constraint(_fk_name(table), table, type_="foreignkey")
-    op.drop_index("ix_qflow_edges_child", "qflow_edges")
     op.drop_index("ix_qflow_tasks_unsent", "qflow_tasks")
     op.drop_index("ix_qflow_tasks_state", "qflow_tasks")
     op.create_index("ix_qflow_tasks_open", "qflow_tasks", ["state"],
@@ -49,7 +47,6 @@ def downgrade() -> None:
     op.drop_index("ix_qflow_tasks_open", "qflow_tasks")
     op.create_index("ix_qflow_tasks_state", "qflow_tasks", ["state"])
     op.create_index("ix_qflow_tasks_unsent", "qflow_tasks", ["unsent"])
-    op.create_index("ix_qflow_edges_child", "qflow_edges", ["run_id", "child"])
     if op.get_bind().dialect.name == "sqlite":
         _sqlite_schema(_with_fk)
         return
