@@ -100,8 +100,9 @@ def _branch(fn: Callable | None = None, /, **options) -> Any:
 def _sensor(fn: Callable | None = None, /, *, poke_interval: float = 60,
             timeout: float = 3600, mode: str = "reschedule", **options) -> Any:
     """Declare a sensor: poked every ``poke_interval`` seconds until it returns a truthy
-    value (its result); between pokes it is ``sensing`` and holds no worker. After
-    ``timeout`` seconds it fails with SensorTimeout (and retries as any task)."""
+    value (its result); between pokes it is ``sensing`` and holds no worker and no pool
+    slot. After ``timeout`` seconds it fails with SensorTimeout (and retries as any
+    task)."""
     from qflow.sensors import sensor_options
 
     return _declare(fn, options, branch=False,

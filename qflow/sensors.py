@@ -3,8 +3,8 @@
 ``@task.sensor(poke_interval=30, timeout=3600)`` declares one: it is poked (called) until
 it returns a truthy value, which becomes its result. Between pokes its state is
 ``sensing``: it holds no worker process (the next poke is a message sent with a
-countdown). ``timeout`` seconds after its first poke it fails with :class:`SensorTimeout`,
-and retries as any task.
+countdown) and no pool slot (the next poke takes it again). ``timeout`` seconds after its
+first poke it fails with :class:`SensorTimeout`, and retries as any task.
 
 The ready-made sensors below are such tasks (poked every 30 s for at most an hour); each
 is also a plain function, so a sensor of your own with other intervals can call it::

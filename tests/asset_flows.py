@@ -1,6 +1,6 @@
 """Workflows of the asset and sensor tests: a producer of warehouse.sales and its
-consumer, sensors waiting for a file (one in vain), and a quick workflow to run beside
-them."""
+consumer, sensors waiting for a file (one in vain, one in the pool ``gate``), and quick
+workflows to run beside them (one in the pool ``gate``)."""
 from __future__ import annotations
 
 from qflow import Asset, context, task, workflow
@@ -73,3 +73,23 @@ def quick(i: int) -> int:
 @workflow
 def quick_flow(i: int = 0):
     quick(i)
+
+
+@task.sensor(poke_interval=0.5, timeout=60, pool="gate")
+def landed_gated(pattern: str) -> list[str]:
+    return file_exists(pattern)
+
+
+@workflow
+def wait_gated(pattern: str):
+    count(landed_gated(pattern))
+
+
+@task(pool="gate")
+def quick_gated(i: int) -> int:
+    return i
+
+
+@workflow
+def quick_gated_flow(i: int = 0):
+    quick_gated(i)

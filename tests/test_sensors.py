@@ -1,11 +1,12 @@
-"""Sensors: poked until satisfied, ``sensing`` in between without a worker, failing with
-SensorTimeout after their timeout; and the ready-made ones.
+"""Sensors: poked until satisfied, ``sensing`` in between without a worker or a pool slot,
+failing with SensorTimeout after their timeout; and the ready-made ones.
 
 In process against real SQLite and PostgreSQL (messages run by hand), then on a real
 Redis, PostgreSQL and one `qflow worker -c 1` process.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -17,15 +18,19 @@ import asset_flows  # noqa: F401 - registers the sensor workflows
 import pytest
 import servers
 from conftest import ROOT, start_cluster, wait_for
+from sqlalchemy import update
 from test_cli import qflow
 from test_store import drain, engine, run_of  # noqa: F401 - the engine fixture
 
 from qflow import task, workflow
 from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
+from qflow.engine.upkeep import Upkeep
 from qflow.errors import UserError
 from qflow.sensors import file_exists, http_ok, run_succeeded, sql_row
-from qflow.store import read
+from qflow.store import audit, read
+from qflow.store.models import tasks
+from qflow.store.pools import listing
 
 APP = str(ROOT / "tests" / "asset_flows.py")
 T = dt.datetime(2026, 3, 1, 6, 0, tzinfo=dt.timezone.utc)
@@ -124,6 +129,116 @@ def test_a_sensor_waits_for_another_workflows_run_of_the_same_logical_time(engin
     assert same != other
 
 
+@pytest.fixture
+def gated(engine, registry):
+    """The engine with a pool ``gate`` of 1 slot, used by the sensor of the workflow
+    ``sense_gated`` and by the task of ``use_gate``."""
+    engine.config = dataclasses.replace(engine.config, pools="gate=1")
+
+    @task.sensor(poke_interval=0.3, timeout=60, pool="gate")
+    def gated_sensor(pattern: str) -> list[str]:
+        return file_exists(pattern)
+
+    @task(pool="gate")
+    def gated_task(i: int) -> int:
+        return i
+
+    @workflow
+    def sense_gated(pattern: str):
+        gated_sensor(pattern)
+
+    @workflow
+    def use_gate(i: int):
+        gated_task(i)
+
+    return engine
+
+
+def gate(engine: Engine) -> tuple[int, int]:
+    """(used, waiting) of the pool ``gate``, as `qflow pools` shows them."""
+    with engine.store.read() as conn:
+        row = next(p for p in listing(conn) if p["name"] == "gate")
+    return row["used"], row["waiting"]
+
+
+def test_a_pooled_sensor_holds_no_slot_between_pokes_and_waits_for_it_when_due(
+        gated, tmp_path):
+    engine = gated
+    sensing = engine.trigger("sense_gated", {"pattern": str(tmp_path / "*.csv")})
+    assert gate(engine) == (1, 0)                 # released: the sensor takes the slot
+    assert poke(engine) == "sensing"
+    assert gate(engine) == (0, 0)                 # between pokes it gives it back
+    other = engine.trigger("use_gate", {"i": 7})
+    assert gate(engine) == (1, 0)                 # so another task of the pool runs
+    assert [d.node for d in engine.dispatcher.sent] == ["gated_sensor", "gated_task"]
+    # The poke comes due while the other task holds the slot: it waits for the slot.
+    assert poke(engine) is None
+    assert task_of(engine, sensing, "gated_sensor")["state"] == "queued"
+    assert gate(engine) == (1, 1)
+    assert [d.node for d in engine.dispatcher.sent] == ["gated_task"]
+    assert poke(engine) == "succeeded"            # its end admits the sensor's poke
+    assert run_of(engine, other)["state"] == "succeeded"
+    (again,) = engine.dispatcher.sent
+    assert (again.node, again.attempt) == ("gated_sensor", 1)
+    assert gate(engine) == (1, 0)
+    assert poke(engine) == "sensing"
+    assert gate(engine) == (0, 0)
+    (tmp_path / "day.csv").write_text("1\n")
+    assert poke(engine) == "succeeded"
+    assert engine.dispatcher.sent == []
+    assert gate(engine) == (0, 0)
+    assert run_of(engine, sensing)["state"] == "succeeded"
+    sensor = task_of(engine, sensing, "gated_sensor")
+    assert sensor["attempts"] == 1                # pokes, and waits for the slot, spend none
+    with engine.store.read() as conn:
+        assert read.results(conn, sensing, ["gated_sensor"]) == {
+            "gated_sensor": [str(tmp_path / "day.csv")]}
+
+
+def test_canceling_a_pooled_sensor_sensing_or_waiting_for_its_slot_frees_no_slot_twice(
+        gated, tmp_path):
+    engine = gated
+    pattern = {"pattern": str(tmp_path / "*.csv")}
+    first = engine.trigger("sense_gated", pattern)
+    assert poke(engine) == "sensing"
+    engine.trigger("use_gate", {"i": 1})
+    assert poke(engine) is None                   # first's poke waits for the slot
+    second = engine.trigger("sense_gated", pattern)
+    assert gate(engine) == (1, 2)
+    assert engine.cancel(first) == "canceled"     # waiting: nothing to give back
+    assert gate(engine) == (1, 1)
+    assert poke(engine) == "succeeded"            # the task's end admits second's sensor
+    assert gate(engine) == (1, 0)
+    assert poke(engine) == "sensing"
+    engine.trigger("use_gate", {"i": 2})
+    assert gate(engine) == (1, 0)
+    assert engine.cancel(second) == "canceled"    # sensing: it holds no slot to give back
+    assert gate(engine) == (1, 0)
+    assert [poke(engine) for _ in range(2)] == [None, "succeeded"]   # its stale poke, then
+    assert gate(engine) == (0, 0)                                    # the task
+
+
+def test_a_lost_poke_of_a_pooled_sensor_is_sent_again_by_the_reconciler(gated, tmp_path):
+    engine = gated
+    engine.config = dataclasses.replace(engine.config, requeue_after=60)
+    run_id = engine.trigger("sense_gated", {"pattern": str(tmp_path / "*.csv")})
+    assert poke(engine) == "sensing"
+    engine.dispatcher.sent.clear()                # the broker lost the poke's message
+    with engine.store.write() as conn:            # which was due two minutes ago
+        conn.execute(update(tasks).where(tasks.c.run_id == run_id).values(
+            queued_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+            - dt.timedelta(seconds=120)))
+    with engine.store.read() as conn:             # doctor: a task whose message is missing
+        assert audit.queued_by_queue(conn, 60) == {None: 1}
+    assert Upkeep(Executor(engine)).reconcile() == 1
+    (again,) = engine.dispatcher.sent
+    assert (again.node, again.attempt) == ("gated_sensor", 1)
+    (tmp_path / "day.csv").write_text("1\n")
+    assert poke(engine) == "succeeded"
+    assert gate(engine) == (0, 0)
+    assert task_of(engine, run_id, "gated_sensor")["attempts"] == 1
+
+
 def test_bad_sensor_options_are_refused_when_declared():
     with pytest.raises(UserError, match="poke_interval must be a number of seconds > 0"):
         task.sensor(poke_interval=0)(lambda: True)
@@ -169,6 +284,12 @@ def test_http_ok_is_the_status_of_a_2xx_answer_and_false_otherwise():
 
 
 # -- as a user runs it -----------------------------------------------------------------------
+def state_of(store, run_id: str, node: str) -> str:
+    with store.read() as conn:
+        return next(t["state"] for t in read.get_run(conn, run_id)["tasks"]
+                    if t["node"] == node)
+
+
 def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
         redis_url, pg_server_url, tmp_path):
     broker = redis_url.rsplit("/", 1)[0] + "/10"         # a Redis DB of its own
@@ -181,9 +302,7 @@ def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
         waiting = rt.engine.trigger("wait_for_file", {"pattern": pattern})
 
         def sensor_state() -> str:
-            with rt.store.read() as conn:
-                tasks = read.get_run(conn, waiting)["tasks"]
-            return next(t["state"] for t in tasks if t["node"] == "landed")
+            return state_of(rt.store, waiting, "landed")
 
         wait_for(lambda: sensor_state() == "sensing", what="the sensor sensing")
         shown = json.loads(qflow("status", waiting, "--json", cwd=tmp_path, env=c.env).stdout)
@@ -207,6 +326,41 @@ def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
         assert run["state"] == "failed"
         assert tasks["landed_soon"]["error"].startswith("SensorTimeout: sensor not satisfied")
         assert tasks["count"]["state"] == "upstream_failed"
+    finally:
+        c.stop()
+        rt.store.dispose()
+    assert "Traceback" not in (tmp_path / "w1.log").read_text()
+
+
+def test_a_sensing_sensor_leaves_its_pool_slot_to_other_tasks_on_a_real_worker(
+        redis_url, pg_server_url, tmp_path):
+    broker = redis_url.rsplit("/", 1)[0] + "/10"
+    c = start_cluster(broker, pg_server_url, tmp_path, 0, app=APP)
+    c.start_worker("w1", "-c", "1")
+    c.wait_ready()
+    rt = c.runtime()
+
+    def gate() -> dict:
+        out = qflow("pools", "--json", cwd=tmp_path, env=c.env).stdout
+        return next(p for p in json.loads(out) if p["name"] == "gate")
+
+    try:
+        qflow("pools", "set", "gate", "1", cwd=tmp_path, env=c.env)
+        pattern = str(tmp_path / "in" / "*.csv")
+        waiting = rt.engine.trigger("wait_gated", {"pattern": pattern})
+        wait_for(lambda: state_of(rt.store, waiting, "landed_gated") == "sensing",
+                 what="the sensor sensing")
+        # The pool's one slot is free between pokes: tasks of the pool run meanwhile.
+        others = [rt.engine.trigger("quick_gated_flow", {"i": i}) for i in range(3)]
+        for run_id in others:
+            assert rt.engine.wait(run_id, timeout=20)["state"] == "succeeded"
+        (tmp_path / "in").mkdir()
+        (tmp_path / "in" / "day.csv").write_text("x\n")
+        assert rt.engine.wait(waiting, timeout=20)["state"] == "succeeded"
+        with rt.store.read() as conn:
+            tasks = {t["node"]: t for t in read.get_run(conn, waiting)["tasks"]}
+        assert tasks["landed_gated"]["attempts"] == 1 and tasks["count"]["state"] == "succeeded"
+        assert (gate()["used"], gate()["waiting"]) == (0, 0)
     finally:
         c.stop()
         rt.store.dispose()

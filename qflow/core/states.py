@@ -29,7 +29,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     QUEUED: frozenset({RUNNING, CANCELED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, RETRYING, CANCELED, SENSING}),
     RETRYING: frozenset({RUNNING, CANCELED}),
-    SENSING: frozenset({RUNNING, CANCELED}),
+    # A due poke of a sensor that gave its pool slots back is queued to take them again.
+    SENSING: frozenset({RUNNING, QUEUED, CANCELED}),
     SUCCEEDED: _RESUME,
     FAILED: _RESUME,
     UPSTREAM_FAILED: _RESUME,

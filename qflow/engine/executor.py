@@ -83,6 +83,9 @@ class Executor:
         """One attempt; returns its outcome and the released child to run next, if any."""
         claim = attempts.claim_durably if self.config.durable_claims else attempts.claim
         claimed = self.store.transact(claim, run_id, node, attempt, worker, celery_id)
+        if claimed is None:     # refused: a sensor's poke, due, whose pool slots it gave back?
+            claimed = self.store.transact(sensing.wake, run_id, node, attempt, worker,
+                                          celery_id)
         if claimed is None:
             log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
             return None, None
@@ -137,9 +140,8 @@ class Executor:
         """Record an outcome and publish what it released, except the one task ``follow``
         takes (returned second, for the caller to run next)."""
         if outcome.state == SENSING:          # a sensor's poke: put back until the next
-            again = self.store.transact(sensing.poke_later, ctx.run_id, ctx.node,
-                                        ctx.attempt, outcome.retry_in or 0.0)
-            self.engine.publish([again] if again is not None else [])
+            self.engine.publish(self.store.transact(sensing.poke_later, ctx.run_id, ctx.node,
+                                                    ctx.attempt, outcome.retry_in or 0.0))
             return outcome, None
         wdef = authoring.WORKFLOWS.get(ctx.workflow)
         fail_fast = bool(wdef.options.get("fail_fast")) if wdef is not None else False
