@@ -1,7 +1,10 @@
 """Concurrency limits enforced in the DB, across every worker and host.
 
 A pool has ``slots``; a task that needs a pool takes a slot when it is released and gives
-it back when it ends (a retry keeps it). A task that finds no free slot stays ``queued``
+it back when it ends (a retry keeps it). The tasks that hold a slot (``holding``) are those
+released and not ended, except a sensor between pokes: it gives its slots back while
+``sensing`` and takes them again when its next poke is due (see
+:mod:`qflow.store.sensing`). A task that finds no free slot stays ``queued``
 without a message, in ``qflow_pool_waits``; the task that frees a slot admits the oldest
 waiter, so waiting costs no worker process and no polling. A workflow's
 ``max_active_tasks`` is the pool ``workflow:NAME``; its ``max_active_runs`` the pool
@@ -143,16 +146,13 @@ def _has_room(conn: Connection, name: str) -> bool:
 
 
 # -- max_active_runs ----------------------------------------------------------------------
-def start_or_hold(conn: Connection, run_id: str, workflow: str, limit: int | None) -> bool:
-    """Take a place for a new run; False (and the run is held) when the workflow already
-    has ``limit`` runs going."""
+def take_run_place(conn: Connection, workflow: str, limit: int | None) -> bool:
+    """Take a place for a new run; False when the workflow already has ``limit`` runs
+    going (the run is then inserted ``held``)."""
     if limit is None:
         return True
     ensure(conn, {run_pool(workflow): limit}, overwrite=True)
-    if _take(conn, run_pool(workflow)):
-        return True
-    conn.execute(update(runs).where(runs.c.id == run_id).values(held=True))
-    return False
+    return _take(conn, run_pool(workflow))
 
 
 def next_run(conn: Connection, workflow: str, was_held: bool) -> str | None:
