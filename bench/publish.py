@@ -142,7 +142,7 @@ def measure_messages(cases: Cases, n: int, reps: int) -> list[dict]:
 def measure_trigger(rt, redis_client, roots: int) -> dict:
     """A fan-out of ``roots`` triggered twice: once split into its parts (as
     ``Engine.create_run`` does them), once by ``Engine.trigger`` as a whole."""
-    from qflow.store import lifecycle
+    from qflow.engine.client import _insert
     from qflow.store.lifecycle import NewRun
     engine = rt.engine
     redis_client.flushdb()
@@ -153,8 +153,8 @@ def measure_trigger(rt, redis_client, roots: int) -> dict:
     graph = wdef.expand(values)
     t1 = time.perf_counter()
     engine.dispatcher.check()
-    to_publish = engine.store.transact(lifecycle.insert_run, NewRun(
-        uuid.uuid4().hex, graph, values, window=rt.config.dispatch_window or None)).to_publish
+    to_publish = engine.store.transact(_insert, NewRun(uuid.uuid4().hex, graph, values),
+                                       None, rt.config.window())[1].to_publish
     t2 = time.perf_counter()
     published = engine.publish(to_publish)
     t3 = time.perf_counter()
@@ -202,7 +202,7 @@ def measure_triggers(s, sizes: list[int], reps: int) -> list[dict]:
     rows = []
     for window in (None, 0):
         rt = runtime(s.redis_url(0), url, window)
-        label = (f"window {rt.config.dispatch_window:,}" if rt.config.dispatch_window
+        label = (f"window {rt.config.dispatch_window}" if rt.config.dispatch_window
                  else "no window")
         measure_trigger(rt, client, 100)                       # warm-up
         for roots in sizes:

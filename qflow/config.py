@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
+from qflow.core.sizing import AUTO, AutoWindow
 from qflow.errors import UserError
 
 DEFAULT_DATABASE_URL = "sqlite:///qflow.db"
@@ -34,9 +35,15 @@ class Config:
     follow_seconds: float = 1.0
     # Bounded dispatch (qflow/store/window.py): at most this many of a run's tasks have a
     # message (or run) at a time; the rest wait queued in the DB and are sent as those
-    # end. 0 = no bound (every ready task is a message at once). A new run keeps the
-    # value it was created with.
-    dispatch_window: int = 1000
+    # end. 0 = no bound (every ready task is a message at once); a number is kept by the
+    # run created with it. "auto" (qflow/core/sizing.py): dispatch_window_per_slot
+    # places per live worker process serving the run's queues, at least
+    # dispatch_window_min and at most dispatch_window_max, following workers as they
+    # come and go (README "Bounded dispatch": what a lower minimum costs).
+    dispatch_window: int | str = AUTO
+    dispatch_window_per_slot: int = 10
+    dispatch_window_min: int = 1000
+    dispatch_window_max: int = 10_000
     # Workers: how long a state write keeps retrying while the DB is unreachable.
     db_retry_seconds: float = 120.0
     # Liveness (qflow/engine/upkeep.py): heartbeats, the sweeper and the reconciler.
@@ -111,9 +118,17 @@ class Config:
         if self.log_store == "results" and not self.result_store:
             raise UserError("setting 'log_store' is results but no result_store is set "
                             "(logs go beside the results: set result_store too)")
-        if self.dispatch_window < 0:
-            raise UserError(f"setting 'dispatch_window' must be 0 (no bound) or more, got "
-                            f"{self.dispatch_window}")
+        if self.dispatch_window != AUTO and not (
+                isinstance(self.dispatch_window, int) and self.dispatch_window >= 0):
+            raise UserError(f"setting 'dispatch_window' must be auto, or 0 (no bound) or "
+                            f"more, got {self.dispatch_window!r}")
+        if not 1 <= self.dispatch_window_min <= self.dispatch_window_max:
+            raise UserError("settings 'dispatch_window_min' and 'dispatch_window_max' must "
+                            f"be 1 or more, min not above max, got {self.dispatch_window_min}"
+                            f" and {self.dispatch_window_max}")
+        if self.dispatch_window_per_slot < 1:
+            raise UserError("setting 'dispatch_window_per_slot' must be 1 or more, got "
+                            f"{self.dispatch_window_per_slot}")
         if self.container_runtime not in ("", "docker", "podman"):
             raise UserError(f"setting 'container_runtime' must be docker or podman, got "
                             f"{self.container_runtime!r}")
@@ -127,6 +142,14 @@ class Config:
                 raise UserError(f"setting 'pools': expected name=slots, got {part!r}")
             out[name.strip()] = int(slots)
         return out
+
+    def window(self) -> int | AutoWindow | None:
+        """A new run's dispatch window: a size, how to size it, or None (no bound)."""
+        if self.dispatch_window == AUTO:
+            return AutoWindow(self.dispatch_window_per_slot, self.dispatch_window_min,
+                              self.dispatch_window_max, self.worker_lost_timeout,
+                              self.default_queue)
+        return self.dispatch_window or None
 
     @property
     def embedded(self) -> bool:
@@ -183,6 +206,8 @@ def _typed(name: str, value: Any) -> Any:
         except ValueError as exc:
             raise UserError(f"setting {name!r}: {exc}") from None
         value = str(value)
+    if name == "dispatch_window":                       # auto, or a number
+        return _window(value)
     kind = type(getattr(Config(), name))
     if kind is bool:
         if isinstance(value, bool):
@@ -204,3 +229,14 @@ def _typed(name: str, value: Any) -> Any:
     except ValueError:
         pass
     raise UserError(f"setting {name!r} must be {kind.__name__}, got {value!r}")
+
+
+def _window(value: Any) -> int | str:
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        if not isinstance(value, bool):
+            return int(value)
+    except ValueError:
+        pass
+    raise UserError(f"setting 'dispatch_window' must be auto or a number, got {value!r}")

@@ -71,6 +71,11 @@ def fan(width: int = 10):
 
 
 @workflow
+def slow_fan(width: int = 10, seconds: float = 0.05):
+    join([slow(i, seconds) for i in range(width)])
+
+
+@workflow
 def chain(length: int = 10):
     value = const(0)
     for _ in range(length):

@@ -251,6 +251,11 @@ def embedded_worker(app: Celery, concurrency: int) -> Iterator[str]:
                 app.tasks[WAKE].apply_async(queue=app.conf.task_default_queue)
 
 
+def _processes(worker) -> int | None:
+    """A Celery worker's pool size (None while its ``"auto"`` is not resolved)."""
+    return worker.concurrency if isinstance(worker.concurrency, int) else None
+
+
 def run_worker(app: Celery, upkeep, queues: list[str], concurrency: int,
                hostname: str | None, loglevel: str = "INFO") -> int:
     """Start a normal Celery worker (prefork by default) and block until it stops.
@@ -266,10 +271,11 @@ def run_worker(app: Celery, upkeep, queues: list[str], concurrency: int,
     if hostname:
         options["hostname"] = host_format(default_nodename(hostname))
     worker = app.Worker(**options)
-    thread = Maintenance(upkeep, worker.hostname, queues)
+    thread = Maintenance(upkeep, worker.hostname, queues, _processes(worker))
     thread.beat()                     # visible before the first task is taken
 
     def started(**_):
+        thread.concurrency = _processes(worker)         # Celery's "auto" is known by now
         if not thread.is_alive():
             thread.start()
 

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from sqlalchemy import Connection
@@ -20,12 +20,13 @@ from sqlalchemy import Connection
 from qflow import authoring
 from qflow.config import Config
 from qflow.core.records import Dispatch
+from qflow.core.sizing import AutoWindow
 from qflow.core.states import TERMINAL
 from qflow.engine.alerts import Alerter
 from qflow.engine.dispatch import Dispatcher, PublishError
 from qflow.errors import UnreachableError, UserError
 from qflow.results import codec, secrets
-from qflow.store import Store, control, lifecycle, liveness, read
+from qflow.store import Store, control, lifecycle, liveness, read, sizing
 
 log = logging.getLogger("qflow.engine")
 
@@ -72,10 +73,9 @@ class Engine:
         new = lifecycle.NewRun(uuid.uuid4().hex, wdef.expand(values), values,
                                logical_time, self.config.max_map_size, self.limits(wdef),
                                self.config.result_max_bytes, bool(self.config.security_key),
-                               wdef.options.get("deadline"),
-                               self.config.dispatch_window or None)
+                               wdef.options.get("deadline"))
         self.dispatcher.check()
-        refused, started = self.store.transact(_insert, new, guard)
+        refused, started = self.store.transact(_insert, new, guard, self.config.window())
         if refused is not None:
             return Created(new.run_id, refused)
         published = self.publish(started.to_publish)
@@ -152,9 +152,11 @@ class Engine:
             time.sleep(self.config.wait_poll_interval)
 
 
-def _insert(conn: Connection, new: lifecycle.NewRun, guard: Guard | None
-            ) -> tuple[str | None, lifecycle.Started | None]:
+def _insert(conn: Connection, new: lifecycle.NewRun, guard: Guard | None,
+            window: int | AutoWindow | None) -> tuple[str | None, lifecycle.Started | None]:
+    """``window``: the config's (see Config.window), sized here for the new run."""
     refused = guard(conn, new) if guard is not None else None
     if refused is not None:
         return refused, None
-    return None, lifecycle.insert_run(conn, new)
+    size, queues = sizing.at_start(conn, window, new.graph)
+    return None, lifecycle.insert_run(conn, replace(new, window=size, window_queues=queues))

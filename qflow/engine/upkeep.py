@@ -18,9 +18,10 @@ import time
 
 from qflow import authoring
 from qflow.core.durations import parse_duration
+from qflow.core.sizing import AutoWindow
 from qflow.engine.executor import Executor
 from qflow.errors import WorkerLost
-from qflow.store import deadlines, livelog, liveness, retention
+from qflow.store import deadlines, livelog, liveness, retention, sizing
 from qflow.worker import runtime_cli
 
 log = logging.getLogger("qflow.upkeep")
@@ -117,7 +118,11 @@ class Upkeep:
 
     def reconcile(self) -> int:
         """Publish tasks that were released but never sent, or whose message went
-        missing; returns how many were published."""
+        missing, and those that a window sized by the live workers has room for since
+        they changed; returns how many were published."""
+        window = self.config.window()
+        if isinstance(window, AutoWindow):
+            self.store.transact(sizing.resize, window)
         items = self.store.transact(liveness.take_unsent, 1000, self._signing)
         if self.config.requeue_after > 0:
             items += self._stale()
@@ -195,11 +200,13 @@ def prune(config, store, cutoff: dt.datetime, batch: int = PRUNE_BATCH,
 class Maintenance(threading.Thread):
     """Background upkeep for one worker process, every ``heartbeat_interval``."""
 
-    def __init__(self, upkeep: Upkeep, name: str, queues: list[str] | None = None):
+    def __init__(self, upkeep: Upkeep, name: str, queues: list[str] | None = None,
+                 concurrency: int | None = None):
         super().__init__(name="qflow-maintenance", daemon=True)
         self.upkeep = upkeep
         self.worker_name = name
         self.queues = ",".join(queues) if queues is not None else None
+        self.concurrency = concurrency      # its pool's processes (sizes "auto" windows)
         self.pid = os.getpid()
         self.started_at = liveness.utcnow()
         self._stop_event = threading.Event()
@@ -208,7 +215,7 @@ class Maintenance(threading.Thread):
     def beat(self) -> None:
         try:
             self.upkeep.store.transact(liveness.heartbeat, self.worker_name, self.pid,
-                                       self.started_at, self.queues)
+                                       self.started_at, self.queues, self.concurrency)
         except Exception:
             self._reached_since = None
             raise

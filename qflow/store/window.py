@@ -15,6 +15,8 @@ decided on a stale view. Places a lost transaction freed but did not fill (a wor
 killed between its outcome and the top-up) are filled by the next completion, or by the
 reconciler (:func:`stalled`) when none is left to come. A task topped up but whose
 message was lost counts as sent: the reconciler's stale re-send covers it as any other.
+The size is the run row's ``dispatch_window``, which for ``"auto"`` follows the live
+workers (qflow.store.sizing): a change of it is read like the counters.
 """
 from __future__ import annotations
 
