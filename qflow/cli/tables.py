@@ -15,8 +15,10 @@ import shutil
 from typing import Any, Iterable, TextIO
 
 import click
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.padding import Padding
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -63,11 +65,49 @@ def state_text(state: str, width: int = 0) -> Text:
     return Text(state.ljust(width), style=("bold " + style) if state == "failed" else style)
 
 
+class Grid(Table):
+    """rich's borderless table, laid out here rather than cell by cell by rich where that
+    gives the same text: off a terminal (no colours, nothing cut), when every cell is one
+    line of printable characters one column wide each (ASCII, "…"). rich's layout costs about 0.6 ms
+    per row: 6 s for the `status` of a run of 10,000 tasks."""
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = None if console.is_terminal else _plain_lines(self, options.max_width)
+        if lines is None:
+            yield from super().__rich_console__(console, options)
+            return
+        for line in lines:
+            yield Segment(line)
+            yield Segment.line()
+
+
+def _plain_lines(table: Table, width: int) -> list[str] | None:
+    """The table's lines as rich draws them for :func:`grid`: each column as wide as its
+    widest cell, two spaces after each but the last; None where rich's layout is needed
+    (a cell that is not one line of characters one column wide each, or a table wider
+    than ``width``)."""
+    columns = []
+    for column in table.columns:
+        cells = [column.header, *column.cells]
+        texts = [c.plain if isinstance(c, Text) else c for c in cells]
+        if not all(isinstance(t, str) and t.isprintable() and cell_len(t) == len(t)
+                   for t in texts):
+            return None
+        columns.append(texts)
+    gap = table.padding[1]
+    widths = [max(map(len, texts)) + (gap if i < len(columns) - 1 else 0)
+              for i, texts in enumerate(columns)]
+    if sum(widths) > width:
+        return None
+    return ["".join(texts[row].ljust(w) for texts, w in zip(columns, widths, strict=True))
+            for row in range(len(columns[0]))]
+
+
 def grid(headers: Iterable[str], flexible: Iterable[str] = ()) -> Table:
     """A borderless table: columns two spaces apart, headers in bold. Only the
     ``flexible`` columns give way when a terminal is too narrow (cut with an ellipsis)."""
-    table = Table(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0),
-                  header_style="bold")
+    table = Grid(box=None, show_edge=False, pad_edge=False, padding=(0, 2, 0, 0),
+                 header_style="bold")
     flexible = set(flexible)
     for header in headers:
         table.add_column(header, no_wrap=header not in flexible, overflow="ellipsis")
