@@ -10,6 +10,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    CompoundSelect,
     Connection,
     Select,
     Text,
@@ -21,8 +22,11 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
+    null,
     select,
     true,
+    union_all,
 )
 
 from qflow.core import states as S
@@ -82,10 +86,11 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     if conn.dialect.name == "postgresql":    # one statement: claim, run, inputs
         params.update(r_run_id=run_id, r_started_at=now)
         rows = conn.execute(_with_run(stmt), params).all()
-        if not rows:
+        claimed = next((r for r in rows if r.id is not None), None)
+        if claimed is None:
             return None
-        return _claimed(conn, run_id, node, rows[0], rows[0],
-                        inputs_of(r for r in rows if r.node is not None))
+        return _claimed(conn, run_id, node, claimed, claimed,
+                        inputs_of(r for r in rows if r.id is None))
     row = conn.execute(stmt, params).first()
     if row is None:
         return None
@@ -122,34 +127,45 @@ def _admitted(claim_stmt: Update) -> Update:
 
 
 @functools.lru_cache(maxsize=4)
-def _with_run(claim_stmt: Update) -> Select:
+def _with_run(claim_stmt: Update) -> CompoundSelect:
     """The claim, the run's move to running (if it was queued), the run's workflow,
     params and logical time, and the task's inputs as one statement (PostgreSQL's
-    data-modifying WITH): a row per parent whose value the call takes (node, state,
-    result, result_ref; see qflow.store.transitions.read_inputs), or one row of NULLs
-    there for a task that takes none. A parent only ordered before it is not read."""
+    data-modifying WITH): the claimed row with the run's (its ``id`` set), then a row
+    per parent whose value the call takes (``id`` NULL; node, state, result,
+    result_ref as qflow.store.transitions.read_inputs reads them). A parent only ordered
+    before it is not read, and the claimed row is sent once, not once per parent."""
     row = claim_stmt.cte("claimed")
     started = (run_transition_stmt(S.RUNNING, (S.QUEUED,), ("started_at",))
                .where(exists(select(row.c.id))).cte("started"))
     parent = tasks.alias("parent")
     # The call's JSON is searched as text for the reference as json.dumps writes it, not
-    # parsed (a literal NaN in a call, which json.dumps writes, is no JSON to PostgreSQL).
-    # A reference written otherwise (a node id json.dumps escapes) is not found: then
-    # _inputs reads the parents as before.
-    takes = func.strpos(row.c.call, _REFERS + cast(func.to_json(edges.c.parent), Text)) > 0
+    # parsed (a literal NaN in a call, which json.dumps writes, is no JSON to PostgreSQL),
+    # and only a short call: a search per parent through a long one (a join of a thousand
+    # parents) took a second. A reference not found so (a long call, a node id json.dumps
+    # escapes) is read by _inputs as before.
+    takes = (func.length(row.c.call) <= _SEARCHED) & (func.strpos(
+        row.c.call, _REFERS + cast(func.to_json(edges.c.parent), Text)) > 0)
     link = and_(edges.c.run_id == bindparam("r_run_id"), edges.c.child == bindparam("t_node"),
                 takes)
-    return (select(row, runs.c.workflow, runs.c.params, runs.c.logical_time, parent.c.node,
-                   parent.c.state, parent.c.result, parent.c.result_ref)
-            .select_from(row.join(runs, runs.c.id == bindparam("r_run_id"))
-                         .outerjoin(edges, link)
-                         .outerjoin(parent, and_(parent.c.run_id == edges.c.run_id,
-                                                 parent.c.node == edges.c.parent)))
-            .add_cte(started))
+    claim = [*row.c, runs.c.workflow, runs.c.params, runs.c.logical_time]
+    inputs = [parent.c.node, parent.c.state, parent.c.result, parent.c.result_ref]
+    return union_all(
+        select(*claim, *_nulls(inputs))
+        .select_from(row.join(runs, runs.c.id == bindparam("r_run_id"))),
+        select(*_nulls(claim), *inputs)
+        .select_from(row.join(edges, link).join(parent, and_(
+            parent.c.run_id == edges.c.run_id, parent.c.node == edges.c.parent)))
+    ).add_cte(started)
+
+
+def _nulls(columns: list) -> list:
+    """NULLs standing for ``columns`` in the other rows of a UNION."""
+    return [null().cast(c.type).label(c.name) for c in columns]
 
 
 # How a reference to a parent starts in a call's JSON (see qflow.core.dag.refs_in).
 _REFERS = literal(json.dumps({REF_KEY: ""})[1:-3], Text)
+_SEARCHED = literal_column("2000")      # characters of a call searched for references
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
