@@ -10,7 +10,7 @@ import time
 
 import flows  # noqa: F401 - registers the workflows
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from qflow.config import Config
 from qflow.core.records import Dispatch, Outcome
@@ -19,7 +19,7 @@ from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
 from qflow.engine.upkeep import Upkeep
 from qflow.errors import UserError
-from qflow.store import Store, attempts, read, transitions
+from qflow.store import Store, attempts, db, read, transitions
 from qflow.store.migrate import ensure_schema, upgrade
 from qflow.store.models import attempts as attempt_rows
 from qflow.store.models import tasks
@@ -763,3 +763,60 @@ def test_a_worker_follows_unless_limited_or_turned_off(settings, timelimit, even
     if follows:
         assert got.queue == "etl" and got.deadline > time.monotonic()
         assert (got.report is not None) == events
+
+
+# -- lists longer than one statement takes --------------------------------------------------
+def test_a_task_with_more_children_than_a_statement_takes_releases_every_one(engine,
+                                                                              registry):
+    """PostgreSQL takes 65,535 bind parameters a statement: the release of a task's
+    children, one name each, went over that and failed for ever (SQLite as built here
+    takes 250,000; the split into statements is checked on it with a small chunk below)."""
+    n = 66_000 if engine.store.dialect == "postgresql" else 2_000
+    run_id = engine.trigger(one_parent_of_many(registry).name, {"n": n})
+    assert drain_one(engine) == "first"
+    with engine.store.read() as conn:
+        states = dict(conn.execute(select(tasks.c.state, func.count()).where(
+            tasks.c.run_id == run_id).group_by(tasks.c.state)).all())
+    assert states == {"succeeded": 1, "queued": n}
+    assert engine.dispatcher.sent                      # the first of them are published
+
+
+def test_maps_and_children_split_into_several_statements_keep_order_and_errors(
+        engine, registry, monkeypatch):
+    monkeypatch.setattr(db, "IN_CHUNK", 3)            # a statement takes 3 names here
+    registry.WORKFLOWS["mapped"] = flows.mapped
+    run_id = engine.trigger("mapped", {"n": "10"})
+    drain(engine)
+    assert results_of(engine, run_id, ["scale", "total_of"]) == {
+        "scale": [i * 10 + 1 for i in range(10)], "total_of": sum(i * 10 + 1 for i in range(10))}
+    failing = engine.trigger("mapped", {"n": "10", "fail_on": "7"})
+    drain(engine)
+    error = next(t["error"] for t in run_of(engine, failing)["tasks"] if t["node"] == "scale")
+    assert error == "MapError: 1 of 10 elements failed (scale[7])"
+    run_id = engine.trigger(one_parent_of_many(registry).name, {"n": 7})
+    assert len(drain(engine)) == 8 and run_of(engine, run_id)["state"] == "succeeded"
+
+
+def one_parent_of_many(registry):
+    """A workflow whose first task is the parent of ``n`` others."""
+    @registry.task
+    def first() -> int:
+        return 0
+
+    @registry.task
+    def then(i: int) -> int:
+        return i
+
+    @registry.workflow
+    def very_wide(n: int):
+        root = first()
+        for i in range(n):
+            root >> then(i)
+
+    return very_wide
+
+
+def drain_one(engine: Engine) -> str:
+    item = engine.dispatcher.sent.pop(0)
+    Executor(engine).execute(item.run_id, item.node, item.attempt, worker="test")
+    return item.node

@@ -7,6 +7,7 @@ import json
 from sqlalchemy import Connection, Update, bindparam, select, update
 
 from qflow.core import states as S
+from qflow.store import db
 from qflow.store.models import edges, tasks
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -32,8 +33,11 @@ def count_in_children(conn: Connection, run_id: str, state: str, children: list[
                       ) -> list:
     """Count a parent that ended in ``state`` in each of its children, in one statement;
     returns the children's rows as the count left them."""
-    return conn.execute(_COUNT_IN_CHILDREN[_COUNTER[state]],
-                        {"b_run_id": run_id, "b_nodes": children}).all()
+    statement = _COUNT_IN_CHILDREN[_COUNTER[state]]
+    if len(children) <= db.IN_CHUNK:
+        return conn.execute(statement, {"b_run_id": run_id, "b_nodes": children}).all()
+    return [row for chunk in db.in_chunks(children)
+            for row in conn.execute(statement, {"b_run_id": run_id, "b_nodes": chunk})]
 
 
 def children_of(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
@@ -66,4 +70,5 @@ def downstream_among(conn: Connection, run_id: str, start: set[str], among: set[
              .cte("reach", recursive=True))
     reach = reach.union(select(edges.c.child).join(reach, edges.c.parent == reach.c.node)
                         .where(edges.c.run_id == run_id))
-    return set(conn.execute(select(reach.c.node).where(reach.c.node.in_(among))).scalars())
+    # Intersected here: ``among`` may be more names than a statement can take.
+    return set(conn.execute(select(reach.c.node)).scalars()) & set(among)

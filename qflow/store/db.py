@@ -237,6 +237,18 @@ def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | N
 
 
 INSERT_CHUNK = 5000     # rows per executemany INSERT where there is no COPY
+# PostgreSQL takes at most 65,535 bind parameters a statement (psycopg refuses more before
+# sending it), SQLite 32,766 or 250,000 as built: a list for an IN goes in parts of this.
+IN_CHUNK = 10_000
+
+
+def in_chunks(values: Iterable) -> Iterator[list]:
+    """``values`` in lists of at most :data:`IN_CHUNK`, for one ``IN (...)`` each: a map
+    of 100,000 elements or a task with 100,000 children is several statements, not one
+    that the driver refuses."""
+    values, size = iter(values), IN_CHUNK
+    while chunk := list(islice(values, size)):
+        yield chunk
 
 
 def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
@@ -280,6 +292,8 @@ def _disconnected(exc: DBAPIError, dialect: str) -> bool:
         return True
     if dialect == "sqlite":          # SQLite reports SQL errors as OperationalError too
         return any(s in str(exc.orig) for s in ("locked", "unable to open", "disk I/O"))
+    if "number of parameters must be between" in str(exc.orig):
+        return False                 # psycopg refused the statement before sending it
     return isinstance(exc, OperationalError)
 
 

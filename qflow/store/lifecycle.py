@@ -282,22 +282,47 @@ class RunWriter:
             picked = (chosen or {}).get(node)
             if picked is not None:
                 picked = followed(self.conn, self.run_id, picked, children)
+            ready = []                                # plain tasks to queue, together
             for child in rows:
                 known[child.node] = child.children
                 if child.state != S.PENDING:
                     continue
-                step = self._decide(child, picked)
+                verdict = self._verdict(child, picked)
+                if verdict == S.RUN and not mapping.is_mapped(child.options):
+                    ready.append(child)
+                    continue
+                step = self._decide(child, verdict)
                 released += step.to_publish
                 todo += step.ended
+            released += self._release_ready(ready)
         return Released(released, todo)
 
-    def _decide(self, child, picked: set[str] | None) -> Released:
-        """Release or end one pending child whose parents' counts just changed."""
+    def _release_ready(self, ready: list) -> list[Dispatch]:
+        """Queue the plain children a parent's end made ready: one by one as a release
+        always was when there is one, in a few statements when there are many."""
+        if len(ready) <= 1:
+            return [d for child in ready for d in self.release(child).to_publish]
+        by_node = {child.node: child for child in ready}
+        out: list[Dispatch] = []
+        for row, held in self.window.release_many(list(by_node), self.now):
+            if not held:
+                child = by_node[row.node]
+                out += self._queued(SimpleNamespace(
+                    id=row.id, node=row.node, queue=child.queue, options=child.options,
+                    attempts=child.attempts, pools=child.pools)).to_publish
+        return out
+
+    @staticmethod
+    def _verdict(child, picked: set[str] | None) -> str:
+        """What a pending child's trigger rule says now (skipped if a branch passed it
+        over)."""
         if picked is not None and child.node not in picked:
-            verdict = S.SKIPPED
-        else:
-            verdict = S.decide(child.trigger_rule, S.Upstream(
-                child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+            return S.SKIPPED
+        return S.decide(child.trigger_rule, S.Upstream(
+            child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+
+    def _decide(self, child, verdict: str) -> Released:
+        """Release or end one pending child whose parents' counts just changed."""
         if verdict == S.RUN:
             return self.release(child)
         if verdict == S.WAIT:

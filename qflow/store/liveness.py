@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from qflow.core import states as S
 from qflow.core.records import Dispatch, message_options
 from qflow.store import window
-from qflow.store.db import query
+from qflow.store.db import in_chunks, query
 from qflow.store.lifecycle import RunWriter, top_up
 from qflow.store.models import OPEN_TASK, attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow
@@ -107,10 +107,9 @@ def running_under(conn: Connection, celery_id: str) -> list[tuple[str, str, int]
 @query()
 def mark_unsent(conn: Connection, items: list[Dispatch]) -> None:
     """Remember released tasks whose message could not be published."""
-    if items:
+    for chunk in in_chunks((i.run_id, i.node) for i in items):
         conn.execute(update(tasks)
-                     .where(tuple_(tasks.c.run_id, tasks.c.node).in_(
-                         [(i.run_id, i.node) for i in items]),
+                     .where(tuple_(tasks.c.run_id, tasks.c.node).in_(chunk),
                             tasks.c.state.in_(WAITING))
                      .values(unsent=True))
 

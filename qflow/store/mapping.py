@@ -16,7 +16,7 @@ from qflow.core import states as S
 from qflow.core.dag import substitute
 from qflow.results import codec
 from qflow.results.codec import Stored
-from qflow.store.db import bulk_insert
+from qflow.store.db import bulk_insert, in_chunks
 from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state
 from qflow.store.window import Room, priority_of
@@ -55,8 +55,9 @@ def unexpand(conn: Connection, run_id: str, node: str, expanded: int, n_parents:
     """Forget a mapped node's elements (their rows, attempts and edges) so that it expands
     again from its re-run input."""
     ids = element_ids(node, expanded)
-    conn.execute(delete(edges).where(edges.c.run_id == run_id, edges.c.parent.in_(ids)))
-    conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.node.in_(ids)))
+    for chunk in in_chunks(ids):
+        conn.execute(delete(edges).where(edges.c.run_id == run_id, edges.c.parent.in_(chunk)))
+        conn.execute(delete(tasks).where(tasks.c.run_id == run_id, tasks.c.node.in_(chunk)))
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)
                  .values(n_parents=n_parents - len(ids), expanded=None))
     conn.execute(update(runs).where(runs.c.id == run_id)
@@ -124,9 +125,9 @@ def collect(conn: Connection, run_id: str, node: str, expanded: int,
     return its state. The list is a value like any task's: larger than the node's
     ``result_max_bytes`` it fails the node, as it would a task returning it."""
     ids = element_ids(node, expanded)
-    found = {r.node: Stored.of(r.result, r.result_ref) for r in conn.execute(
-        select(tasks.c.node, tasks.c.result, tasks.c.result_ref).where(
-            tasks.c.run_id == run_id, tasks.c.node.in_(ids)))}
+    found = {r.node: Stored.of(r.result, r.result_ref) for chunk in in_chunks(ids)
+             for r in conn.execute(select(tasks.c.node, tasks.c.result, tasks.c.result_ref)
+                                   .where(tasks.c.run_id == run_id, tasks.c.node.in_(chunk)))}
     if not all(s.plain for s in found.values()):
         # Stored or sealed values are referenced, never opened here: the list is read
         # back by whoever reads the node's result.
@@ -154,9 +155,12 @@ def failed_elements(conn: Connection, run_id: str, node: str, expanded: int) -> 
     """The error of a mapped node whose elements did not all succeed."""
     ids = element_ids(node, expanded)
     n = len(ids)
-    bad = [r.node for r in conn.execute(select(tasks.c.node).where(
-        tasks.c.run_id == run_id, tasks.c.node.in_(ids),
-        tasks.c.state.in_((S.FAILED, S.UPSTREAM_FAILED))).order_by(tasks.c.id))]
+    bad = [r.node for r in sorted(
+        (r for chunk in in_chunks(ids) for r in conn.execute(
+            select(tasks.c.id, tasks.c.node).where(
+                tasks.c.run_id == run_id, tasks.c.node.in_(chunk),
+                tasks.c.state.in_((S.FAILED, S.UPSTREAM_FAILED))))),
+        key=lambda r: r.id)]
     shown = ", ".join(bad[:5]) + (", …" if len(bad) > 5 else "")
     return f"MapError: {len(bad)} of {n} elements failed ({shown})"
 
