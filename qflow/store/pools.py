@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
 from qflow.errors import UserError
+from qflow.store.db import in_chunks
 from qflow.store.models import pool_waits, pools, runs, tasks
 
 
@@ -115,8 +116,8 @@ def give_back(conn: Connection, task_id: int, names: list[str], now: dt.datetime
 
 
 def forget_waits(conn: Connection, task_ids: list[int]) -> None:
-    if task_ids:
-        conn.execute(delete(pool_waits).where(pool_waits.c.task_id.in_(task_ids)))
+    for chunk in in_chunks(task_ids):
+        conn.execute(delete(pool_waits).where(pool_waits.c.task_id.in_(chunk)))
 
 
 def admit(conn: Connection, names: list[str], now: dt.datetime) -> list[tuple]:
