@@ -40,6 +40,15 @@ def count_in_children(conn: Connection, run_id: str, state: str, children: list[
             for row in conn.execute(statement, {"b_run_id": run_id, "b_nodes": chunk})]
 
 
+def verdict_on(child, picked: set[str] | None) -> str:
+    """What a pending child's trigger rule says now that its parents' counts changed
+    (skipped if a branch passed it over)."""
+    if picked is not None and child.node not in picked:
+        return S.SKIPPED
+    return S.decide(child.trigger_rule, S.Upstream(
+        child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
+
+
 def children_of(conn: Connection, run_id: str, node: str, listed: str | None) -> list[str]:
     """A task's children: from its row's ``children`` column, else from qflow_edges (by
     its own index, not a subquery the planner might join against the whole run)."""

@@ -9,7 +9,6 @@ record, to act on after commit.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -22,7 +21,7 @@ from qflow.core.dag import Graph, collection_paused
 from qflow.core.params import share_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, newrun, outbox, pools
-from qflow.store.children import children_of, count_in_children, followed
+from qflow.store.children import children_of, count_in_children, followed, verdict_on
 from qflow.store.counts import Ended, count_ended
 from qflow.store.db import query
 from qflow.store.mapping import NEW_COUNTS
@@ -121,7 +120,7 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
     for kids in children.values():
         kids.sort()
     ready = {n.id: priority_of(n.options) for n in graph.nodes.values()
-             if "map" not in n.options and _runs_at_start(n.trigger_rule, n_parents[n.id])}
+             if "map" not in n.options and newrun.runs_at_start(n.trigger_rule, n_parents[n.id])}
     placed = placed_at_start(ready, new.window)          # None: every ready task
     held = 0 if placed is None else len(ready) - len(placed)
     needed = new.limits.register(conn, graph)
@@ -149,14 +148,6 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
     links = [(run_id, parent, child) for parent in graph.nodes
              for child in children.get(parent, ())]
     return started, newrun.write(conn, run, rows, links, len(graph.nodes))
-
-
-@functools.lru_cache(maxsize=1024)
-def _runs_at_start(rule: str, n_parents: int) -> bool:
-    """Whether a task with this trigger rule and ``n_parents`` parents, none of them
-    ended, runs as its run starts: decided once per pair, not for each of a million
-    tasks."""
-    return S.decide(rule, S.Upstream(n_parents)) == S.RUN
 
 
 def _call_and_options(node, new: NewRun) -> tuple[str, str | None, float | None]:
@@ -287,7 +278,7 @@ class RunWriter:
                 known[child.node] = child.children
                 if child.state != S.PENDING:
                     continue
-                verdict = self._verdict(child, picked)
+                verdict = verdict_on(child, picked)
                 if verdict == S.RUN and not mapping.is_mapped(child.options):
                     ready.append(child)
                     continue
@@ -311,15 +302,6 @@ class RunWriter:
                     id=row.id, node=row.node, queue=child.queue, options=child.options,
                     attempts=child.attempts, pools=child.pools)).to_publish
         return out
-
-    @staticmethod
-    def _verdict(child, picked: set[str] | None) -> str:
-        """What a pending child's trigger rule says now (skipped if a branch passed it
-        over)."""
-        if picked is not None and child.node not in picked:
-            return S.SKIPPED
-        return S.decide(child.trigger_rule, S.Upstream(
-            child.n_parents, child.up_succeeded, child.up_failed, child.up_skipped))
 
     def _decide(self, child, verdict: str) -> Released:
         """Release or end one pending child whose parents' counts just changed."""

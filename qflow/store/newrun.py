@@ -86,3 +86,11 @@ def _at_once(run_keys: tuple[str, ...]) -> Select:
                .returning(*START, tasks.c.held_back, tasks.c.n_parents).cte("new_tasks"))
     return (select(*(written.c[c.name] for c in START)).where(startable(written.c))
             .add_cte(run, links))
+
+
+@functools.lru_cache(maxsize=1024)
+def runs_at_start(rule: str, n_parents: int) -> bool:
+    """Whether a task with this trigger rule and ``n_parents`` parents, none of them
+    ended, runs as its run starts: decided once per pair, not for each of a million
+    tasks."""
+    return S.decide(rule, S.Upstream(n_parents)) == S.RUN
