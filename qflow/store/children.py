@@ -7,7 +7,7 @@ import json
 from sqlalchemy import Connection, Update, bindparam, select, update
 
 from qflow.core import states as S
-from qflow.store import db
+from qflow.store.db import in_chunks
 from qflow.store.models import edges, tasks
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -31,12 +31,11 @@ _COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
 
 def count_in_children(conn: Connection, run_id: str, state: str, children: list[str]
                       ) -> list:
-    """Count a parent that ended in ``state`` in each of its children, in one statement;
-    returns the children's rows as the count left them."""
+    """Count a parent that ended in ``state`` in each of its children, in one statement
+    (one per :data:`~qflow.store.db.IN_CHUNK` children); returns the children's rows as
+    the count left them."""
     statement = _COUNT_IN_CHILDREN[_COUNTER[state]]
-    if len(children) <= db.IN_CHUNK:
-        return conn.execute(statement, {"b_run_id": run_id, "b_nodes": children}).all()
-    return [row for chunk in db.in_chunks(children)
+    return [row for chunk in in_chunks(children)
             for row in conn.execute(statement, {"b_run_id": run_id, "b_nodes": chunk})]
 
 

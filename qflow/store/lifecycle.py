@@ -233,8 +233,13 @@ class RunWriter:
         released = self.window.release(row.node, self.now)
         if released is None or released[1]:            # lost the race, or held back
             return Released()
+        return self._placed(row, released[0].id)
+
+    def _placed(self, row, task_id: int) -> Released:
+        """A task just released with a place in the window (``row``: its pending row as
+        counted, ``task_id`` its id): published, or waiting for its pools."""
         return self._queued(SimpleNamespace(
-            id=released[0].id, node=row.node, queue=row.queue, options=row.options,
+            id=task_id, node=row.node, queue=row.queue, options=row.options,
             attempts=row.attempts, pools=row.pools))
 
     def _queued(self, row) -> Released:
@@ -294,14 +299,8 @@ class RunWriter:
         if len(ready) <= 1:
             return [d for child in ready for d in self.release(child).to_publish]
         by_node = {child.node: child for child in ready}
-        out: list[Dispatch] = []
-        for row, held in self.window.release_many(list(by_node), self.now):
-            if not held:
-                child = by_node[row.node]
-                out += self._queued(SimpleNamespace(
-                    id=row.id, node=row.node, queue=child.queue, options=child.options,
-                    attempts=child.attempts, pools=child.pools)).to_publish
-        return out
+        return [d for row, held in self.window.release_many(list(by_node), self.now)
+                if not held for d in self._placed(by_node[row.node], row.id).to_publish]
 
     def _decide(self, child, verdict: str) -> Released:
         """Release or end one pending child whose parents' counts just changed."""

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Update, bindparam, func, select, update
 from qflow.core import states as S
 from qflow.core.dag import refs_in
 from qflow.results.codec import Stored
+from qflow.store.db import in_chunks
 from qflow.store.models import one_of, runs, tasks
 
 
@@ -22,19 +23,26 @@ def utcnow() -> dt.datetime:
 
 def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | None = None,
                node: str | None = None, attempt: int | None = None,
-               returning: tuple = (tasks.c.id,), **values: Any) -> list:
+               returning: tuple = (tasks.c.id,), nodes: list[str] | None = None,
+               **values: Any) -> list:
     """Move tasks of a run to ``new`` if in an allowed (or the ``expect``ed) state.
 
-    ``node`` narrows it to one task; ``attempt`` to that attempt number (fencing). Returns
-    the ``returning`` columns of the rows this call changed.
+    ``node`` narrows it to one task, ``nodes`` to these (one statement per
+    :data:`~qflow.store.db.IN_CHUNK` of them); ``attempt`` to that attempt number
+    (fencing). Returns the ``returning`` columns of the rows this call changed.
     """
-    stmt, params = transition_stmt(run_id, new, expect, node, attempt, returning, **values)
-    return conn.execute(stmt, params).all()
+    stmt, params = transition_stmt(run_id, new, expect, node, attempt, returning,
+                                   by_nodes=nodes is not None, **values)
+    if nodes is None:
+        return conn.execute(stmt, params).all()
+    return [row for chunk in in_chunks(nodes)
+            for row in conn.execute(stmt, {**params, "t_nodes": chunk})]
 
 
 def transition_stmt(run_id: str, new: str, expect: Iterable[str] | None = None,
                     node: str | None = None, attempt: int | None = None,
-                    returning: tuple = (tasks.c.id,), **values: Any) -> tuple[Update, dict]:
+                    returning: tuple = (tasks.c.id,), by_nodes: bool = False,
+                    **values: Any) -> tuple[Update, dict]:
     """The checked, conditional UPDATE :func:`transition` runs, and its parameters (for
     callers that embed it in a larger statement).
 
@@ -44,7 +52,7 @@ def transition_stmt(run_id: str, new: str, expect: Iterable[str] | None = None,
     """
     allowed = tuple(expect) if expect is not None else S.sources_of(new)
     stmt = _transition_shape(new, allowed, node is not None, attempt is not None,
-                             tuple(returning), tuple(sorted(values)))
+                             tuple(returning), tuple(sorted(values)), by_nodes)
     params = {"t_run_id": run_id, **{f"v_{k}": v for k, v in values.items()}}
     if node is not None:
         params["t_node"] = node
@@ -55,12 +63,15 @@ def transition_stmt(run_id: str, new: str, expect: Iterable[str] | None = None,
 
 @functools.lru_cache(maxsize=256)
 def _transition_shape(new: str, allowed: tuple[str, ...], by_node: bool, by_attempt: bool,
-                      returning: tuple, keys: tuple[str, ...]) -> Update:
+                      returning: tuple, keys: tuple[str, ...], by_nodes: bool = False
+                      ) -> Update:
     for old in allowed:
         S.check_transition(old, new)
     cond = [tasks.c.run_id == bindparam("t_run_id"), _one_of(allowed)]
     if by_node:
         cond.append(tasks.c.node == bindparam("t_node"))
+    if by_nodes:
+        cond.append(tasks.c.node.in_(bindparam("t_nodes", expanding=True)))
     if by_attempt:
         cond.append(tasks.c.attempts == bindparam("t_attempt"))
     values = {k: bindparam(f"v_{k}", type_=tasks.c[k].type) for k in keys}

@@ -41,9 +41,8 @@ from sqlalchemy import (
 )
 
 from qflow.core import states as S
-from qflow.store.db import in_chunks
-from qflow.store.models import one_of, runs, tasks
-from qflow.store.transitions import set_task_state, transition_stmt
+from qflow.store.models import runs, tasks
+from qflow.store.transitions import set_task_state, transition, transition_stmt
 
 
 @dataclass
@@ -107,17 +106,6 @@ def priority_of(options: dict) -> int:
     return options.get("priority") or 0
 
 
-def _queue_pending(conn: Connection, run_id: str, nodes: list[str], now: dt.datetime,
-                   held_back: bool) -> list:
-    """Move these pending tasks to ``queued`` (held back or not); their (id, node) rows."""
-    S.check_transition(S.PENDING, S.QUEUED)
-    return [row for chunk in in_chunks(nodes) for row in conn.execute(
-        update(tasks).where(tasks.c.run_id == run_id, tasks.c.node.in_(chunk),
-                            one_of(tasks.c.state, (S.PENDING,)))
-        .values(state=S.QUEUED, queued_at=now, held_back=held_back)
-        .returning(tasks.c.id, tasks.c.node))]
-
-
 class Window:
     """The window of one run inside one write transaction (see :class:`Room`)."""
 
@@ -170,20 +158,19 @@ class Window:
         with 100,000 children is a few statements, not 200,000). Returns (row, held back)
         for those this transaction released; rows have ``id`` and ``node``."""
         room = self.room
-        if room.size is None:
-            placed, held = nodes, []
-        else:
-            k = 0 if room.backlog else min(room.free, len(nodes))
-            placed, held = nodes[:k], nodes[k:]
-        out = [(row, False) for row in _queue_pending(self.conn, self.run_id, placed, now, False)]
-        n_placed = len(out)
-        out += [(row, True) for row in _queue_pending(self.conn, self.run_id, held, now, True)]
-        if room.size is not None and out:
-            room.in_flight += n_placed
-            room.backlog += len(out) - n_placed
-            self.conn.execute(update(runs).where(runs.c.id == self.run_id).values(
-                in_flight=room.in_flight, backlog=room.backlog))
-        return out
+        k = room.take(len(nodes))
+        placed, held = (
+            transition(self.conn, self.run_id, S.QUEUED, expect=(S.PENDING,), nodes=group,
+                       returning=(tasks.c.id, tasks.c.node), queued_at=now, held_back=back)
+            for group, back in ((nodes[:k], False), (nodes[k:], True)))
+        if room.size is not None:
+            # take() counted every node; another transaction may have released some first
+            room.in_flight -= k - len(placed)
+            room.backlog -= len(nodes) - k - len(held)
+            if placed or held:
+                self.conn.execute(update(runs).where(runs.c.id == self.run_id)
+                                  .values(room.counters(len(placed), len(held))))
+        return [(row, False) for row in placed] + [(row, True) for row in held]
 
     def _release_placed(self, node: str, now: dt.datetime):
         """The release and the run's count of it as one statement on PostgreSQL (as many
