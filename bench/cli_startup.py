@@ -7,7 +7,8 @@
 
 Each command runs as a fresh process, as a user runs it (the `qflow` script installed
 beside this Python), against a results DB that holds one finished run of
-bench_flows.diamond (made first with `qflow run`): a SQLite file in a temporary folder,
+bench_flows.diamond (made first with `qflow run`), and one made to look running (whose
+status is asked with a broker set, as on a cluster): a SQLite file in a temporary folder,
 and a database on a private PostgreSQL server. Reported: median and 90th percentile
 wall-clock seconds, the median CPU seconds (user + system), and the machine's load
 average, since a busy machine shifts every figure. Python's own start-up is measured the
@@ -38,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common as C  # noqa: E402
 
+BROKER = "redis://127.0.0.1:1/0"      # for the running run's status: never connected to
+
 
 def timing(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
     """Wall-clock and CPU (user + system) seconds of one fresh run of ``argv``, which must
@@ -66,10 +69,31 @@ def one_run(folder: Path, env: dict[str, str]) -> str:
     return done.stdout.split()[1]
 
 
-def cases(db: str, run_id: str) -> dict[str, list[str]]:
+def running_run(folder: Path, env: dict[str, str]) -> str:
+    """Record a second run of bench_flows.diamond and make it look running (its last
+    task queued again), as a run that has not ended looks to `qflow status` on a cluster
+    (the cases give it a broker, so its warnings read the workers' liveness); its id."""
+    import sqlalchemy as sa
+
+    run_id = one_run(folder, env)
+    engine = sa.create_engine(env["QFLOW_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE qflow_runs SET state = 'running', finished_at = NULL, "
+                             "tasks_left = 1 WHERE id = :r"), {"r": run_id})
+        conn.execute(sa.text(
+            "UPDATE qflow_tasks SET state = 'queued', started_at = NULL, finished_at = NULL "
+            "WHERE id = (SELECT max(id) FROM qflow_tasks WHERE run_id = :r)"), {"r": run_id})
+    engine.dispose()
+    return run_id
+
+
+def cases(db: str, run_id: str, running: str) -> dict[str, list[str]]:
     qflow = C.qflow_bin()
     out = {f"status RUN ({db})": [qflow, "status", run_id],
            f"status --json ({db})": [qflow, "status", run_id, "--json"],
+           # A broker set (never reached): a run not ended reads the workers' liveness.
+           f"status running ({db})": ["env", f"QFLOW_BROKER_URL={BROKER}", qflow, "status",
+                                      running],
            f"runs ({db})": [qflow, "runs"]}
     if db == "sqlite":
         out = {"python -c pass": [sys.executable, "-c", "pass"],
@@ -113,8 +137,8 @@ def main() -> None:
                 stack.callback(server.stop)
                 urls[db] = C.new_pg_database(server.url)
             first = {**envs["this tree"], "QFLOW_DATABASE_URL": urls[db]}
-            todo.update({name: (db, argv) for name, argv in cases(db, one_run(folder, first))
-                         .items()})
+            ended, running = one_run(folder, first), running_run(folder, first)
+            todo.update({name: (db, argv) for name, argv in cases(db, ended, running).items()})
         for db, argv in todo.values():          # bytecode written, files in the page cache
             for env in envs.values():
                 timing(argv, folder, {**env, "QFLOW_DATABASE_URL": urls[db]})

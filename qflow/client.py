@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Callable
 
 from qflow import authoring
 from qflow.config import load_config
@@ -28,14 +28,16 @@ class Conflict(UserError):
 
 
 # -- the JSON views -------------------------------------------------------------------
-def run_status(rt: Runtime, run_id: str) -> dict[str, Any]:
+def run_status(rt: Runtime, run_id: str, every: bool = True,
+               then: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """The run and every task in it, with where its time went and why waiting tasks may
-    never start (``warnings``): `status --json`."""
+    never start (``warnings``): `status --json`. ``every`` and ``then``: see
+    :func:`qflow.store.status.plainly`."""
     with rt.store.read() as conn:
-        found = status.status(conn, run_id, rt.warnings)
-    if found is None:
-        raise NotFound(f"unknown run {run_id!r}")
-    return found
+        found = status.status(conn, run_id, rt.config, every, lazy=then is not None)
+        if found is None:
+            raise NotFound(f"unknown run {run_id!r}")
+        return found if then is None else then(found)
 
 
 def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -89,23 +89,14 @@ class Runtime:
 
     def warnings(self, run_id: str) -> list[str]:
         """Why the run's waiting tasks may never start, in words a user can act on: a
-        queue no live worker serves, or messages its workers refuse as unsigned."""
+        queue no live worker serves, or messages its workers refuse as unsigned (see
+        :func:`qflow.store.status.warnings`)."""
         if self.config.embedded:            # the embedded worker serves every queue
             return []
-        from qflow.store import liveness
+        from qflow.store import status
 
         with self.store.read() as conn:
-            unserved = liveness.unserved(conn, run_id, self.config.default_queue,
-                                         self.config.worker_lost_timeout)
-            unsigned = bool(self.config.security_key) and liveness.is_unsigned(conn, run_id)
-        out = [f"no live worker serves queue {queue!r}, which {_some(nodes)} "
-               f"wait{'s' if len(nodes) == 1 else ''} on: start one with "
-               f"`qflow worker -Q {queue}`" for queue, nodes in unserved.items()]
-        if unsigned:
-            out.append("this run was created by a process that does not sign its messages: "
-                       "workers that require signed messages refuse its tasks, and do not "
-                       "send them again")
-        return out
+            return status.warnings(conn, run_id, self.config)
 
     @contextmanager
     def embedded(self) -> Iterator[None]:
@@ -134,11 +125,6 @@ class Runtime:
                 yield
             finally:
                 upkeep.stop()
-
-
-def _some(nodes: list[str], shown: int = 3) -> str:
-    more = f" and {len(nodes) - shown} more" if len(nodes) > shown else ""
-    return ", ".join(nodes[:shown]) + more
 
 
 def sqlite_path(url: str) -> Path | None:

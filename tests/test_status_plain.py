@@ -160,12 +160,28 @@ def test_without_the_key_both_paths_show_the_same_placeholders(made):
     assert "raised with" not in explode["error"]
 
 
-def test_a_run_not_ended_with_a_broker_set_is_left_to_the_full_path(made):
-    """Its warnings read the workers' liveness, through SQLAlchemy."""
+def test_a_run_not_ended_with_a_broker_set_is_read_plainly_with_its_warnings(made):
+    """Its warnings read the workers' liveness: rendered SQL too, by the DB's clock. No
+    worker has been heard from, so nothing serves the sensor's queue; one heard from now
+    that serves it silences the warning, on both paths."""
     broker = dict(broker_url="redis://127.0.0.1:1/0")
-    assert read_status.plainly(runtime(made, **broker), made["sensing"]) is None
+    fast = read_status.plainly(runtime(made, **broker), made["sensing"])
+    assert fast is not None and fast == full(runtime(made, **broker), made["sensing"])
+    assert fast["warnings"] == ["no live worker serves queue 'default', which never waits "
+                                "on: start one with `qflow worker -Q default`"]
     ended = read_status.plainly(runtime(made, **broker), made["failed"])
     assert ended is not None and ended == full(runtime(made, **broker), made["failed"])
+    from qflow.store import liveness
+    rt = runtime(made, **broker)
+    try:
+        with rt.store.write() as conn:
+            liveness.heartbeat(conn, "w@test", 1, liveness.utcnow(), queues="etl, default")
+        assert full(runtime(made, **broker), made["sensing"])["warnings"] == []
+        assert read_status.plainly(runtime(made, **broker), made["sensing"])["warnings"] == []
+    finally:
+        with rt.store.write() as conn:
+            liveness.forget(conn, "w@test", 1)
+        rt.store.dispose()
 
 
 @pytest.mark.parametrize("as_json", [False, True])
@@ -186,8 +202,9 @@ def test_the_command_prints_the_same_bytes_on_both_paths(made, monkeypatch, as_j
     fast = printed()
     taken = []
     real = read_status.plainly
+    # The plain path reads (without printing), then leaves the printing to the full path.
     monkeypatch.setattr(read_status, "plainly",
-                        lambda rt, run_id: taken.append(real(rt, run_id)))
+                        lambda rt, run_id, every, then: taken.append(real(rt, run_id, every)))
     assert fast == printed()
     assert all(taken)                   # the plain path could have answered: it was compared
     if as_json:

@@ -5,7 +5,8 @@ import datetime as dt
 import json
 import re
 import sys
-from typing import TYPE_CHECKING
+import uuid
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -21,19 +22,36 @@ if TYPE_CHECKING:
 @cli.command()
 @click.argument("run_id")
 @json_option
+@click.option("--all", "every", is_flag=True,
+              help="List every task of a big run too (more than a thousand tasks: shown as "
+                   "counts per state and node, and the tasks worth a look).")
 @click.option("--watch", is_flag=True, help="Redraw until the run ends; exit 1 if it fails.")
 @click.option("--interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
               help="With --watch: seconds between two looks.")
 @click.pass_obj
-def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -> None:
-    """Show a run and every task in it (state, tries, time, worker, Celery id for Flower),
-    and where the time went."""
+def status(obj: Obj, run_id: str, as_json: bool, every: bool, watch: bool,
+           interval: float) -> None:
+    """Show a run and its tasks (state, tries, time, worker, Celery id for Flower), and
+    where the time went. A big run shows counts and the tasks worth a look."""
     from qflow.store import status as read_status
 
     rt = obj.runtime()
+    every = every or as_json                  # the JSON has every task
+
+    def present(run: dict) -> str:
+        if as_json:
+            write_json(run, lambda text: click.echo(text, nl=False))
+        elif not watch:
+            # rich draws the table: --json goes without it.
+            from qflow.cli import tables
+
+            tables.emit(tables.status_table(run, run["summary"]))
+            warn(run["warnings"])
+        return run["state"]
+
     # Without SQLAlchemy where it can (see read_status.plainly); the full path otherwise.
-    run = None if watch else read_status.plainly(rt, run_id)
-    if run is None:
+    state = None if watch else read_status.plainly(rt, run_id, every, present)
+    if state is None:
         from qflow.client import run_status
 
         store = rt.ready_store(migrate=False)
@@ -42,17 +60,38 @@ def status(obj: Obj, run_id: str, as_json: bool, watch: bool, interval: float) -
             from qflow.cli import progress
 
             progress.watch(store, run_id, interval, quiet=as_json)
-        run = run_status(rt, run_id)
-    if as_json:
-        click.echo(json.dumps(run, indent=2))
-    elif not watch:
-        # rich draws the table: --json goes without it.
-        from qflow.cli import tables
-
-        tables.emit(tables.status_table(run, run["summary"]))
-        warn(run["warnings"])
+        state = run_status(rt, run_id, every, present)
     if watch:
-        sys.exit(0 if run["state"] == SUCCEEDED else 1)
+        sys.exit(0 if state == SUCCEEDED else 1)
+
+
+def write_json(run: dict[str, Any], write: Callable[[str], Any]) -> None:
+    """``json.dumps(run, indent=2)`` and a newline, written a part at a time: its
+    ``tasks`` may be an iterator of a million of them (see qflow.store.status.snapshot)."""
+    marker = uuid.uuid4().hex
+    head, tail = json.dumps({**run, "tasks": marker}, indent=2).split(json.dumps(marker))
+    parts, before = [head], "[\n    "
+    for task in run["tasks"]:
+        parts.append(before + _task_json(task))
+        before = ",\n    "
+        if len(parts) >= JSON_BATCH:
+            write("".join(parts))
+            parts.clear()
+    parts.append("[]" if before.startswith("[") else "\n  ]")
+    write("".join(parts) + tail + "\n")
+
+
+JSON_BATCH = 1_000             # tasks written at a time by write_json
+_FLAT = (",\n      ", ": ")    # a task's items as indent=2 lays them out at its depth
+
+
+def _task_json(task: dict[str, Any]) -> str:
+    """``task`` as json.dumps(indent=2) writes it inside the run's list: by the C encoder
+    (json's indent goes through its Python one, some 20 times slower) where every value
+    is a scalar, as a task's are."""
+    if any(isinstance(value, (dict, list, tuple)) for value in task.values()) or not task:
+        return json.dumps(task, indent=2).replace("\n", "\n    ")
+    return "{\n      " + json.dumps(task, separators=_FLAT)[1:-1] + "\n    }"
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None):

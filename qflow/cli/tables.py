@@ -130,30 +130,80 @@ def _elapsed(task: dict[str, Any], now: dt.datetime | None) -> str:
 def status_table(run: dict[str, Any], summary: dict[str, Any] | None = None,
                  now: dt.datetime | None = None) -> RenderableType:
     """The run, a table of its tasks and, given ``summary``, where the time went.
-    ``now`` shows running tasks' time so far."""
+    ``now`` shows running tasks' time so far. A run read as counts (``counts`` in it: see
+    :func:`qflow.store.status.snapshot`) shows them, and its tasks worth a look."""
     head = Text(f"run {run['run_id']}  workflow {visible(run['workflow'])}  ")
     head.append_text(state_text(run["state"]))
     facts = [("params", visible(str(run["params"]))), ("created", run["created_at"]),
              ("duration", seconds_text(run["started_at"], run["finished_at"]) or "-")]
     if run.get("logical_time"):
         facts.append(("logical", run["logical_time"]))
+    if "counts" in run:
+        facts.append(("tasks", f"{sum(run['counts'].values()):,}: {_counted(run['counts'])}"))
     parts: list[RenderableType] = [head]
     parts += [Text(f"  {name:8} {value}") for name, value in facts]
+    if "counts" in run:
+        parts += [Text(""), Padding(_nodes_table(run["nodes"], run["counts"]), (0, 0, 0, 2))]
+    if run.get("tasks") or "counts" not in run:
+        parts += [Text(""), Padding(_tasks_table(run.get("tasks", []), now), (0, 0, 0, 2))]
+    if "counts" in run:
+        parts += [Text(""), Text(_unlisted(run))]
+    return Group(*parts, *_timing(summary))
+
+
+def _tasks_table(tasks: list[dict[str, Any]], now: dt.datetime | None) -> Table:
     table = grid(("NODE", "STATE", "TRIES", "TIME", "WORKER", "CELERY ID", "ERROR"),
                  flexible=("WORKER", "CELERY ID", "ERROR"))
-    for t in run.get("tasks", []):
+    for t in tasks:
         table.add_row(Text(visible(t["node"])), state_text(t["state"]), str(t["attempts"]),
                       _elapsed(t, now), cut(visible(t["worker"] or "")),
                       cut(t.get("celery_id") or ""), cut(oneline(t["error"], ERROR_WIDTH)))
-    parts += [Text(""), Padding(table, (0, 0, 0, 2))]
-    if summary and summary["critical_path"]:
-        slowest = ", ".join(f"{s['node']} {s['seconds']:.2f}s" for s in summary["slowest"])
-        path = " -> ".join(summary["critical_path"])
-        parts += [Text(""), Text(
-            f"  critical path  {visible(path)}  ({summary['critical_path_seconds']:.2f}s in "
-            f"its tasks, {summary['duration_seconds'] or 0:.2f}s in all)"),
-            Text(f"  slowest        {visible(slowest)}")]
-    return Group(*parts)
+    return table
+
+
+def _counted(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {state}" for state, n in counts.items()) or "none"
+
+
+def _nodes_table(nodes: list[dict[str, Any]], counts: dict[str, int]) -> Table:
+    """Per node, how many of its tasks are in each of the run's states."""
+    from qflow.store.overview import NODE_ROWS
+
+    table = grid(("NODE", "TASKS", *(state.upper() for state in counts)))
+    for entry in nodes[:NODE_ROWS]:
+        table.add_row(Text(visible(entry["node"])), f"{sum(entry['counts'].values()):,}",
+                      *(f"{entry['counts'][s]:,}" if s in entry["counts"] else "-"
+                        for s in counts))
+    if len(nodes) > NODE_ROWS:
+        table.add_row(f"… {len(nodes) - NODE_ROWS:,} more nodes", "", *("" for _ in counts))
+    return table
+
+
+def _unlisted(run: dict[str, Any]) -> str:
+    left = dict(run["counts"])
+    for t in run["tasks"]:
+        left[t["state"]] -= 1
+    left = {state: n for state, n in left.items() if n}
+    return (f"  {sum(left.values()):,} tasks not listed ({_counted(left)}): "
+            f"`qflow status {run['run_id']} --all` lists every one")
+
+
+def _timing(summary: dict[str, Any] | None) -> list[RenderableType]:
+    """Where the time went: the critical path (not walked for a run read as counts) and
+    the slowest tasks."""
+    if not summary or not (summary["critical_path"] or summary.get("critical_path_skipped")):
+        return []
+    slowest = ", ".join(f"{s['node']} {s['seconds']:.2f}s" for s in summary["slowest"])
+    if summary.get("critical_path_skipped"):
+        from qflow.store.overview import LIST_BOUND
+
+        path = Text(f"  critical path  not computed for a run of more than {LIST_BOUND:,} "
+                    f"tasks ({summary['duration_seconds'] or 0:.2f}s in all)")
+    else:
+        path = Text(f"  critical path  {visible(' -> '.join(summary['critical_path']))}  "
+                    f"({summary['critical_path_seconds']:.2f}s in its tasks, "
+                    f"{summary['duration_seconds'] or 0:.2f}s in all)")
+    return [Text(""), path, Text(f"  slowest        {visible(slowest)}")]
 
 
 # -- runs, workflows, pools ------------------------------------------------------------

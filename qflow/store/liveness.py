@@ -123,24 +123,6 @@ def live_workers(conn: Connection, timeout: float) -> list[tuple[str, int | None
                                                   workers.c.queues.is_not(None)))]
 
 
-def unserved(conn: Connection, run_id: str, default_queue: str,
-             timeout: float) -> dict[str, list[str]]:
-    """The run's waiting tasks, by queue, whose queue no worker heard from in the last
-    ``timeout`` seconds serves: nothing will run them until one starts."""
-    served = {q.strip() for queues, _ in live_workers(conn, timeout) for q in queues.split(",")}
-    out: dict[str, list[str]] = {}
-    for node, queue in conn.execute(select(tasks.c.node, tasks.c.queue).where(
-            tasks.c.run_id == run_id, tasks.c.state.in_(WAITING)).order_by(tasks.c.id)):
-        if (queue or default_queue) not in served:
-            out.setdefault(queue or default_queue, []).append(node)
-    return out
-
-
-def is_unsigned(conn: Connection, run_id: str) -> bool:
-    """Whether the run's creator did not sign its messages (see qflow_runs.unsigned)."""
-    return bool(conn.execute(select(runs.c.unsigned).where(runs.c.id == run_id)).scalar())
-
-
 @query()
 def take_unsent(conn: Connection, limit: int = 1000, signed_only: bool = False
                 ) -> list[Dispatch]:

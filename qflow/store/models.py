@@ -182,6 +182,14 @@ OPEN_STATES = ("queued", "running", "retrying", "sensing")
 OPEN_TASK = one_of(tasks.c.state, OPEN_STATES)
 _partial(lambda: Index("ix_qflow_tasks_open", tasks.c.state, **_where(
     "state IN (" + ", ".join(f"'{s}'" for s in OPEN_STATES) + ")")))
+# The tasks `qflow status` lists of a run too big to list whole (failed, running and the
+# like: qflow.store.overview), in creation order. Partial (0019): a run's bulk of pending,
+# queued and succeeded rows is never in it; a task is written to it when it starts
+# running, and again only if it fails, retries or senses.
+LOOK_STATES = ("failed", "upstream_failed", "retrying", "running", "sensing")
+LOOK_TASK = one_of(tasks.c.state, LOOK_STATES)
+_partial(lambda: Index("ix_qflow_tasks_look", tasks.c.run_id, tasks.c.id, **_where(
+    "state IN (" + ", ".join(f"'{s}'" for s in LOOK_STATES) + ")")))
 # Released tasks whose message was not published (the reconciler sends them); the
 # condition is written ``unsent = true`` (``unsent = 1`` on SQLite), as the index's is.
 _partial(lambda: Index("ix_qflow_tasks_unsent", tasks.c.id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import parse_qsl, unquote
 
 from qflow.errors import UnreachableError
@@ -68,6 +68,16 @@ class PlainConnection:
     def rows(self, name: str, params: dict[str, Any]) -> list[tuple]:
         """The rows of statement ``name`` (see qflow.store.queries); Unavailable on any
         error of the driver."""
+        return [row for batch in self._batches(name, params, None) for row in batch]
+
+    def stream(self, name: str, params: dict[str, Any], size: int) -> Iterator[tuple]:
+        """The rows of statement ``name``, fetched ``size`` at a time (on PostgreSQL
+        through a server-side cursor); Unavailable on any error of the driver."""
+        for batch in self._batches(name, params, size):
+            yield from batch
+
+    def _batches(self, name: str, params: dict[str, Any], size: int | None
+                 ) -> Iterator[list[tuple]]:
         statement = STATEMENTS.get(name)
         if statement is None:
             raise Unavailable(f"{name} is not rendered")
@@ -75,16 +85,21 @@ class PlainConnection:
         if self.dialect == "sqlite":
             params = {k: _sqlite_time(v) if k in statement["sqlite_times"] else v
                       for k, v in params.items()}
+        convert = [(i, _FROM_SQLITE[kind]) for i, kind in statement["sqlite_convert"].items()
+                   ] if self.dialect == "sqlite" else []
         try:
-            cursor = self.dbapi.cursor()
+            named = {"name": "qflow_stream"} if size and self.dialect != "sqlite" else {}
+            cursor = self.dbapi.cursor(**named)
             cursor.execute(statement[self.dialect], params)
-            rows = cursor.fetchall()
+            while True:
+                rows = cursor.fetchmany(size) if size else cursor.fetchall()
+                if rows:
+                    yield [_converted(row, convert) for row in rows] if convert else rows
+                if not rows or not size:
+                    break
+            cursor.close()
         except self.errors as exc:
             raise Unavailable(str(exc)) from exc
-        if self.dialect != "sqlite":
-            return rows
-        convert = [(i, _FROM_SQLITE[kind]) for i, kind in statement["sqlite_convert"].items()]
-        return [_converted(row, convert) for row in rows] if convert else rows
 
     def close(self) -> None:
         self.dbapi.close()

@@ -16,10 +16,34 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, Iterable
 
-from sqlalchemy import Boolean, DateTime, Select, bindparam, column, select, table
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    Select,
+    String,
+    bindparam,
+    column,
+    func,
+    select,
+    table,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
-from qflow.store.models import asset_consumed, asset_events, attempts, edges, runs, tasks
+from qflow.core import states as S
+from qflow.store.models import (
+    LOOK_TASK,
+    asset_consumed,
+    asset_events,
+    attempts,
+    edges,
+    one_of,
+    runs,
+    tasks,
+    workers,
+)
 from qflow.store.status import RUN_FILTERS, runs_name
 
 RUN_ID = bindparam("run_id")
@@ -31,10 +55,12 @@ RUN_COLUMNS = (runs.c.id, runs.c.workflow, runs.c.state, runs.c.params, runs.c.c
 
 RUN = select(*RUN_COLUMNS).where(runs.c.id == RUN_ID)
 
-TASKS = (select(tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
+# What a task's row shows (see qflow.store.status.task_rows).
+TASK_COLUMNS = (tasks.c.node, tasks.c.state, tasks.c.attempts, tasks.c.started_at,
                 tasks.c.finished_at, tasks.c.error, tasks.c.worker, tasks.c.celery_id,
                 tasks.c.queue, tasks.c.late)
-         .where(tasks.c.run_id == RUN_ID).order_by(tasks.c.id))
+
+TASKS = select(*TASK_COLUMNS).where(tasks.c.run_id == RUN_ID).order_by(tasks.c.id)
 
 # The traceback of each task's latest attempt, for the tasks whose has one.
 TRACEBACKS = (select(tasks.c.node, attempts.c.traceback)
@@ -56,10 +82,112 @@ TIMED_EDGES = select(edges.c.parent, edges.c.child).where(edges.c.run_id == RUN_
 # The DB's Alembic revision (see qflow.store.migrate).
 REVISION = select(column("version_num")).select_from(table("alembic_version"))
 
+
+
+# -- a run too big to list whole (qflow.store.overview) -------------------------------
+class node_group(FunctionElement):
+    """A node id up to its first ``[``: a map's elements ``name[i]`` give ``name``."""
+    type = String()
+    inherit_cache = True
+
+
+@compiles(node_group, "postgresql")
+def _node_group_pg(element: node_group, compiler: Any, **kw: Any) -> str:
+    return f"split_part({compiler.process(element.clauses, **kw)}, '[', 1)"
+
+
+@compiles(node_group, "sqlite")
+def _node_group_sqlite(element: node_group, compiler: Any, **kw: Any) -> str:
+    node = compiler.process(element.clauses, **kw)
+    return (f"CASE WHEN instr({node}, '[') > 0 THEN substr({node}, 1, instr({node}, '[') - 1) "
+            f"ELSE {node} END")
+
+
+class duration(FunctionElement):
+    """``end - start`` of two times, comparable (an interval on PostgreSQL, days on
+    SQLite, whose julianday() reads milliseconds)."""
+    inherit_cache = True
+
+
+@compiles(duration, "postgresql")
+def _duration_pg(element: duration, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({end} - {start})"
+
+
+@compiles(duration, "sqlite")
+def _duration_sqlite(element: duration, compiler: Any, **kw: Any) -> str:
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(julianday({end}) - julianday({start}))"
+
+
+class ago(FunctionElement):
+    """The DB's clock, as naive UTC, so many seconds ago (the heartbeats' clock: see
+    qflow.store.liveness.db_now)."""
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(ago, "postgresql")
+def _ago_pg(element: ago, compiler: Any, **kw: Any) -> str:
+    return (f"(timezone('UTC', now()) - {compiler.process(element.clauses, **kw)} "
+            "* INTERVAL '1 second')")
+
+
+@compiles(ago, "sqlite")
+def _ago_sqlite(element: ago, compiler: Any, **kw: Any) -> str:
+    return (f"strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || "
+            f"{compiler.process(element.clauses, **kw)} || ' seconds')")
+
+
+# How many of the run's tasks are in each state and queue, per node (a map's elements
+# under their mapped node's id, told apart by the second column), with the first task's
+# id. One pass over the run's rows gives the counts per state and node, and the waiting
+# tasks per queue (qflow.store.overview.warnings).
+_GROUP = node_group(tasks.c.node)
+_ELEMENT = _GROUP != tasks.c.node
+NODE_COUNTS = (select(_GROUP, _ELEMENT, tasks.c.state, tasks.c.queue, func.count(),
+                      func.min(tasks.c.id))
+               .where(tasks.c.run_id == RUN_ID)
+               .group_by(_GROUP, _ELEMENT, tasks.c.state, tasks.c.queue))
+
+# The first ``:limit`` of the run's tasks in the states worth a look (ix_qflow_tasks_look).
+LOOK = (select(*TASK_COLUMNS).where(tasks.c.run_id == RUN_ID, LOOK_TASK)
+        .order_by(tasks.c.id).limit(bindparam("limit")))
+
+# The ``:limit`` tasks that ran longest, ties in creation order.
+SLOWEST = (select(tasks.c.node, tasks.c.started_at, tasks.c.finished_at)
+           .where(tasks.c.run_id == RUN_ID, tasks.c.started_at.is_not(None),
+                  tasks.c.finished_at.is_not(None))
+           .order_by(duration(tasks.c.started_at, tasks.c.finished_at).desc(), tasks.c.id)
+           .limit(bindparam("limit")))
+
+# -- why a run's waiting tasks may never start (qflow.store.overview.warnings) ---------
+WAITING = (S.QUEUED, S.RETRYING, S.SENSING)     # each has a message (liveness.WAITING)
+# The queues of the workers heard from in the last ``:timeout`` seconds.
+LIVE_QUEUES = select(workers.c.queues).where(
+    workers.c.queues.is_not(None),
+    workers.c.last_seen >= ago(bindparam("timeout", type_=Float)))
+# The run's waiting tasks by queue (NULL: the default), in order of their first task.
+WAITING_QUEUES = (select(tasks.c.queue, func.count(), func.min(tasks.c.id))
+                  .where(tasks.c.run_id == RUN_ID, one_of(tasks.c.state, WAITING))
+                  .group_by(tasks.c.queue))
+# The first ``:limit`` waiting tasks of queue ``:queue`` (or of none, with ``:unnamed``)
+# from id ``:first`` on (the first of them: the rest of the run is not read).
+WAITING_IN = (select(tasks.c.node)
+              .where(tasks.c.run_id == RUN_ID, one_of(tasks.c.state, WAITING),
+                     tasks.c.id >= bindparam("first"),
+                     (tasks.c.queue == bindparam("queue"))
+                     | (tasks.c.queue.is_(None) & bindparam("unnamed", type_=Boolean)))
+              .order_by(tasks.c.id).limit(bindparam("limit")))
+UNSIGNED = select(runs.c.unsigned).where(runs.c.id == RUN_ID)
+
 # Each by the name qflow.store.status asks for.
 STATEMENTS: dict[str, Select] = {
     "run": RUN, "tasks": TASKS, "tracebacks": TRACEBACKS, "triggered_by": TRIGGERED_BY,
-    "timed_edges": TIMED_EDGES, "revision": REVISION}
+    "timed_edges": TIMED_EDGES, "revision": REVISION, "node_counts": NODE_COUNTS,
+    "look": LOOK, "slowest": SLOWEST, "live_queues": LIVE_QUEUES,
+    "waiting_queues": WAITING_QUEUES, "waiting_in": WAITING_IN, "unsigned": UNSIGNED}
 
 
 def runs_list(filters: Iterable[str]) -> Select:

@@ -103,6 +103,138 @@ STATEMENTS = {
         'sqlite': 'SELECT version_num \nFROM alembic_version',
         'postgresql': 'SELECT version_num \nFROM alembic_version',
     },
+    'node_counts': {
+        'sqlite_convert': {1: 'boolean'},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ("SELECT CASE WHEN instr(qflow_tasks.node, '[') > 0 THEN "
+                   "substr(qflow_tasks.node, 1, instr(qflow_tasks.node, '[') - 1) ELSE "
+                   "qflow_tasks.node END AS anon_1, CASE WHEN instr(qflow_tasks.node, '[') > 0 "
+                   "THEN substr(qflow_tasks.node, 1, instr(qflow_tasks.node, '[') - 1) ELSE "
+                   'qflow_tasks.node END != qflow_tasks.node AS anon_2, qflow_tasks.state, '
+                   'qflow_tasks.queue, count(*) AS count_1, min(qflow_tasks.id) AS min_1 \n'
+                   'FROM qflow_tasks \n'
+                   'WHERE qflow_tasks.run_id = :run_id GROUP BY CASE WHEN '
+                   "instr(qflow_tasks.node, '[') > 0 THEN substr(qflow_tasks.node, 1, "
+                   "instr(qflow_tasks.node, '[') - 1) ELSE qflow_tasks.node END, CASE WHEN "
+                   "instr(qflow_tasks.node, '[') > 0 THEN substr(qflow_tasks.node, 1, "
+                   "instr(qflow_tasks.node, '[') - 1) ELSE qflow_tasks.node END != "
+                   'qflow_tasks.node, qflow_tasks.state, qflow_tasks.queue'),
+        'postgresql': ("SELECT split_part(qflow_tasks.node, '[', 1) AS anon_1, "
+                       "split_part(qflow_tasks.node, '[', 1) != qflow_tasks.node AS anon_2, "
+                       'qflow_tasks.state, qflow_tasks.queue, count(*) AS count_1, '
+                       'min(qflow_tasks.id) AS min_1 \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR GROUP BY '
+                       "split_part(qflow_tasks.node, '[', 1), split_part(qflow_tasks.node, "
+                       "'[', 1) != qflow_tasks.node, qflow_tasks.state, qflow_tasks.queue"),
+    },
+    'look': {
+        'sqlite_convert': {3: 'datetime', 4: 'datetime', 9: 'boolean'},
+        'sqlite_times': [],
+        'sqlite_values': {'param_1': 0},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.node, qflow_tasks.state, qflow_tasks.attempts, '
+                   'qflow_tasks.started_at, qflow_tasks.finished_at, qflow_tasks.error, '
+                   'qflow_tasks.worker, qflow_tasks.celery_id, qflow_tasks.queue, '
+                   'qflow_tasks.late \n'
+                   'FROM qflow_tasks \n'
+                   "WHERE qflow_tasks.run_id = :run_id AND qflow_tasks.state IN ('failed', "
+                   "'upstream_failed', 'retrying', 'running', 'sensing') ORDER BY "
+                   'qflow_tasks.id\n'
+                   ' LIMIT :limit OFFSET :param_1'),
+        'postgresql': ('SELECT qflow_tasks.node, qflow_tasks.state, qflow_tasks.attempts, '
+                       'qflow_tasks.started_at, qflow_tasks.finished_at, qflow_tasks.error, '
+                       'qflow_tasks.worker, qflow_tasks.celery_id, qflow_tasks.queue, '
+                       'qflow_tasks.late \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND qflow_tasks.state '
+                       "IN ('failed', 'upstream_failed', 'retrying', 'running', 'sensing') "
+                       'ORDER BY qflow_tasks.id \n'
+                       ' LIMIT %(limit)s'),
+    },
+    'slowest': {
+        'sqlite_convert': {1: 'datetime', 2: 'datetime'},
+        'sqlite_times': [],
+        'sqlite_values': {'param_1': 0},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.node, qflow_tasks.started_at, qflow_tasks.finished_at \n'
+                   'FROM qflow_tasks \n'
+                   'WHERE qflow_tasks.run_id = :run_id AND qflow_tasks.started_at IS NOT NULL '
+                   'AND qflow_tasks.finished_at IS NOT NULL ORDER BY '
+                   '(julianday(qflow_tasks.finished_at) - julianday(qflow_tasks.started_at)) '
+                   'DESC, qflow_tasks.id\n'
+                   ' LIMIT :limit OFFSET :param_1'),
+        'postgresql': ('SELECT qflow_tasks.node, qflow_tasks.started_at, '
+                       'qflow_tasks.finished_at \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND '
+                       'qflow_tasks.started_at IS NOT NULL AND qflow_tasks.finished_at IS NOT '
+                       'NULL ORDER BY (qflow_tasks.finished_at - qflow_tasks.started_at) DESC, '
+                       'qflow_tasks.id \n'
+                       ' LIMIT %(limit)s'),
+    },
+    'live_queues': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_workers.queues \n'
+                   'FROM qflow_workers \n'
+                   'WHERE qflow_workers.queues IS NOT NULL AND qflow_workers.last_seen >= '
+                   "strftime('%Y-%m-%d %H:%M:%f', 'now', '-' || :timeout || ' seconds')"),
+        'postgresql': ('SELECT qflow_workers.queues \n'
+                       'FROM qflow_workers \n'
+                       'WHERE qflow_workers.queues IS NOT NULL AND qflow_workers.last_seen >= '
+                       "(timezone('UTC', now()) - %(timeout)s * INTERVAL '1 second')"),
+    },
+    'waiting_queues': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.queue, count(*) AS count_1, min(qflow_tasks.id) AS '
+                   'min_1 \n'
+                   'FROM qflow_tasks \n'
+                   "WHERE qflow_tasks.run_id = :run_id AND qflow_tasks.state IN ('queued', "
+                   "'retrying', 'sensing') GROUP BY qflow_tasks.queue"),
+        'postgresql': ('SELECT qflow_tasks.queue, count(*) AS count_1, min(qflow_tasks.id) AS '
+                       'min_1 \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND qflow_tasks.state '
+                       "IN ('queued', 'retrying', 'sensing') GROUP BY qflow_tasks.queue"),
+    },
+    'waiting_in': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {'param_1': 0},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.node \n'
+                   'FROM qflow_tasks \n'
+                   "WHERE qflow_tasks.run_id = :run_id AND qflow_tasks.state IN ('queued', "
+                   "'retrying', 'sensing') AND qflow_tasks.id >= :first AND (qflow_tasks.queue "
+                   '= :queue OR qflow_tasks.queue IS NULL AND :unnamed = 1) ORDER BY '
+                   'qflow_tasks.id\n'
+                   ' LIMIT :limit OFFSET :param_1'),
+        'postgresql': ('SELECT qflow_tasks.node \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND qflow_tasks.state '
+                       "IN ('queued', 'retrying', 'sensing') AND qflow_tasks.id >= "
+                       '%(first)s::INTEGER AND (qflow_tasks.queue = %(queue)s::VARCHAR OR '
+                       'qflow_tasks.queue IS NULL AND %(unnamed)s) ORDER BY qflow_tasks.id \n'
+                       ' LIMIT %(limit)s'),
+    },
+    'unsigned': {
+        'sqlite_convert': {0: 'boolean'},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': 'SELECT qflow_runs.unsigned \nFROM qflow_runs \nWHERE qflow_runs.id = :run_id',
+        'postgresql': ('SELECT qflow_runs.unsigned \n'
+                       'FROM qflow_runs \n'
+                       'WHERE qflow_runs.id = %(run_id)s::VARCHAR'),
+    },
     'runs': {
         'sqlite_convert': {4: 'datetime',
                            5: 'datetime',

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from qflow.core.params import masked
 from qflow.core.states import TERMINAL
+from qflow.errors import UserError
 from qflow.results import codec
 from qflow.store import plain
 
@@ -27,6 +28,20 @@ def rows(conn: Any, name: str, **params: Any) -> list[tuple]:
     from qflow.store.queries import statement
 
     return conn.execute(statement(name), params).all()
+
+
+STREAM_BATCH = 2_000           # rows fetched at a time by stream()
+
+
+def stream(conn: Any, name: str, **params: Any) -> Iterator[tuple]:
+    """The rows of statement ``name``, fetched a batch at a time: a run's million tasks
+    are never all in memory at once."""
+    if isinstance(conn, plain.PlainConnection):
+        yield from conn.stream(name, params, STREAM_BATCH)
+        return
+    from qflow.store.queries import statement
+
+    yield from conn.execution_options(yield_per=STREAM_BATCH).execute(statement(name), params)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -62,12 +77,33 @@ def get_run(conn: Any, run_id: str, with_tasks: bool = True,
         return None
     out = run_dict(found[0])
     if with_tasks:
-        out["tasks"] = task_rows(conn, run_id, took)
-        traces = tracebacks(conn, run_id)
-        for task in out["tasks"]:
-            task["traceback"] = traces.get(task["node"])
-        out["triggered_by"] = triggered_by(conn, run_id)
+        _add_tasks(conn, out, took=took)
     return out
+
+
+def _add_tasks(conn: Any, run: dict[str, Any], took: dict[str, float] | None = None,
+               lazy: bool = False) -> None:
+    """The run's tasks, each with its traceback, and what triggered it; ``lazy``: the
+    tasks as an iterator of them, read while it is consumed (on this connection)."""
+    traces = tracebacks(conn, run["run_id"])
+    if lazy:
+        run["tasks"] = _streamed(conn, run["run_id"], traces)
+    else:
+        run["tasks"] = task_rows(conn, run["run_id"], took)
+        for task in run["tasks"]:
+            task["traceback"] = traces.get(task["node"])
+    run["triggered_by"] = triggered_by(conn, run["run_id"])
+
+
+def _streamed(conn: Any, run_id: str, traces: dict[str, str]) -> Iterator[dict[str, Any]]:
+    shown = codec.installed().shown
+    try:
+        for row in stream(conn, "tasks", run_id=run_id):
+            task = task_dict(row, shown)
+            task["traceback"] = traces.get(task["node"])
+            yield task
+    except plain.Unavailable as exc:     # part of the answer is out: no full path now
+        raise UserError(f"reading the tasks of run {run_id!r} failed: {exc}") from None
 
 
 def triggered_by(conn: Any, run_id: str) -> list[dict[str, Any]]:
@@ -92,16 +128,23 @@ def task_rows(conn: Any, run_id: str, took: dict[str, float] | None = None
     out = []
     # Plain tuples: no per-row attribute lookups (a map of 10,000 elements is read in
     # tens of milliseconds, not hundreds).
-    for node, state, tries, start, end, error, worker, celery_id, queue, late in \
-            rows(conn, "tasks", run_id=run_id):
-        row = {"node": node, "state": state, "attempts": tries, "started_at": iso(start),
-               "finished_at": iso(end), "error": None if error is None else shown(error),
-               "worker": worker, "celery_id": celery_id, "queue": queue}
-        if late:
-            row["late"] = True
-        out.append(row)
+    for row in rows(conn, "tasks", run_id=run_id):
+        out.append(task_dict(row, shown))
+        start, end = row[3], row[4]
         if took is not None and start and end:
-            took[node] = round((end - start).total_seconds(), 3)
+            took[row[0]] = round((end - start).total_seconds(), 3)
+    return out
+
+
+def task_dict(row: tuple, shown: Callable[[str], str]) -> dict[str, Any]:
+    """A row of :data:`qflow.store.queries.TASK_COLUMNS` as `status --json` lists it
+    (``shown``: the result codec's, for its error)."""
+    node, state, tries, start, end, error, worker, celery_id, queue, late = row
+    out = {"node": node, "state": state, "attempts": tries, "started_at": iso(start),
+           "finished_at": iso(end), "error": None if error is None else shown(error),
+           "worker": worker, "celery_id": celery_id, "queue": queue}
+    if late:
+        out["late"] = True
     return out
 
 
@@ -140,38 +183,76 @@ def list_runs(conn: Any, workflow: str | None = None, state: str | None = None,
     return [run_dict(r) for r in rows(conn, runs_name(given), limit=limit, **given)]
 
 
-def snapshot(conn: Any, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+def snapshot(conn: Any, run_id: str, every: bool = True, lazy: bool = False
+             ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The run with its tasks and, once it ended, where its time went (None for an
-    unknown run): what `status` shows, and each look of `status --watch`."""
-    from qflow.cli import timing  # pure functions over these dicts
+    unknown run): what `status` shows, and each look of `status --watch`.
 
-    took: dict[str, float] = {}
-    run = get_run(conn, run_id, took=took)
+    A run of more tasks than :data:`qflow.store.overview.LIST_BOUND` is timed by the DB
+    (its slowest tasks; no critical path) and, unless ``every``, shown as counts (see
+    :mod:`qflow.store.overview`): ``counts``, ``nodes`` and, as ``tasks``, the ones worth
+    a look. ``lazy``: see :func:`_add_tasks`."""
+    from qflow.cli import timing  # pure functions over these dicts
+    from qflow.store import overview
+
+    run = get_run(conn, run_id, with_tasks=False)
     if run is None:
         return None
+    big = overview.big(run)
+    took: dict[str, float] = {}
+    if big and not every:
+        run["counts"], run["nodes"], run["waiting"] = overview.counts(conn, run_id)
+        run["tasks"] = overview.look(conn, run_id)
+        run["triggered_by"] = triggered_by(conn, run_id)
+    else:
+        _add_tasks(conn, run, took=None if big else took, lazy=big and lazy)
     if run["state"] not in TERMINAL:
         return run, None
-    return run, timing.summary(run, timed_edges(conn, run_id), took=took)
+    if not big:
+        return run, timing.summary(run, timed_edges(conn, run_id), took=took)
+    return run, {"duration_seconds": timing.seconds(run["started_at"], run["finished_at"]),
+                 "critical_path": [], "critical_path_seconds": 0,
+                 "slowest": overview.slowest(conn, run_id), "critical_path_skipped": True}
 
 
-def status(conn: Any, run_id: str, warnings: Callable[[str], list[str]]
+def status(conn: Any, run_id: str, config: Any, every: bool = True, lazy: bool = False
            ) -> dict[str, Any] | None:
-    """The object of `status --json` (None for an unknown run): the run, its tasks, where
-    its time went and, while it has not ended, ``warnings(run_id)``: why its waiting tasks
-    may never start (an ended run waits for nothing)."""
-    found = snapshot(conn, run_id)
+    """The object of `status --json` (None for an unknown run): the run, its tasks (see
+    :func:`snapshot` for ``every`` and ``lazy``), where its time went and, while it has not
+    ended, its warnings (:meth:`qflow.runtime.Runtime.warnings`, read on ``conn``; an ended
+    run waits for nothing). ``config``: the :class:`~qflow.config.Config` in use."""
+    found = snapshot(conn, run_id, every, lazy)
     if found is None:
         return None
     run, summary = found
+    waiting = run.pop("waiting", None)
     ended = run["state"] in TERMINAL
-    return {**run, "summary": summary, "warnings": [] if ended else warnings(run_id)}
+    return {**run, "summary": summary,
+            "warnings": [] if ended else warnings(conn, run_id, config, waiting)}
 
 
-def plainly(rt: Runtime, run_id: str) -> dict[str, Any] | None:
+def warnings(conn: Any, run_id: str, config: Any, waiting: Any = None) -> list[str]:
+    """Why the run's waiting tasks may never start (see
+    :func:`qflow.store.overview.warnings`, and for ``waiting``): never with the embedded
+    worker, which serves every queue."""
+    if config.embedded:
+        return []
+    from qflow.store import overview
+
+    return overview.warnings(conn, run_id, config.default_queue, config.worker_lost_timeout,
+                             bool(config.security_key), waiting)
+
+
+def plainly(rt: Runtime, run_id: str, every: bool = True,
+            then: Callable[[dict[str, Any]], Any] | None = None) -> Any:
     """:func:`status` read without SQLAlchemy (see :func:`_plain`); None also for an
-    unknown run, and for a run that has not ended with a broker set (its warnings read
-    the workers' liveness through SQLAlchemy)."""
-    return _plain(rt, lambda conn: status(conn, run_id, _embedded_warnings(rt)))
+    unknown run. ``then``, if given, is called with it while the connection is open (a
+    big run's tasks are read lazily then, as it consumes them) and what it returns is
+    returned."""
+    def read(conn: plain.PlainConnection) -> Any:
+        found = status(conn, run_id, rt.config, every, lazy=then is not None)
+        return found if found is None or then is None else then(found)
+    return _plain(rt, read)
 
 
 def runs_plainly(rt: Runtime, *args: Any) -> list[dict[str, Any]] | None:
@@ -201,12 +282,3 @@ def _plain(rt: Runtime, read: Callable[[plain.PlainConnection], Any]) -> Any:
             return read(conn)
         except plain.Unavailable:
             return None
-
-
-def _embedded_warnings(rt: Runtime) -> Callable[[str], list[str]]:
-    if rt.config.embedded:
-        return rt.warnings       # none: the embedded worker serves every queue
-
-    def unavailable(run_id: str) -> list[str]:
-        raise plain.Unavailable("the workers' liveness is read through SQLAlchemy")
-    return unavailable

@@ -1,0 +1,160 @@
+"""`qflow status` of a run with more tasks than it lists (qflow.store.overview.LIST_BOUND,
+lowered here to 10): counts per state and per node, the tasks worth a look, and a line
+saying how many are not listed; `--all` and `--json` list every task. On SQLite and
+PostgreSQL, read without SQLAlchemy and through it alike."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from qflow.cli import show
+from qflow.cli.commands import cli
+from qflow.store import Store, overview
+from qflow.store import status as read_status
+from qflow.store.migrate import upgrade
+from qflow.store.models import runs, tasks
+
+T0 = dt.datetime(2026, 11, 30, 10)
+ELEMENTS = 24
+
+
+def _shape(ended: bool) -> dict[str, tuple[str, int | None, int | None, str | None]]:
+    """node: (state, started, finished (seconds after T0), error): a map ``square`` of 24
+    elements between ``numbers`` and ``total``; all succeeded but one failed (``total``
+    upstream_failed), or (not ended) half queued with one running."""
+    out = {"numbers": ("succeeded", 0, 1, None),
+           "square": ("succeeded", None, 9, None) if ended else ("pending", None, None, None)}
+    for i in range(ELEMENTS):
+        done = ended or i < ELEMENTS // 2
+        out[f"square[{i}]"] = (("succeeded", 1, 2 + i % 3, None) if done
+                               else ("queued", None, None, None))
+    out["square[5]"] = ("failed", 1, 9, "ValueError: five")
+    if not ended:
+        out["square[20]"] = ("running", 3, None, None)
+    out["total"] = ("upstream_failed", None, 9, None) if ended else ("pending", None, None,
+                                                                       None)
+    return out
+
+
+def _insert(store: Store, run_id: str, ended: bool) -> None:
+    def at(seconds):
+        return None if seconds is None else T0 + dt.timedelta(seconds=seconds)
+    shape = _shape(ended)
+    with store.write() as conn:
+        conn.execute(sa.insert(runs).values(
+            id=run_id, workflow="big_map", state="failed" if ended else "running",
+            params="{}", created_at=T0, started_at=T0, finished_at=at(9) if ended else None,
+            tasks_total=len(shape), tasks_left=0 if ended else 14))
+        conn.execute(sa.insert(tasks), [
+            dict(run_id=run_id, node=node, task="m.f", state=state, started_at=at(start),
+                 finished_at=at(end), error=error, attempts=0 if start is None else 1,
+                 worker=None if start is None else "w1@host")
+            for node, (state, start, end, error) in shape.items()])
+
+
+@pytest.fixture
+def big(db_url, monkeypatch):
+    """A DB with two runs of 27 tasks each (``ended``, ``running``), shown as big ones."""
+    store = Store(db_url)
+    upgrade(store)
+    _insert(store, "e" * 32, ended=True)
+    _insert(store, "a" * 32, ended=False)
+    store.dispose()
+    monkeypatch.setattr(overview, "LIST_BOUND", 10)
+    return {"url": db_url, "ended": "e" * 32, "running": "a" * 32}
+
+
+def status(big, run_id: str, *args: str, plain: bool = True, broker: bool = False) -> str:
+    """What `qflow status RUN ARGS` prints, read without SQLAlchemy or (``plain`` false)
+    through it."""
+    env = {"QFLOW_BROKER_URL": "redis://127.0.0.1:1/0"} if broker else {}
+    with pytest.MonkeyPatch.context() as patch:
+        if not plain:
+            patch.setattr(read_status, "plainly", lambda *a: None)
+        done = CliRunner().invoke(cli, ["--database-url", big["url"], "status", run_id, *args],
+                                  env=env, catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+def test_a_big_run_shows_counts_the_failed_task_and_how_many_are_not_listed(big):
+    out = status(big, big["ended"])
+    lines = out.splitlines()
+    assert "  tasks    27: 25 succeeded, 1 failed, 1 upstream_failed" in lines
+    assert ["square[…]", "24", "23", "1", "-"] in [line.split() for line in lines]
+    assert any(line.split()[:2] == ["square[5]", "failed"] and "ValueError: five" in line
+               for line in lines)
+    assert any(line.split()[:2] == ["total", "upstream_failed"] for line in lines)
+    assert "square[4]" not in out and "numbers  succeeded" not in out
+    assert (f"  25 tasks not listed (25 succeeded): `qflow status {big['ended']} --all` "
+            "lists every one") in lines
+    # Its time summary: the slowest tasks from the DB, no critical path walked.
+    assert "  critical path  not computed for a run of more than 10 tasks (9.00s in all)" in lines
+    assert "  slowest        square[5] 8.00s, square[2] 3.00s, square[8] 3.00s, square[11] " \
+           "3.00s, square[14] 3.00s" in lines
+    assert status(big, big["ended"], plain=False) == out
+
+
+def test_a_big_running_run_lists_what_runs_and_warns_of_its_queue_on_both_paths(big):
+    out = status(big, big["running"], broker=True)
+    lines = out.splitlines()
+    assert "  tasks    27: 2 pending, 11 queued, 1 running, 12 succeeded, 1 failed" in lines
+    listed = [line.split()[:2] for line in lines if line.startswith("  square[")]
+    assert listed == [["square[…]", "24"], ["square[5]", "failed"], ["square[20]", "running"]]
+    assert ("qflow: warning: no live worker serves queue 'default', which square[12], "
+            "square[13], square[14] and 8 more wait on: start one with "
+            "`qflow worker -Q default`") in lines
+    assert status(big, big["running"], plain=False, broker=True) == out
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_all_and_json_list_every_task_of_a_big_run(big, plain):
+    every = status(big, big["ended"], "--all", plain=plain)
+    listed = [line.split()[0] for line in every.splitlines() if line.startswith("  ")
+              and line.split()[0] in _shape(True)]
+    assert listed == list(_shape(True)) and "not listed" not in every
+    found = json.loads(status(big, big["ended"], "--json", plain=plain))
+    assert [t["node"] for t in found["tasks"]] == list(_shape(True))
+    assert found["tasks"][7] == {
+        "node": "square[5]", "state": "failed", "attempts": 1,
+        "started_at": "2026-11-30T10:00:01+00:00", "finished_at": "2026-11-30T10:00:09+00:00",
+        "error": "ValueError: five", "worker": "w1@host", "celery_id": None, "queue": None,
+        "traceback": None}
+    assert found["summary"]["slowest"][0] == {"node": "square[5]", "seconds": 8.0}
+    assert found["summary"]["critical_path"] == [] and "counts" not in found
+
+
+def test_the_json_of_a_big_run_is_what_json_dumps_writes_of_it(big):
+    """Written a task at a time (the tasks are read as they are written), the same bytes."""
+    from qflow.client import run_status
+    from qflow.config import Config
+    from qflow.runtime import Runtime
+
+    rt = Runtime(Config(database_url=big["url"]))
+    whole = run_status(rt, big["ended"])
+    rt.store.dispose()
+    assert isinstance(whole["tasks"], list) and len(whole["tasks"]) == 27
+    assert status(big, big["ended"], "--json") == json.dumps(whole, indent=2) + "\n"
+
+
+@pytest.mark.parametrize("run", [
+    {"a": 1, "tasks": [], "z": None},
+    {"a": "x\n\"y\" é ☃", "tasks": [{"node": "n[1]", "late": True, "error": "é\nb"}],
+     "tail": {"k": [1, 2]}},
+    {"tasks": [{"n": 1}, {"nested": {"a": [1]}, "b": 2.5}, {}], "after": []}])
+def test_write_json_writes_what_json_dumps_writes(run):
+    parts: list[str] = []
+    show.write_json({**run, "tasks": iter(run["tasks"])}, parts.append)
+    assert "".join(parts) == json.dumps(run, indent=2) + "\n"
+
+
+def test_a_small_run_is_listed_whole_as_before(big, monkeypatch):
+    monkeypatch.setattr(overview, "LIST_BOUND", 1000)
+    out = status(big, big["ended"])
+    assert "not listed" not in out
+    assert ["square[4]", "succeeded"] in [line.split()[:2] for line in out.splitlines()]
+    assert "not computed" not in out and "  tasks " not in out
