@@ -83,12 +83,27 @@ class Builder:
             options = {**options, "map": {}}
         refs: set[str] = set()
         self.nodes[node_id] = dag.Node(
-            id=node_id, task=key, args=self._template(args, node_id, refs),
+            id=node_id, task=key, args=self._arguments(args, node_id, refs),
             kwargs=self._template(kwargs, node_id, refs) if kwargs else _NO_KWARGS,
             trigger_rule=rule, queue=queue, options=options)
         if refs:
             self.parents[node_id] = refs
         return Handle(node_id, self)
+
+    def _arguments(self, args: tuple, node_id: str, refs: set[str]) -> list:
+        """The positional arguments as :meth:`_template` makes them, with what most of
+        them are (a plain value, a handle of this body) taken here without a call each."""
+        out = []
+        for value in args:
+            kind = type(value)
+            if kind in _PLAIN:
+                out.append(value)
+            elif kind is Handle and value._builder is self:
+                refs.add(value.node_id)
+                out.append(value.ref)
+            else:
+                out.append(self._template(value, node_id, refs))
+        return out
 
     def _new_id(self, name: str) -> str:
         n = self._next.get(name, 0)

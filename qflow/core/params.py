@@ -162,13 +162,26 @@ def body_values(params: dict[str, Param], stored: dict[str, Any]) -> dict[str, A
 SHARED_MIN_BYTES = 256     # a parameter at least this long (as JSON) is stored once
 
 
-def share_params(call: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+def share_params(call: dict[str, Any], values: dict[str, Any],
+                 big: dict[str, str] | None = None) -> dict[str, Any]:
     """A node's call (``{"args": [...], "kwargs": {...}}``, JSON-ready) with each argument
     that is exactly one of the run's parameter values, if that is long, replaced by a
     reference to it (``{PARAM_KEY: name}``, which the worker fills in from the run, as
     for a secret): a big parameter passed to many tasks is stored once, in the run, not
     in every task row. Arguments and the items of list and dict arguments are looked at.
+    ``big``: :func:`big_params` of ``values``, for a caller sharing those of many calls.
     """
+    if big is None:
+        big = big_params(values)
+    if not big:
+        return call
+    return {"args": [_shared(v, big, 1) for v in call["args"]],
+            "kwargs": {k: _shared(v, big, 1) for k, v in call["kwargs"].items()}}
+
+
+def big_params(values: dict[str, Any]) -> dict[str, str]:
+    """The parameter values long enough to be shared (as JSON, sorted keys), each with
+    the name of the first parameter holding it."""
     big: dict[str, str] = {}
     for name, value in values.items():
         if isinstance(value, (str, list, dict)) and not (isinstance(value, dict)
@@ -176,10 +189,7 @@ def share_params(call: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]
             text = json.dumps(value, sort_keys=True)
             if len(text) >= SHARED_MIN_BYTES:
                 big.setdefault(text, name)
-    if not big:
-        return call
-    return {"args": [_shared(v, big, 1) for v in call["args"]],
-            "kwargs": {k: _shared(v, big, 1) for k, v in call["kwargs"].items()}}
+    return big
 
 
 def _shared(value: Any, big: dict[str, str], depth: int) -> Any:

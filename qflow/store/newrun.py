@@ -10,7 +10,9 @@ in memory, and its first tasks are read after.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Sequence
+import json
+from json.encoder import JSONEncoder, c_make_encoder, encode_basestring_ascii
+from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import (
     ARRAY,
@@ -48,11 +50,13 @@ def startable(c) -> ColumnElement[bool]:
 
 
 def write(conn: Connection, run: dict[str, Any], task_rows: Iterable[Sequence],
-          edge_rows: Sequence[Sequence], n_tasks: int) -> list | None:
+          edge_rows: Iterable[Sequence], n_tasks: int, n_edges: int) -> list | None:
     """Insert the run row (``run``: its column values), its ``n_tasks`` task rows (in the
-    order of :data:`~qflow.store.mapping.NEW_TASK`) and edges. Returns the rows that start
-    it (the :data:`START` columns) when the write returned them, else None (read them)."""
-    if conn.dialect.name == "postgresql" and n_tasks + len(edge_rows) <= AT_ONCE:
+    order of :data:`~qflow.store.mapping.NEW_TASK`) and ``n_edges`` edges. Returns the
+    rows that start it (the :data:`START` columns) when the write returned them, else None
+    (read them)."""
+    if conn.dialect.name == "postgresql" and n_tasks + n_edges <= AT_ONCE:
+        edge_rows = list(edge_rows)
         columns = zip(NEW_TASK, zip(*task_rows, strict=True), strict=True)
         params = {f"r_{k}": v for k, v in run.items()}
         params.update({f"t_{name}": list(values) for name, values in columns})
@@ -62,6 +66,18 @@ def write(conn: Connection, run: dict[str, Any], task_rows: Iterable[Sequence],
     bulk_insert(conn, tasks, NEW_TASK, task_rows)
     bulk_insert(conn, edges, EDGE, edge_rows)
     return None
+
+
+def encoder() -> Callable[[Any], str]:
+    """``json.dumps`` with its default options, for the million values of one run's rows:
+    the same encoder, made once (json.dumps makes one for each call, about half the time
+    it takes on a task's arguments). One per run: its check for cycles keeps state while
+    it encodes, which threads must not share."""
+    if c_make_encoder is None:            # no C accelerator: json.dumps itself
+        return json.dumps
+    encode = c_make_encoder({}, JSONEncoder().default, encode_basestring_ascii, None,
+                            ": ", ", ", False, False, True)
+    return lambda value: "".join(encode(value, 0))
 
 
 def _unnested(table, names: Sequence[str], prefix: str) -> Select:
