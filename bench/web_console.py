@@ -198,10 +198,14 @@ def browse(base: str, run_id: str) -> dict[str, float] | None:
             "expand_ms": round(expand["ms"]), "cells_drawn": expand["cells"]}
 
 
-def serve(s: C.Servers, url: str) -> tuple[subprocess.Popen, str]:
+def serve(s: C.Servers, url: str, snapshot: str = "") -> tuple[subprocess.Popen, str]:
+    """`qflow web` on ``url`` (of this checkout, or of the qflow extracted at
+    ``snapshot``: see common.extract) and its address."""
     port = C.free_port()
     env = C._clean_env(QFLOW_DATABASE_URL=url, QFLOW_BROKER_URL=s.redis_url(0),
                        QFLOW_APP=str(C.FLOWS))
+    if snapshot:
+        env["PYTHONPATH"] = snapshot + os.pathsep + env["PYTHONPATH"]
     log = s.folder / "web.log"
     proc = subprocess.Popen([C.qflow_bin(), "web", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"))

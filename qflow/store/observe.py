@@ -81,6 +81,40 @@ def run_graph(conn: Connection, run_id: str) -> tuple[Graph, dict[str, str]] | N
     return graph, {r.node: r.state for r in rows}
 
 
+def task_page(conn: Connection, run_id: str, after: str | None, limit: int
+              ) -> list[dict[str, Any]]:
+    """At most ``limit`` of the run's tasks as `status --json` lists them (with their
+    tracebacks), those after node id ``after`` (None: from the first) in node-id order:
+    the order of the run's unique (run_id, node) index, so a page reads its own rows
+    only, however deep it is and however many tasks the run has."""
+    from qflow.store.queries import TASK_COLUMNS
+    from qflow.store.status import task_dict
+
+    stmt = (select(tasks.c.id, *TASK_COLUMNS).where(tasks.c.run_id == run_id)
+            .order_by(tasks.c.node).limit(limit))
+    if after is not None:
+        stmt = stmt.where(tasks.c.node > after)
+    rows = conn.execute(stmt).all()
+    latest = (attempts.c.task_id == tasks.c.id) & (attempts.c.number == tasks.c.attempts)
+    traces = dict(conn.execute(
+        select(tasks.c.id, attempts.c.traceback).join(attempts, latest)
+        .where(tasks.c.id.in_([r[0] for r in rows]), attempts.c.traceback.is_not(None))
+    ).all()) if rows else {}
+    shown = installed().shown
+    return [{**task_dict(tuple(r[1:]), shown),
+             "traceback": shown(traces[r[0]]) if r[0] in traces else None} for r in rows]
+
+
+def run_counters(conn: Connection, run_id: str) -> dict[str, int]:
+    """The counters the run's row keeps (no task row read): its tasks, those ended,
+    those not ended yet, failed (failed or upstream_failed) and canceled."""
+    row = conn.execute(select(runs.c.tasks_total, runs.c.tasks_left, runs.c.tasks_failed,
+                              runs.c.tasks_canceled).where(runs.c.id == run_id)).one()
+    return {"total": row.tasks_total, "done": row.tasks_total - row.tasks_left,
+            "left": row.tasks_left, "failed": row.tasks_failed,
+            "canceled": row.tasks_canceled}
+
+
 def state_counts(conn: Connection, run_id: str) -> dict[str, int]:
     """How many of the run's tasks are in each state."""
     rows = conn.execute(select(tasks.c.state, func.count()).where(tasks.c.run_id == run_id)
@@ -126,37 +160,47 @@ def view_shape(conn: Connection, run_id: str
                             .where(tasks.c.run_id == run_id, element))
     links = conn.execute(select(edges.c.parent, edges.c.child)
                          .where(edges.c.run_id == run_id, edges.c.parent.not_like("%]")))
+    # .all(): every row in one fetch, not one driver call per row (a map of 100,000)
+    return ([_view_row(r) for r in shown.all()], [tuple(r) for r in elements.all()],
+            [tuple(r) for r in links.all()], latest_change(conn, run_id))
+
+
+def latest_change(conn: Connection, run_id: str) -> dt.datetime | None:
+    """The latest time one of the run's tasks ended or was queued so far (where a run
+    page's live updates start)."""
     ended = conn.execute(select(func.max(tasks.c.finished_at))
                          .where(tasks.c.run_id == run_id)).scalar()
     queued = conn.execute(select(func.max(tasks.c.queued_at))
                           .where(tasks.c.run_id == run_id, tasks.c.state == _QUEUED)).scalar()
-    latest = max((t for t in (ended, queued) if t is not None), default=None)
-    # .all(): every row in one fetch, not one driver call per row (a map of 100,000)
-    return ([_view_row(r) for r in shown.all()], [tuple(r) for r in elements.all()],
-            [tuple(r) for r in links.all()], latest)
+    return max((t for t in (ended, queued) if t is not None), default=None)
 
 
-def changes_query(run_id: str, since: dt.datetime) -> CompoundSelect:
+def changes_query(run_id: str, since: dt.datetime, queued_max: int | None = None
+                  ) -> CompoundSelect:
     """The statement behind :func:`changed_since`: each row is a :data:`VIEW_COLUMNS`
     tuple and then the time that put it there (its end or when it was queued; None for
-    a running or retrying task)."""
+    a running or retrying task). ``queued_max``: only the latest that many queueings (a
+    map's expansion queues all its elements at once, a million of them in a big run)."""
     ended = select(*_VIEW, tasks.c.finished_at.label("mark")).where(
         tasks.c.run_id == run_id, tasks.c.finished_at >= since)
     waiting = select(*_VIEW, tasks.c.queued_at.label("mark")).where(
         tasks.c.run_id == run_id, tasks.c.state == _QUEUED, tasks.c.queued_at >= since)
+    if queued_max is not None:
+        latest = waiting.order_by(tasks.c.queued_at.desc()).limit(queued_max).subquery()
+        waiting = select(*latest.c)
     moving = select(*_VIEW, null().label("mark")).where(
         OPEN_TASK, tasks.c.state.in_(_MOVING), tasks.c.run_id == run_id)
     return union_all(ended, waiting, moving)
 
 
-def changed_since(conn: Connection, run_id: str, since: dt.datetime
-                  ) -> tuple[list[tuple], dt.datetime | None]:
+def changed_since(conn: Connection, run_id: str, since: dt.datetime,
+                  queued_max: int | None = None) -> tuple[list[tuple], dt.datetime | None]:
     """The run's tasks that ended or were queued at or after ``since`` (naive UTC), or
     are running or waiting to retry, as :data:`VIEW_COLUMNS` tuples: what a page that
     looked at ``since`` must redraw; and the latest of those ends and queueings (where
     its next look may start). One statement on three indexes (ix_qflow_tasks_finished,
     ix_qflow_tasks_queued, ix_qflow_tasks_open), never a scan of the run."""
-    rows = conn.execute(changes_query(run_id, since)).all()
+    rows = conn.execute(changes_query(run_id, since, queued_max)).all()
     latest = max((r[-1] for r in rows if r[-1] is not None), default=None)
     return [_view_row(r[:-1]) for r in rows], latest
 

@@ -20,6 +20,10 @@ from qflow.web.auth import QflowHandler, WebSettings
 
 PREFIX = "/qflow/api/v1"
 MAX_LIMIT = 1000
+TASKS_WHOLE = 10_000      # a run of more tasks comes a page at a time (WEB_JSON_MAX_S was
+                          # set at this size)
+TASKS_LIMIT = 1_000       # tasks per page unless ?limit= says
+TASKS_MAX_LIMIT = 10_000
 
 
 class ApiHandler(QflowHandler):
@@ -119,8 +123,41 @@ class Runs(ApiHandler):
                 "state": state, "since": self._when("since"), "until": self._when("until")}
 
 class Run(ApiHandler):
+    """`status --json` for a run of up to TASKS_WHOLE tasks; above it, or when asked with
+    ``limit`` or ``after``, the run with a page of its tasks in node-id order, the next
+    page's address (``tasks_next``, also a ``Link: rel="next"`` header) and the run's
+    counters (``task_counts``)."""
+
     async def get(self, run_id: str) -> None:
-        self.write_json(await self.call(client.run_status, self.runtime, run_id))
+        paged = {"limit", "after"} & set(self.request.query_arguments)
+        limit = self._int("limit", TASKS_LIMIT, 1, TASKS_MAX_LIMIT)
+        after = self.get_query_argument("after", None)
+        if not paged:
+            run = await self.call(self._run, run_id)
+            if run["tasks_total"] <= TASKS_WHOLE:
+                self.write_json(await self.call(client.run_status, self.runtime, run_id))
+                return
+        run = await self.call(self._page, run_id, after, limit)
+        if run["tasks_next"]:
+            self.set_header("Link", f'<{run["tasks_next"]}>; rel="next"')
+        self.write_json(run)
+
+    def _run(self, run_id: str) -> dict[str, Any]:
+        with self.runtime.store.read() as conn:
+            return self.known_run(conn, run_id)
+
+    def _page(self, run_id: str, after: str | None, limit: int) -> dict[str, Any]:
+        with self.runtime.store.read() as conn:
+            run = self.known_run(conn, run_id)
+            if after is not None and not observe.has_node(conn, run_id, after):
+                raise UserError(f"after: run {run_id} has no task {after!r}")
+            tasks = observe.task_page(conn, run_id, after, limit + 1)
+            run["task_counts"] = observe.run_counters(conn, run_id)
+            run["triggered_by"] = read.triggered_by(conn, run_id)
+        run["tasks"] = tasks[:limit]
+        run["tasks_next"] = f"{PREFIX}/runs/{run_id}?" + urlencode(
+            {"limit": limit, "after": tasks[limit - 1]["node"]}) if len(tasks) > limit else None
+        return run
 
 
 class Result(ApiHandler):

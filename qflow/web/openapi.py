@@ -71,6 +71,13 @@ def _schemas() -> dict[str, Any]:
                                        "slowest tasks."},
             "warnings": {"type": "array", "items": {"type": "string"},
                          "description": "Why waiting tasks may never start."}}}]},
+        "RunPage": {"allOf": [_ref("Run"), {"type": "object", "properties": {
+            "tasks": {"type": "array", "items": _ref("Task")},
+            "tasks_next": {"type": "string", "nullable": True,
+                           "description": "The next page's address; null on the last."},
+            "task_counts": {"type": "object", "description": "The run's counters: total, "
+                            "done, left, failed (or upstream_failed), canceled.",
+                            "additionalProperties": {"type": "integer"}}}}]},
         "Workflow": {"type": "object", "properties": {
             "name": {"type": "string"},
             "params": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -114,9 +121,17 @@ def _paths() -> dict[str, Any]:
         "/runs": {"get": _op("Recent runs, newest first (as `qflow runs --json`).",
                              {"200": _json({"type": "array", "items": _ref("Run")}, "Runs."),
                               "400": _error("Bad filter.")}, runs_list)},
-        "/runs/{run_id}": {"get": _op("A run and every task (as `qflow status --json`).",
-                                      {"200": _json(_ref("RunStatus"), "The run."), **NO_RUN},
-                                      [RUN_ID])},
+        "/runs/{run_id}": {"get": _op(
+            "A run and every task (as `qflow status --json`) for a run of up to 10,000 "
+            "tasks; a bigger one, or one asked with `limit` or `after`, with a page of its "
+            "tasks in node-id order (RunPage; the next page: `tasks_next`, also the "
+            "`Link: rel=next` header).",
+            {"200": _json({"oneOf": [_ref("RunStatus"), _ref("RunPage")]}, "The run."),
+             "400": _error("Bad limit, or a node the run has no task of as after."),
+             **NO_RUN},
+            [RUN_ID, _param("limit", "query", "Tasks per page (1-10000, default 1000).",
+                            {"type": "integer", "minimum": 1, "maximum": 10000}),
+             _param("after", "query", "A node id: the page of tasks after it.")])},
         "/runs/{run_id}/tasks/{node}/result": {"get": _op(
             "What a task returned.",
             {"200": _json({"type": "object", "properties": {"node": {"type": "string"},

@@ -16,7 +16,7 @@ from qflow.core import params as P
 from qflow.core.states import RUN_STATES
 from qflow.engine import scheduler as S
 from qflow.errors import ParamError, QflowError, UserError
-from qflow.store import observe, read, schedules
+from qflow.store import mapview, observe, read, schedules
 from qflow.store.transitions import utcnow
 from qflow.web import runview
 from qflow.web.auth import QflowHandler, Refused, WebSettings
@@ -26,6 +26,7 @@ POLL_MS = 1000            # how often an open run page asks what changed
 GRID_RUNS = 25            # columns of the workflow grid
 LAST_RUNS = 12            # dots per workflow on the workflows page
 PAGE_SIZE = 50            # runs per page of the runs list
+GANTT_TASKS = 100_000     # a run of more tasks has no Gantt (it reads every attempt)
 
 
 class Page(QflowHandler):
@@ -236,6 +237,7 @@ class RunPage(Page):
         base = f"/qflow/runs/{run_id}"
         app = {"view": f"{base}/view.json", "changes": f"{base}/changes.json",
                "task": f"{base}/task.json", "attempt": f"{base}/attempt.json",
+               "elements": f"{base}/elements.json",
                "gantt": f"{base}/gantt.json", "api": f"/qflow/api/v1/runs/{run_id}",
                "retry": f"{base}/retry", "xsrf": self.xsrf_token.decode(), "poll": POLL_MS,
                "focus": self.get_query_argument("task", ""),
@@ -262,11 +264,20 @@ class RunAction(Page):
         self.back(f"/qflow/runs/{run_id}", notice=notice)
 
 
+def big_run(run: dict[str, Any]) -> bool:
+    """Whether the run page reads ``run`` without a row per element of its big maps."""
+    return run["tasks_total"] > mapview.LETTERS_MAX
+
+
 class RunView(Page):
     async def get(self, run_id: str) -> None:
         run = await self.run_or_404(run_id)
-        shape = await self.blocking(self.query, observe.view_shape, run_id)
-        self.write_json(runview.build_view(run, *shape))
+        if big_run(run):
+            *shape, maps = await self.blocking(self.query, mapview.big_view_shape, run_id)
+        else:
+            shape, maps = await self.blocking(self.query, observe.view_shape, run_id), {}
+        view = runview.build_view(run, *shape, maps=maps)
+        self.write_json({**view, "letters_max": mapview.LETTERS_MAX})
 
 
 class RunChanges(Page):
@@ -284,8 +295,37 @@ class RunChanges(Page):
               ) -> tuple[dict | None, tuple[list[tuple], dt.datetime | None]]:
         with self.runtime.store.read() as conn:
             run = read.get_run(conn, run_id, with_tasks=False)
-            return run, ([], None) if run is None else \
-                observe.changed_since(conn, run_id, since)
+            if run is None:
+                return None, ([], None)
+            # A big run's map queues all its elements at once: only the latest of them.
+            most = mapview.WINDOW if big_run(run) else None
+            return run, observe.changed_since(conn, run_id, since, most)
+
+
+class ElementsPage(Page):
+    """A page of a big map's elements: ``{"size", "first", "letters"}`` (one state
+    letter each, as view.json's groups), from element ``first``."""
+
+    async def get(self, run_id: str) -> None:
+        node = self.get_query_argument("node", "")
+        first = _whole(self.get_query_argument("first", "0"), "first")
+        count = min(_whole(self.get_query_argument("count", "400"), "count"),
+                    mapview.PAGE_MAX)
+        found = await self.blocking(self.query, mapview.element_page, run_id, node, first,
+                                    count)
+        if found is None:
+            self.fail(404, f"run {run_id} has no task {node!r}")
+        size, rows = found
+        states = {runview.element_of(n, {node})[1]: s for n, s in rows}
+        letters = "".join(runview.CODES.get(states.get(i), "P")
+                          for i in range(first, min(first + count, size)))
+        self.write_json({"node": node, "size": size, "first": first, "letters": letters})
+
+
+def _whole(text: str, name: str) -> int:
+    if not text.isdigit():
+        raise Refused(400, f"{name} must be a whole number, got {text!r}")
+    return int(text)
 
 
 def _since(text: str) -> dt.datetime:
@@ -322,7 +362,12 @@ class AttemptText(Page):
 
 class RunGantt(Page):
     async def get(self, run_id: str) -> None:
-        await self.run_or_404(run_id)
+        run = await self.run_or_404(run_id)
+        if run["tasks_total"] > GANTT_TASKS:    # every attempt of a million tasks
+            self.write_json({"span": 0, "rows": [], "more": 0, "critical": [], "start": None,
+                             "note": f"The Gantt is drawn for runs of up to {GANTT_TASKS} "
+                                     f"tasks; this one has {run['tasks_total']}."})
+            return
         shown, elements, edges, _ = await self.blocking(self.query, observe.view_shape, run_id)
         spans = await self.blocking(self.query, observe.attempt_spans, run_id)
         self.write_json(runview.gantt(shown, elements, spans, edges, utcnow()))
@@ -341,6 +386,7 @@ def handlers(runtime: Any, settings: WebSettings) -> list:
             (run + r"/(retry|cancel)", RunAction, kw),
             (run + r"/view\.json", RunView, kw),
             (run + r"/changes\.json", RunChanges, kw),
+            (run + r"/elements\.json", ElementsPage, kw),
             (run + r"/task\.json", TaskDetail, kw),
             (run + r"/attempt\.json", AttemptText, kw),
             (run + r"/gantt\.json", RunGantt, kw)]

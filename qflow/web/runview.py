@@ -43,10 +43,14 @@ def cursor_after(latest: dt.datetime | None, since: dt.datetime) -> str:
 
 
 def build_view(run: dict[str, Any], shown: list[tuple], elements: list[tuple[str, str]],
-               edges: list[tuple[str, str]], latest: dt.datetime | None) -> dict[str, Any]:
+               edges: list[tuple[str, str]], latest: dt.datetime | None,
+               maps: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The run page's first load (see :func:`qflow.store.observe.view_shape`): the nodes,
     each mapped node's elements as one string of state letters (element i at i), and the
-    edges between the nodes shown."""
+    edges between the nodes shown. A big run's big maps (``maps``, see
+    :func:`qflow.store.mapview.big_view_shape`) come as ``maps``: their size, counts per
+    state, when they were counted and the elements worth a look (``window``), instead
+    of letters."""
     nodes = {r[0] for r in shown}
     rows, groups = [wire(r) for r in shown], defaultdict(dict)
     for node, state in elements:
@@ -58,7 +62,9 @@ def build_view(run: dict[str, Any], shown: list[tuple], elements: list[tuple[str
     letters = {name: "".join(found.get(i, "P") for i in range(max(found) + 1))
                for name, found in groups.items()}
     kept = [[p, c] for p, c in edges if c in nodes]
-    return {"run": run, "tasks": rows, "edges": kept, "groups": letters,
+    big = {name: {"size": m["size"], "counts": m["counts"], "at": iso(m["at"]),
+                  "window": [wire(r) for r in m["window"]]} for name, m in (maps or {}).items()}
+    return {"run": run, "tasks": rows, "edges": kept, "groups": letters, "maps": big,
             "codes": {letter: state for state, letter in CODES.items()},
             "critical": [], "cursor": iso(latest - OVERLAP if latest else EPOCH)}
 

@@ -1,6 +1,7 @@
 /* The run's DAG, laid out left to right in SVG: columns by longest path from the roots,
    rows ordered by the parents' positions (barycentre) to keep edges short. A mapped node
-   is one box with per-state counts; expanded, it shows a page of its elements. */
+   is one box with per-state counts; expanded, it shows a page of its elements (a big
+   map's pages come from the server when asked for: onPage). */
 "use strict";
 (function (Q) {
   const W = 172, H = 34, GROUP_H = 58, GAP_X = 48, GAP_Y = 14, PAD = 16;
@@ -9,8 +10,8 @@
 
   Q.Graph = class {
     /** ``model``: {nodes: Map, order: [], edges: [[p, c]], groups: Map, critical: Set}. */
-    constructor(box, model, onSelect) {
-      this.box = box; this.model = model; this.onSelect = onSelect;
+    constructor(box, model, onSelect, onPage) {
+      this.box = box; this.model = model; this.onSelect = onSelect; this.onPage = onPage;
       this.expanded = new Map();          // group -> first element shown
       this.shapes = new Map();            // node -> <g>
       this.selected = null;
@@ -60,7 +61,7 @@
       const group = this.model.groups.get(id);
       if (!group) return H;
       if (!this.expanded.has(id)) return GROUP_H;
-      const rows = Math.ceil(Math.min(PAGE, group.codes.length - this.expanded.get(id)) / COLS);
+      const rows = Math.ceil(Math.min(PAGE, groupSize(group) - this.expanded.get(id)) / COLS);
       return GROUP_H + 22 + rows * CELL + 8;
     }
 
@@ -72,7 +73,7 @@
       g.append(Q.svg("rect", { class: "bg", width: W, height: p.h, rx: 5 }));   // hides edges
       g.append(Q.svg("rect", { class: "box", width: W, height: p.h, rx: 5 }));
       g.append(Q.svg("rect", { class: "state", width: 7, height: p.h, rx: 2 }));
-      const label = group ? `${id}  ×${group.codes.length}` : id;
+      const label = group ? `${id}  ×${groupSize(group)}` : id;
       g.append(Q.svg("text", { x: 14, y: 21 }, clip(label, group ? 19 : 23)));
       g.append(Q.svg("title", {}, `${id}: ${row.state}`));
       g.addEventListener("click", () => this.select(id, true));
@@ -94,8 +95,8 @@
     }
 
     drawCounts(bar, group) {
-      const counts = countStates(group.codes);
-      const total = group.codes.length || 1;
+      const counts = groupCounts(group);
+      const total = groupSize(group) || 1;
       let x = 0;
       bar.replaceChildren();
       const parts = [];
@@ -113,18 +114,26 @@
 
     drawCells(g, id, group) {
       const first = this.expanded.get(id);
-      const last = Math.min(group.codes.length, first + PAGE);
+      const size = groupSize(group);
+      const last = Math.min(size, first + PAGE);
       const cells = Q.svg("g", { class: "cells", transform: `translate(14,${GROUP_H + 20})` });
+      const page = group.big ? group.page : { first: 0, codes: group.codes };
+      const loaded = !group.big || (page && page.first === first);
       const nav = Q.svg("text", { x: 14, y: GROUP_H + 12, class: "tick" },
-                        `${first}–${last - 1} of ${group.codes.length}`);
+                        loaded ? (page.error || `${first}–${last - 1} of ${size}`) : "loading…");
       g.append(nav);
       this.pager(g, id, first - PAGE, W - 44, "‹", first > 0);
-      this.pager(g, id, first + PAGE, W - 24, "›", last < group.codes.length);
-      for (let i = first; i < last; i++) {
+      this.pager(g, id, first + PAGE, W - 24, "›", last < size);
+      if (!loaded) {
+        this.onPage(id, first);
+        return;
+      }
+      for (let i = first; i < Math.min(last, page.first + page.codes.length); i++) {
         const k = i - first;
-        const cell = Q.svg("rect", { class: "cell", "data-state": group.codes[i], "data-index": i,
+        const state = page.codes[i - page.first];
+        const cell = Q.svg("rect", { class: "cell", "data-state": state, "data-index": i,
           x: (k % COLS) * CELL, y: Math.floor(k / COLS) * CELL, width: CELL - 1, height: CELL - 1 });
-        cell.append(Q.svg("title", {}, `${id}[${i}]: ${group.codes[i]}`));
+        cell.append(Q.svg("title", {}, `${id}[${i}]: ${state}`));
         cells.append(cell);
       }
       cells.addEventListener("click", (ev) => {
@@ -162,7 +171,8 @@
       if (!g || !group) return;
       this.drawCounts(g.querySelector("g.counts"), group);
       const cell = g.querySelector(`rect.cell[data-index="${index}"]`);
-      if (cell) cell.setAttribute("data-state", group.codes[index]);
+      const page = group.big ? group.page : { first: 0, codes: group.codes };
+      if (cell && page) cell.setAttribute("data-state", page.codes[index - page.first]);
     }
 
     select(id, notify) {
@@ -189,6 +199,12 @@
     return counts;
   }
   Q.countStates = countStates;
+
+  /** A mapped node's elements: how many, and how many in each state. */
+  function groupSize(group) { return group.big ? group.size : group.codes.length; }
+  function groupCounts(group) { return group.big ? group.counts : countStates(group.codes); }
+  Q.groupSize = groupSize;
+  Q.groupCounts = groupCounts;
 
   /** Longest path from a root, per node (Kahn's order; the run's graph has no cycle). */
   function layerOf(ids, edges) {

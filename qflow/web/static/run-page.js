@@ -8,6 +8,8 @@
   const RETRYABLE = new Set(["failed", "canceled"]);
   const ELEMENT = /^(.*)\[(\d+)\]$/;
   const TABLE_ROWS = 1000;
+  const PAGE = 400;              // a big map's elements per page (run-graph.js's PAGE)
+  const FORGET_MS = 15000;       // well past the poll's 2 s overlap
 
   class RunPage {
     constructor(app) {
@@ -41,9 +43,26 @@
       for (const [name, letters] of Object.entries(view.groups)) {
         model.groups.set(name, { codes: Array.from(letters, (c) => codes[c]) });
       }
+      // A big map: counts per state, its elements worth a look, pages of it on demand.
+      model.extra = [];
+      for (const [name, m] of Object.entries(view.maps || {})) {
+        const group = { big: true, size: m.size, counts: { ...m.counts }, at: Q.ms(m.at),
+                        known: new Map(), ended: [], page: null };
+        for (const tuple of m.window) {
+          const row = toRow(tuple);
+          group.known.set(Number(ELEMENT.exec(row.node)[2]), row.state);
+          model.nodes.set(row.node, row);
+          model.extra.push(row.node);
+        }
+        model.groups.set(name, group);
+      }
+      this.codes = codes;
+      this.lettersMax = view.letters_max;
+      this.total = view.run.tasks_total;
       this.model = model;
       this.cursor = view.cursor;
-      this.graph = this.graph || new Q.Graph(document.getElementById("graph"), model, (id) => this.select(id));
+      this.graph = this.graph || new Q.Graph(document.getElementById("graph"), model, (id) => this.select(id),
+                                             (id, first) => this.loadPage(id, first));
       this.graph.model = model;
       this.graph.render();
       if (!performance.getEntriesByName("qflow-graph").length) performance.mark("qflow-graph");
@@ -75,6 +94,13 @@
       this.cursor = changes.cursor;
       this.showRun(changes.run);
       if (ENDED.has(before) && !ENDED.has(changes.run.state)) { await this.load(); return; }
+      // A big run recounts when a map expanded in it, and once more when it ends.
+      const big = changes.run.tasks_total > this.lettersMax;
+      if (big && (changes.run.tasks_total !== this.total || (!ENDED.has(before) && ENDED.has(changes.run.state)))) {
+        await this.load();
+        this.loadGantt();
+        return;
+      }
       if (!ENDED.has(before) && ENDED.has(changes.run.state)) this.loadGantt();
       this.schedule();
     }
@@ -82,7 +108,9 @@
     apply(row) {
       const m = this.model;
       const element = ELEMENT.exec(row.node);
-      if (element && m.nodes.has(element[1])) {
+      if (element && m.nodes.has(element[1]) && m.groups.has(element[1]) && m.groups.get(element[1]).big) {
+        this.applyBig(element[1], Number(element[2]), row);
+      } else if (element && m.nodes.has(element[1])) {
         if (!m.groups.has(element[1])) m.groups.set(element[1], { codes: [] });
         const group = m.groups.get(element[1]);
         const index = Number(element[2]);
@@ -101,6 +129,45 @@
         this.updateRow(row);
       }
       if (row.node === this.selected) this.select(row.node);
+    }
+
+    /** A big map's element changed: move it from the state it was counted in (known,
+        else queued, or the one it has if it ended before the map was counted). */
+    applyBig(id, index, row) {
+      const group = this.model.groups.get(id);
+      const ended = row.finished_at && Q.ms(row.finished_at) < group.at;
+      const old = group.known.has(index) ? group.known.get(index) : (ended ? row.state : "queued");
+      if (old !== row.state) {
+        group.counts[old] = Math.max(0, (group.counts[old] || 0) - 1);
+        group.counts[row.state] = (group.counts[row.state] || 0) + 1;
+      }
+      group.known.set(index, row.state);
+      if (ENDED.has(row.state) || row.state === "upstream_failed" || row.state === "skipped") {
+        // An ended element comes again only within the poll's overlap: forgotten after.
+        const now = Date.now();
+        group.ended.push([index, now]);
+        while (group.ended.length && now - group.ended[0][1] > FORGET_MS) group.known.delete(group.ended.shift()[0]);
+      }
+      const page = group.page;
+      if (page && index >= page.first && index < page.first + page.codes.length) page.codes[index - page.first] = row.state;
+      this.graph.updateGroup(id, index);
+      this.updateGroupRow(id);
+      if (this.model.nodes.has(row.node)) { this.model.nodes.set(row.node, row); this.updateRow(row); }
+    }
+
+    /** Elements ``first``… of big map ``id``, drawn when they come. */
+    async loadPage(id, first) {
+      const group = this.model.groups.get(id);
+      if (group.loading === first) return;
+      group.loading = first;
+      try {
+        const data = await Q.getJSON(`${this.cfg.elements}?node=${encodeURIComponent(id)}&first=${first}&count=${PAGE}`);
+        group.page = { first: data.first, codes: Array.from(data.letters, (c) => this.codes[c]) };
+      } catch (e) {
+        group.page = { first, codes: [], error: e.message };
+      }
+      group.loading = null;
+      this.graph.render();
     }
 
     showRun(run) {
@@ -126,12 +193,13 @@
     // -- the task table -----------------------------------------------------------------
     renderTable() {
       const body = document.getElementById("tasks-body");
-      const rows = this.model.order.slice(0, this.tableLimit).map((id) => this.tableRow(id));
+      const ids = this.model.order.concat(this.model.extra || []);
+      const rows = ids.slice(0, this.tableLimit).map((id) => this.tableRow(id));
       body.replaceChildren(...rows);
       const more = document.getElementById("tasks-more");
       more.replaceChildren();
-      if (this.model.order.length > this.tableLimit) {
-        more.append(Q.el("button", { type: "button", text: `show all ${this.model.order.length} tasks`,
+      if (ids.length > this.tableLimit) {
+        more.append(Q.el("button", { type: "button", text: `show all ${ids.length} tasks`,
           onclick: () => { this.tableLimit = Infinity; this.renderTable(); } }));
       }
     }
@@ -142,7 +210,7 @@
       const stateCell = Q.el("td", {}, Q.el("span", { class: "badge", "data-state": row.state, text: row.state }));
       if (group) stateCell.append(" ", Q.el("span", { class: "muted counts", text: groupText(group) }));
       const tr = Q.el("tr", { class: "clickable", "data-node": id, onclick: () => this.select(id) },
-        Q.el("td", { class: "mono", text: group ? `${id} ×${group.codes.length}` : id }),
+        Q.el("td", { class: "mono", text: group ? `${id} ×${Q.groupSize(group)}` : id }),
         stateCell,
         Q.el("td", { text: String(row.attempts) }),
         Q.el("td", { class: "mono", text: row.worker || "" }),
@@ -257,6 +325,7 @@
       const box = document.getElementById("gantt");
       try {
         const data = await Q.getJSON(this.cfg.gantt);
+        if (data.note) { box.replaceChildren(Q.el("p", { class: "muted", text: data.note })); return; }
         Q.drawGantt(box, data, (id) => this.select(id));
         if (this.model) {
           this.model.critical = new Set(data.critical);
@@ -280,7 +349,7 @@
   }
 
   function groupText(group) {
-    const counts = Q.countStates(group.codes);
+    const counts = Q.groupCounts(group);
     return Q.STATES.filter((s) => counts[s]).map((s) => `${counts[s]} ${s}`).join(", ");
   }
 
