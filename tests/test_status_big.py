@@ -158,3 +158,19 @@ def test_a_small_run_is_listed_whole_as_before(big, monkeypatch):
     assert "not listed" not in out
     assert ["square[4]", "succeeded"] in [line.split()[:2] for line in out.splitlines()]
     assert "not computed" not in out and "  tasks " not in out
+
+
+def test_the_counts_of_a_run_of_many_nodes_show_the_first_ones_and_how_many_more():
+    from qflow.cli import tables
+
+    nodes = [{"node": f"n{i}", "counts": {"succeeded": 1}} for i in range(overview.NODE_ROWS
+                                                                            + 7)]
+    run = {"run_id": "r" * 32, "workflow": "w", "state": "succeeded", "params": {},
+           "created_at": "2026-11-30T10:00:00+00:00", "started_at": None, "finished_at": None,
+           "counts": {"succeeded": len(nodes)}, "nodes": nodes, "tasks": []}
+    lines = tables.to_text(tables.status_table(run)).splitlines()
+    firsts = [line.split()[0] for line in lines if line.startswith("  n")]
+    assert firsts == [f"n{i}" for i in range(overview.NODE_ROWS)]
+    assert "  … 7 more nodes" in lines and "NODE  STATE" not in "\n".join(lines)
+    assert lines[-1] == (f"  {len(nodes)} tasks not listed ({len(nodes)} succeeded): "
+                         f"`qflow status {'r' * 32} --all` lists every one")
