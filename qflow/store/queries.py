@@ -99,8 +99,23 @@ def _node_group_pg(element: node_group, compiler: Any, **kw: Any) -> str:
 @compiles(node_group, "sqlite")
 def _node_group_sqlite(element: node_group, compiler: Any, **kw: Any) -> str:
     node = compiler.process(element.clauses, **kw)
-    return (f"CASE WHEN instr({node}, '[') > 0 THEN substr({node}, 1, instr({node}, '[') - 1) "
-            f"ELSE {node} END")
+    return f"substr({node}, 1, instr({node} || '[', '[') - 1)"      # one instr() a row
+
+
+class in_map(FunctionElement):
+    """Whether a node id has a ``[``: a map's element (see :class:`node_group`)."""
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(in_map, "postgresql")
+def _in_map_pg(element: in_map, compiler: Any, **kw: Any) -> str:
+    return f"(strpos({compiler.process(element.clauses, **kw)}, '[') > 0)"
+
+
+@compiles(in_map, "sqlite")
+def _in_map_sqlite(element: in_map, compiler: Any, **kw: Any) -> str:
+    return f"(instr({compiler.process(element.clauses, **kw)}, '[') > 0)"
 
 
 class duration(FunctionElement):
@@ -145,7 +160,7 @@ def _ago_sqlite(element: ago, compiler: Any, **kw: Any) -> str:
 # id. One pass over the run's rows gives the counts per state and node, and the waiting
 # tasks per queue (qflow.store.overview.warnings).
 _GROUP = node_group(tasks.c.node)
-_ELEMENT = _GROUP != tasks.c.node
+_ELEMENT = in_map(tasks.c.node)
 NODE_COUNTS = (select(_GROUP, _ELEMENT, tasks.c.state, tasks.c.queue, func.count(),
                       func.min(tasks.c.id))
                .where(tasks.c.run_id == RUN_ID)

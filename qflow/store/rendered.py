@@ -108,27 +108,21 @@ STATEMENTS = {
         'sqlite_times': [],
         'sqlite_values': {},
         'postgresql_values': {},
-        'sqlite': ("SELECT CASE WHEN instr(qflow_tasks.node, '[') > 0 THEN "
-                   "substr(qflow_tasks.node, 1, instr(qflow_tasks.node, '[') - 1) ELSE "
-                   "qflow_tasks.node END AS anon_1, CASE WHEN instr(qflow_tasks.node, '[') > 0 "
-                   "THEN substr(qflow_tasks.node, 1, instr(qflow_tasks.node, '[') - 1) ELSE "
-                   'qflow_tasks.node END != qflow_tasks.node AS anon_2, qflow_tasks.state, '
-                   'qflow_tasks.queue, count(*) AS count_1, min(qflow_tasks.id) AS min_1 \n'
+        'sqlite': ("SELECT substr(qflow_tasks.node, 1, instr(qflow_tasks.node || '[', '[') - "
+                   "1) AS anon_1, (instr(qflow_tasks.node, '[') > 0) AS anon_2, "
+                   'qflow_tasks.state, qflow_tasks.queue, count(*) AS count_1, '
+                   'min(qflow_tasks.id) AS min_1 \n'
                    'FROM qflow_tasks \n'
-                   'WHERE qflow_tasks.run_id = :run_id GROUP BY CASE WHEN '
-                   "instr(qflow_tasks.node, '[') > 0 THEN substr(qflow_tasks.node, 1, "
-                   "instr(qflow_tasks.node, '[') - 1) ELSE qflow_tasks.node END, CASE WHEN "
-                   "instr(qflow_tasks.node, '[') > 0 THEN substr(qflow_tasks.node, 1, "
-                   "instr(qflow_tasks.node, '[') - 1) ELSE qflow_tasks.node END != "
-                   'qflow_tasks.node, qflow_tasks.state, qflow_tasks.queue'),
+                   'WHERE qflow_tasks.run_id = :run_id GROUP BY substr(qflow_tasks.node, 1, '
+                   "instr(qflow_tasks.node || '[', '[') - 1), (instr(qflow_tasks.node, '[') > "
+                   '0), qflow_tasks.state, qflow_tasks.queue'),
         'postgresql': ("SELECT split_part(qflow_tasks.node, '[', 1) AS anon_1, "
-                       "split_part(qflow_tasks.node, '[', 1) != qflow_tasks.node AS anon_2, "
-                       'qflow_tasks.state, qflow_tasks.queue, count(*) AS count_1, '
-                       'min(qflow_tasks.id) AS min_1 \n'
+                       "(strpos(qflow_tasks.node, '[') > 0) AS anon_2, qflow_tasks.state, "
+                       'qflow_tasks.queue, count(*) AS count_1, min(qflow_tasks.id) AS min_1 \n'
                        'FROM qflow_tasks \n'
                        'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR GROUP BY '
-                       "split_part(qflow_tasks.node, '[', 1), split_part(qflow_tasks.node, "
-                       "'[', 1) != qflow_tasks.node, qflow_tasks.state, qflow_tasks.queue"),
+                       "split_part(qflow_tasks.node, '[', 1), (strpos(qflow_tasks.node, '[') > "
+                       '0), qflow_tasks.state, qflow_tasks.queue'),
     },
     'look': {
         'sqlite_convert': {3: 'datetime', 4: 'datetime', 9: 'boolean'},
