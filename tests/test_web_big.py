@@ -33,19 +33,12 @@ BASIC = "Basic " + base64.b64encode(b"ada:s3cret").decode()
 
 
 @pytest.fixture
-def served(db_url):
-    """A ``mapped`` run of N elements, 25 of them run (element 7 failed), 2 running and
-    13 queued, and `qflow web`'s app over its DB: (engine, run id, page client, API
-    client)."""
+def fresh(db_url):
+    """A ``mapped`` run of N elements just triggered (nothing ran) and `qflow web`'s app
+    over its DB: (engine, run id, page client, API client)."""
     store = migrated(db_url)
     engine = Engine(Config(database_url=db_url), store, StubDispatcher())
     run_id = engine.trigger("mapped", {"n": N, "fail_on": 7})
-    step(engine, lambda node: "[" not in node)              # numbers and const: the map
-    step(engine, lambda node: node.startswith("scale[") and int(node[6:-1]) < 25)
-    with store.write() as conn:                               # two claimed, not ended
-        conn.execute(update(tasks).where(tasks.c.run_id == run_id,
-                                         tasks.c.node.in_(["scale[30]", "scale[31]"]))
-                     .values(state="running", attempts=1))
     rt = Runtime(Config(database_url=db_url))
     server = InProcessServer(rt, WebSettings(users=("ada:s3cret",), tokens=("tok-123",)))
     base = f"http://127.0.0.1:{server.port}"
@@ -53,6 +46,19 @@ def served(db_url):
     server.stop()
     rt.store.dispose()
     store.dispose()
+
+
+@pytest.fixture
+def served(fresh):
+    """``fresh``'s run with 25 elements run (element 7 failed), 2 running, 13 queued."""
+    engine, run_id = fresh[:2]
+    step(engine, lambda node: "[" not in node)              # numbers and const: the map
+    step(engine, lambda node: node.startswith("scale[") and int(node[6:-1]) < 25)
+    with engine.store.write() as conn:                        # two claimed, not ended
+        conn.execute(update(tasks).where(tasks.c.run_id == run_id,
+                                         tasks.c.node.in_(["scale[30]", "scale[31]"]))
+                     .values(state="running", attempts=1))
+    return fresh
 
 
 def step(engine: Engine, which) -> None:
@@ -205,4 +211,22 @@ def test_the_page_draws_a_big_maps_counts_and_follows_them_live(served, browser,
     assert cells.nth(30).get_attribute("data-state") == "running"
     assert cells.nth(29).get_attribute("data-state") == "succeeded"
     assert not errors
+    context.close()
+
+
+def test_a_page_opened_before_a_big_map_expands_counts_it_once_it_has(
+        fresh, browser, monkeypatch):  # noqa: F811
+    engine, run_id, page, _ = fresh
+    monkeypatch.setattr(mapview, "LETTERS_MAX", 10)
+    context = browser.new_context(http_credentials={"username": "ada", "password": "s3cret"})
+    tab = context.new_page()
+    tab.goto(f"{page.base}/qflow/runs/{run_id}")
+    tab.locator('#tasks-body tr[data-node="scale"]').wait_for()   # 4 tasks: drawn as ever
+    assert tab.locator('#tasks-body tr[data-node="scale"] .counts').count() == 0
+    step(engine, lambda node: "[" not in node)                   # the map expands
+    tab.wait_for_function("""() => { const c = document.querySelector(
+        '#tasks-body tr[data-node="scale"] .counts'); return c && c.textContent ===
+        '40 queued'; }""")
+    assert tab.locator('#tasks-body tr[data-node="scale"] td').first.inner_text() == \
+        f"scale ×{N}"
     context.close()

@@ -22,7 +22,7 @@ PREFIX = "/qflow/api/v1"
 MAX_LIMIT = 1000
 TASKS_WHOLE = 10_000      # a run of more tasks comes a page at a time (WEB_JSON_MAX_S was
                           # set at this size)
-TASKS_LIMIT = 1_000       # tasks per page unless ?limit= says
+TASKS_LIMIT = 500         # tasks per page unless ?limit= says
 TASKS_MAX_LIMIT = 10_000
 
 

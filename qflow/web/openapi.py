@@ -129,7 +129,7 @@ def _paths() -> dict[str, Any]:
             {"200": _json({"oneOf": [_ref("RunStatus"), _ref("RunPage")]}, "The run."),
              "400": _error("Bad limit, or a node the run has no task of as after."),
              **NO_RUN},
-            [RUN_ID, _param("limit", "query", "Tasks per page (1-10000, default 1000).",
+            [RUN_ID, _param("limit", "query", "Tasks per page (1-10000, default 500).",
                             {"type": "integer", "minimum": 1, "maximum": 10000}),
              _param("after", "query", "A node id: the page of tasks after it.")])},
         "/runs/{run_id}/tasks/{node}/result": {"get": _op(

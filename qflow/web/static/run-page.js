@@ -88,19 +88,20 @@
         return;
       }
       const before = this.runState;
-      this.grown = false;
-      for (const tuple of changes.tasks) this.apply(toRow(tuple));
-      if (this.grown) { this.graph.render(); this.renderTable(); }
-      this.cursor = changes.cursor;
-      this.showRun(changes.run);
-      if (ENDED.has(before) && !ENDED.has(changes.run.state)) { await this.load(); return; }
-      // A big run recounts when a map expanded in it, and once more when it ends.
+      // A big run is counted again when a map expanded in it (before its rows are
+      // applied: a map of a million would grow here element by element), and when it ends.
       const big = changes.run.tasks_total > this.lettersMax;
       if (big && (changes.run.tasks_total !== this.total || (!ENDED.has(before) && ENDED.has(changes.run.state)))) {
         await this.load();
         this.loadGantt();
         return;
       }
+      this.grown = false;
+      for (const tuple of changes.tasks) this.apply(toRow(tuple));
+      if (this.grown) { this.graph.render(); this.renderTable(); }
+      this.cursor = changes.cursor;
+      this.showRun(changes.run);
+      if (ENDED.has(before) && !ENDED.has(changes.run.state)) { await this.load(); return; }
       if (!ENDED.has(before) && ENDED.has(changes.run.state)) this.loadGantt();
       this.schedule();
     }
