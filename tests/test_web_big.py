@@ -121,6 +121,17 @@ def test_a_big_map_is_drawn_as_its_counts_and_its_failed_and_running_elements(
         {"succeeded": 39, "failed": 1}
 
 
+def test_a_canceled_big_maps_waiting_and_running_elements_are_counted_canceled(
+        served, monkeypatch):
+    engine, run_id, page, _ = served
+    monkeypatch.setattr(mapview, "LETTERS_MAX", 10)
+    engine.cancel(run_id)
+    view = page.get(f"/qflow/runs/{run_id}/view.json")[1]
+    assert view["run"]["state"] == "failed"              # element 7 failed before
+    assert view["maps"]["scale"]["counts"] == counted(engine, run_id) == \
+        {"succeeded": 24, "failed": 1, "canceled": 15}
+
+
 def test_a_run_under_the_bound_is_drawn_as_before_and_the_big_path_agrees_with_it(served):
     engine, run_id, page, _ = served
     with engine.store.read() as conn:
