@@ -145,7 +145,7 @@ def test_the_json_of_a_big_run_is_what_json_dumps_writes_of_it(big):
     {"a": 1, "tasks": [], "z": None},
     {"a": "x\n\"y\" é ☃", "tasks": [{"node": "n[1]", "late": True, "error": "é\nb"}],
      "tail": {"k": [1, 2]}},
-    {"tasks": [{"n": 1}, {"nested": {"a": [1]}, "b": 2.5}, {}], "after": []}])
+    {"tasks": [{"n": 1}, {"a": None, "b": 2.5, "c": False}], "after": [], "u": "\u2028"}])
 def test_write_json_writes_what_json_dumps_writes(run):
     parts: list[str] = []
     show.write_json({**run, "tasks": iter(run["tasks"])}, parts.append)

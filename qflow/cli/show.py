@@ -67,13 +67,16 @@ def status(obj: Obj, run_id: str, as_json: bool, every: bool, watch: bool,
 
 def write_json(run: dict[str, Any], write: Callable[[str], Any]) -> None:
     """``json.dumps(run, indent=2)`` and a newline, written a part at a time: its
-    ``tasks`` may be an iterator of a million of them (see qflow.store.status.snapshot)."""
+    ``tasks`` may be an iterator of a million of them (see qflow.store.status.snapshot),
+    each a flat dict of scalars (qflow.store.status.task_dict)."""
     marker = uuid.uuid4().hex
     head, tail = json.dumps({**run, "tasks": marker}, indent=2).split(json.dumps(marker))
-    parts, before = [head], "[\n    "
+    parts, before = [head], "[\n    {\n      "
     for task in run["tasks"]:
-        parts.append(before + _task_json(task))
-        before = ",\n    "
+        # The C encoder (json's indent= goes through its Python one, many times slower):
+        # a flat dict's items laid out as indent=2 lays them out at this depth.
+        parts.append(before + _FLAT(task)[1:-1] + "\n    }")
+        before = ",\n    {\n      "
         if len(parts) >= JSON_BATCH:
             write("".join(parts))
             parts.clear()
@@ -82,16 +85,7 @@ def write_json(run: dict[str, Any], write: Callable[[str], Any]) -> None:
 
 
 JSON_BATCH = 1_000             # tasks written at a time by write_json
-_FLAT = (",\n      ", ": ")    # a task's items as indent=2 lays them out at its depth
-
-
-def _task_json(task: dict[str, Any]) -> str:
-    """``task`` as json.dumps(indent=2) writes it inside the run's list: by the C encoder
-    (json's indent goes through its Python one, some 20 times slower) where every value
-    is a scalar, as a task's are."""
-    if any(isinstance(value, (dict, list, tuple)) for value in task.values()) or not task:
-        return json.dumps(task, indent=2).replace("\n", "\n    ")
-    return "{\n      " + json.dumps(task, separators=_FLAT)[1:-1] + "\n    }"
+_FLAT = json.JSONEncoder(separators=(",\n      ", ": ")).encode
 
 
 def _when(ctx: click.Context, param: click.Parameter, value: str | None):
