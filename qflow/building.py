@@ -64,7 +64,9 @@ class Builder:
         self.workflow = workflow
         self.nodes: dict[str, dag.Node] = {}
         self.order_edges: list[tuple[str, str]] = []
-        self.parents: dict[str, set[str]] = {}       # node -> the nodes whose values it takes
+        # node -> the nodes whose values it takes (a list, not a set: a million sets would
+        # take 130 MB more; a node taking one twice is one edge, see dag.build_graph)
+        self.parents: dict[str, list[str]] = {}
         self._next: dict[str, int] = {}
         self._tasks: dict[int, tuple] = {}           # id(TaskDef) -> what its nodes share
 
@@ -81,7 +83,7 @@ class Builder:
             if options.get("branch"):
                 raise UserError(f"node {node_id!r}: a branch task cannot be mapped")
             options = {**options, "map": {}}
-        refs: set[str] = set()
+        refs: list[str] = []
         self.nodes[node_id] = dag.Node(
             id=node_id, task=key, args=self._arguments(args, node_id, refs),
             kwargs=self._template(kwargs, node_id, refs) if kwargs else _NO_KWARGS,
@@ -90,7 +92,7 @@ class Builder:
             self.parents[node_id] = refs
         return Handle(node_id, self)
 
-    def _arguments(self, args: tuple, node_id: str, refs: set[str]) -> list:
+    def _arguments(self, args: tuple, node_id: str, refs: list[str]) -> list:
         """The positional arguments as :meth:`_template` makes them, with what most of
         them are (a plain value, a handle of this body) taken here without a call each."""
         out = []
@@ -99,7 +101,7 @@ class Builder:
             if kind in _PLAIN:
                 out.append(value)
             elif kind is Handle and value._builder is self:
-                refs.add(value.node_id)
+                refs.append(value.node_id)
                 out.append(value.ref)
             else:
                 out.append(self._template(value, node_id, refs))
@@ -115,13 +117,13 @@ class Builder:
             node_id = f"{name}__{n}"
         return node_id
 
-    def _template(self, value: Any, node_id: str, refs: set[str]) -> Any:
+    def _template(self, value: Any, node_id: str, refs: list[str]) -> Any:
         """``value`` as JSON-ready data, a handle written ``{"__qflow_ref__": id}`` (its id
         noted in ``refs``), a Secret parameter by name."""
         if type(value) in _PLAIN:
             return value
         if isinstance(value, Handle):
-            refs.add(self._own(value).node_id)
+            refs.append(self._own(value).node_id)
             return value.ref
         if isinstance(value, (list, tuple)):
             return [self._template(v, node_id, refs) for v in value]

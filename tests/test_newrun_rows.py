@@ -77,3 +77,20 @@ def test_the_edges_in_the_order_they_were_made_are_the_graphs_edges():
     again = build_graph("odd", dict(graph.nodes), [("root\t1", "é\\2"), ("root\t1", "é\\2")],
                         {"é\\2": {"root\t1"}})
     assert again.in_order() == [("root\t1", "é\\2")]
+
+
+def test_a_parent_named_twice_is_one_edge_in_order_and_in_the_set(registry):
+    @registry.task
+    def f(*values):
+        return 1
+
+    @registry.workflow
+    def twice():
+        a = f()
+        b = f(a, a, [a, {"k": a}])
+        a >> b
+        f(b, a)
+
+    graph = twice.expand({})
+    assert graph.in_order() == [("f", "f__1"), ("f__1", "f__2"), ("f", "f__2")]
+    assert graph.edges == frozenset(graph.in_order())

@@ -162,12 +162,13 @@ def find_cycle(stuck: set[str], children: dict[str, list[str]]) -> list[str]:
 
 def build_graph(workflow: str, nodes: dict[str, Node],
                 order_edges: Iterable[tuple[str, str]],
-                parents: dict[str, set[str]]) -> Graph:
+                parents: dict[str, list[str]]) -> Graph:
     """Combine data edges with order-only edges and validate the result. ``parents`` maps
     each node to the nodes whose values it takes, each made before it (a body passes only
     its own calls' handles: see qflow.building), so only an order edge can name an
     unknown node or point backwards, and only those are looked at: with a million nodes,
-    two million data edges are not looked up again."""
+    two million data edges are not looked up again. A node may name a parent twice (it
+    takes its value twice): one edge."""
     for child in parents:
         if nodes[child].trigger_rule == "always":
             raise UserError(f"node {child!r}: trigger_rule 'always' cannot take "
@@ -179,7 +180,7 @@ def build_graph(workflow: str, nodes: dict[str, Node],
     made = [(p, c) for c, found in parents.items() for p in found]
     made.extend(order_edges)
     edges = frozenset(made)
-    if len(edges) < len(made):                  # an order edge that a data edge repeats
+    if len(edges) < len(made):                  # a parent named twice, by values or order
         made = list(dict.fromkeys(made))
     # Nodes are made in the body's order and a call takes only values made before it, so
     # a graph whose every order edge goes forward in that order has no cycle: only then
