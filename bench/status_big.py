@@ -99,10 +99,11 @@ def fill(url: str, run_id: str, n: int, ended: bool) -> float:
 
 
 def look(argv: list[str], env: dict[str, str], out: Path, timeout: float
-         ) -> tuple[float, int]:
-    """Wall-clock seconds and peak RSS (bytes) of one fresh `qflow status`, which must
-    exit 0; its output goes to ``out``. One still running after ``timeout`` seconds is
-    killed and counted as taking that long (infinity)."""
+         ) -> tuple[float, float, int]:
+    """Wall-clock seconds, CPU seconds (user + system: the steadier figure on a busy
+    machine) and peak RSS (bytes) of one fresh `qflow status`, which must exit 0; its
+    output goes to ``out``. One still running after ``timeout`` seconds is killed and
+    counted as taking for ever."""
     t0 = time.perf_counter()
     with out.open("w") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.DEVNULL)
@@ -112,11 +113,12 @@ def look(argv: list[str], env: dict[str, str], out: Path, timeout: float
         killer.cancel()
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
     if wall >= timeout:
-        return float("inf"), usage.ru_maxrss * 1024
+        return float("inf"), cpu, usage.ru_maxrss * 1024
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}")
-    return wall, usage.ru_maxrss * 1024           # KiB on Linux
+    return wall, cpu, usage.ru_maxrss * 1024      # KiB on Linux
 
 
 def main() -> None:
@@ -153,18 +155,21 @@ def main() -> None:
                     argv = [C.qflow_bin(), "status", run_id, *extra]
                     out = folder / f"{db}-{kind}.out"
                     look(argv, env, out, args.timeout)                      # bytecode, page cache
-                    walls, peaks = [], []
+                    walls, cpus, peaks = [], [], []
                     for _ in range(repeat):
-                        wall, peak = look(argv, env, out, args.timeout)
+                        wall, cpu, peak = look(argv, env, out, args.timeout)
                         walls.append(wall)
+                        cpus.append(cpu)
                         peaks.append(peak)
                     name = f"{label} ({db}, {kind})"
                     figures[name] = {"median_s": statistics.median(walls), "runs": repeat,
+                                     "cpu_median_s": statistics.median(cpus),
                                      "peak_rss_mib": max(peaks) / 2**20,
                                      "output_bytes": out.stat().st_size}
                     C.say(f"{name:34} {statistics.median(walls):7.2f}s median of {repeat}  "
                           f"({'within' if statistics.median(walls) <= STATUS_MAX_S else 'OVER'}"
-                          f" {STATUS_MAX_S}s)  peak RSS {max(peaks) / 2**20:.0f} MiB  "
+                          f" {STATUS_MAX_S}s)  CPU {statistics.median(cpus):.2f}s  "
+                          f"peak RSS {max(peaks) / 2**20:.0f} MiB  "
                           f"output {out.stat().st_size / 2**20:.1f} MiB  "
                           f"load {C.loadavg()}")
     C.emit(args, "status_big", {"n": n, "budget_s": STATUS_MAX_S, "figures": figures})
