@@ -27,7 +27,7 @@ from qflow.engine.calls import Caller
 from qflow.engine.client import Engine
 from qflow.engine.dispatch import Follow
 from qflow.errors import WorkerLost
-from qflow.store import attempts, lifecycle, liveness, read, sensing
+from qflow.store import attempts, flushing, lifecycle, liveness, read, sensing
 from qflow.worker import aio
 
 log = logging.getLogger("qflow.engine")
@@ -45,6 +45,7 @@ class Executor:
         # embedded worker's, unique to its process, which heartbeats under it).
         self.name: str | None = None
         self.caller = Caller(engine.config, engine.store)
+        self._flushes: bool | None = None     # flushing.flushes, asked once
 
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None, follow: Follow | None = None
@@ -149,10 +150,15 @@ class Executor:
             outcomes.storable(outcome, self.config.error_max_bytes))
         alone = claimed is not None and attempts.finishes_alone(claimed, outcome, fail_fast,
                                                                 self.store.outbox)
-        finish = attempts.finish_one if alone else attempts.finish
         args = (ctx.run_id, ctx.node, ctx.attempt)
+        # A process that runs what it is handed (follow) takes the place this task frees
+        # for the next held-back task of its run itself: no message, no top-up.
+        hand_on = follow is not None and time.monotonic() < follow.deadline
         try:
-            finished = self.store.transact(finish, *args, outcome, fail_fast)
+            if alone:
+                finished = self.store.transact(attempts.finish_one, *args, outcome, fail_fast)
+            else:
+                finished = self._finish(args, outcome, fail_fast, hand_on)
         except DataError as exc:
             if outcomes.is_unrecordable(outcome):
                 raise
@@ -182,6 +188,21 @@ class Executor:
         if ended is not None:
             self.engine.alerts.run_ended(ctx.run_id, ctx.workflow, ended.final)
         return outcome, kept
+
+    def _finish(self, args: tuple, outcome: Outcome, fail_fast: bool, hand_on: bool):
+        """:func:`attempts.finish`; for a crowded run, committed without holding the run's
+        row through a disk flush where the DB can flush after (see qflow.store.flushing)."""
+        rest = (outcome, fail_fast, True, hand_on)
+        if self._flushes is None:
+            self._flushes = flushing.flushes(self.store)
+        if not (self._flushes and flushing.crowded(args[0])):
+            return self.store.transact(attempts.finish, *args, *rest)
+        finished = self.store.transact(flushing.finish_lightly, *args, *rest)
+        if finished is None or flushing.flush(self.store):
+            return finished
+        # Lost with the connection, it may not have reached the disk: recorded again,
+        # durably (refused as stale if it had: what it released is committed, published).
+        return self.store.transact(attempts.finish, *args, *rest) or finished
 
     # -- async tasks: many overlap on one event loop per process --------------------------
     def _start_async(self, ctx: TaskContext, tdef, claimed: Claimed, worker: str) -> None:

@@ -35,7 +35,7 @@ from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_opt
 from qflow.store import assets, outbox, pools
 from qflow.store.counts import COUNT_IN_RUN, count_ended, count_params, totals_of
 from qflow.store.db import query
-from qflow.store.lifecycle import RunWriter, children_of, dispatch_rows
+from qflow.store.lifecycle import RunWriter, children_of, dispatch_of, dispatch_rows
 from qflow.store.models import attempts, edges, runs, tasks
 from qflow.store.transitions import (
     inputs_of,
@@ -46,7 +46,7 @@ from qflow.store.transitions import (
     transition_stmt,
     utcnow,
 )
-from qflow.store.window import Room
+from qflow.store.window import Room, hand_back, hand_over, note_waiting, waiting
 
 
 def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
@@ -212,7 +212,8 @@ _EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "t
 
 @query(patient=True)
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-           fail_fast: bool = False, top_up: bool = True) -> Finished | None:
+           fail_fast: bool = False, top_up: bool = True, hand_on: bool = False
+           ) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
     ended in the run.
 
@@ -221,13 +222,20 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     task counts itself on its run's row in the outcome's own statement (PostgreSQL);
     tasks ended on the way (skipped, canceled) are counted last. The place it held in
     its run's dispatch window goes to a held-back task here, or, without ``top_up``
-    (outside a transaction), in :func:`~qflow.store.lifecycle.top_up` after it.
+    (outside a transaction), in :func:`~qflow.store.lifecycle.top_up` after it. With
+    ``hand_on`` (a worker that runs the task it is handed itself, see
+    qflow.engine.dispatch.Follow) the place goes at once to the next held-back task,
+    taken first so that the run's row stays locked for as short a time as before.
     """
     now = utcnow()
-    found = _end_attempt(conn, run_id, node, attempt, outcome, now)
+    handed = hand_over(conn, run_id, now) if hand_on and outcome.state != S.RETRYING \
+        and waiting(run_id) is not False else None
+    found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None)
     if found is None and _lost_claim(conn, run_id, node, attempt, now):
-        found = _end_attempt(conn, run_id, node, attempt, outcome, now)
+        found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None)
     if found is None:
+        if handed is not None:
+            hand_back(conn, run_id, handed.id, counted=False)
         return None
     outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
                   error=outcome.short_error)
@@ -240,7 +248,11 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
                          countdown=outcome.retry_in or 0.0, **message_options(row.options))
         return Finished(workflow, [again])
     totals = totals_of(counted)
-    writer = RunWriter(conn, run_id, workflow, now, Room.of(counted))
+    room = Room.of(counted)
+    if handed is not None and room.size is not None and room.in_flight > room.size:
+        hand_back(conn, run_id, handed.id, counted=True)     # the window shrank meanwhile
+        room.in_flight, room.backlog, handed = room.in_flight - 1, room.backlog + 1, None
+    writer = RunWriter(conn, run_id, workflow, now, room)
     ended = [(node, outcome.state)]
     freed = dispatch_rows(conn, pools.give_back(conn, row.id, json.loads(row.pools), now)
                           ) if row.holding else []
@@ -252,7 +264,11 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     step = writer.cascade(ended, chosen, {node: row.children})
     if step.ended[1:]:                # the task itself was counted with its outcome
         totals = count_ended(conn, run_id, step.ended[1:])
+    if handed is not None and not (handed.pools and not pools.acquire(
+            conn, handed.id, json.loads(handed.pools), now)):   # else it waits for them
+        freed += [dispatch_of(run_id, workflow, handed)]
     released = freed + step.to_publish + (writer.top_up() if top_up else [])
+    note_waiting(run_id, writer.window.room.backlog > 0)
     return Finished(workflow, released, totals, top_up=writer.window.stalled)
 
 
@@ -280,15 +296,17 @@ def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: 
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime) -> tuple[Any, Any] | None:
+                 now: dt.datetime, handed: bool = False) -> tuple[Any, Any] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
     own row, written once when the attempt ends, and, unless it will be retried, count the
-    task as ended in its run (and give back its place in the run's window): one statement
-    on PostgreSQL. Returns the task row and the run's counters as that count left them
-    (None if not counted), or None for a stale report.
+    task as ended in its run (and give back its place in the run's window, or, if
+    ``handed``, count it as moved to a held-back task): one statement on PostgreSQL.
+    Returns the task row and the run's counters as that count left them (None if not
+    counted), or None for a stale report.
     """
     retrying = outcome.state == S.RETRYING
     count = not retrying
+    places = (0, 1) if handed else (1, 0)       # (freed, handed): see count_params
     due = {"queued_at": now + dt.timedelta(seconds=outcome.retry_in or 0)} if retrying else {}
     ended, params = transition_stmt(run_id, outcome.state, expect=(S.RUNNING,), node=node,
                                     attempt=attempt, finished_at=None if retrying else now,
@@ -301,7 +319,7 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
     if conn.dialect.name == "postgresql":
         params.update({f"a_{k}": v for k, v in values.items()})
         if count:
-            params.update(count_params(run_id, [(node, outcome.state)], freed=1))
+            params.update(count_params(run_id, [(node, outcome.state)], *places))
         row = conn.execute(_with_attempt(ended, count), params).first()
         return None if row is None else (row, row if count else None)
     row = conn.execute(ended, params).first()
@@ -311,7 +329,7 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
                                          celery_id=row.celery_id, started_at=row.started_at,
                                          **values))
     return row, conn.execute(COUNT_IN_RUN, count_params(
-        run_id, [(node, outcome.state)], freed=1)).one() if count else None
+        run_id, [(node, outcome.state)], *places)).one() if count else None
 
 
 @functools.lru_cache(maxsize=32)

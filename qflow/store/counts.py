@@ -19,10 +19,13 @@ def count_ended(conn: Connection, run_id: str, ended: Ended) -> tuple[int, int] 
     return totals_of(conn.execute(COUNT_IN_RUN, count_params(run_id, ended)).one())
 
 
-def count_params(run_id: str, ended: Ended, freed: int = 0) -> dict[str, Any]:
+def count_params(run_id: str, ended: Ended, freed: int = 0, handed: int = 0
+                 ) -> dict[str, Any]:
     """``freed``: how many of ``ended`` held a place in the run's dispatch window (the
-    tasks that ran; see qflow.store.window)."""
-    return {"c_run_id": run_id, "c_ended": len(ended), "c_freed": freed,
+    tasks that ran; see qflow.store.window) and gave it back; ``handed``: how many gave
+    theirs to a held-back task instead (qflow.store.window.hand_over), which no longer
+    waits."""
+    return {"c_run_id": run_id, "c_ended": len(ended), "c_freed": freed, "c_handed": handed,
             "c_failed": sum(state in (S.FAILED, S.UPSTREAM_FAILED) for _, state in ended),
             "c_canceled": sum(state == S.CANCELED for _, state in ended)}
 
@@ -39,6 +42,7 @@ COUNT_IN_RUN = (update(runs).where(runs.c.id == bindparam("c_run_id"))
                         tasks_canceled=runs.c.tasks_canceled + bindparam("c_canceled"),
                         in_flight=runs.c.in_flight - case(
                             (runs.c.dispatch_window.is_(None), 0),
-                            else_=bindparam("c_freed")))
+                            else_=bindparam("c_freed")),
+                        backlog=runs.c.backlog - bindparam("c_handed"))
                 .returning(runs.c.tasks_left, runs.c.tasks_failed, runs.c.tasks_canceled,
                            runs.c.dispatch_window, runs.c.in_flight, runs.c.backlog))

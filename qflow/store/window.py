@@ -239,6 +239,57 @@ def _counting_place(release: Update) -> Select:
     return select(row).add_cte(placed)
 
 
+def hand_over(conn: Connection, run_id: str, now: dt.datetime):
+    """Take the next held-back task of a run (in the window's order) for the place of a
+    task of it that is ending in this transaction; its row, or None if none waits (or
+    every one is being taken by another transaction). The run's row is not read here:
+    the ending task's count moves the place (``handed`` in
+    qflow.store.counts.count_params), so the run's row is locked only by that one
+    statement, late in the transaction; :func:`hand_back` undoes a take the count
+    refuses (the window shrank meanwhile) or a report that proved stale."""
+    return conn.execute(_HAND_OVER, {"h_run_id": run_id, "h_now": now}).first()
+
+
+def hand_back(conn: Connection, run_id: str, task_id: int, counted: bool) -> None:
+    """Undo :func:`hand_over`: the task waits again; ``counted``: the run's row had
+    counted it as placed (in_flight) instead of waiting (backlog)."""
+    conn.execute(update(tasks).where(tasks.c.id == task_id).values(held_back=True))
+    if counted:
+        conn.execute(update(runs).where(runs.c.id == run_id).values(
+            in_flight=runs.c.in_flight - 1, backlog=runs.c.backlog + 1))
+
+
+# One statement: the pick is a scalar subquery (evaluated once), not an IN, which
+# PostgreSQL may run again per row (see Window.take_held).
+_HAND_OVER = (update(tasks).where(
+    tasks.c.id == select(tasks.c.id).where(
+        tasks.c.run_id == bindparam("h_run_id"), tasks.c.held_back == true())
+    .order_by(tasks.c.priority.desc(), tasks.c.id).limit(1)
+    .with_for_update(skip_locked=True).scalar_subquery(),
+    tasks.c.held_back == true(), tasks.c.state == S.QUEUED)
+    .values(held_back=False, queued_at=bindparam("h_now", type_=tasks.c.queued_at.type))
+    .returning(tasks.c.id, tasks.c.node, tasks.c.queue, tasks.c.options, tasks.c.attempts,
+               tasks.c.pools))
+
+
+# Per run, whether tasks waited for places in its window at this process's last count
+# of it (see qflow.store.attempts.finish): a run wider than its window, whose tasks end
+# side by side on every worker. Forgotten all at once past a few thousand runs.
+_WAITING: dict[str, bool] = {}
+
+
+def note_waiting(run_id: str, waits: bool) -> None:
+    if len(_WAITING) >= 4096:
+        _WAITING.clear()
+    _WAITING[run_id] = waits
+
+
+def waiting(run_id: str) -> bool | None:
+    """Whether tasks of the run waited for places at this process's last count of it
+    (None: not counted here yet)."""
+    return _WAITING.get(run_id)
+
+
 def reset(conn: Connection, run_id: str) -> None:
     """A resumed run starts its count again: every task of it has ended (only an ended
     run is resumed), so none holds a place or waits for one."""
