@@ -5,7 +5,8 @@
     python bench/status_big.py --quick               # 100,000 tasks, one look each
 
 The rows are written by SQL (a series of numbers), not by running anything: two runs of
-one map, ``numbers`` -> ``square[0..n-3]`` -> ``total``. One is running (60% of its
+one map, ``numbers`` -> ``square[0..n-4]`` -> ``total`` (``square``'s own row, whose
+counters count its ended elements as a run keeps them, collects them). One is running (60% of its
 tasks succeeded, the rest queued, a few running, retrying and failed), looked at with a
 broker set, as a cluster's user does (its warnings read the workers' liveness); the other
 ended (all succeeded but a few failed; ``total`` upstream_failed), whose time summary is
@@ -39,13 +40,16 @@ SERIES = {"postgresql": "generate_series(0, :last) AS s(i)",
 AT = {"postgresql": "(TIMESTAMP '2026-11-30 10:00:00' + ({ms}) * INTERVAL '1 millisecond')",
       "sqlite": "(strftime('%Y-%m-%d %H:%M:%f', '2026-11-30 10:00:00', "
                 "'+' || (({ms}) / 1000.0) || ' seconds') || '000')"}
-NODE = ("CASE WHEN i = 0 THEN 'numbers' WHEN i = :last THEN 'total' "
-        "ELSE 'square[' || (i - 1) || ']' END")
+NODE = ("CASE WHEN i = 0 THEN 'numbers' WHEN i = 1 THEN 'square' "
+        "WHEN i = :last THEN 'total' "
+        "ELSE 'square[' || (i - 2) || ']' END")
 # The running run: a few failed, running and retrying tasks; 60% succeeded, then queued.
-RUNNING = ("CASE WHEN i % 250000 = 17 THEN 'failed' WHEN i % 100000 = 5 THEN 'running' "
+RUNNING = ("CASE WHEN i = 1 OR i = :last THEN 'pending' WHEN i % 250000 = 17 THEN 'failed' "
+           "WHEN i % 100000 = 5 THEN 'running' "
            "WHEN i % 500000 = 9 THEN 'retrying' WHEN i < :last * 6 / 10 THEN 'succeeded' "
            "ELSE 'queued' END")
-ENDED = ("CASE WHEN i = :last THEN 'upstream_failed' WHEN i % 250000 = 17 THEN 'failed' "
+ENDED = ("CASE WHEN i = :last THEN 'upstream_failed' WHEN i = 1 THEN 'failed' "
+         "WHEN i % 250000 = 17 THEN 'failed' "
          "ELSE 'succeeded' END")
 
 
@@ -68,8 +72,16 @@ def fill(url: str, run_id: str, n: int, ended: bool) -> float:
         "'w' || (i % 8) || '@host', 'c' || i, "
         f"CASE WHEN ({state}) = 'failed' THEN 'ValueError: ' || i END FROM {SERIES[dialect]}")
     edges = ("INSERT INTO qflow_edges (run_id, parent, child) "
-             f"SELECT :run_id, 'square[' || (i - 1) || ']', 'square' FROM {SERIES[dialect]} "
-             "WHERE i > 0 AND i < :last")
+             f"SELECT :run_id, 'square[' || (i - 2) || ']', 'square' FROM {SERIES[dialect]} "
+             "WHERE i > 1 AND i < :last")
+    # The map's row as its run keeps it: expanded, its elements among its parents, each
+    # ended one counted (with ``numbers``, succeeded).
+    counters = ("UPDATE qflow_tasks SET expanded = :last - 2, n_parents = :last - 1, "
+                "up_succeeded = 1 + (SELECT count(*) FROM qflow_tasks e WHERE e.run_id = :run_id "
+                "AND e.node LIKE 'square[%' AND e.state = 'succeeded'), "
+                "up_failed = (SELECT count(*) FROM qflow_tasks e WHERE e.run_id = :run_id "
+                "AND e.node LIKE 'square[%' AND e.state = 'failed') "
+                "WHERE run_id = :run_id AND node = 'square'")
     run = sa.text(
         "INSERT INTO qflow_runs (id, workflow, state, params, created_at, started_at, "
         "finished_at, tasks_total, tasks_left, tasks_failed, tasks_canceled, held, unsigned, "
@@ -85,6 +97,7 @@ def fill(url: str, run_id: str, n: int, ended: bool) -> float:
                            "n": n, "left": 0 if ended else n * 4 // 10})
         conn.execute(sa.text(tasks), {"run_id": run_id, "last": n - 1})
         conn.execute(sa.text(edges), {"run_id": run_id, "last": n - 1})
+        conn.execute(sa.text(counters), {"run_id": run_id, "last": n - 1})
         conn.execute(sa.text(
             "INSERT INTO qflow_edges (run_id, parent, child) VALUES (:r, 'numbers', 'square'),"
             " (:r, 'square', 'total')"), {"r": run_id})

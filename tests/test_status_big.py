@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from qflow.cli.commands import cli
 from qflow.store import Store, overview
 from qflow.store import status as read_status
 from qflow.store.migrate import upgrade
-from qflow.store.models import runs, tasks
+from qflow.store.models import edges, runs, tasks
 
 T0 = dt.datetime(2026, 11, 30, 10)
 ELEMENTS = 24
@@ -44,6 +45,7 @@ def _insert(store: Store, run_id: str, ended: bool) -> None:
     def at(seconds):
         return None if seconds is None else T0 + dt.timedelta(seconds=seconds)
     shape = _shape(ended)
+    ends = Counter(state for node, (state, *_) in shape.items() if "[" in node)
     with store.write() as conn:
         conn.execute(sa.insert(runs).values(
             id=run_id, workflow="big_map", state="failed" if ended else "running",
@@ -54,17 +56,29 @@ def _insert(store: Store, run_id: str, ended: bool) -> None:
                  finished_at=at(end), error=error, attempts=0 if start is None else 1,
                  worker=None if start is None else "w1@host")
             for node, (state, start, end, error) in shape.items()])
+        # As a run keeps them: the map's elements are its parents, counted as they end.
+        conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == "square")
+                     .values(expanded=ELEMENTS, n_parents=1 + ELEMENTS,
+                             up_succeeded=1 + ends["succeeded"], up_failed=ends["failed"]))
+        conn.execute(sa.insert(edges), [
+            dict(run_id=run_id, parent=parent, child=child) for parent, child in
+            [("numbers", "square"), ("square", "total"),
+             *((f"square[{i}]", "square") for i in range(ELEMENTS))]])
 
 
-@pytest.fixture
-def big(db_url, monkeypatch):
-    """A DB with two runs of 27 tasks each (``ended``, ``running``), shown as big ones."""
+@pytest.fixture(params=["rows", "counters"])
+def big(db_url, monkeypatch, request):
+    """A DB with two runs of 27 tasks each (``ended``, ``running``), shown as big ones;
+    their map's elements counted row by row, or (``counters``: overview.MAP_BOUND
+    lowered) from the map's counters and the run's moving tasks."""
     store = Store(db_url)
     upgrade(store)
     _insert(store, "e" * 32, ended=True)
     _insert(store, "a" * 32, ended=False)
     store.dispose()
     monkeypatch.setattr(overview, "LIST_BOUND", 10)
+    if request.param == "counters":
+        monkeypatch.setattr(overview, "MAP_BOUND", 10)
     return {"url": db_url, "ended": "e" * 32, "running": "a" * 32}
 
 
@@ -174,3 +188,59 @@ def test_the_counts_of_a_run_of_many_nodes_show_the_first_ones_and_how_many_more
     assert "  … 7 more nodes" in lines and "NODE  STATE" not in "\n".join(lines)
     assert lines[-1] == (f"  {len(nodes)} tasks not listed ({len(nodes)} succeeded): "
                          f"`qflow status {'r' * 32} --all` lists every one")
+
+
+def test_the_counts_of_a_real_map_run_equal_a_group_by_at_every_step(db_url, monkeypatch):
+    """tests/flows.py's ``mapped`` over 40 elements, run in process with a stub dispatcher:
+    its map counted from its counters (overview.MAP_BOUND lowered to 10) has the counts,
+    per node and for the run, and the waiting tasks of one GROUP BY over every row, while
+    it runs (some elements running) and once it ended."""
+    import flows  # noqa: F401 - registers the workflows
+    from test_store import StubDispatcher, migrated
+    from test_web_big import step
+
+    from qflow.config import Config
+    from qflow.engine.client import Engine
+
+    store = migrated(db_url)
+    engine = Engine(Config(database_url=db_url), store, StubDispatcher())
+    run_id = engine.trigger("mapped", {"n": 40, "fail_on": 7})
+    monkeypatch.setattr(overview, "MAP_BOUND", 10)
+
+    def check(ended: bool) -> dict[str, int]:
+        with store.read() as conn:
+            truth = overview._tallied(read_status.rows(conn, "node_counts", run_id=run_id))
+            found = overview.counts(conn, run_id, ended)
+        assert found[:2] == truth[:2]
+        assert {q: n for q, (n, _) in found[2].items()} == \
+            {q: n for q, (n, _) in truth[2].items()}
+        return found[0]
+
+    step(engine, lambda node: "[" not in node)                    # numbers, const: the map
+    assert check(False)["queued"] == 40
+    step(engine, lambda node: node.startswith("scale[") and int(node[6:-1]) < 25)
+    with store.write() as conn:                                     # two claimed, not ended
+        conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                            tasks.c.node.in_(["scale[30]", "scale[31]"]))
+                     .values(state="running", attempts=1))
+    assert check(False)["running"] == 2
+    with store.write() as conn:
+        conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                            tasks.c.node.in_(["scale[30]", "scale[31]"]))
+                     .values(state="queued", attempts=0))
+    for _ in range(5):
+        step(engine, lambda node: True)
+    with store.read() as conn:
+        state = conn.execute(sa.select(runs.c.state).where(runs.c.id == run_id)).scalar()
+    assert state == "failed"
+    assert check(True)["failed"] == 2                 # scale[7] and the map itself
+    store.dispose()
+
+
+def test_the_slowest_of_a_run_above_the_bound_are_not_looked_for_and_it_says_so(big,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(overview, "SLOWEST_BOUND", 26)
+    lines = status(big, big["ended"]).splitlines()
+    assert "  slowest        not looked for in a run of more than 26 tasks" in lines
+    summary = json.loads(status(big, big["ended"], "--json"))["summary"]
+    assert summary["slowest"] == [] and summary["slowest_skipped"] is True

@@ -182,8 +182,8 @@ def _nodes_table(nodes: list[dict[str, Any]], counts: dict[str, int]) -> Table:
 def _unlisted(run: dict[str, Any]) -> str:
     left = dict(run["counts"])
     for t in run["tasks"]:
-        left[t["state"]] -= 1
-    left = {state: n for state, n in left.items() if n}
+        left[t["state"]] = left.get(t["state"], 0) - 1
+    left = {state: n for state, n in left.items() if n > 0}
     return (f"  {sum(left.values()):,} tasks not listed ({_counted(left)}): "
             f"`qflow status {run['run_id']} --all` lists every one")
 
@@ -203,6 +203,10 @@ def _timing(summary: dict[str, Any] | None) -> list[RenderableType]:
         path = Text(f"  critical path  {visible(' -> '.join(summary['critical_path']))}  "
                     f"({summary['critical_path_seconds']:.2f}s in its tasks, "
                     f"{summary['duration_seconds'] or 0:.2f}s in all)")
+    if summary.get("slowest_skipped"):
+        from qflow.store.overview import SLOWEST_BOUND
+
+        slowest = f"not looked for in a run of more than {SLOWEST_BOUND:,} tasks"
     return [Text(""), path, Text(f"  slowest        {visible(slowest)}")]
 
 

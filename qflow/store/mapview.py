@@ -23,6 +23,7 @@ from sqlalchemy import Connection, cast, null, select, union_all
 
 from qflow.core import states as S
 from qflow.store.db import in_chunks
+from qflow.store.mapcount import MOVING, element_counts
 from qflow.store.mapping import element_id, element_ids
 from qflow.store.models import OPEN_TASK, edges, one_of, runs, tasks
 from qflow.store.observe import _VIEW, _view_row, latest_change, view_shape
@@ -32,10 +33,7 @@ LETTERS_MAX = 10_000      # a map of more elements is drawn as counts (and a run
                           # tasks is read this way)
 WINDOW = 200              # a big map's failed and moving elements sent with the page
 PAGE_MAX = 1_000          # elements of one page of a big map (element_page)
-_MOVING = (S.RUNNING, S.RETRYING, S.SENSING)
 _COUNTERS = (tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped, tasks.c.expanded)
-# A parent's end as its child counts it (qflow.store.children._COUNTER).
-_COUNTED = {S.SUCCEEDED: 0, S.FAILED: 1, S.UPSTREAM_FAILED: 1, S.SKIPPED: 2, S.CANCELED: 2}
 _ELEMENT = tasks.c.node.like("%]")
 
 
@@ -80,7 +78,7 @@ def _counted(conn: Connection, run_id: str, big: list[str], links: list[tuple[st
     pad = [cast(null(), c.type) for c in _COUNTERS]      # typed: PostgreSQL's UNION
     counters = select(*_VIEW[:2], *[cast(null(), c.type) for c in _VIEW[2:]],
                       *_COUNTERS).where(tasks.c.run_id == run_id, tasks.c.node.in_(big))
-    moving = select(*_VIEW, *pad).where(OPEN_TASK, one_of(tasks.c.state, _MOVING),
+    moving = select(*_VIEW, *pad).where(OPEN_TASK, one_of(tasks.c.state, MOVING),
                                         tasks.c.run_id == run_id)
     failed = (select(tasks.c.id, *_VIEW).where(tasks.c.run_id == run_id, _ELEMENT,
                                                one_of(tasks.c.state, (S.FAILED,)))
@@ -90,33 +88,29 @@ def _counted(conn: Connection, run_id: str, big: list[str], links: list[tuple[st
     # The moving rows first: a UNION's columns take the first SELECT's types (times).
     found = conn.execute(union_all(moving, failed, counters)).all()
     maps = {name: {"size": 0, "counts": {}, "window": [], "at": at} for name in big}
-    ended = {name: [0, 0, 0] for name in big}
+    tallies = {name: (0, 0, 0) for name in big}
     moved: dict[str, dict[str, int]] = {name: defaultdict(int) for name in big}
     for row in found:
         if row[0] in maps:                              # a map's own row: its counters
-            ended[row[0]] = list(row[-4:-1])
+            tallies[row[0]] = tuple(row[-4:-1])
             maps[row[0]]["size"] = row[-1] or 0
             continue
         base = row[0].rpartition("[")[0]
         if base not in maps:
             continue
-        if row[1] in _MOVING:
+        if row[1] in MOVING:
             moved[base][row[1]] += 1
         if len(maps[base]["window"]) < WINDOW:
             maps[base]["window"].append(_view_row(row[:len(_VIEW)]))
-    for parent, child in links:                         # the maps' other parents
-        if child in ended and states.get(parent) in _COUNTED:
-            ended[child][_COUNTED[states[parent]]] -= 1
-    # The rest are waiting; in a run that ended they were canceled with it (a cancel
-    # ends every open task at once without counting it in its children).
-    rest = S.CANCELED if conn.execute(select(runs.c.state).where(
-        runs.c.id == run_id)).scalar() in S.TERMINAL else S.QUEUED
+    others = defaultdict(list)                          # the maps' other parents
+    for parent, child in links:
+        if child in maps and parent in states:
+            others[child].append(states[parent])
+    ended = conn.execute(select(runs.c.state).where(runs.c.id == run_id)).scalar() \
+        in S.TERMINAL
     for name, entry in maps.items():
-        succeeded, failures, canceled = (max(0, n) for n in ended[name])
-        counts = defaultdict(int, {S.SUCCEEDED: succeeded, S.FAILED: failures,
-                                   S.CANCELED: canceled, **moved[name]})
-        counts[rest] += max(0, entry["size"] - sum(counts.values()))
-        entry["counts"] = {s: n for s in S.TASK_STATES if (n := counts.get(s, 0)) > 0}
+        entry["counts"] = element_counts(entry["size"], tallies[name], others[name],
+                                         moved[name], ended)
     return maps
 
 

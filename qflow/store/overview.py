@@ -9,9 +9,11 @@ Nothing here reads a row per task into Python.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from qflow.core.states import QUEUED, RETRYING, SENSING, TASK_STATES
+from qflow.store.mapcount import element_counts
 from qflow.store.status import rows, task_dict
 
 # A run of more tasks than this is shown as counts and the tasks worth a look, at most
@@ -20,6 +22,9 @@ LIST_BOUND = 1_000
 # The per-node counts of such a run show this many nodes at most, in creation order.
 NODE_ROWS = 50
 SLOWEST = 5                   # tasks in a time summary's "slowest"
+# A run of more tasks than this has no "slowest" in its summary: no index orders tasks by
+# how long they ran, and sorting a million rows took 1.2 s at load 3, 7-10 s at load 10.
+SLOWEST_BOUND = 100_000
 SHOWN = 3                     # waiting tasks named in a warning
 WAITING = (QUEUED, RETRYING, SENSING)     # each has a message (liveness.WAITING)
 
@@ -29,14 +34,79 @@ def big(run: dict[str, Any], bound: int | None = None) -> bool:
     return run["tasks_total"] > (LIST_BOUND if bound is None else bound)
 
 
-def counts(conn: Any, run_id: str) -> tuple[dict[str, int], list[dict[str, Any]], Waiting]:
+def counts(conn: Any, run_id: str, ended: bool
+           ) -> tuple[dict[str, int], list[dict[str, Any]], Waiting]:
     """The run's tasks per state, per node in creation order (``{"node": ...,
     "counts": {state: n}}``; a map's elements together under ``name[…]``), states in the
-    order of TASK_STATES; and its waiting tasks per queue (see :func:`warnings`)."""
+    order of TASK_STATES; and its waiting tasks per queue (see :func:`warnings`).
+    ``ended``: whether the run has ended.
+
+    Read without a row per element of a map of more than MAP_BOUND elements: those are
+    counted from the map's counters and the run's moving tasks, as the run page counts
+    them (:mod:`qflow.store.mapcount`). The other tasks are read row by row, but in a run
+    of more than MAP_BOUND nodes besides its elements (a grid), counted by one GROUP BY."""
+    names = [name for (name,) in rows(conn, "node_names", run_id=run_id)]
+    if len(names) > MAP_BOUND:
+        return _tallied(rows(conn, "node_counts", run_id=run_id))
+    found = _named(conn, run_id, names)
+    big = {row[1]: row for row in found if (row[4] or 0) > MAP_BOUND}
+    small = _named(conn, run_id, [element_id(row[1], i) for row in found
+                                  if row[1] not in big for i in range(row[4] or 0)])
+    groups = [(row[1].partition("[")[0], "[" in row[1], row[2], row[3], 1, row[0])
+              for row in found + small]
+    if big:
+        groups += _big_maps(conn, run_id, big, found, ended)
+    return _tallied(groups)
+
+
+# A map of more elements than this is counted from its counters (as mapview.LETTERS_MAX).
+MAP_BOUND = 10_000
+
+
+def element_id(node: str, i: int) -> str:
+    return f"{node}[{i}]"          # qflow.store.mapping.element_id, without SQLAlchemy
+
+
+def _named(conn: Any, run_id: str, nodes: list[str]) -> list[tuple]:
+    """The ``node_rows`` of ``nodes``, 10,000 a statement."""
+    return [row for i in range(0, len(nodes), 10_000) for row in rows(
+        conn, "node_rows", run_id=run_id, nodes=json.dumps(nodes[i:i + 10_000]))]
+
+
+def _big_maps(conn: Any, run_id: str, big: dict[str, tuple], found: list[tuple],
+              ended: bool) -> list[tuple]:
+    """The groups of the ``big`` maps' elements (``big``: their rows by name, ``found``:
+    the rows of every node but the elements): each moving element a group of its own
+    (its queue), the others per state with the map's queue, their first id element 0's."""
+    states = {row[1]: row[2] for row in found}
+    others: dict[str, list[str]] = {name: [] for name in big}
+    for parent, child in rows(conn, "edges_from", run_id=run_id, nodes=json.dumps(
+            list(states))):
+        if child in big and parent in states:
+            others[child].append(states[parent])
+    firsts = {row[1].partition("[")[0]: row[0]
+              for row in _named(conn, run_id, [element_id(name, 0) for name in big])}
+    groups: list[tuple] = []
+    moved: dict[str, dict[str, int]] = {name: {} for name in big}
+    for task_id, node, state, queue in rows(conn, "moving", run_id=run_id):
+        base = node.partition("[")[0]
+        if base in big and node != base:
+            groups.append((base, True, state, queue, 1, task_id))
+            moved[base][state] = moved[base].get(state, 0) + 1
+    for name, row in big.items():
+        counted = element_counts(row[4], row[5:8], others[name], moved[name], ended)
+        groups += [(name, True, state, row[3], n - moved[name].get(state, 0),
+                    firsts.get(name, row[0])) for state, n in counted.items()
+                   if n > moved[name].get(state, 0)]
+    return groups
+
+
+def _tallied(groups: Any) -> tuple[dict[str, int], list[dict[str, Any]], Waiting]:
+    """:func:`counts`'s answer from (node, element, state, queue, tasks, first id)."""
     nodes: dict[str, dict[str, Any]] = {}
     totals: dict[str, int] = {}
     waiting: Waiting = {}
-    for name, element, state, queue, n, first in rows(conn, "node_counts", run_id=run_id):
+    for name, element, state, queue, n, first in groups:
         node = f"{name}[…]" if element else name
         entry = nodes.setdefault(node, {"node": node, "first": first, "counts": {}})
         entry["first"] = min(entry["first"], first)

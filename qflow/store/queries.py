@@ -33,8 +33,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from qflow.core import states as S
+from qflow.store import mapcount
 from qflow.store.models import (
     LOOK_TASK,
+    OPEN_TASK,
     asset_consumed,
     asset_events,
     attempts,
@@ -166,6 +168,37 @@ NODE_COUNTS = (select(_GROUP, _ELEMENT, tasks.c.state, tasks.c.queue, func.count
                .where(tasks.c.run_id == RUN_ID)
                .group_by(_GROUP, _ELEMENT, tasks.c.state, tasks.c.queue))
 
+class listed(FunctionElement):
+    """The values of a JSON list given as one parameter, as a subquery for IN: a list of
+    any length in one statement, rendered once."""
+    inherit_cache = True
+
+
+@compiles(listed, "postgresql")
+def _listed_pg(element: listed, compiler: Any, **kw: Any) -> str:
+    return f"(SELECT json_array_elements_text(CAST({compiler.process(element.clauses, **kw)} " \
+        "AS JSON)))"
+
+
+@compiles(listed, "sqlite")
+def _listed_sqlite(element: listed, compiler: Any, **kw: Any) -> str:
+    return f"(SELECT value FROM json_each({compiler.process(element.clauses, **kw)}))"
+
+
+# A run counted without a row per element of its big maps (qflow.store.overview.counts):
+# its nodes that are not elements (index-only: the (run_id, node) entries), the rows of
+# the nodes named in the JSON list ``:nodes`` (the unique index), the edges out of them
+# (the primary key) and its moving tasks (ix_qflow_tasks_open).
+NODE_NAMES = select(tasks.c.node).where(tasks.c.run_id == RUN_ID, tasks.c.node.not_like("%[%]"))
+_NAMED = tasks.c.node.op("IN")(listed(bindparam("nodes", type_=String)))
+NODE_ROWS = select(tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue, tasks.c.expanded,
+                   tasks.c.up_succeeded, tasks.c.up_failed,
+                   tasks.c.up_skipped).where(tasks.c.run_id == RUN_ID, _NAMED)
+EDGES_FROM = select(edges.c.parent, edges.c.child).where(
+    edges.c.run_id == RUN_ID, edges.c.parent.op("IN")(listed(bindparam("nodes", type_=String))))
+MOVING = select(tasks.c.id, tasks.c.node, tasks.c.state, tasks.c.queue).where(
+    OPEN_TASK, one_of(tasks.c.state, mapcount.MOVING), tasks.c.run_id == RUN_ID)
+
 # The first ``:limit`` of the run's tasks in the states worth a look (ix_qflow_tasks_look).
 LOOK = (select(*TASK_COLUMNS).where(tasks.c.run_id == RUN_ID, LOOK_TASK)
         .order_by(tasks.c.id).limit(bindparam("limit")))
@@ -201,7 +234,8 @@ UNSIGNED = select(runs.c.unsigned).where(runs.c.id == RUN_ID)
 STATEMENTS: dict[str, Select] = {
     "run": RUN, "tasks": TASKS, "tracebacks": TRACEBACKS, "triggered_by": TRIGGERED_BY,
     "timed_edges": TIMED_EDGES, "revision": REVISION, "node_counts": NODE_COUNTS,
-    "look": LOOK, "slowest": SLOWEST, "live_queues": LIVE_QUEUES,
+    "node_names": NODE_NAMES, "node_rows": NODE_ROWS, "edges_from": EDGES_FROM,
+    "moving": MOVING, "look": LOOK, "slowest": SLOWEST, "live_queues": LIVE_QUEUES,
     "waiting_queues": WAITING_QUEUES, "waiting_in": WAITING_IN, "unsigned": UNSIGNED}
 
 

@@ -124,6 +124,71 @@ STATEMENTS = {
                        "split_part(qflow_tasks.node, '[', 1), (strpos(qflow_tasks.node, '[') > "
                        '0), qflow_tasks.state, qflow_tasks.queue'),
     },
+    'node_names': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {'node_1': '%[%]'},
+        'postgresql_values': {'node_1': '%[%]'},
+        'sqlite': ('SELECT qflow_tasks.node \n'
+                   'FROM qflow_tasks \n'
+                   'WHERE qflow_tasks.run_id = :run_id AND qflow_tasks.node NOT LIKE :node_1'),
+        'postgresql': ('SELECT qflow_tasks.node \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND qflow_tasks.node '
+                       'NOT LIKE %(node_1)s::VARCHAR'),
+    },
+    'node_rows': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.id, qflow_tasks.node, qflow_tasks.state, '
+                   'qflow_tasks.queue, qflow_tasks.expanded, qflow_tasks.up_succeeded, '
+                   'qflow_tasks.up_failed, qflow_tasks.up_skipped \n'
+                   'FROM qflow_tasks \n'
+                   'WHERE qflow_tasks.run_id = :run_id AND (qflow_tasks.node IN (SELECT value '
+                   'FROM json_each(:nodes)))'),
+        'postgresql': ('SELECT qflow_tasks.id, qflow_tasks.node, qflow_tasks.state, '
+                       'qflow_tasks.queue, qflow_tasks.expanded, qflow_tasks.up_succeeded, '
+                       'qflow_tasks.up_failed, qflow_tasks.up_skipped \n'
+                       'FROM qflow_tasks \n'
+                       'WHERE qflow_tasks.run_id = %(run_id)s::VARCHAR AND (qflow_tasks.node '
+                       'IN (SELECT json_array_elements_text(CAST(%(nodes)s::VARCHAR AS '
+                       'JSON))))'),
+    },
+    'edges_from': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_edges.parent, qflow_edges.child \n'
+                   'FROM qflow_edges \n'
+                   'WHERE qflow_edges.run_id = :run_id AND (qflow_edges.parent IN (SELECT '
+                   'value FROM json_each(:nodes)))'),
+        'postgresql': ('SELECT qflow_edges.parent, qflow_edges.child \n'
+                       'FROM qflow_edges \n'
+                       'WHERE qflow_edges.run_id = %(run_id)s::VARCHAR AND (qflow_edges.parent '
+                       'IN (SELECT json_array_elements_text(CAST(%(nodes)s::VARCHAR AS '
+                       'JSON))))'),
+    },
+    'moving': {
+        'sqlite_convert': {},
+        'sqlite_times': [],
+        'sqlite_values': {},
+        'postgresql_values': {},
+        'sqlite': ('SELECT qflow_tasks.id, qflow_tasks.node, qflow_tasks.state, '
+                   'qflow_tasks.queue \n'
+                   'FROM qflow_tasks \n'
+                   "WHERE qflow_tasks.state IN ('queued', 'running', 'retrying', 'sensing') "
+                   "AND qflow_tasks.state IN ('running', 'retrying', 'sensing') AND "
+                   'qflow_tasks.run_id = :run_id'),
+        'postgresql': ('SELECT qflow_tasks.id, qflow_tasks.node, qflow_tasks.state, '
+                       'qflow_tasks.queue \n'
+                       'FROM qflow_tasks \n'
+                       "WHERE qflow_tasks.state IN ('queued', 'running', 'retrying', "
+                       "'sensing') AND qflow_tasks.state IN ('running', 'retrying', 'sensing') "
+                       'AND qflow_tasks.run_id = %(run_id)s::VARCHAR'),
+    },
     'look': {
         'sqlite_convert': {3: 'datetime', 4: 'datetime', 9: 'boolean'},
         'sqlite_times': [],

@@ -201,7 +201,8 @@ def snapshot(conn: Any, run_id: str, every: bool = True, lazy: bool = False
     big = overview.big(run)
     took: dict[str, float] = {}
     if big and not every:
-        run["counts"], run["nodes"], run["waiting"] = overview.counts(conn, run_id)
+        run["counts"], run["nodes"], run["waiting"] = overview.counts(
+            conn, run_id, run["state"] in TERMINAL)
         run["tasks"] = overview.look(conn, run_id)
         run["triggered_by"] = triggered_by(conn, run_id)
     else:
@@ -210,9 +211,13 @@ def snapshot(conn: Any, run_id: str, every: bool = True, lazy: bool = False
         return run, None
     if not big:
         return run, timing.summary(run, timed_edges(conn, run_id), took=took)
+    # No index orders a run's tasks by how long they ran: above SLOWEST_BOUND tasks the
+    # slowest are not looked for (the DB would read every row), and the summary says so.
+    skip = run["tasks_total"] > overview.SLOWEST_BOUND
     return run, {"duration_seconds": timing.seconds(run["started_at"], run["finished_at"]),
                  "critical_path": [], "critical_path_seconds": 0,
-                 "slowest": overview.slowest(conn, run_id), "critical_path_skipped": True}
+                 "slowest": [] if skip else overview.slowest(conn, run_id),
+                 "critical_path_skipped": True, **({"slowest_skipped": True} if skip else {})}
 
 
 def status(conn: Any, run_id: str, config: Any, every: bool = True, lazy: bool = False
