@@ -18,10 +18,11 @@ def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_serv
     try:
         rt = cluster.runtime()
         app = rt.celery
-        stop = threading.Event()
+        stop, listening = threading.Event(), threading.Event()
 
         def listen():
             def on_event(event):
+                listening.set()                         # e.g. the worker's heartbeat
                 uuid = event.get("uuid")
                 if uuid:
                     seen.setdefault(uuid, set()).add(event["type"])
@@ -37,7 +38,9 @@ def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_serv
 
         thread = threading.Thread(target=listen, daemon=True)
         thread.start()
-        time.sleep(1.0)                                 # the receiver's queue is bound
+        # Triggered once the receiver hears the worker (its heartbeats come every 2 s):
+        # an event sent before it listens is not kept for it.
+        assert listening.wait(30), "no event from the worker"
         run_id = rt.engine.trigger("chain", {"length": 4})
         assert rt.engine.wait(run_id, timeout=60)["state"] == "succeeded"
         with rt.store.read() as conn:
