@@ -18,6 +18,11 @@ from typing import Iterable
 
 from qflow.core import states as S
 
+
+def element_id(node: str, i: int) -> str:
+    """The id of element ``i`` of mapped node ``node``."""
+    return f"{node}[{i}]"
+
 MOVING = (S.RUNNING, S.RETRYING, S.SENSING)
 # A parent's end as its child counts it (qflow.store.children._COUNTER).
 COUNTED = {S.SUCCEEDED: 0, S.FAILED: 1, S.UPSTREAM_FAILED: 1, S.SKIPPED: 2, S.CANCELED: 2}

@@ -17,6 +17,7 @@ from qflow.core.dag import substitute
 from qflow.results import codec
 from qflow.results.codec import Stored
 from qflow.store.db import bulk_insert, in_chunks
+from qflow.store.mapcount import element_id
 from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state
 from qflow.store.window import Room, priority_of
@@ -41,10 +42,6 @@ def is_expanded(row) -> bool:
 
 def _opts(options: str | dict | None) -> dict:
     return json.loads(options) if isinstance(options, str) else (options or {})
-
-
-def element_id(node: str, i: int) -> str:
-    return f"{node}[{i}]"
 
 
 def element_ids(node: str, expanded: int | None) -> list[str]:

@@ -27,6 +27,7 @@ from qflow.store.mapcount import MOVING, element_counts
 from qflow.store.mapping import element_id, element_ids
 from qflow.store.models import OPEN_TASK, edges, one_of, runs, tasks
 from qflow.store.observe import _VIEW, _view_row, latest_change, view_shape
+from qflow.store.queries import NODE_NAMES
 from qflow.store.transitions import utcnow
 
 LETTERS_MAX = 10_000      # a map of more elements is drawn as counts (and a run of more
@@ -49,9 +50,7 @@ def big_view_shape(conn: Connection, run_id: str, letters_max: int | None = None
     on this path. A run of more than ``letters_max`` nodes besides its elements (a big
     grid) is read as view_shape reads it: all of it is drawn."""
     letters_max = LETTERS_MAX if letters_max is None else letters_max
-    names = conn.execute(select(tasks.c.node).where(tasks.c.run_id == run_id,
-                                                    tasks.c.node.not_like("%[%]"))).scalars()
-    names = names.all()
+    names = conn.execute(NODE_NAMES, {"run_id": run_id}).scalars().all()
     if len(names) > letters_max:         # a big run of nodes (a grid): every row is shown
         return (*view_shape(conn, run_id), {})
     rows = sorted((r for chunk in in_chunks(names) for r in conn.execute(

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from qflow.core.states import QUEUED, RETRYING, SENSING, TASK_STATES
-from qflow.store.mapcount import element_counts
+from qflow.store.mapcount import element_counts, element_id
 from qflow.store.status import rows, task_dict
 
 # A run of more tasks than this is shown as counts and the tasks worth a look, at most
@@ -61,10 +61,6 @@ def counts(conn: Any, run_id: str, ended: bool
 
 # A map of more elements than this is counted from its counters (as mapview.LETTERS_MAX).
 MAP_BOUND = 10_000
-
-
-def element_id(node: str, i: int) -> str:
-    return f"{node}[{i}]"          # qflow.store.mapping.element_id, without SQLAlchemy
 
 
 def _named(conn: Any, run_id: str, nodes: list[str]) -> list[tuple]:
