@@ -37,7 +37,8 @@ CATEGORIES = [
     ("COMMIT", ("Transaction.commit", "RootTransaction._do_commit")),
     ("BEGIN", ("Connection.begin", "_begin_impl", "Connection._autobegin")),
     ("attempts.claim statements", ("claim (qflow/store/attempts.py",)),
-    ("attempts.finish statements (outcome, attempt, workflow)", ("finish (qflow/store/attempts.py",)),
+    ("attempts.finish statements (outcome, attempt, workflow)",
+     ("finish (qflow/store/attempts.py",)),
     ("read inputs (transitions.read_inputs)", ("read_inputs (qflow/store/transitions.py",)),
     ("the task function itself", ("call_with_timeout (qflow/timeouts.py",)),
     ("output capture", ("qflow/capture.py",)),
@@ -45,7 +46,8 @@ CATEGORIES = [
     ("alerts", ("qflow/alerts.py",)),
 ]
 # Sub-split of attempts.finish: the outcome statement, the children, the extra run counts.
-FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count", "_end_attempt (qflow/store/attempts.py"),
+FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count",
+                 "_end_attempt (qflow/store/attempts.py"),
                 ("cascade: count and release children", "cascade (qflow/store/lifecycle.py"),
                 ("count_ended: tasks ended on the way", "count_ended (qflow/store/lifecycle.py"),
                 ("_run_info: SELECT the run's workflow", "_run_info (qflow/store/attempts.py")]
@@ -91,7 +93,7 @@ def analyse_spy(path: Path) -> dict:
                 main_total += n
                 leaf = frames[-1]
                 if not any(k in leaf for k in IDLE_LEAVES):
-                    for name, keys in MAIN_PARTS:
+                    for _name, keys in MAIN_PARTS:
                         if any(k in f for f in frames for k in keys):
                             break
                     else:
@@ -108,7 +110,7 @@ def analyse_spy(path: Path) -> dict:
         in_task += n
         waiting = any(frames[-1].startswith(w) or w in frames[-1] for w in WAITING)
         store = [f for f in frames if "(qflow/store/" in f]
-        for name, keys in CATEGORIES:
+        for _name, keys in CATEGORIES:
             if any(k in f for f in frames for k in keys):
                 break
         else:
@@ -193,7 +195,8 @@ def _short(sql: str) -> str:
 def classify_sql(sql: str) -> str:
     """Who sent a statement: the workers per task, the client, or the maintenance thread."""
     s = " ".join(sql.split())
-    if s.startswith("SELECT qflow_runs.id, qflow_runs.workflow, qflow_runs.state, qflow_runs.params"):
+    if s.startswith("SELECT qflow_runs.id, qflow_runs.workflow, qflow_runs.state, "
+                    "qflow_runs.params"):
         return "client"            # Engine.wait polling the run row
     if s.startswith(("INSERT INTO qflow_runs ", "INSERT INTO qflow_tasks ",
                      "INSERT INTO qflow_edges ")):
@@ -334,7 +337,7 @@ def hop_split(rt, run_id: str) -> dict:
                             .where(tasks.c.run_id == run_id).order_by(tasks.c.id)).all()
     inside = [(r.finished_at - r.started_at).total_seconds() * 1000 for r in rows]
     gaps = [(b.started_at - a.finished_at).total_seconds() * 1000
-            for a, b in zip(rows, rows[1:])]
+            for a, b in zip(rows, rows[1:], strict=False)]
     return {"inside_ms": C.median(inside), "gap_ms": C.median(gaps)}
 
 
@@ -352,7 +355,8 @@ def report(r: dict) -> list[str]:
                      f"commit rows {t['commit_s'] * 1000:.0f} ms, publish {n} messages "
                      f"{t['publish_s'] * 1000:.0f} ms ({t['publish_s'] / n * 1e6:.0f} us/message)")
     if "hop" in r:
-        lines.append(f"a hop, from the task rows' timestamps (medians): {r['hop']['inside_ms']:.2f} ms "
+        lines.append("a hop, from the task rows' timestamps (medians): "
+                     f"{r['hop']['inside_ms']:.2f} ms "
                      "from claim to the start of recording the outcome (claim, read inputs, "
                      f"run), {r['hop']['gap_ms']:.2f} ms from there to the next task's claim "
                      "(record outcome + release child + commit, then either the same process "
@@ -395,7 +399,8 @@ def report(r: dict) -> list[str]:
                 f"{100 * v / it:.0f}% {k}" for k, v in spy["deepest_qflow_lines"][:10]))
         if spy["main_samples"]:
             busy = sum(spy["main_busy"].values())
-            lines.append(f"worker main thread (consumer loop): busy {100 * busy / spy['main_samples']:.0f}% "
+            lines.append("worker main thread (consumer loop): "
+                         f"busy {100 * busy / spy['main_samples']:.0f}% "
                          "of the time: " + ", ".join(
                              f"{100 * v / spy['main_samples']:.0f}% {k}"
                              for k, v in spy["main_busy"].items()))

@@ -57,7 +57,8 @@ def run(name: str, quick: bool, folder: Path, snapshot: str, rev: str) -> dict |
     env = dict(os.environ, QFLOW_BENCH_SNAPSHOT=snapshot, QFLOW_BENCH_REV=rev)
     if quick:
         argv.append("--quick")
-    C.say(f"\n### {name}: {' '.join(['python', f'bench/{name}.py'] + (['--quick'] if quick else []))}")
+    command = ['python', f'bench/{name}.py'] + (['--quick'] if quick else [])
+    C.say(f"\n### {name}: {' '.join(command)}")
     t0 = time.monotonic()
     try:
         proc = subprocess.run(argv, cwd=C.ROOT, timeout=TIMEOUT[name], env=env)
@@ -91,7 +92,8 @@ def git_revision() -> str:
         return rev
     import hashlib
     diff = git("diff", "HEAD", "--", "qflow") + git("ls-files", "--others", "--", "qflow")
-    return f"{rev} with uncommitted changes under qflow/ (diff {hashlib.sha1(diff.encode()).hexdigest()[:8]})"
+    digest = hashlib.sha1(diff.encode()).hexdigest()[:8]
+    return f"{rev} with uncommitted changes under qflow/ (diff {digest})"
 
 
 def yes(ok: bool) -> str:
@@ -302,7 +304,8 @@ def render(results: dict[str, dict], machine: dict, started: dt.datetime, took: 
         add("Layers of 100 nodes, each node after the first layer taking two values from "
             "the layer above (about 2 edges per node). *validate + expand* is "
             "`resolve_params` + `WorkflowDef.expand` (run the body, build the graph, check "
-            "it is acyclic); *commit* is `Store.transact(lifecycle.insert_run, NewRun(…)`, every task "
+            "it is acyclic); *commit* is `Store.transact(lifecycle.insert_run, NewRun(…)`, "
+            "every task "
             "and edge row in one transaction. Each measurement in a fresh process; peak "
             "RSS is that process's VmHWM (the process starts at about "
             f"{min(r['base_rss_mib'] for r in ex['rows']):.0f} MiB after its imports). "
