@@ -230,6 +230,39 @@ def test_a_worker_that_follows_runs_the_held_back_elements_it_frees_places_for(w
     ran_once_to(engine, run_id, 25 + 10 * 300)
 
 
+def test_a_worker_that_follows_runs_the_held_back_roots_of_a_plain_fan_out_too(
+        windowed_pg, registry):
+    """Tasks without children (each one statement to record when its run is not
+    crowded) hand their places on as a map's elements do, once the run is crowded: on
+    PostgreSQL, where such outcomes commit without waiting for the disk."""
+    from qflow import task, workflow
+
+    @task
+    def lone(i: int) -> int:
+        return i
+
+    @workflow
+    def lone_fan(width: int = 8):
+        for i in range(width):
+            lone(i)
+
+    engine = windowed_pg(3)
+    run_id = engine.trigger("lone_fan", {"width": 8})
+    assert [d.node for d in engine.dispatcher.sent] == ["lone", "lone__1", "lone__2"]
+    # The first outcome this process records counts the run (crowded: tasks wait), and
+    # tops its window up with a message.
+    assert step(engine) == "lone"
+    assert [d.node for d in engine.dispatcher.sent] == ["lone__1", "lone__2", "lone__3"]
+    # Then each task that ends hands its place to the next one waiting, run here.
+    assert follow_first(engine) == ["lone__1", "lone__4", "lone__5", "lone__6", "lone__7"]
+    assert [d.node for d in engine.dispatcher.sent] == ["lone__2", "lone__3"]
+    assert counters(engine, run_id) == (2, 0) and held_back(engine, run_id) == set()
+    drain(engine)
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded" and {t["attempts"] for t in run["tasks"]} == {1}
+    assert counters(engine, run_id) == (0, 0)
+
+
 def test_a_place_is_not_handed_on_in_a_window_that_shrank_meanwhile(windowed):
     engine = windowed(3)
     run_id = engine.trigger("mapped", {"n": 6, "factor": 10})

@@ -88,7 +88,11 @@ class Executor:
             claimed = self.store.transact(sensing.wake, run_id, node, attempt, worker,
                                           celery_id)
         if claimed is None:
-            log.info("skipping %s/%s attempt %s: not queued for it", run_id, node, attempt)
+            # A stale message (run or canceled already), one for a held task or run or
+            # one before its retry delay is over, or a due poke that now waits in a full
+            # pool's list (sent again when a slot frees): see attempts._admitted.
+            log.info("skipping %s/%s attempt %s: not claimable now (stale, held, not due "
+                     "yet, or waiting for a pool slot)", run_id, node, attempt)
             return None, None
         logical = claimed.logical_time
         ctx = TaskContext(run_id, claimed.workflow, node, attempt, claimed.params,
@@ -154,6 +158,10 @@ class Executor:
         # A process that runs what it is handed (follow) takes the place this task frees
         # for the next held-back task of its run itself: no message, no top-up.
         hand_on = follow is not None and time.monotonic() < follow.deadline
+        # In a crowded run a task with nothing to count hands its place on all the same:
+        # one transaction committed without waiting for the disk, instead of a durable
+        # statement holding the run's row through the flush, then a top-up and a message.
+        alone = alone and not (hand_on and self._lightly(ctx.run_id))
         try:
             if alone:
                 finished = self.store.transact(attempts.finish_one, *args, outcome, fail_fast)
@@ -193,9 +201,7 @@ class Executor:
         """:func:`attempts.finish`; for a crowded run, committed without holding the run's
         row through a disk flush where the DB can flush after (see qflow.store.flushing)."""
         rest = (outcome, fail_fast, True, hand_on)
-        if self._flushes is None:
-            self._flushes = flushing.flushes(self.store)
-        if not (self._flushes and flushing.crowded(args[0])):
+        if not self._lightly(args[0]):
             return self.store.transact(attempts.finish, *args, *rest)
         finished = self.store.transact(flushing.finish_lightly, *args, *rest)
         if finished is None or flushing.flush(self.store):
@@ -203,6 +209,13 @@ class Executor:
         # Lost with the connection, it may not have reached the disk: recorded again,
         # durably (refused as stale if it had: what it released is committed, published).
         return self.store.transact(attempts.finish, *args, *rest) or finished
+
+    def _lightly(self, run_id: str) -> bool:
+        """Whether an outcome of this run is committed without waiting for the disk, then
+        flushed (a crowded run on a DB that can: see qflow.store.flushing)."""
+        if self._flushes is None:
+            self._flushes = flushing.flushes(self.store)
+        return self._flushes and flushing.crowded(run_id)
 
     # -- async tasks: many overlap on one event loop per process --------------------------
     def _start_async(self, ctx: TaskContext, tdef, claimed: Claimed, worker: str) -> None:

@@ -82,7 +82,7 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
                                    finished_at=None, worker=worker, celery_id=celery_id,
                                    returning=_CLAIMED)
     stmt = _admitted(stmt)
-    params["c_due"] = now + _EARLY
+    params["c_due"] = now + EARLY
     if conn.dialect.name == "postgresql":    # one statement: claim, run, inputs
         params.update(r_run_id=run_id, r_started_at=now)
         rows = conn.execute(_with_run(stmt), params).all()
@@ -111,7 +111,7 @@ def claim_durably(conn: Connection, run_id: str, node: str, attempt: int, worker
 _CLAIMABLE = (S.QUEUED, S.RETRYING, S.SENSING)
 # How early a retry's message may be claimed before its delay is over (Celery's countdown
 # and the stored due time come from the same clock; this absorbs rounding).
-_EARLY = dt.timedelta(seconds=1)
+EARLY = dt.timedelta(seconds=1)
 
 
 @functools.lru_cache(maxsize=4)

@@ -71,7 +71,7 @@ def wake(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
     due = bindparam("w_due", type_=tasks.c.queued_at.type)
     row = conn.execute(stmt.where(tasks.c.pools.is_not(None), tasks.c.holding.is_(False),
                                   tasks.c.queued_at <= due),
-                       {**params, "w_due": now + attempts._EARLY}).first()
+                       {**params, "w_due": now + attempts.EARLY}).first()
     if row is None or not pools.acquire(conn, row.id, json.loads(row.pools), now):
         return None
     return attempts.claim(conn, run_id, node, attempt, worker, celery_id)
