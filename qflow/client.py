@@ -40,11 +40,13 @@ def run_status(rt: Runtime, run_id: str, every: bool = True,
         return found if then is None else then(found)
 
 
-def snapshot(store: Store, run_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def snapshot(store: Store, run_id: str, every: bool = True
+             ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The run with its tasks and, once it ended, where its time went (see
-    :func:`qflow.store.status.snapshot`); UserError for an unknown run."""
+    :func:`qflow.store.status.snapshot`, also for ``every``); UserError for an unknown
+    run."""
     with store.read() as conn:
-        found = status.snapshot(conn, run_id)
+        found = status.snapshot(conn, run_id, every)
     if found is None:
         raise UserError(f"unknown run {run_id!r}")
     return found

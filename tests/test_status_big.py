@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -244,3 +246,60 @@ def test_the_slowest_of_a_run_above_the_bound_are_not_looked_for_and_it_says_so(
     assert "  slowest        not looked for in a run of more than 26 tasks" in lines
     summary = json.loads(status(big, big["ended"], "--json"))["summary"]
     assert summary["slowest"] == [] and summary["slowest_skipped"] is True
+
+
+def test_status_watch_of_a_big_run_shows_its_counts_as_they_change_until_it_ends(
+        big, monkeypatch):
+    """`status --watch` of a big run prints what `status` prints (counts and the tasks
+    worth a look, no row per task read), again on each change, and exits 1 when the run
+    fails; `--watch --all` lists every task."""
+    def never(*args, **kwargs):
+        raise AssertionError("status --watch of a big run read every task")
+
+    def change(run_id: str) -> None:
+        store = Store(big["url"])
+        time.sleep(0.5)
+        with store.write() as conn:            # the running element fails
+            conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                                tasks.c.node == "square[20]")
+                         .values(state="failed", finished_at=T0 + dt.timedelta(seconds=9),
+                                 error="ValueError: twenty"))
+            conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                                tasks.c.node == "square")
+                         .values(up_failed=tasks.c.up_failed + 1))
+        time.sleep(0.5)
+        with store.write() as conn:            # the run ends: the rest canceled
+            conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                                tasks.c.state == "queued")
+                         .values(state="canceled"))
+            conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                                tasks.c.state == "pending")
+                         .values(state="upstream_failed"))
+            conn.execute(sa.update(tasks).where(tasks.c.run_id == run_id,
+                                                tasks.c.node == "square")
+                         .values(up_skipped=11))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                state="failed", finished_at=T0 + dt.timedelta(seconds=9)))
+        store.dispose()
+
+    every_task = read_status._add_tasks
+    monkeypatch.setattr(read_status, "_add_tasks", never)
+    ending = threading.Thread(target=change, args=(big["running"],))
+    ending.start()
+    done = CliRunner().invoke(cli, ["--database-url", big["url"], "status", big["running"],
+                                    "--watch", "--interval", "0.05"], catch_exceptions=False)
+    ending.join()
+    assert done.exit_code == 1, done.output
+    lines = done.output.splitlines()
+    totals = [line for line in lines if line.startswith("  tasks ")]
+    assert totals == ["  tasks    27: 2 pending, 11 queued, 1 running, 12 succeeded, 1 failed",
+                      "  tasks    27: 2 pending, 11 queued, 12 succeeded, 2 failed",
+                      "  tasks    27: 12 succeeded, 2 failed, 2 upstream_failed, 11 canceled"]
+    assert any(line.split()[:2] == ["square[20]", "failed"] and "ValueError: twenty" in line
+               for line in lines)
+    assert "square[4]" not in done.output
+    monkeypatch.setattr(read_status, "_add_tasks", every_task)
+    every = CliRunner().invoke(cli, ["--database-url", big["url"], "status", big["ended"],
+                                     "--watch", "--all"], catch_exceptions=False)
+    assert every.exit_code == 1 and "square[4]" in every.output
+    assert "tasks not listed" not in every.output

@@ -205,23 +205,25 @@ def _counts(counts: dict[str, int]) -> str:
 
 # -- status --watch -----------------------------------------------------------------
 def watch(store: Store, run_id: str, interval: float, stream: TextIO | None = None,
-          quiet: bool = False) -> dict[str, Any]:
+          quiet: bool = False, every: bool = False) -> dict[str, Any]:
     """Show the run's table until it ends: redrawn in place on a terminal, printed again
-    on each change elsewhere (nothing when ``quiet``). Returns the ended run."""
+    on each change elsewhere (nothing when ``quiet``). Returns the ended run. A big run
+    is shown as `status` shows it, as counts and the tasks worth a look, each look
+    reading no row per task (unless ``every``: `--all`)."""
     stream = stream or click.get_text_stream("stdout")
     tty, last = isatty(stream), None
     live = Live(console=tables.console(stream, True), auto_refresh=False) \
         if tty and not quiet else None
     with live or nullcontext():
         while True:
-            run, summary = snapshot(store, run_id)
+            run, summary = snapshot(store, run_id, every)
             if live is not None:
                 rows = shutil.get_terminal_size((100, 40)).lines - 12
                 live.update(tables.status_table(_fit(run, rows), summary, _now()),
                             refresh=True)
             elif not quiet:
-                key = (run["state"], [(t["node"], t["state"], t["attempts"])
-                                      for t in run["tasks"]])
+                key = (run["state"], run.get("counts"),
+                       [(t["node"], t["state"], t["attempts"]) for t in run["tasks"]])
                 if key != last:
                     last = key
                     click.echo(tables.to_text(tables.status_table(run, summary)) + "\n",

@@ -36,6 +36,7 @@ def status(obj: Obj, run_id: str, as_json: bool, every: bool, watch: bool,
     from qflow.store import status as read_status
 
     rt = obj.runtime()
+    listed = every                            # --watch lists every task with --all only
     every = every or as_json                  # the JSON has every task
 
     def present(run: dict) -> str:
@@ -59,7 +60,7 @@ def status(obj: Obj, run_id: str, as_json: bool, every: bool, watch: bool,
             # The live display's module (rich's Live and more): only for --watch.
             from qflow.cli import progress
 
-            progress.watch(store, run_id, interval, quiet=as_json)
+            progress.watch(store, run_id, interval, quiet=as_json, every=listed)
         state = run_status(rt, run_id, every, present)
     if watch:
         sys.exit(0 if state == SUCCEEDED else 1)

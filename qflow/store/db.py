@@ -114,8 +114,17 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A connection for reads (a deferred transaction, rolled back at the end)."""
+        """A connection for reads (a deferred transaction, rolled back at the end), in
+        which every statement sees the DB as the first one did: SQLite's deferred
+        transaction does, PostgreSQL's at REPEATABLE READ (READ COMMITTED would let a
+        count read in several statements, say a map's counters then its moving tasks,
+        see a task that moved in between twice or not at all). A read-only transaction
+        at that level never fails to serialise."""
         with self._connect() as conn:
+            if self.dialect == "postgresql":
+                # Set on the pooled connection before its transaction begins; the pool
+                # puts the default back when it is returned.
+                conn.execution_options(isolation_level="REPEATABLE READ")
             yield conn
 
     @contextmanager

@@ -161,6 +161,8 @@ def _postgres(url: str, args: dict[str, Any]) -> PlainConnection | None:
         return None
     try:
         dbapi = psycopg.connect(**args)
+        # One snapshot for every statement of the command, as SQLite's BEGIN above.
+        dbapi.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     except psycopg.OperationalError as exc:
         raise UnreachableError("results DB", url, exc) from None
     except psycopg.Error:
