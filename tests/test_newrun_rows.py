@@ -24,7 +24,7 @@ def _graph() -> Graph:
                         options={"deadline": 1.25, "priority": 7, "pool": "p\t1"}),
         "é\\2": Node("é\\2", "flows.odd", args=[{"__qflow_ref__": "root\t1"}],
                      trigger_rule="all_done", options={"retries": 3}),
-        "plain": Node("plain", "flows.odd", options={"deadline": 30.0}),
+        "plain": Node("plain", "flows.odd", options={"deadline": 30}),   # int and float
         "after": Node("after", "flows.odd"),
     }
     parents = {"é\\2": {"root\t1"}}
@@ -61,13 +61,18 @@ def test_a_big_runs_rows_are_those_a_small_run_gets(store, monkeypatch):
     graph = _graph()
     small = _rows(store, _insert(store, graph))
     monkeypatch.setattr(newrun, "AT_ONCE", 0)           # every run written as a big one
-    big = _rows(store, _insert(store, graph))
+    big_id = _insert(store, graph)
+    big = _rows(store, big_id)
     assert big == small
     task_rows, edge_rows = big
     assert [r[0] for r in task_rows] == sorted(graph.nodes)
     assert sorted(edge_rows) == sorted(graph.edges)
     root = next(r for r in task_rows if r[0] == "root\t1")
     assert root[1:6] == ("flows.odd", "queued", "all_success", "q\\1", root[5])
+    with store.read() as conn:
+        deadlines = dict(conn.execute(select(tasks.c.node, tasks.c.deadline_s)
+                                      .where(tasks.c.run_id == big_id)).all())
+    assert deadlines == {"root\t1": 1.25, "é\\2": None, "plain": 30.0, "after": None}
 
 
 def test_the_edges_in_the_order_they_were_made_are_the_graphs_edges():

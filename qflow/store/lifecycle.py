@@ -156,7 +156,9 @@ def _call_and_options(node, new: NewRun, big: dict[str, str], dumps: Callable[[A
     """A task row's ``call``, ``options`` and ``deadline_s``. The call keeps big parameters
     (``big``: see :func:`~qflow.core.params.share_params`) by reference, except a mapped
     node's, kept as it is (its input list is read where the node expands), whose options
-    say how big it may grow. ``dumps``: json.dumps (see newrun.encoder)."""
+    say how big it may grow. ``dumps``: json.dumps (see newrun.encoder). The deadline is
+    a float whatever number it was given as: a column's values go to PostgreSQL as one
+    array in a small run's statement, which cannot mix ints and floats."""
     call = {"args": node.args, "kwargs": node.kwargs}
     options = node.options
     if "map" in options:
@@ -164,7 +166,9 @@ def _call_and_options(node, new: NewRun, big: dict[str, str], dumps: Callable[[A
                                       "result_max": new.result_max_bytes}}
     else:
         call = share_params(call, new.values, big)
-    return dumps(call), dumps(options) if options else None, options.get("deadline")
+    deadline = options.get("deadline")
+    return (dumps(call), dumps(options) if options else None,
+            None if deadline is None else float(deadline))
 
 
 @query()
