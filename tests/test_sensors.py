@@ -305,9 +305,13 @@ def test_a_sensing_task_leaves_a_single_process_worker_free_for_other_tasks(
             return state_of(rt.store, waiting, "landed")
 
         wait_for(lambda: sensor_state() == "sensing", what="the sensor sensing")
-        shown = json.loads(qflow("status", waiting, "--json", cwd=tmp_path, env=c.env).stdout)
-        assert {t["node"]: t["state"] for t in shown["tasks"]} == {
-            "landed": "sensing", "count": "pending"}
+
+        def shown() -> dict[str, str]:
+            out = qflow("status", waiting, "--json", cwd=tmp_path, env=c.env).stdout
+            return {t["node"]: t["state"] for t in json.loads(out)["tasks"]}
+        # Each poke (every 0.5 s) runs for a moment: between two, status shows it sensing.
+        wait_for(lambda: shown() == {"landed": "sensing", "count": "pending"},
+                 what="qflow status showing the sensor sensing")
         # The one worker process runs other tasks while the sensor waits.
         others = [rt.engine.trigger("quick_flow", {"i": i}) for i in range(3)]
         for run_id in others:

@@ -45,7 +45,6 @@ class Executor:
         # embedded worker's, unique to its process, which heartbeats under it).
         self.name: str | None = None
         self.caller = Caller(engine.config, engine.store)
-        self._flushes: bool | None = None     # flushing.flushes, asked once
 
     def execute(self, run_id: str, node: str, attempt: int, worker: str = "",
                 celery_id: str | None = None, follow: Follow | None = None
@@ -88,9 +87,7 @@ class Executor:
             claimed = self.store.transact(sensing.wake, run_id, node, attempt, worker,
                                           celery_id)
         if claimed is None:
-            # A stale message (run or canceled already), one for a held task or run or
-            # one before its retry delay is over, or a due poke that now waits in a full
-            # pool's list (sent again when a slot frees): see attempts._admitted.
+            # Stale, held, early, or a due poke now waiting in a full pool's list.
             log.info("skipping %s/%s attempt %s: not claimable now (stale, held, not due "
                      "yet, or waiting for a pool slot)", run_id, node, attempt)
             return None, None
@@ -158,10 +155,9 @@ class Executor:
         # A process that runs what it is handed (follow) takes the place this task frees
         # for the next held-back task of its run itself: no message, no top-up.
         hand_on = follow is not None and time.monotonic() < follow.deadline
-        # In a crowded run a task with nothing to count hands its place on all the same:
-        # one transaction committed without waiting for the disk, instead of a durable
-        # statement holding the run's row through the flush, then a top-up and a message.
-        alone = alone and not (hand_on and self._lightly(ctx.run_id))
+        # In a crowded run a task with nothing to count hands its place on all the same
+        # (a light commit, not a durable one then a top-up and a message).
+        alone = alone and not (hand_on and flushing.lightly(self.store, ctx.run_id))
         try:
             if alone:
                 finished = self.store.transact(attempts.finish_one, *args, outcome, fail_fast)
@@ -201,7 +197,7 @@ class Executor:
         """:func:`attempts.finish`; for a crowded run, committed without holding the run's
         row through a disk flush where the DB can flush after (see qflow.store.flushing)."""
         rest = (outcome, fail_fast, True, hand_on)
-        if not self._lightly(args[0]):
+        if not flushing.lightly(self.store, args[0]):
             return self.store.transact(attempts.finish, *args, *rest)
         finished = self.store.transact(flushing.finish_lightly, *args, *rest)
         if finished is None or flushing.flush(self.store):
@@ -209,13 +205,6 @@ class Executor:
         # Lost with the connection, it may not have reached the disk: recorded again,
         # durably (refused as stale if it had: what it released is committed, published).
         return self.store.transact(attempts.finish, *args, *rest) or finished
-
-    def _lightly(self, run_id: str) -> bool:
-        """Whether an outcome of this run is committed without waiting for the disk, then
-        flushed (a crowded run on a DB that can: see qflow.store.flushing)."""
-        if self._flushes is None:
-            self._flushes = flushing.flushes(self.store)
-        return self._flushes and flushing.crowded(run_id)
 
     # -- async tasks: many overlap on one event loop per process --------------------------
     def _start_async(self, ctx: TaskContext, tdef, claimed: Claimed, worker: str) -> None:

@@ -39,6 +39,20 @@ def crowded(run_id: str) -> bool:
     return waiting(run_id) is True
 
 
+def lightly(store: Store, run_id: str) -> bool:
+    """Whether an outcome of this run is committed with :func:`finish_lightly`: a
+    :func:`crowded` run on a store whose server takes :func:`flush` (asked once per
+    process and store)."""
+    if not crowded(run_id):
+        return False
+    if store.url not in _FLUSHES:
+        _FLUSHES[store.url] = flushes(store)
+    return _FLUSHES[store.url]
+
+
+_FLUSHES: dict[str, bool] = {}
+
+
 def flush(store: Store) -> bool:
     """Wait until everything committed so far without waiting for the disk (by any
     session: the WAL is one sequence) is on it (PostgreSQL): a WAL record written in a
