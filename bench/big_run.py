@@ -343,8 +343,12 @@ def one_size(s: C.Servers, n: int, args) -> dict:
         C.say(f"N={n:,}: Redis, database, two workers and qflow web up in "
               f"{time.perf_counter() - t0:.1f} s")
         rt = C.qflow_runtime(broker, url)
-        # As a user would: a map wider than max_map_size (10,000 by default) is refused.
-        rt.config = dataclasses.replace(rt.config, max_map_size=max(n, rt.config.max_map_size))
+        # As a user would: a map wider than max_map_size (10,000 by default) is refused,
+        # and its elements' results gathered into more than result_max_bytes (1 MiB) fail
+        # the map (the million numbers of a 1,000,000 map are 7.9 MB): both raised to fit.
+        rt.config = dataclasses.replace(
+            rt.config, max_map_size=max(n, rt.config.max_map_size),
+            result_max_bytes=max(16 * n, rt.config.result_max_bytes))
         setup = Setup(rt, redis.Redis.from_url(broker), base,
                       C._clean_env(QFLOW_DATABASE_URL=url, QFLOW_BROKER_URL=broker),
                       [p for w in workers for p in C.servers.with_children(w.proc.pid)],
