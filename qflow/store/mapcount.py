@@ -28,6 +28,18 @@ MOVING = (S.RUNNING, S.RETRYING, S.SENSING)
 COUNTED = {S.SUCCEEDED: 0, S.FAILED: 1, S.UPSTREAM_FAILED: 1, S.SKIPPED: 2, S.CANCELED: 2}
 
 
+def other_parents(links: Iterable[tuple[str, str]], states: dict[str, str],
+                  maps: Iterable[str]) -> dict[str, list[str]]:
+    """Per map in ``maps``, the states of its parents that are not its elements (the
+    ``others`` of :func:`element_counts`): ``links`` are (parent, child) edges, ``states``
+    the run's nodes that are not elements by name."""
+    found: dict[str, list[str]] = {name: [] for name in maps}
+    for parent, child in links:
+        if child in found and parent in states:
+            found[child].append(states[parent])
+    return found
+
+
 def element_counts(size: int, counters: Iterable[int | None], others: Iterable[str],
                    moving: dict[str, int], ended: bool) -> dict[str, int]:
     """The map's ``size`` elements per state (states in TASK_STATES order, none at 0):

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, cast, null, select, union_all
 
 from qflow.core import states as S
 from qflow.store.db import in_chunks
-from qflow.store.mapcount import MOVING, element_counts
+from qflow.store.mapcount import MOVING, element_counts, other_parents
 from qflow.store.mapping import element_id, element_ids
 from qflow.store.models import OPEN_TASK, edges, one_of, runs, tasks
 from qflow.store.observe import _VIEW, _view_row, latest_change, view_shape
@@ -101,10 +101,7 @@ def _counted(conn: Connection, run_id: str, big: list[str], links: list[tuple[st
             moved[base][row[1]] += 1
         if len(maps[base]["window"]) < WINDOW:
             maps[base]["window"].append(_view_row(row[:len(_VIEW)]))
-    others = defaultdict(list)                          # the maps' other parents
-    for parent, child in links:
-        if child in maps and parent in states:
-            others[child].append(states[parent])
+    others = other_parents(links, states, maps)
     ended = conn.execute(select(runs.c.state).where(runs.c.id == run_id)).scalar() \
         in S.TERMINAL
     for name, entry in maps.items():

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from qflow.core.states import QUEUED, RETRYING, SENSING, TASK_STATES
-from qflow.store.mapcount import element_counts, element_id
+from qflow.store.mapcount import element_counts, element_id, other_parents
 from qflow.store.status import rows, task_dict
 
 # A run of more tasks than this is shown as counts and the tasks worth a look, at most
@@ -75,11 +75,8 @@ def _big_maps(conn: Any, run_id: str, big: dict[str, tuple], found: list[tuple],
     the rows of every node but the elements): each moving element a group of its own
     (its queue), the others per state with the map's queue, their first id element 0's."""
     states = {row[1]: row[2] for row in found}
-    others: dict[str, list[str]] = {name: [] for name in big}
-    for parent, child in rows(conn, "edges_from", run_id=run_id, nodes=json.dumps(
-            list(states))):
-        if child in big and parent in states:
-            others[child].append(states[parent])
+    others = other_parents(rows(conn, "edges_from", run_id=run_id,
+                                nodes=json.dumps(list(states))), states, big)
     firsts = {row[1].partition("[")[0]: row[0]
               for row in _named(conn, run_id, [element_id(name, 0) for name in big])}
     groups: list[tuple] = []
