@@ -2,11 +2,19 @@
 events Flower reads, when task events are on: every task of the run is seen."""
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+import uuid
 
 import flows  # noqa: F401 - registers the workflows
+import redis
 from conftest import start_cluster
+
+from qflow.broker import task_events
+from qflow.broker.app import make_celery
+from qflow.config import Config
 
 
 def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_server_url,
@@ -61,3 +69,59 @@ def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_serv
         assert expected <= done, f"no events for {sorted(expected - done)}"
     finally:
         cluster.stop()
+
+
+def _sent_by(app, send) -> tuple[str, dict]:
+    """The one Redis pub/sub message ``send()`` publishes: (topic, envelope with its
+    event decoded), leaving out what differs between any two events (delivery tag,
+    logical clock, timestamp)."""
+    client = redis.Redis.from_url(app.conf.broker_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe("*celeryev*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    send()
+    message = pubsub.get_message(timeout=5)
+    pubsub.close()
+    assert message is not None and message["type"] == "pmessage", message
+    envelope = json.loads(message["data"])
+    del envelope["properties"]["delivery_tag"]
+    event = json.loads(base64.b64decode(envelope.pop("body")))
+    for varying in ("clock", "timestamp"):
+        assert event.pop(varying)
+    return message["channel"].decode(), {**envelope, "event": event}
+
+
+def test_a_followed_tasks_event_is_the_message_celerys_dispatcher_sends(redis_url):
+    app = make_celery(Config(broker_url=redis_url.rsplit("/", 1)[0] + "/5",
+                             task_events=True), lambda: None)
+    fields = dict(uuid=uuid.uuid4().hex, result="None", runtime=0.25)
+
+    def celerys():
+        with app.events.default_dispatcher(hostname="w1@host") as dispatcher:
+            dispatcher.send("task-succeeded", **fields)
+
+    topic, expected = _sent_by(app, celerys)
+    assert topic.endswith("celeryev/task.succeeded")
+    send = task_events.sender(app, "w1@host")
+    for _ in range(2):                     # the second on the kept connection
+        assert _sent_by(app, lambda: send("task-succeeded", **fields)) == (topic, expected)
+
+
+def test_on_rabbitmq_a_followed_tasks_event_reaches_an_event_receiver(amqp_url):
+    app = make_celery(Config(broker_url=amqp_url, task_events=True), lambda: None)
+    seen: list[dict] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"task-started": seen.append})
+            receiver.on_consume_ready = lambda *_, **__: listening.set()
+            receiver.capture(limit=1, timeout=30, wakeup=False)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert listening.wait(30)
+    task_id = uuid.uuid4().hex
+    task_events.sender(app, "w2@host")("task-started", uuid=task_id)
+    thread.join(30)
+    assert [(e["uuid"], e["hostname"]) for e in seen] == [(task_id, "w2@host")]

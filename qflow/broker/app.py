@@ -1,7 +1,6 @@
 """The Celery edge: the app factory, the one generic task, the dispatcher, the workers."""
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import time
@@ -23,6 +22,7 @@ from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.transport import TRANSPORT_ALIASES
 
+from qflow.broker import task_events
 from qflow.broker.publish import EXECUTE, HARD_LIMIT_GRACE, Publisher
 from qflow.config import Config
 from qflow.core.records import Dispatch
@@ -135,14 +135,8 @@ def _follow(request, config: Config, app: Celery | None = None) -> Follow | None
         return None
     report = None
     if getattr(request, TASK_EVENTS_ON, False) and app is not None:
-        report = functools.partial(_send_event, app, request.hostname)
+        report = task_events.sender(app, request.hostname)
     return Follow(queue, time.monotonic() + config.follow_seconds, report)
-
-
-def _send_event(app: Celery, hostname: str | None, kind: str, **fields) -> None:
-    """One task event from this worker, as its consumer would send it."""
-    with app.events.default_dispatcher(hostname=hostname) as dispatcher:
-        dispatcher.send(kind, **fields)
 
 
 def check_broker_url(url: str) -> None:

@@ -1,0 +1,97 @@
+"""The task events of tasks a worker runs after their parent (following), sent from the
+pool process that runs them, so that Flower sees them as it sees a message's task.
+
+Celery sends a message's task events from the worker's main process, with one dispatcher
+kept for the worker. A pool process has none: Celery's ``default_dispatcher`` builds a
+dispatcher and a producer for each event, and kombu's Redis transport a Redis client for
+each publish, some 0.4 ms of CPU an event (three a followed task, on a chain's path),
+ten times the PUBLISH itself. On a Redis broker an event is therefore written here as
+kombu writes a fanout message (``Channel._put_fanout``: the same envelope, on the
+topics the channel names), with one connection and Redis client kept per process and
+worker name; tests/test_follow_events.py compares it with the dispatcher's message. On
+other brokers Celery's dispatcher sends it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from typing import Any
+
+from celery import Celery
+from celery.events.event import Event
+from celery.utils.nodenames import anon_nodename
+from celery.utils.time import utcoffset
+
+_senders: dict[tuple[int, int, str], Sender] = {}
+_lock = threading.Lock()
+
+
+def sender(app: Celery, hostname: str | None) -> Sender:
+    """The event sender of this process for ``app`` and the worker named ``hostname``."""
+    key = (os.getpid(), id(app), hostname or "")
+    found = _senders.get(key)
+    if found is None:
+        with _lock:
+            found = _senders.setdefault(key, Sender(app, hostname))
+    return found
+
+
+class Sender:
+    """Sends one task event: ``sender("task-started", uuid=..., **fields)``."""
+
+    def __init__(self, app: Celery, hostname: str | None):
+        self.app, self.hostname = app, hostname or anon_nodename()
+        self.pid = os.getpid()
+        self._lock = threading.Lock()
+        self._redis: tuple[Any, Any, Any] | None = None     # (connection, channel, client)
+        self._topics: dict[str, list[str]] = {}
+        self._plain = False             # not a Redis broker: Celery's dispatcher sends
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        with self._lock:
+            if not self._plain:
+                redis = self._redis or self._connect()
+                if redis is not None:
+                    self._publish(redis, kind, fields)
+                    return
+        with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
+            dispatcher.send(kind, **fields)
+
+    def _connect(self):
+        from kombu.transport.redis import Channel
+
+        from qflow.broker.redis_lists import _client
+        connection = self.app.connection_for_write()
+        channel = connection.default_channel
+        if not isinstance(channel, Channel):
+            connection.release()
+            self._plain = True
+            return None
+        self._redis = (connection, channel, _client(channel))
+        return self._redis
+
+    def _publish(self, redis, kind: str, fields: dict) -> None:
+        _, channel, client = redis
+        routing_key = kind.replace("-", ".")
+        topics = self._topics.get(routing_key)
+        exchange = self.app.conf.event_exchange
+        if topics is None:
+            many = getattr(channel, "_get_publish_topics", None)     # newer kombu
+            topics = self._topics[routing_key] = (
+                many(exchange, routing_key) if many is not None
+                else [channel._get_publish_topic(exchange, routing_key)])
+        event = Event(kind, hostname=self.hostname,
+                      utcoffset=utcoffset(), pid=self.pid, clock=self.app.clock.forward(),
+                      **fields)
+        body, encoding = channel.encode_body(json.dumps(event), channel.body_encoding)
+        payload = json.dumps({
+            "body": body, "content-encoding": "utf-8", "content-type": "application/json",
+            "headers": {"hostname": self.hostname},
+            "properties": {"delivery_mode": 1,
+                           "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+                           "priority": channel.default_priority,
+                           "body_encoding": encoding, "delivery_tag": str(uuid.uuid4())}})
+        for topic in topics:
+            client.publish(topic, payload)
