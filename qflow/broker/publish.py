@@ -11,9 +11,10 @@ per batch and hands the messages to the broker in bulk: on Redis straight into t
 queues' lists (:mod:`qflow.broker.redis_lists`), elsewhere through kombu's producer. A
 stock Celery worker reads them as it reads apply_async's (tests/test_publish.py compares
 the two). What Celery's publish does besides is kept: its ``before_task_publish`` and
-``after_task_publish`` signals for whoever listens, the ``task-sent`` event when
-``task_send_sent_event`` is on, the parent and root of a message sent from inside a task,
-and signing (the ``auth`` serializer signs each body as kombu serializes it).
+``after_task_publish`` signals for whoever listens (through kombu's producer then), the
+``task-sent`` event when ``task_send_sent_event`` is on (on Redis in one round trip per
+batch, :mod:`qflow.broker.task_events`), the parent and root of a message sent from inside
+a task, and signing (the ``auth`` serializer signs each body as kombu serializes it).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from celery.utils.nodenames import anon_nodename
 from kombu.entity import maybe_delivery_mode
 from kombu.exceptions import KombuError
 
-from qflow.broker import redis_lists
+from qflow.broker import redis_lists, task_events
 from qflow.config import Config
 from qflow.core.records import Dispatch
 from qflow.engine.dispatch import PublishError
@@ -139,13 +140,15 @@ class Publisher:
     def _send(self, producer, routed: list[tuple[Dispatch, str]]) -> None:
         messages = Messages(self.app, self.config, 2 * len(routed))
         conf = self.app.conf
-        # Only plain JSON messages, with nobody to tell of each one, go straight into
-        # Redis; signing, compression, publish signals and task-sent events take kombu.
+        # Only plain JSON messages, with no signal receiver to tell of each one, go
+        # straight into Redis (their task-sent events after them); signing, compression
+        # and publish signals take kombu.
         plain = conf.task_serializer == "json" and not conf.task_compression
-        quiet = not (conf.task_send_sent_event or signals.before_task_publish.receivers
+        quiet = not (signals.before_task_publish.receivers
                      or signals.after_task_publish.receivers)
         if plain and quiet and redis_lists.takes(producer.channel):
-            redis_lists.push(producer.channel, messages, routed)
+            redis_lists.push(producer.channel, messages, routed,
+                             self._tell_sent if conf.task_send_sent_event else None)
             return
         send = KombuSender(self, producer, messages, plain)
         with _batched(producer):
@@ -170,6 +173,20 @@ class Publisher:
         if self._events is None:
             self._events = self.app.events.Dispatcher(enabled=False)
         return self._events
+
+    def _tell_sent(self, pushed: list[tuple[dict, str]]) -> None:
+        """The task-sent events of messages pushed straight into Redis, in one round
+        trip (:mod:`qflow.broker.task_events`), as this process's dispatcher names them."""
+        task_events.sender(self.app, None).many(
+            "task-sent", [sent_event(headers, queue) for headers, queue in pushed])
+
+
+def sent_event(headers: dict, queue: str) -> dict:
+    """The fields of a message's task-sent event, as Celery's publish sends them."""
+    return {"uuid": headers["id"], "root_id": headers["root_id"],
+            "parent_id": headers["parent_id"], "name": EXECUTE, "args": headers["argsrepr"],
+            "kwargs": "{}", "retries": 0, "eta": headers["eta"], "expires": None,
+            "queue": queue, "exchange": "", "routing_key": queue}
 
 
 class KombuSender:
@@ -212,9 +229,4 @@ class KombuSender:
             signals.after_task_publish.send(sender=EXECUTE, body=body, headers=headers,
                                             exchange="", routing_key=queue)
         if self.events is not None:
-            self.events.publish("task-sent", {
-                "uuid": task_id, "root_id": headers["root_id"],
-                "parent_id": headers["parent_id"], "name": EXECUTE,
-                "args": headers["argsrepr"], "kwargs": "{}", "retries": 0,
-                "eta": headers["eta"], "expires": None, "queue": queue, "exchange": "",
-                "routing_key": queue}, self.producer)
+            self.events.publish("task-sent", sent_event(headers, queue), self.producer)

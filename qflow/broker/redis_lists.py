@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Callable
 
 PER_COMMAND = 1000     # messages per LPUSH
 PER_TRIP = 10          # thousands of messages per pipeline round trip (~11 MB)
@@ -63,13 +64,15 @@ class Envelopes:
             f'"body_encoding": "base64", "delivery_tag": {_text(tag)}}}}}')
 
 
-def push(channel, messages, routed: list) -> None:
+def push(channel, messages, routed: list,
+         sent: Callable[[list[tuple[dict, str]]], None] | None = None) -> None:
     """Push ``routed`` (pairs of Dispatch and queue) as messages built by ``messages``
     (a :class:`qflow.broker.publish.Messages`), a round trip per
-    ``PER_COMMAND * PER_TRIP`` of them: a million are never all in memory at once."""
+    ``PER_COMMAND * PER_TRIP`` of them: a million are never all in memory at once.
+    ``sent`` is told the (headers, queue) of the messages of each round trip after it."""
     lists: dict[str, list[str]] = {}
+    pushed: list[tuple[dict, str]] = []
     envelope = None
-    held = 0
     with _client(channel).pipeline(transaction=False) as pipe:
         for item, queue in routed:
             headers = messages.headers(item, next(messages.ids))
@@ -79,11 +82,10 @@ def push(channel, messages, routed: list) -> None:
             body = json.dumps(messages.body(item))
             lists.setdefault(channel._q_for_pri(queue, priority), []).append(
                 envelope(headers, body, queue, priority, next(messages.ids)))
-            held += 1
-            if held == PER_COMMAND * PER_TRIP:
-                _send(pipe, lists)
-                held = 0
-        _send(pipe, lists)
+            pushed.append((headers, queue))
+            if len(pushed) == PER_COMMAND * PER_TRIP:
+                _send(pipe, lists, pushed, sent)
+        _send(pipe, lists, pushed, sent)
 
 
 def _client(channel):
@@ -99,7 +101,8 @@ def _client(channel):
     return found
 
 
-def _send(pipe, lists: dict[str, list[str]]) -> None:
+def _send(pipe, lists: dict[str, list[str]], pushed: list[tuple[dict, str]],
+          sent: Callable[[list[tuple[dict, str]]], None] | None) -> None:
     """One round trip: an LPUSH per list of up to PER_COMMAND messages, oldest first
     (each list's order is the order of the calls, as with a push per message)."""
     for key, values in lists.items():
@@ -108,3 +111,6 @@ def _send(pipe, lists: dict[str, list[str]]) -> None:
     lists.clear()
     if len(pipe):
         pipe.execute()
+    if sent is not None and pushed:
+        sent(pushed)
+    pushed.clear()

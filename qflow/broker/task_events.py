@@ -24,6 +24,7 @@ from celery.events.event import Event
 from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
+PER_TRIP = 1000          # events per pipeline round trip
 _senders: dict[tuple[int, int, str], Sender] = {}
 _lock = threading.Lock()
 
@@ -39,7 +40,8 @@ def sender(app: Celery, hostname: str | None) -> Sender:
 
 
 class Sender:
-    """Sends one task event: ``sender("task-started", uuid=..., **fields)``."""
+    """Sends task events: ``sender("task-started", uuid=..., **fields)`` one,
+    ``sender.many("task-sent", [fields, ...])`` several in one round trip."""
 
     def __init__(self, app: Celery, hostname: str | None):
         self.app, self.hostname = app, hostname or anon_nodename()
@@ -50,14 +52,26 @@ class Sender:
         self._plain = False             # not a Redis broker: Celery's dispatcher sends
 
     def __call__(self, kind: str, **fields: Any) -> None:
+        self.many(kind, [fields])
+
+    def many(self, kind: str, events: list[dict[str, Any]]) -> None:
         with self._lock:
             if not self._plain:
                 redis = self._redis or self._connect()
                 if redis is not None:
-                    self._publish(redis, kind, fields)
+                    _, channel, client = redis
+                    if len(events) == 1:
+                        self._write(client, channel, kind, events[0])
+                        return
+                    with client.pipeline(transaction=False) as pipe:
+                        for i, fields in enumerate(events, 1):
+                            self._write(pipe, channel, kind, fields)
+                            if i % PER_TRIP == 0 or i == len(events):
+                                pipe.execute()
                     return
         with self.app.events.default_dispatcher(hostname=self.hostname) as dispatcher:
-            dispatcher.send(kind, **fields)
+            for fields in events:
+                dispatcher.send(kind, **fields)
 
     def _connect(self):
         from kombu.transport.redis import Channel
@@ -72,8 +86,8 @@ class Sender:
         self._redis = (connection, channel, _client(channel))
         return self._redis
 
-    def _publish(self, redis, kind: str, fields: dict) -> None:
-        _, channel, client = redis
+    def _write(self, client, channel, kind: str, fields: dict) -> None:
+        """PUBLISH the event on ``client`` (a Redis client or pipeline)."""
         routing_key = kind.replace("-", ".")
         topics = self._topics.get(routing_key)
         exchange = self.app.conf.event_exchange
