@@ -2,6 +2,8 @@
 
     python bench/chain.py                # N = 500 on Redis + PostgreSQL
     python bench/chain.py --quick        # N = 100, one run
+    python bench/chain.py --task-events  # both sides send task events (Flower watching)
+    python bench/chain.py --setting task_events=true   # qflow's side only
 
 Each task takes the previous one's value (qflow reads it from the results DB; Celery's
 chain passes it in the next message). Trigger to done, divided by N.
@@ -62,7 +64,9 @@ def main() -> None:
         rows.append(row)
         C.say(f"chain N={n} {C.DB_LABEL[db]:<20} raw {raw_ms:6.2f} ms/hop | qflow "
               f"{q_ms:6.2f} ms/hop | ratio {row['ratio']:.2f}x [median of {len(qs)}]")
-    C.emit(args, "chain", {"rows": rows, "workers": commands})
+    C.emit(args, "chain", {"rows": rows, "workers": commands, "task_events": args.task_events,
+                           "qflow_settings": args.setting})
+
 
 if __name__ == "__main__":
     main()

@@ -67,14 +67,18 @@ def start_postgres(stat_statements: bool = False) -> "servers.Server":
 
 
 def side_by_side(dbs: list[str], commands: dict[str, str],
-                 settings: dict[str, str] | None = None) -> Iterator[tuple[str, Any, Any]]:
-    """Private servers and a raw Celery worker, then for each results DB a qflow worker
-    (with ``settings``, more ``QFLOW_*`` variables): yields (db, raw Celery app, qflow
-    runtime); ``commands`` records the worker commands. Everything started here is
-    stopped when the loop ends, however it ends."""
+                 settings: dict[str, str] | None = None,
+                 raw_settings: dict[str, str] | None = None
+                 ) -> Iterator[tuple[str, Any, Any]]:
+    """Private servers and a raw Celery worker (with ``raw_settings``, more ``BENCH_*``
+    variables), then for each results DB a qflow worker (with ``settings``, more
+    ``QFLOW_*`` variables): yields (db, raw Celery app, qflow runtime); ``commands``
+    records the worker commands. Everything started here is stopped when the loop ends,
+    however it ends."""
     from bench import raw_app
     with servers_up(pg=any(d.startswith("pg") for d in dbs)) as s:
-        raw_w = start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder)
+        raw_w = start_raw_worker(s.redis_url(1), s.redis_url(2), s.folder,
+                                 **(raw_settings or {}))
         commands["raw"] = raw_w.command
         try:
             app = raw_app.make_app(s.redis_url(1), s.redis_url(2))
@@ -533,6 +537,10 @@ def add_compare_options(p: argparse.ArgumentParser, db: str) -> None:
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE",
                    help="a qflow setting for the qflow worker (e.g. durable_claims=true); "
                         "repeat for more")
+    p.add_argument("--task-events", action="store_true",
+                   help="both sides' workers send task events, as while Flower watches "
+                        "(qflow's task_events=true, Celery's worker_send_task_events and "
+                        "task_send_sent_event)")
     add_cap_option(p)
 
 
@@ -556,9 +564,14 @@ def compare(args, commands: dict[str, str],
     measured alternately (:func:`interleaved`). Yields (db, key, raw runs, qflow runs)."""
     dbs = [d.strip() for d in args.db.split(",") if d.strip()]
     settings = worker_settings(args.setting)
+    raw_settings = {}
+    if getattr(args, "task_events", False):
+        settings["QFLOW_TASK_EVENTS"] = "true"
+        raw_settings["BENCH_TASK_EVENTS"] = "1"
+        say("task events on in both sides' workers")
     if settings:
         say("qflow worker settings: " + " ".join(f"{k}={v}" for k, v in settings.items()))
-    with contextlib.closing(side_by_side(dbs, commands, settings)) as setups:
+    with contextlib.closing(side_by_side(dbs, commands, settings, raw_settings)) as setups:
         for db, app, rt in setups:
             say(f"{DB_LABEL[db]}: warm-up")
             warm_up(app, rt)

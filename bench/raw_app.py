@@ -34,6 +34,8 @@ def make_app(broker_url: str | None = None, result_url: str | None = None) -> Ce
         enable_utc=True,
         result_expires=3600,
     )
+    if os.environ.get("BENCH_TASK_EVENTS") == "1":      # --task-events: Flower watching
+        app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
     if os.environ.get("BENCH_ACK_EMULATION") == "0":    # bench/variants.py's what-if
         app.conf.broker_transport_options = {"ack_emulation": False}
 
