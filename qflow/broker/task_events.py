@@ -9,7 +9,8 @@ ten times the PUBLISH itself. On a Redis broker an event is therefore written he
 kombu writes a fanout message (``Channel._put_fanout``: the same envelope, on the
 topics the channel names), with one connection and Redis client kept per process and
 worker name; tests/test_follow_events.py compares it with the dispatcher's message. On
-other brokers Celery's dispatcher sends it.
+other brokers Celery's dispatcher sends it. The task-sent events of the messages that
+qflow/broker/redis_lists.py pushes go the same way, a round trip per batch.
 """
 from __future__ import annotations
 
@@ -25,17 +26,19 @@ from celery.utils.nodenames import anon_nodename
 from celery.utils.time import utcoffset
 
 PER_TRIP = 1000          # events per pipeline round trip
-_senders: dict[tuple[int, int, str], Sender] = {}
 _lock = threading.Lock()
 
 
 def sender(app: Celery, hostname: str | None) -> Sender:
-    """The event sender of this process for ``app`` and the worker named ``hostname``."""
-    key = (os.getpid(), id(app), hostname or "")
-    found = _senders.get(key)
+    """The event sender of this process for ``app`` and the worker named ``hostname``
+    (None: this process, as Celery names a publisher), kept on the app."""
+    key = (os.getpid(), hostname or "")
+    senders = app.__dict__.get("_qflow_event_senders")
+    found = senders.get(key) if senders is not None else None
     if found is None:
         with _lock:
-            found = _senders.setdefault(key, Sender(app, hostname))
+            senders = app.__dict__.setdefault("_qflow_event_senders", {})
+            found = senders.setdefault(key, Sender(app, hostname))
     return found
 
 
