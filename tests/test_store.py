@@ -754,11 +754,12 @@ def test_a_process_lost_while_running_a_followed_child_records_that_child(engine
 def test_a_worker_follows_unless_limited_or_turned_off(settings, timelimit, events, follows):
     from types import SimpleNamespace
 
-    from qflow.broker.app import TASK_EVENTS_ON, _follow
+    from qflow.broker.app import TASK_EVENTS_ON, _follow, make_celery
     request = SimpleNamespace(delivery_info={"routing_key": "etl"}, timelimit=timelimit,
                               hostname="w1@h",
                               **({TASK_EVENTS_ON: True} if events else {}))
-    got = _follow(request, Config(broker_url="redis://x", **settings), app=object())
+    config = Config(broker_url="redis://x", **settings)
+    got = _follow(request, config, app=make_celery(config, lambda: None))
     assert (got is not None) == follows
     if follows:
         assert got.queue == "etl" and got.deadline > time.monotonic()
