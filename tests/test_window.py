@@ -459,3 +459,18 @@ def test_a_worker_killed_mid_run_does_not_shrink_the_window(window_cluster):
     window_cluster.workers["w1"].wait(10)
     window_cluster.start_worker("w1", "-c", "2")
     window_cluster.wait_ready(names=["w1"])
+
+
+def test_a_run_whose_tasks_never_wait_takes_no_hand_over_statement(windowed_pg, monkeypatch):
+    """A worker that follows asks for a held-back task to hand its place to only in a
+    run whose tasks wait for places: the claim read the run's backlog already."""
+    engine = windowed_pg(100)
+    calls: list[tuple] = []
+    real = attempts.hand_over
+    monkeypatch.setattr(attempts, "hand_over", lambda *args: calls.append(args) or real(*args))
+    run_id = engine.trigger("mapped", {"n": 6, "factor": 10})
+    ran = []
+    while engine.dispatcher.sent:
+        ran += follow_first(engine)
+    assert run_of(engine, run_id)["state"] == "succeeded" and len(ran) >= 2
+    assert calls == []

@@ -71,7 +71,8 @@ def claim_in_doubt(conn: Connection, run_id: str, node: str, attempt: int, worke
 def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
           celery_id: str | None) -> Claimed | None:
     """Mark ``attempt`` of a queued task running, and its run running if this is its
-    first task to start; None if it is not ours to run.
+    first task to start; None if it is not ours to run. On PostgreSQL it also notes
+    whether the run's tasks wait for places (qflow.store.window.note_waiting).
 
     Only an admitted task is claimed (see :func:`_admitted`): a stray, duplicate or
     forged message cannot start a held run, pass a pool or cut a retry delay short.
@@ -89,6 +90,9 @@ def claim(conn: Connection, run_id: str, node: str, attempt: int, worker: str,
         claimed = next((r for r in rows if r.id is not None), None)
         if claimed is None:
             return None
+        # Whether the run's tasks wait for places, known before its outcome: a run
+        # without a backlog needs no hand-over statement then (see finish).
+        note_waiting(run_id, claimed.backlog > 0)
         return _claimed(conn, run_id, node, claimed, claimed,
                         inputs_of(r for r in rows if r.id is None))
     row = conn.execute(stmt, params).first()
@@ -129,7 +133,7 @@ def _admitted(claim_stmt: Update) -> Update:
 @functools.lru_cache(maxsize=4)
 def _with_run(claim_stmt: Update) -> CompoundSelect:
     """The claim, the run's move to running (if it was queued), the run's workflow,
-    params and logical time, and the task's inputs as one statement (PostgreSQL's
+    params, logical time and backlog, and the task's inputs as one statement (PostgreSQL's
     data-modifying WITH): the claimed row with the run's (its ``id`` set), then a row
     per parent whose value the call takes (``id`` NULL; node, state, result,
     result_ref as qflow.store.transitions.read_inputs reads them). A parent only ordered
@@ -147,7 +151,7 @@ def _with_run(claim_stmt: Update) -> CompoundSelect:
         row.c.call, _REFERS + cast(func.to_json(edges.c.parent), Text)) > 0)
     link = and_(edges.c.run_id == bindparam("r_run_id"), edges.c.child == bindparam("t_node"),
                 takes)
-    claim = [*row.c, runs.c.workflow, runs.c.params, runs.c.logical_time]
+    claim = [*row.c, runs.c.workflow, runs.c.params, runs.c.logical_time, runs.c.backlog]
     inputs = [parent.c.node, parent.c.state, parent.c.result, parent.c.result_ref]
     return union_all(
         select(*claim, *_nulls(inputs))
