@@ -232,3 +232,23 @@ def wait_for(check, timeout: float = 30.0, what: str = "condition",
             return value
         time.sleep(interval)
     raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def capture_events(app, kind: str, limit: int):
+    """Start an event receiver for ``kind`` on ``app``'s broker in a thread, as Flower's
+    is; returns (thread, the events it got) once it consumes. Join the thread (it stops
+    after ``limit`` events or 30 s) before reading the list."""
+    import threading
+    seen: list[dict] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={kind: seen.append})
+            receiver.on_consume_ready = lambda *_, **__: listening.set()
+            receiver.capture(limit=limit, timeout=30, wakeup=False)
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    assert listening.wait(30), "the event receiver did not start consuming"
+    return thread, seen

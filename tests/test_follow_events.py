@@ -10,7 +10,7 @@ import uuid
 
 import flows  # noqa: F401 - registers the workflows
 import redis
-from conftest import start_cluster
+from conftest import capture_events, start_cluster
 
 from qflow.broker import task_events
 from qflow.broker.app import make_celery
@@ -109,18 +109,7 @@ def test_a_followed_tasks_event_is_the_message_celerys_dispatcher_sends(redis_ur
 
 def test_on_rabbitmq_a_followed_tasks_event_reaches_an_event_receiver(amqp_url):
     app = make_celery(Config(broker_url=amqp_url, task_events=True), lambda: None)
-    seen: list[dict] = []
-    listening = threading.Event()
-
-    def listen() -> None:
-        with app.connection_for_read() as conn:
-            receiver = app.events.Receiver(conn, handlers={"task-started": seen.append})
-            receiver.on_consume_ready = lambda *_, **__: listening.set()
-            receiver.capture(limit=1, timeout=30, wakeup=False)
-
-    thread = threading.Thread(target=listen, daemon=True)
-    thread.start()
-    assert listening.wait(30)
+    thread, seen = capture_events(app, "task-started", limit=1)
     task_id = uuid.uuid4().hex
     task_events.sender(app, "w2@host")("task-started", uuid=task_id)
     thread.join(30)

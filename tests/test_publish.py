@@ -9,14 +9,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import threading
 import uuid
 
 import flows  # noqa: F401 - registers the workflows in this process too
 import pytest
 import redis
 import servers
-from conftest import ROOT, _missing, new_pg_database, wait_for
+from conftest import ROOT, _missing, capture_events, new_pg_database, wait_for
 from sqlalchemy import func, select
 
 from qflow.broker.app import CeleryDispatcher, make_celery
@@ -127,18 +126,7 @@ def test_a_batch_of_many_round_trips_lands_whole_and_in_order(broker_url):
 def test_with_task_events_on_each_message_sends_its_task_sent_event(broker_url):
     config = Config(broker_url=broker_url, task_events=True)
     app = make_celery(config, lambda: None)
-    seen: list[dict] = []
-    listening = threading.Event()
-
-    def listen() -> None:
-        with app.connection_for_read() as conn:
-            receiver = app.events.Receiver(conn, handlers={"task-sent": seen.append})
-            receiver.on_consume_ready = lambda *_, **__: listening.set()
-            receiver.capture(limit=3, timeout=30, wakeup=False)
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    assert listening.wait(30)
+    listener, seen = capture_events(app, "task-sent", limit=3)
     # Events are Redis pub/sub messages: only a subscriber already there gets them, and
     # the receiver subscribes once its loop polls.
     wait_for(lambda: redis.Redis.from_url(broker_url).pubsub_numpat() > 0,
