@@ -114,3 +114,30 @@ def test_on_rabbitmq_a_followed_tasks_event_reaches_an_event_receiver(amqp_url):
     task_events.sender(app, "w2@host")("task-started", uuid=task_id)
     thread.join(30)
     assert [(e["uuid"], e["hostname"]) for e in seen] == [(task_id, "w2@host")]
+
+
+def test_an_event_held_for_later_goes_first_with_the_next_or_at_flush(redis_url):
+    app = make_celery(Config(broker_url=redis_url.rsplit("/", 1)[0] + "/5",
+                             task_events=True), lambda: None)
+    send = task_events.sender(app, "w3@host")
+    pubsub = redis.Redis.from_url(app.conf.broker_url).pubsub()
+    pubsub.psubscribe("*celeryev*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+
+    def received() -> list[tuple[str, str]]:
+        got = []
+        while (message := pubsub.get_message(timeout=0.5)) is not None:
+            event = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+            got.append((event["type"], event["uuid"]))
+        return got
+
+    send.later("task-succeeded", uuid="a", result="None", runtime=0.1)
+    assert received() == []                          # held
+    send.later("task-received", uuid="b", name="wf.b")
+    send("task-started", uuid="b")
+    assert received() == [("task-succeeded", "a"), ("task-received", "b"),
+                          ("task-started", "b")]
+    send.later("task-failed", uuid="b", exception="Boom", traceback="")
+    send.flush()
+    assert received() == [("task-failed", "b")]
+    pubsub.close()

@@ -75,6 +75,8 @@ class Executor:
             log.log(logging.WARNING if error else logging.INFO,
                     "Task %s.%s[%s] run after its parent: %s in %.3fs%s", current.workflow,
                     current.node, celery_id, state, time.monotonic() - started, error)
+        if follow is not None and follow.report is not None:
+            _Seen.flush(follow.report)
         return outcome
 
     def _execute_one(self, run_id: str, node: str, attempt: int, worker: str,
@@ -241,21 +243,33 @@ class _Seen:
 
     def __init__(self, report, item: Dispatch, parent_id: str | None):
         self.report, self.uuid = report, uuid.uuid4().hex
+        # A report that can hold an event for the next one sent (qflow.broker.task_events)
+        # sends the previous task's end and this one's received and started together.
+        self.later = getattr(report, "later", report)
         try:
-            report("task-received", uuid=self.uuid, name=f"{item.workflow}.{item.node}",
-                   args=repr((item.run_id, item.node, item.attempt)), kwargs="{}",
-                   retries=item.attempt - 1, root_id=parent_id, parent_id=parent_id)
+            self.later("task-received", uuid=self.uuid, name=f"{item.workflow}.{item.node}",
+                       args=repr((item.run_id, item.node, item.attempt)), kwargs="{}",
+                       retries=item.attempt - 1, root_id=parent_id, parent_id=parent_id)
             report("task-started", uuid=self.uuid)      # the dispatcher adds its pid
         except Exception:  # noqa: BLE001 - monitoring must not stop the task
             log.exception("task events for %s/%s not sent", item.run_id, item.node)
 
     def ended(self, outcome: Outcome | None, runtime: float) -> None:
+        """The task's last event, held for the next one sent (see :meth:`flush`)."""
         try:
             if outcome is not None and outcome.state not in ("succeeded", "sensing"):
-                self.report("task-failed", uuid=self.uuid, exception=repr(outcome.error_type),
-                            traceback="")
+                self.later("task-failed", uuid=self.uuid, exception=repr(outcome.error_type),
+                           traceback="")
             else:
-                self.report("task-succeeded", uuid=self.uuid, result="None", runtime=runtime)
+                self.later("task-succeeded", uuid=self.uuid, result="None", runtime=runtime)
         except Exception:  # noqa: BLE001
             log.exception("task event for %s not sent", self.uuid)
+
+    @staticmethod
+    def flush(report) -> None:
+        """Send what ``report`` holds: the last followed task's end."""
+        try:
+            getattr(report, "flush", lambda: None)()
+        except Exception:  # noqa: BLE001
+            log.exception("task events not sent")
 
