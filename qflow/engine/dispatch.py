@@ -41,7 +41,8 @@ class Follow:
     queue: str
     deadline: float
     # While the worker sends task events (Flower watches): sends one event of a task run
-    # here, as the worker would for a message (``report("task-started", uuid=..., ...)``).
+    # here, as the worker would for a message (``report("task-started", uuid=..., ...)``);
+    # its ``later`` and ``flush``, if it has them, hold events to send with the next ones.
     report: Callable[..., None] | None = None
 
     def takes(self, item: Dispatch, default_queue: str) -> bool:
