@@ -71,24 +71,43 @@ def test_followed_tasks_send_task_events_while_flower_watches(redis_url, pg_serv
         cluster.stop()
 
 
-def _sent_by(app, send) -> tuple[str, dict]:
-    """The one Redis pub/sub message ``send()`` publishes: (topic, envelope with its
-    event decoded), leaving out what differs between any two events (delivery tag,
-    logical clock, timestamp)."""
-    client = redis.Redis.from_url(app.conf.broker_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe("*celeryev*")
+def _task_events(pubsub, uuids: set[str], count: int, within: float = 10.0
+                 ) -> list[tuple[str, dict, dict]]:
+    """The next ``count`` task events about ``uuids`` on a pattern subscription (fewer if
+    ``within`` seconds pass first): (topic, envelope, event). Redis pub/sub spans its
+    databases, so other tests' workers' events may come between: they are passed over."""
+    found = []
+    deadline = time.monotonic() + within
+    while len(found) < count and time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message is None or message["type"] != "pmessage":
+            continue
+        envelope = json.loads(message["data"])
+        event = json.loads(base64.b64decode(envelope.pop("body")))
+        if event.get("uuid") in uuids:
+            found.append((message["channel"].decode(), envelope, event))
+    return found
+
+
+def _subscribed(app):
+    pubsub = redis.Redis.from_url(app.conf.broker_url).pubsub()
+    pubsub.psubscribe("*celeryev/task.*")
     assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    return pubsub
+
+
+def _sent_by(app, send, task_id: str) -> tuple[str, dict]:
+    """The Redis pub/sub message ``send()`` publishes about ``task_id``: (topic, envelope
+    with its event decoded), leaving out what differs between any two events (delivery
+    tag, logical clock, timestamp)."""
+    pubsub = _subscribed(app)
     send()
-    message = pubsub.get_message(timeout=5)
+    [(topic, envelope, event)] = _task_events(pubsub, {task_id}, 1)
     pubsub.close()
-    assert message is not None and message["type"] == "pmessage", message
-    envelope = json.loads(message["data"])
     del envelope["properties"]["delivery_tag"]
-    event = json.loads(base64.b64decode(envelope.pop("body")))
     for varying in ("clock", "timestamp"):
         assert event.pop(varying)
-    return message["channel"].decode(), {**envelope, "event": event}
+    return topic, {**envelope, "event": event}
 
 
 def test_a_followed_tasks_event_is_the_message_celerys_dispatcher_sends(redis_url):
@@ -100,11 +119,12 @@ def test_a_followed_tasks_event_is_the_message_celerys_dispatcher_sends(redis_ur
         with app.events.default_dispatcher(hostname="w1@host") as dispatcher:
             dispatcher.send("task-succeeded", **fields)
 
-    topic, expected = _sent_by(app, celerys)
+    topic, expected = _sent_by(app, celerys, fields["uuid"])
     assert topic.endswith("celeryev/task.succeeded")
     send = task_events.sender(app, "w1@host")
     for _ in range(2):                     # the second on the kept connection
-        assert _sent_by(app, lambda: send("task-succeeded", **fields)) == (topic, expected)
+        assert _sent_by(app, lambda: send("task-succeeded", **fields),
+                        fields["uuid"]) == (topic, expected)
 
 
 def test_on_rabbitmq_a_followed_tasks_event_reaches_an_event_receiver(amqp_url):
@@ -120,24 +140,19 @@ def test_an_event_held_for_later_goes_first_with_the_next_or_at_flush(redis_url)
     app = make_celery(Config(broker_url=redis_url.rsplit("/", 1)[0] + "/5",
                              task_events=True), lambda: None)
     send = task_events.sender(app, "w3@host")
-    pubsub = redis.Redis.from_url(app.conf.broker_url).pubsub()
-    pubsub.psubscribe("*celeryev*")
-    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    pubsub = _subscribed(app)
 
-    def received() -> list[tuple[str, str]]:
-        got = []
-        while (message := pubsub.get_message(timeout=0.5)) is not None:
-            event = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
-            got.append((event["type"], event["uuid"]))
-        return got
+    def received(count: int, within: float = 10.0) -> list[tuple[str, str]]:
+        return [(event["type"], event["uuid"])
+                for _, _, event in _task_events(pubsub, {a, b}, count, within)]
 
-    send.later("task-succeeded", uuid="a", result="None", runtime=0.1)
-    assert received() == []                          # held
-    send.later("task-received", uuid="b", name="wf.b")
-    send("task-started", uuid="b")
-    assert received() == [("task-succeeded", "a"), ("task-received", "b"),
-                          ("task-started", "b")]
-    send.later("task-failed", uuid="b", exception="Boom", traceback="")
+    send.later("task-succeeded", uuid=a, result="None", runtime=0.1)
+    send.later("task-received", uuid=b, name="wf.b")
+    assert received(1, within=1.0) == []                     # held
+    send("task-started", uuid=b)
+    assert received(3) == [("task-succeeded", a), ("task-received", b), ("task-started", b)]
+    send.later("task-failed", uuid=b, exception="Boom", traceback="")
     send.flush()
-    assert received() == [("task-failed", "b")]
+    assert received(1) == [("task-failed", b)]
     pubsub.close()

@@ -69,12 +69,7 @@ class Executor:
                 break
             if seen is not None:
                 seen.ended(done, time.monotonic() - started)
-            # No Celery task shows it: the worker log says it ran, as Celery would.
-            state = "no outcome here" if done is None else done.state   # async, or stale
-            error = f": {done.error}" if done is not None and done.error else ""
-            log.log(logging.WARNING if error else logging.INFO,
-                    "Task %s.%s[%s] run after its parent: %s in %.3fs%s", current.workflow,
-                    current.node, celery_id, state, time.monotonic() - started, error)
+            _log_followed(current, celery_id, done, time.monotonic() - started)
         if follow is not None and follow.report is not None:
             _Seen.flush(follow.report)
         return outcome
@@ -235,6 +230,17 @@ class Executor:
         loop.drain(timeout)
         if self._async_name and not self.config.embedded:
             self.store.transact(liveness.forget, self._async_name, os.getpid())
+
+
+def _log_followed(item: Dispatch, celery_id: str | None, done: Outcome | None,
+                  seconds: float) -> None:
+    """No Celery task shows a task run after its parent: the worker log says it ran, as
+    Celery would."""
+    state = "no outcome here" if done is None else done.state   # async, or stale
+    error = f": {done.error}" if done is not None and done.error else ""
+    log.log(logging.WARNING if error else logging.INFO,
+            "Task %s.%s[%s] run after its parent: %s in %.3fs%s", item.workflow, item.node,
+            celery_id, state, seconds, error)
 
 
 class _Seen:
