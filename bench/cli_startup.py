@@ -119,13 +119,11 @@ def main() -> None:
             sides[sha] = path
         envs = {}
         for side, snapshot in sides.items():
-            env = C._clean_env()
-            env["PYTHONPATH"] = ":".join(filter(None, [snapshot, env["PYTHONPATH"]]))
             if args.no_bytecode:
-                env["PYTHONDONTWRITEBYTECODE"] = "1"
-            else:
-                env.pop("PYTHONDONTWRITEBYTECODE", None)
-                env["PYTHONPYCACHEPREFIX"] = str(folder / f"pycache-{len(envs)}")
+                env = C._clean_env(PYTHONDONTWRITEBYTECODE="1")
+            else:                       # each side's bytecode in a folder of its own
+                env = C.installed_env(folder / f"side-{len(envs)}")
+            env["PYTHONPATH"] = ":".join(filter(None, [snapshot, env["PYTHONPATH"]]))
             envs[side] = env
         todo: dict[str, tuple[str, list[str]]] = {}
         urls: dict[str, str] = {}
