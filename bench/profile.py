@@ -1,7 +1,9 @@
-"""Where qflow's time goes, for the fan-out and chain cases (Redis + PostgreSQL).
+"""Where qflow's time goes, for the fan-out, chain and many-diamonds cases (Redis +
+PostgreSQL).
 
-    python bench/profile.py               # fan-out of 2,000 and chain of 300
-    python bench/profile.py --quick       # fan-out of 500 and chain of 100
+    python bench/profile.py               # fan-out of 2,000, chain of 300, 500 diamonds
+    python bench/profile.py --quick       # fan-out of 500, chain of 100, 100 diamonds
+    python bench/profile.py --cases diamonds    # only the many small runs
 
 For each case it records, on a PostgreSQL server with pg_stat_statements loaded:
 - the SQL statements and transactions per task (pg_stat_statements, pg_stat_database),
@@ -40,17 +42,17 @@ CATEGORIES = [
     ("attempts.finish statements (outcome, attempt, workflow)",
      ("finish (qflow/store/attempts.py",)),
     ("read inputs (transitions.read_inputs)", ("read_inputs (qflow/store/transitions.py",)),
-    ("the task function itself", ("call_with_timeout (qflow/timeouts.py",)),
-    ("output capture", ("qflow/capture.py",)),
+    ("the task function itself", ("call_with_timeout (qflow/worker/timeouts.py",)),
+    ("output capture", ("qflow/worker/capture.py",)),
     ("publish released tasks", ("CeleryDispatcher.publish",)),
-    ("alerts", ("qflow/alerts.py",)),
+    ("alerts", ("qflow/engine/alerts.py",)),
 ]
 # Sub-split of attempts.finish: the outcome statement, the children, the extra run counts.
 FINISH_PARTS = [("_end_attempt: outcome + attempt row + run count",
                  "_end_attempt (qflow/store/attempts.py"),
                 ("cascade: count and release children", "cascade (qflow/store/lifecycle.py"),
                 ("count_ended: tasks ended on the way", "count_ended (qflow/store/lifecycle.py"),
-                ("_run_info: SELECT the run's workflow", "_run_info (qflow/store/attempts.py")]
+                ("runinfo.of: SELECT the run's workflow", "of (qflow/store/runinfo.py")]
 WAITING = ("Connection.wait (psycopg", "_read_from_socket", "wait_c", "select.select",
            "_epoll.poll", "PGconn", "wait (psycopg")
 
@@ -67,6 +69,13 @@ MAIN_PARTS = [("publishing task events (worker_send_task_events)", ("EventDispat
                                                                 "AsynPool", "send_job")),
               ("acknowledging messages", ("basic_ack", "Message.ack"))]
 IDLE_LEAVES = ("_epoll.poll", "Condition.wait", "select", "sleep", "poll (kombu", "Event.wait")
+
+
+def _first_part(parts, frames: list[str]) -> str | None:
+    """The name of the first of ``parts`` (name, frame keys) one of whose keys is in a
+    frame of the sample."""
+    return next((name for name, keys in parts
+                 if any(k in f for f in frames for k in keys)), None)
 
 
 def analyse_spy(path: Path) -> dict:
@@ -93,15 +102,11 @@ def analyse_spy(path: Path) -> dict:
                 main_total += n
                 leaf = frames[-1]
                 if not any(k in leaf for k in IDLE_LEAVES):
-                    for _name, keys in MAIN_PARTS:
-                        if any(k in f for f in frames for k in keys):
-                            break
-                    else:
-                        name = "other consumer-loop work"
-                    main_busy[name] += n
+                    main_busy[_first_part(MAIN_PARTS, frames)
+                              or "other consumer-loop work"] += n
             continue
         pool_total += n
-        if not any("execute (qflow/celery_app.py" in f for f in frames):
+        if not any("execute (qflow/broker/app.py" in f for f in frames):
             if any("trace_task" in f for f in frames):
                 out_of_task["Celery around the task (trace, ack, result)"] += n
             else:
@@ -110,10 +115,8 @@ def analyse_spy(path: Path) -> dict:
         in_task += n
         waiting = any(frames[-1].startswith(w) or w in frames[-1] for w in WAITING)
         store = [f for f in frames if "(qflow/store/" in f]
-        for _name, keys in CATEGORIES:
-            if any(k in f for f in frames for k in keys):
-                break
-        else:
+        name = _first_part(CATEGORIES, frames)
+        if name is None:
             ops_frames = [f for f in store if "qflow/store/db.py" not in f]
             name = (f"qflow store: {_frame(ops_frames[0]).split(' (')[0]}" if ops_frames
                     else "other qflow/Celery code in the task")
@@ -257,12 +260,14 @@ def run_case(name: str, n: int, s, rt, app, qworker, qurl: str, admin_url: str,
         t3 = time.perf_counter()
         result["trigger"] = {"validate_expand_s": t1 - t0, "commit_s": t2 - t1,
                              "publish_s": t3 - t2}
+    elif name == "diamonds":             # n tasks: n / 4 runs of a -> b, c -> d
+        ids = [engine.trigger("diamond", {"x": 1}) for _ in range(n // 4)]
     else:
         run_id = engine.trigger("chain", {"n": n})
-    run = C.qflow_wait(rt, run_id)
+    ended = [C.qflow_wait(rt, one) for one in (ids if name == "diamonds" else [run_id])]
     seconds = time.perf_counter() - t0
     spy_stop(spy)
-    assert run["state"] == "succeeded", run
+    assert all(run["state"] == "succeeded" for run in ended), ended[:3]
     result["qflow_seconds"] = seconds
     result["pg"] = pg_stats(admin_url, qurl, pg_before)
     if name == "chain":
@@ -276,6 +281,11 @@ def run_case(name: str, n: int, s, rt, app, qworker, qurl: str, admin_url: str,
     if name == "fanout":
         res = group(noop.s(i) for i in range(n)).apply_async()
         C.raw_get(res)
+    elif name == "diamonds":
+        add = app.tasks["bench.add"]
+        for res in [chain(noop.s(1), group(noop.s(), noop.s()), add.s()).apply_async()
+                    for _ in range(n // 4)]:
+            C.raw_get(res, follow_parents=False)
     else:
         C.raw_get(chain(noop.s(0), *[noop.s() for _ in range(n - 1)]).apply_async(),
                   follow_parents=False)
@@ -323,6 +333,30 @@ def cpu_report(n: int, cpu: dict) -> list[str]:
     return lines
 
 
+def commit_split(n_chain: int, s, rt, aurl: str, rounds: int) -> dict:
+    """The chain again, unprofiled, alternating with a second worker whose DB has
+    synchronous_commit=off (its own Redis db): the share of a hop that is the WAL flush."""
+    qa = C.start_qflow_worker(s.redis_url(3), aurl, s.folder, name="q-async")
+    try:
+        rt_a = C.qflow_runtime(s.redis_url(3), aurl)
+        C.qflow_wait(rt_a, rt_a.engine.trigger("chain", {"n": 20}))
+        sync_ms, async_ms = [], []
+        for _ in range(rounds):
+            for target, out in ((rt, sync_ms), (rt_a, async_ms)):
+                t = time.perf_counter()
+                C.qflow_wait(target, target.engine.trigger("chain", {"n": n_chain}))
+                out.append((time.perf_counter() - t) * 1000 / n_chain)
+        rt_a.store.dispose()
+    finally:
+        qa.stop()
+    commit = {"n": n_chain, "sync_ms_per_hop": C.median(sync_ms),
+              "async_ms_per_hop": C.median(async_ms)}
+    commit["line"] = (f"chain of {n_chain}, unprofiled: {commit['sync_ms_per_hop']:.1f} "
+                      f"ms/hop with synchronous_commit=on, {commit['async_ms_per_hop']:.1f} "
+                      "ms/hop with it off")
+    return commit
+
+
 def hop_split(rt, run_id: str) -> dict:
     """From the task rows' own timestamps: how a hop of the chain divides between the
     time a task holds (claimed at started_at .. outcome recorded from finished_at) and
@@ -344,9 +378,9 @@ def hop_split(rt, run_id: str) -> dict:
 def report(r: dict) -> list[str]:
     n = r["n"]
     lines = []
-    unit = "tasks/s" if r["case"] == "fanout" else "ms/hop"
-    fig = (lambda sec: f"{n / sec:.0f} tasks/s") if r["case"] == "fanout" else \
-        (lambda sec: f"{sec * 1000 / n:.1f} ms/hop")
+    unit = "ms/hop" if r["case"] == "chain" else "tasks/s"
+    fig = (lambda sec: f"{sec * 1000 / n:.1f} ms/hop") if r["case"] == "chain" else \
+        (lambda sec: f"{n / sec:.0f} tasks/s")
     lines.append(f"== {r['case']} of {n} tasks: qflow {fig(r['qflow_seconds'])} (profiled), "
                  f"raw Celery {fig(r['raw_seconds'])} [{unit}]")
     if "trigger" in r:
@@ -411,9 +445,20 @@ def main() -> None:
     p = C.base_parser(__doc__.splitlines()[0])
     p.add_argument("--fanout", type=int, default=None, help="fan-out size (default 2000)")
     p.add_argument("--chain", type=int, default=None, help="chain length (default 300)")
+    p.add_argument("--diamonds", type=int, default=None,
+                   help="diamond runs of four tasks each, triggered at once (default 500)")
+    p.add_argument("--cases", default="fanout,chain,diamonds",
+                   help="comma-separated, of fanout, chain, diamonds (default all); the "
+                        "CPU split comes with fanout, the synchronous_commit one with chain")
     args = p.parse_args()
     n_fan = args.fanout or (500 if args.quick else 2000)
     n_chain = args.chain or (100 if args.quick else 300)
+    n_diamonds = args.diamonds or (100 if args.quick else 500)
+    sizes = {"fanout": n_fan, "chain": n_chain, "diamonds": 4 * n_diamonds}
+    chosen = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(sizes))
+    if unknown:
+        p.error(f"unknown case(s): {', '.join(unknown)}; choose from {', '.join(sizes)}")
     from bench import raw_app
     results = []
     lines: list[str] = []
@@ -436,40 +481,24 @@ def main() -> None:
             C.qflow_wait(rt, rt.engine.trigger("fanout", {"n": 100}))
             C.raw_get(__import__("celery").group(app.tasks["bench.noop"].s(i)
                                                  for i in range(100)).apply_async())
-            for name, n in (("fanout", n_fan), ("chain", n_chain)):
+            for name in chosen:
+                n = sizes[name]
                 C.say(f"profiling {name} of {n}")
                 r = run_case(name, n, s, rt, app, q, qurl, admin, s.folder)
                 results.append(r)
                 for line in report(r):
                     C.say(line)
                 lines += report(r)
-            cpu = cpu_split(n_fan, s, raw_w, q, app, rt, C.repeats(args))
-            for line in cpu_report(n_fan, cpu):
-                C.say(line)
-                lines.append(line)
-            # The chain again, unprofiled, alternating with a second worker whose DB has
-            # synchronous_commit=off (its own Redis db): the share of a hop that is the
-            # WAL flush.
-            qa = C.start_qflow_worker(s.redis_url(3), aurl, s.folder, name="q-async")
-            try:
-                rt_a = C.qflow_runtime(s.redis_url(3), aurl)
-                C.qflow_wait(rt_a, rt_a.engine.trigger("chain", {"n": 20}))
-                sync_ms, async_ms = [], []
-                for _ in range(C.repeats(args)):
-                    for target, out in ((rt, sync_ms), (rt_a, async_ms)):
-                        t = time.perf_counter()
-                        C.qflow_wait(target, target.engine.trigger("chain", {"n": n_chain}))
-                        out.append((time.perf_counter() - t) * 1000 / n_chain)
-                rt_a.store.dispose()
-            finally:
-                qa.stop()
-            commit = {"n": n_chain, "sync_ms_per_hop": C.median(sync_ms),
-                      "async_ms_per_hop": C.median(async_ms)}
-            line = (f"chain of {n_chain}, unprofiled: {commit['sync_ms_per_hop']:.1f} ms/hop "
-                    f"with synchronous_commit=on, {commit['async_ms_per_hop']:.1f} ms/hop "
-                    "with it off")
-            C.say(line)
-            lines.append(line)
+            cpu = commit = None
+            if "fanout" in chosen:
+                cpu = cpu_split(n_fan, s, raw_w, q, app, rt, C.repeats(args))
+                lines += cpu_report(n_fan, cpu)
+                for line in cpu_report(n_fan, cpu):
+                    C.say(line)
+            if "chain" in chosen:
+                commit = commit_split(n_chain, s, rt, aurl, C.repeats(args))
+                lines.append(commit["line"])
+                C.say(commit["line"])
             rt.store.dispose()
         finally:
             q.stop()
