@@ -10,6 +10,8 @@ import time
 
 import flows  # noqa: F401 - registers the workflows
 import pytest
+import sqlalchemy as sa
+from conftest import new_pg_database
 from sqlalchemy import func, select
 
 from qflow.config import Config
@@ -821,3 +823,87 @@ def drain_one(engine: Engine) -> str:
     item = engine.dispatcher.sent.pop(0)
     Executor(engine).execute(item.run_id, item.node, item.attempt, worker="test")
     return item.node
+
+
+@pytest.fixture
+def pg_engine(pg_server_url):
+    store = migrated(new_pg_database(pg_server_url))
+    yield Engine(Config(database_url=store.url), store, StubDispatcher())
+    store.dispose()
+
+
+def statements_of(store: Store, fn, *args) -> tuple[object, list[str]]:
+    """``fn(*args)``'s answer and the statements the store sent meanwhile."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *_):
+        seen.append(" ".join(statement.split())[:40])
+
+    engines = [store._engine_for(durable, autocommit) for durable in (True, False)
+               for autocommit in (True, False)]
+    for eng in engines:
+        sa.event.listen(eng, "before_cursor_execute", record)
+    try:
+        return fn(*args), seen
+    finally:
+        for eng in engines:
+            sa.event.remove(eng, "before_cursor_execute", record)
+
+
+def test_a_parent_s_outcome_counts_it_in_its_children_in_the_same_statement(pg_engine):
+    engine = pg_engine
+    run_id = engine.trigger("diamond", {"x": "1"})
+    executor = Executor(engine)
+    const = engine.dispatcher.sent.pop(0)
+    _, seen = statements_of(engine.store, executor.execute, run_id, const.node, 1, "w")
+    # claim; then the outcome, counted in the run and in both children, and their release
+    assert [s.split()[0] for s in seen] == ["WITH", "WITH", "WITH"], seen
+    assert sorted(d.node for d in engine.dispatcher.sent) == ["add", "add__1"]
+    first, second = engine.dispatcher.sent
+    engine.dispatcher.sent.clear()
+    _, seen = statements_of(engine.store, executor.execute, run_id, first.node, 1, "w")
+    assert len(seen) == 2 and engine.dispatcher.sent == []    # its child waits for the other
+    _, seen = statements_of(engine.store, executor.execute, run_id, second.node, 1, "w")
+    assert len(seen) == 3 and [d.node for d in engine.dispatcher.sent] == ["add__2"]
+    last = engine.dispatcher.sent.pop()
+    _, seen = statements_of(engine.store, executor.execute, run_id, last.node, 1, "w")
+    # claim, outcome (autocommitted), then the run's end with its place given back
+    assert len(seen) == 3, seen
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded" and run["tasks_done"] == 4
+    with engine.store.read() as conn:
+        assert read.results(conn, run_id, ["add__2"]) == {"add__2": 1 + 10 + 1 + 20}
+
+
+def test_a_task_with_more_children_than_its_outcome_counts_still_releases_them(
+        pg_engine, monkeypatch):
+    from qflow.store import children
+    monkeypatch.setattr(children, "FOLDED", 1)     # the fold is built with the limit
+    attempts._with_attempt.cache_clear()
+    try:
+        run_id = pg_engine.trigger("diamond", {"x": "2"})
+        const = pg_engine.dispatcher.sent.pop(0)
+        _, seen = statements_of(pg_engine.store, Executor(pg_engine).execute, run_id,
+                                const.node, 1, "w")
+        assert sum(s.startswith("UPDATE qflow_tasks SET up_succeeded") for s in seen) == 1
+        assert drain(pg_engine) == ["add", "add__1", "add__2"]
+    finally:
+        attempts._with_attempt.cache_clear()
+    assert run_of(pg_engine, run_id)["state"] == "succeeded"
+    with pg_engine.store.read() as conn:
+        assert read.results(conn, run_id, ["add__2"]) == {"add__2": 2 + 10 + 2 + 20}
+
+
+def test_a_poll_for_a_run_survives_its_connection_being_dropped(pg_engine):
+    engine = pg_engine
+    run_id = engine.trigger("diamond", {"x": "1"})
+    drain(engine)
+    pid = engine.store.read_once(lambda conn: conn.exec_driver_sql(
+        "SELECT pg_backend_pid()").scalar())
+    assert engine.store.read_once(lambda conn: conn.exec_driver_sql(
+        "SELECT pg_backend_pid()").scalar()) == pid            # the same kept connection
+    admin = sa.create_engine(engine.store.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    admin.dispose()
+    assert engine.wait(run_id, timeout=10)["state"] == "succeeded"

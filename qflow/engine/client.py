@@ -139,8 +139,7 @@ class Engine:
         """Poll the run until it ends; returns the run (without tasks)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            with self.store.read() as conn:
-                run = read.get_run(conn, run_id, with_tasks=False)
+            run = self.store.read_once(read.get_run, run_id, False)
             if run is None:
                 raise UserError(f"unknown run {run_id!r}")
             if on_poll is not None:

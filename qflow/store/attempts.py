@@ -6,8 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections import OrderedDict
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     CompoundSelect,
@@ -32,7 +31,8 @@ from sqlalchemy import (
 from qflow.core import states as S
 from qflow.core.dag import REF_KEY, refs_in
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
-from qflow.store import assets, outbox, pools
+from qflow.store import assets, outbox, pools, runinfo
+from qflow.store.children import counted_children, counting_in_children
 from qflow.store.counts import COUNT_IN_RUN, count_ended, count_params, totals_of
 from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, children_of, dispatch_of, dispatch_rows
@@ -181,9 +181,9 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None,
     """What a worker needs to run a task row it claimed (``run``: the run's info, and
     ``inputs`` its parents' values, when the claim read them already)."""
     if run is None:
-        run = _run_info(conn, run_id)
-    elif _RUNS.get(run_id) is None:     # read by the claim: the outcome need not read it
-        _RUNS.put(run_id, _Run(run.workflow, run.params, run.logical_time))
+        run = runinfo.of(conn, run_id)
+    else:                               # read by the claim: the outcome need not read it
+        runinfo.keep(run_id, run)
     call, options = json.loads(row.call), json.loads(row.options or "{}")
     children = (tuple(sorted(children_of(conn, run_id, node, row.children)))
                 if options.get("branch") else None)
@@ -234,19 +234,23 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     now = utcnow()
     handed = hand_over(conn, run_id, now) if hand_on and outcome.state != S.RETRYING \
         and waiting(run_id) is not False else None
-    found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None)
+    # The children are counted by the outcome's statement, unless fail_fast cancels them
+    # first (see below).
+    fold = not (fail_fast and outcome.state == S.FAILED)
+    found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None, fold)
     if found is None and _lost_claim(conn, run_id, node, attempt, now):
-        found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None)
+        found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None,
+                             fold)
     if found is None:
         if handed is not None:
             hand_back(conn, run_id, handed.id, counted=False)
         return None
     outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
                   error=outcome.short_error)
-    row, counted = found
+    row, counted, children = found
     if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
         assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
-    workflow = _run_info(conn, run_id).workflow
+    workflow = runinfo.of(conn, run_id).workflow
     if outcome.state == S.RETRYING:
         again = Dispatch(run_id, node, attempt + 1, row.queue, workflow,
                          countdown=outcome.retry_in or 0.0, **message_options(row.options))
@@ -265,7 +269,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         ended += canceled.ended
         freed += canceled.to_publish
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
-    step = writer.cascade(ended, chosen, {node: row.children})
+    step = writer.cascade(ended, chosen, {node: row.children},
+                          None if children is None else {node: children})
     if step.ended[1:]:                # the task itself was counted with its outcome
         totals = count_ended(conn, run_id, step.ended[1:])
     if handed is not None and not (handed.pools and not pools.acquire(
@@ -300,13 +305,16 @@ def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: 
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime, handed: bool = False) -> tuple[Any, Any] | None:
+                 now: dt.datetime, handed: bool = False, fold: bool = True
+                 ) -> tuple[Any, Any, list | None] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
     own row, written once when the attempt ends, and, unless it will be retried, count the
     task as ended in its run (and give back its place in the run's window, or, if
-    ``handed``, count it as moved to a held-back task): one statement on PostgreSQL.
-    Returns the task row and the run's counters as that count left them (None if not
-    counted), or None for a stale report.
+    ``handed``, count it as moved to a held-back task) and, with ``fold``, in its children
+    (qflow.store.children.counting_in_children): one statement on PostgreSQL. Returns the
+    task row, the run's counters as that count left them (None if not counted) and the
+    children's rows as their count left them (None if not counted here), or None for a
+    stale report.
     """
     retrying = outcome.state == S.RETRYING
     count = not retrying
@@ -324,8 +332,11 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
         params.update({f"a_{k}": v for k, v in values.items()})
         if count:
             params.update(count_params(run_id, [(node, outcome.state)], *places))
-        row = conn.execute(_with_attempt(ended, count), params).first()
-        return None if row is None else (row, row if count else None)
+        folded = outcome.state if count and fold else None
+        row = conn.execute(_with_attempt(ended, count, folded), params).first()
+        if row is None:
+            return None
+        return row, row if count else None, counted_children(row.kids if folded else None)
     row = conn.execute(ended, params).first()
     if row is None:
         return None
@@ -333,13 +344,14 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
                                          celery_id=row.celery_id, started_at=row.started_at,
                                          **values))
     return row, conn.execute(COUNT_IN_RUN, count_params(
-        run_id, [(node, outcome.state)], *places)).one() if count else None
+        run_id, [(node, outcome.state)], *places)).one() if count else None, None
 
 
 @functools.lru_cache(maxsize=32)
-def _with_attempt(ended: Update, count: bool) -> Select:
+def _with_attempt(ended: Update, count: bool, folded: str | None = None) -> Select:
     """``ended`` (an UPDATE of one task row), the INSERT of its attempt's row and, with
-    ``count``, the run's count as one statement (PostgreSQL's data-modifying WITH),
+    ``count``, the run's count and, with ``folded`` (the state it ended in), the count in
+    its children (column ``kids``) as one statement (PostgreSQL's data-modifying WITH),
     built once per outcome state."""
     row = ended.cte("outcome")
     cols = {"task_id": row.c.id, "worker": row.c.worker, "celery_id": row.c.celery_id,
@@ -349,47 +361,11 @@ def _with_attempt(ended: Update, count: bool) -> Select:
     if not count:
         return select(row).add_cte(write.cte("attempt"))
     run = COUNT_IN_RUN.where(exists(select(row.c.id))).cte("counted")
-    return (select(row, *run.c).select_from(row.join(run, true()))
+    kids = [] if folded is None else [counting_in_children(row, run, folded).label("kids")]
+    return (select(row, *run.c, *kids).select_from(row.join(run, true()))
             .add_cte(write.cte("attempt")))
 
 
 _ATTEMPT = ("number", "state", "finished_at", "error_type", "error", "traceback", "log")
 _ENDED = (tasks.c.id, tasks.c.queue, tasks.c.options, tasks.c.pools, tasks.c.holding,
           tasks.c.children, tasks.c.started_at, tasks.c.worker, tasks.c.celery_id)
-
-
-class _Run(NamedTuple):
-    workflow: str
-    params: str
-    logical_time: Any
-
-
-class _RunCache:
-    """What never changes about a run (workflow, params, logical time), per process: the
-    claim of every task needs it, and reading it each time is a round trip."""
-
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self.items: OrderedDict[str, Any] = OrderedDict()
-
-    def get(self, run_id: str):
-        found = self.items.get(run_id)
-        if found is not None:
-            self.items.move_to_end(run_id)
-        return found
-
-    def put(self, run_id: str, info):
-        self.items[run_id] = info
-        if len(self.items) > self.size:
-            self.items.popitem(last=False)
-        return info
-
-
-_RUNS = _RunCache()
-
-
-def _run_info(conn: Connection, run_id: str):
-    """The run's workflow, params and logical time (cached: they never change)."""
-    return _RUNS.get(run_id) or _RUNS.put(run_id, _Run(*conn.execute(
-        select(runs.c.workflow, runs.c.params, runs.c.logical_time)
-        .where(runs.c.id == run_id)).one()))

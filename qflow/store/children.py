@@ -3,8 +3,24 @@ which of them a branch follows."""
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 
-from sqlalchemy import Connection, Update, bindparam, select, update
+from sqlalchemy import (
+    ARRAY,
+    CTE,
+    JSON,
+    Connection,
+    ScalarSelect,
+    Text,
+    Update,
+    bindparam,
+    cast,
+    exists,
+    func,
+    select,
+    true,
+    update,
+)
 
 from qflow.core import states as S
 from qflow.store.db import in_chunks
@@ -14,16 +30,21 @@ _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
             S.UPSTREAM_FAILED: "up_failed", S.SKIPPED: "up_skipped", S.CANCELED: "up_skipped"}
 
 
+# What a child's row says once a parent is counted in it: enough to decide on it and
+# release it (see qflow.store.lifecycle.RunWriter.cascade).
+_CHILD = (tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue, tasks.c.options,
+          tasks.c.attempts, tasks.c.pools, tasks.c.n_parents, tasks.c.up_succeeded,
+          tasks.c.up_failed, tasks.c.up_skipped, tasks.c.children, tasks.c.expanded)
+Child = namedtuple("Child", [c.name for c in _CHILD])
+
+
 def _count_in_children(counter: str) -> Update:
     column = getattr(tasks.c, counter)
     return (update(tasks)
             .where(tasks.c.run_id == bindparam("b_run_id"),
                    tasks.c.node.in_(bindparam("b_nodes", expanding=True)))
             .values({counter: column + 1})
-            .returning(tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue,
-                       tasks.c.options, tasks.c.attempts, tasks.c.pools, tasks.c.n_parents,
-                       tasks.c.up_succeeded, tasks.c.up_failed, tasks.c.up_skipped,
-                       tasks.c.children, tasks.c.expanded))
+            .returning(*_CHILD))
 
 
 _COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
@@ -37,6 +58,41 @@ def count_in_children(conn: Connection, run_id: str, state: str, children: list[
     statement = _COUNT_IN_CHILDREN[_COUNTER[state]]
     return [row for chunk in in_chunks(children)
             for row in conn.execute(statement, {"b_run_id": run_id, "b_nodes": chunk})]
+
+
+# The most children a task is counted in by the statement that records its outcome.
+FOLDED = 1000
+
+
+def counting_in_children(ended: CTE, after: CTE, state: str) -> ScalarSelect:
+    """Count a task that ended in ``state`` in each child its row lists, inside the
+    statement that records its outcome (PostgreSQL's data-modifying WITH: a round trip
+    less per parent), once ``after`` (the count in its run) has run: the rows are locked
+    in the order they always were, the task's, its run's, its children's, so parents
+    ending side by side cannot deadlock. ``ended``: the outcome's CTE, with the task's
+    ``children`` column. Returns the children's rows as the count left them, as a JSON
+    array for :func:`counted_children`; NULL where it counted none: no child listed, or
+    more than :data:`FOLDED` (:func:`count_in_children` counts those, in chunks)."""
+    listed = cast(ended.c.children, JSON)
+    child = func.json_array_elements_text(listed).table_valued("value").alias("listed")
+    # An array (cast: ANY of a bare subquery compares with each of its rows), compared
+    # with = ANY: a lookup per child in the (run_id, node) index,
+    # where an IN (subquery) may be planned as a scan of the run's tasks.
+    names = (select(func.array_agg(child.c.value)).select_from(ended).join(child, true())
+             .where(func.json_array_length(listed) <= FOLDED))
+    column = getattr(tasks.c, _COUNTER[state])
+    counted = (update(tasks)
+               .where(tasks.c.run_id == bindparam("c_run_id"),
+                      tasks.c.node == func.any(cast(names.scalar_subquery(), ARRAY(Text))),
+                      exists(select(*after.c)))
+               .values({column: column + 1})
+               .returning(*_CHILD).cte(f"in_children_{state}"))
+    return select(func.json_agg(counted.table_valued())).scalar_subquery()
+
+
+def counted_children(found: list[dict] | None) -> list | None:
+    """The children's rows :func:`counting_in_children` returned; None if it counted none."""
+    return None if found is None else [Child(**row) for row in found]
 
 
 def verdict_on(child, picked: set[str] | None) -> str:

@@ -127,6 +127,21 @@ class Store:
                 conn.execution_options(isolation_level="REPEATABLE READ")
             yield conn
 
+    def read_once(self, fn: Callable, *args):
+        """``fn(conn, *args)``, a read of one statement: on PostgreSQL on this thread's kept
+        autocommit connection (no pre-ping, BEGIN, ROLLBACK: a client polls many runs),
+        again on a fresh one if the kept one was lost meanwhile; else in :meth:`read`."""
+        if self.dialect != "postgresql":
+            with self.read() as conn:
+                return fn(conn, *args)
+        for last in (False, True):
+            try:
+                with self._autocommitted(durable=True) as conn:
+                    return fn(conn, *args)
+            except DBAPIError as exc:
+                if last or not _disconnected(exc, self.dialect):
+                    raise
+
     @contextmanager
     def write(self, durable: bool = True, autocommit: bool = False) -> Iterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE on SQLite), committed on success.

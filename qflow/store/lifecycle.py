@@ -26,30 +26,9 @@ from qflow.store.counts import Ended, count_ended
 from qflow.store.db import query
 from qflow.store.mapping import NEW_COUNTS
 from qflow.store.models import attempts, runs, tasks
-from qflow.store.transitions import read_inputs, set_run_state, set_task_state, transition, utcnow
+from qflow.store.pools import Limits
+from qflow.store.transitions import read_inputs, set_task_state, transition, utcnow
 from qflow.store.window import Room, Window, placed_at_start, priority_of
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The concurrency limits a new run is subject to."""
-
-    pools: dict[str, int] = field(default_factory=dict)     # from the config
-    max_active_tasks: int | None = None
-    max_active_runs: int | None = None
-
-    def register(self, conn: Connection, graph: Graph) -> dict[str, list[str]]:
-        """Make sure every pool exists; return the pools of each node that needs any."""
-        pools.ensure(conn, self.pools, overwrite=False)
-        shared = []
-        if self.max_active_tasks is not None:
-            shared = [pools.task_pool(graph.workflow)]
-            pools.ensure(conn, {shared[0]: self.max_active_tasks}, overwrite=True)
-        needed = {n.id: sorted({*shared, *([n.options["pool"]] if n.options.get("pool")
-                                           else [])}) for n in graph.nodes.values()
-                  if shared or n.options.get("pool")}
-        pools.check_known(conn, {p for names in needed.values() for p in names})
-        return needed
 
 
 @dataclass(frozen=True)
@@ -262,16 +241,17 @@ class RunWriter:
         return [d for row in self.window.take_held(self.now) for d in self._queued(row).to_publish]
 
     def cascade(self, ended: Ended, chosen: dict[str, set[str]] | None = None,
-                known: dict[str, str | None] | None = None) -> Released:
+                known: dict[str, str | None] | None = None,
+                counted: dict[str, list] | None = None) -> Released:
         """Count each ended task in its children; release or end the children it decides.
 
-        The counter update is one statement per parent; its row locks serialise parents
-        that end at the same moment, so exactly one of them sees the last count. Each
-        count is decided on at once, so a child ends as soon as its trigger rule settles
-        it; one that ended is not pending and is never decided again when its other
-        parents end. A branch task's children it does not follow are skipped. ``known``
-        maps nodes to their rows' ``children`` column where the caller has it at hand.
-        """
+        The counter update is one statement per parent (``counted``: nodes counted in
+        their children already, with the children's rows: see children.counting_in_children);
+        its row locks serialise parents that end at the same moment, so exactly one of
+        them sees the last count. Each count is decided on at once, so a child ends as
+        soon as its trigger rule settles it; one that ended is never decided again. A
+        branch task's children it does not follow are skipped. ``known`` maps nodes to
+        their rows' ``children`` column where the caller has it at hand."""
         released: list[Dispatch] = []
         todo = list(ended)
         known = dict(known or {})
@@ -279,7 +259,9 @@ class RunWriter:
             children = children_of(self.conn, self.run_id, node, known.get(node))
             if not children:
                 continue
-            rows = count_in_children(self.conn, self.run_id, state, children)
+            rows = (counted or {}).get(node)
+            if rows is None:
+                rows = count_in_children(self.conn, self.run_id, state, children)
             picked = (chosen or {}).get(node)
             if picked is not None:
                 picked = followed(self.conn, self.run_id, picked, children)
@@ -340,7 +322,7 @@ class RunWriter:
         canceled) totals. ``final`` is set only if this call ended it; ``to_publish``
         holds the first tasks of a held run that may start in its place."""
         final = S.run_state(*totals)
-        ended = set_run_state(self.conn, self.run_id, final, finished_at=self.now)
+        ended, room = pools.end_run(self.conn, self.run_id, self.workflow, final, self.now)
         if ended is None:
             return Progress()
         if final in (S.SUCCEEDED, S.FAILED):
@@ -348,19 +330,17 @@ class RunWriter:
             first = failed[0] if failed else {}
             outbox.record(self.conn, f"run_{final}", self.run_id, node=first.get("node"),
                           state=final, error=first.get("error"), failed=failed)
-        return Progress(self._admit_next(ended.held), final)
+        return Progress(self._admit_next(ended.held, room), final)
 
-    def _admit_next(self, held: bool) -> list[Dispatch]:
-        """This run ended (``held``: before it took a place): a run of its workflow held
-        back by max_active_runs may start."""
+    def _admit_next(self, held: bool, room: object = pools.ASK) -> list[Dispatch]:
+        """This run ended (``held``: before it took a place; ``room``: see next_run): a
+        run of its workflow held back by max_active_runs may start."""
         conn = self.conn
         if held:
             conn.execute(update(runs).where(runs.c.id == self.run_id).values(held=False))
-        admitted = pools.next_run(conn, self.workflow, was_held=held)
-        if not admitted:
-            return []
-        return RunWriter(conn, admitted, self.workflow, self.now).start(was_held=True
-                                                                          ).to_publish
+        admitted = pools.next_run(conn, self.workflow, was_held=held, room=room)
+        return RunWriter(conn, admitted, self.workflow, self.now).start(
+            was_held=True).to_publish if admitted else []
 
     def cancel_open(self, expect: Iterable[str]) -> Released:
         """Cancel the run's tasks in ``expect`` states. Returns the tasks of any run

@@ -13,15 +13,53 @@ waiter, so waiting costs no worker process and no polling. A workflow's
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Update,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from qflow.core import states as S
+from qflow.core.dag import Graph
 from qflow.errors import UserError
 from qflow.store.db import in_chunks
 from qflow.store.models import pool_waits, pools, runs, tasks
+from qflow.store.transitions import run_transition_stmt, set_run_state
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The concurrency limits a new run is subject to."""
+
+    pools: dict[str, int] = field(default_factory=dict)     # from the config
+    max_active_tasks: int | None = None
+    max_active_runs: int | None = None
+
+    def register(self, conn: Connection, graph: Graph) -> dict[str, list[str]]:
+        """Make sure every pool exists; return the pools of each node that needs any."""
+        ensure(conn, self.pools, overwrite=False)
+        shared = []
+        if self.max_active_tasks is not None:
+            shared = [task_pool(graph.workflow)]
+            ensure(conn, {shared[0]: self.max_active_tasks}, overwrite=True)
+        needed = {n.id: sorted({*shared, *([n.options["pool"]] if n.options.get("pool")
+                                           else [])}) for n in graph.nodes.values()
+                  if shared or n.options.get("pool")}
+        check_known(conn, {p for names in needed.values() for p in names})
+        return needed
 
 
 def task_pool(workflow: str) -> str:
@@ -147,6 +185,38 @@ def _has_room(conn: Connection, name: str) -> bool:
 
 
 # -- max_active_runs ----------------------------------------------------------------------
+ASK = object()      # see next_run
+
+
+def end_run(conn: Connection, run_id: str, workflow: str, final: str, now: dt.datetime
+            ) -> tuple[object, object]:
+    """Give an open run its ``final`` state (qflow.store.transitions.set_run_state) and,
+    unless it was held, its place in its workflow's max_active_runs pool back: one
+    statement on PostgreSQL. Returns the run's (id, held) row, None if this call did not
+    end it, and what :func:`_give` said (:data:`ASK` where it was not asked yet)."""
+    if conn.dialect.name != "postgresql":
+        return set_run_state(conn, run_id, final, finished_at=now), ASK
+    ended = conn.execute(_ending_run(run_transition_stmt(final, None, ("finished_at",))), {
+        "r_run_id": run_id, "r_finished_at": now, "p_name": run_pool(workflow)}).first()
+    return ended, None if ended is None else ended.room
+
+
+@functools.lru_cache(maxsize=8)
+def _ending_run(run_ended: Update) -> Select:
+    """``run_ended`` (the UPDATE ending a run, returning its ``id`` and ``held``) and, if
+    the run was not held, the give-back of its place (parameter ``p_name``) as one
+    statement (PostgreSQL's data-modifying WITH; the run's row is locked before the
+    pool's, as when they were two), with ``room`` as :func:`_give` says it (NULL: no
+    pool was given a place back)."""
+    row = run_ended.cte("ended")
+    given = (update(pools).where(pools.c.name == bindparam("p_name"),
+                                 exists(select(row.c.id).where(row.c.held.is_(False))))
+             .values(used=case((pools.c.used > 0, pools.c.used - 1), else_=0))
+             .returning((pools.c.used < pools.c.slots).label("room")).cte("given"))
+    return select(row.c.id, row.c.held,
+                  select(given.c.room).scalar_subquery().label("room")).add_cte(given)
+
+
 def take_run_place(conn: Connection, workflow: str, limit: int | None) -> bool:
     """Take a place for a new run; False when the workflow already has ``limit`` runs
     going (the run is then inserted ``held``)."""
@@ -156,12 +226,18 @@ def take_run_place(conn: Connection, workflow: str, limit: int | None) -> bool:
     return _take(conn, run_pool(workflow))
 
 
-def next_run(conn: Connection, workflow: str, was_held: bool) -> str | None:
-    """A run ended: free its place and return the oldest held run that takes it."""
-    # One statement when the workflow has no max_active_runs (no pool row): every run's
-    # end passes here.
-    if not was_held and not _give(conn, run_pool(workflow)):
-        return None
+def next_run(conn: Connection, workflow: str, was_held: bool, room: object = ASK
+              ) -> str | None:
+    """A run ended: free its place and return the oldest held run that takes it.
+    ``room``: what :func:`_give` said, where the run's end gave its place back already
+    (see :func:`ending_run`)."""
+    # No statement more when the workflow has no max_active_runs (no pool row): every
+    # run's end passes here.
+    if not was_held:
+        if room is ASK:
+            room = _give(conn, run_pool(workflow))
+        if not room:
+            return None
     while _has_room(conn, run_pool(workflow)):
         candidate = conn.execute(select(runs.c.id).where(
             runs.c.workflow == workflow, runs.c.held.is_(True), runs.c.state == S.QUEUED)

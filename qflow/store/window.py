@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 
 from qflow.core import states as S
+from qflow.store.db import IN_CHUNK
 from qflow.store.models import runs, tasks
 from qflow.store.transitions import set_task_state, transition, transition_stmt
 
@@ -159,6 +160,11 @@ class Window:
         for those this transaction released; rows have ``id`` and ``node``."""
         room = self.room
         k = room.take(len(nodes))
+        if room.size is not None and k == len(nodes) and len(nodes) <= IN_CHUNK \
+                and self.conn.dialect.name == "postgresql":     # every one has a place
+            placed = self._release_placed(nodes, now, many=True)
+            room.in_flight -= k - len(placed)
+            return [(row, False) for row in placed]
         placed, held = (
             transition(self.conn, self.run_id, S.QUEUED, expect=(S.PENDING,), nodes=group,
                        returning=(tasks.c.id, tasks.c.node), queued_at=now, held_back=back)
@@ -172,9 +178,17 @@ class Window:
                                   .values(room.counters(len(placed), len(held))))
         return [(row, False) for row in placed] + [(row, True) for row in held]
 
-    def _release_placed(self, node: str, now: dt.datetime):
-        """The release and the run's count of it as one statement on PostgreSQL (as many
-        statements as a release without a window costs), two elsewhere."""
+    def _release_placed(self, node: str | list[str], now: dt.datetime, many: bool = False):
+        """The release of a task (or, ``many``, of the tasks ``node`` lists: then their
+        rows, with ``id`` and ``node``, and PostgreSQL only) and the run's count of it as
+        one statement on PostgreSQL (as many statements as a release without a window
+        costs), two elsewhere."""
+        if many:
+            stmt, params = transition_stmt(self.run_id, S.QUEUED, expect=(S.PENDING,),
+                                           returning=(tasks.c.id, tasks.c.node),
+                                           by_nodes=True, queued_at=now, held_back=False)
+            params.update(t_nodes=node, w_run_id=self.run_id)
+            return self.conn.execute(_counting_place(stmt), params).all()
         stmt, params = transition_stmt(self.run_id, S.QUEUED, expect=(S.PENDING,), node=node,
                                        queued_at=now)
         if self.conn.dialect.name == "postgresql":
@@ -231,11 +245,13 @@ class Window:
 
 @functools.lru_cache(maxsize=8)
 def _counting_place(release: Update) -> Select:
-    """``release`` (the UPDATE queueing one task) and, if it queued it, one more place
+    """``release`` (the UPDATE queueing tasks) and, if it queued any, as many places
     taken on the run's row (PostgreSQL's data-modifying WITH)."""
     row = release.cte("released")
     placed = (update(runs).where(runs.c.id == bindparam("w_run_id"), exists(select(row.c.id)))
-              .values(in_flight=runs.c.in_flight + 1).cte("placed"))
+              .values(in_flight=runs.c.in_flight
+                      + select(func.count()).select_from(row).scalar_subquery())
+              .cte("placed"))
     return select(row).add_cte(placed)
 
 
