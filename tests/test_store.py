@@ -832,22 +832,29 @@ def pg_engine(pg_server_url):
     store.dispose()
 
 
-def statements_of(store: Store, fn, *args) -> tuple[object, list[str]]:
-    """``fn(*args)``'s answer and the statements the store sent meanwhile."""
+def statements_of(store: Store, fn, *args) -> tuple[object, list[str], int]:
+    """``fn(*args)``'s answer, the statements the store sent meanwhile and how many
+    transactions it committed (not counting statements committed on their own)."""
     seen: list[str] = []
+    commits = []
 
     def record(conn, cursor, statement, *_):
         seen.append(" ".join(statement.split())[:40])
+
+    def committed(conn):
+        commits.append(conn)
 
     engines = [store._engine_for(durable, autocommit) for durable in (True, False)
                for autocommit in (True, False)]
     for eng in engines:
         sa.event.listen(eng, "before_cursor_execute", record)
+        sa.event.listen(eng, "commit", committed)
     try:
-        return fn(*args), seen
+        return fn(*args), seen, len(commits)
     finally:
         for eng in engines:
             sa.event.remove(eng, "before_cursor_execute", record)
+            sa.event.remove(eng, "commit", committed)
 
 
 def test_a_parent_s_outcome_counts_it_in_its_children_in_the_same_statement(pg_engine):
@@ -855,20 +862,27 @@ def test_a_parent_s_outcome_counts_it_in_its_children_in_the_same_statement(pg_e
     run_id = engine.trigger("diamond", {"x": "1"})
     executor = Executor(engine)
     const = engine.dispatcher.sent.pop(0)
-    _, seen = statements_of(engine.store, executor.execute, run_id, const.node, 1, "w")
+    _, seen, commits = statements_of(engine.store, executor.execute, run_id, const.node, 1,
+                                     "w")
     # claim; then the outcome, counted in the run and in both children, and their release
-    assert [s.split()[0] for s in seen] == ["WITH", "WITH", "WITH"], seen
+    assert [s.split()[0] for s in seen] == ["WITH", "WITH", "WITH"] and commits == 1, seen
     assert sorted(d.node for d in engine.dispatcher.sent) == ["add", "add__1"]
     first, second = engine.dispatcher.sent
     engine.dispatcher.sent.clear()
-    _, seen = statements_of(engine.store, executor.execute, run_id, first.node, 1, "w")
-    assert len(seen) == 2 and engine.dispatcher.sent == []    # its child waits for the other
-    _, seen = statements_of(engine.store, executor.execute, run_id, second.node, 1, "w")
-    assert len(seen) == 3 and [d.node for d in engine.dispatcher.sent] == ["add__2"]
+    _, seen, commits = statements_of(engine.store, executor.execute, run_id, first.node, 1,
+                                     "w")
+    assert (len(seen), commits) == (2, 1)        # its child waits for the other parent
+    assert engine.dispatcher.sent == []
+    _, seen, commits = statements_of(engine.store, executor.execute, run_id, second.node, 1,
+                                     "w")
+    assert (len(seen), commits) == (3, 1) and [d.node for d in engine.dispatcher.sent] == [
+        "add__2"]
     last = engine.dispatcher.sent.pop()
-    _, seen = statements_of(engine.store, executor.execute, run_id, last.node, 1, "w")
-    # claim, outcome (autocommitted), then the run's end with its place given back
-    assert len(seen) == 3, seen
+    _, seen, commits = statements_of(engine.store, executor.execute, run_id, last.node, 1,
+                                     "w")
+    # claim, outcome, the run's end: each a statement committed on its own
+    assert (len(seen), commits) == (3, 0), seen
+    assert seen[-1].startswith("UPDATE qflow_runs SET state=")
     run = run_of(engine, run_id)
     assert run["state"] == "succeeded" and run["tasks_done"] == 4
     with engine.store.read() as conn:
@@ -883,8 +897,8 @@ def test_a_task_with_more_children_than_its_outcome_counts_still_releases_them(
     try:
         run_id = pg_engine.trigger("diamond", {"x": "2"})
         const = pg_engine.dispatcher.sent.pop(0)
-        _, seen = statements_of(pg_engine.store, Executor(pg_engine).execute, run_id,
-                                const.node, 1, "w")
+        _, seen, _ = statements_of(pg_engine.store, Executor(pg_engine).execute, run_id,
+                                   const.node, 1, "w")
         assert sum(s.startswith("UPDATE qflow_tasks SET up_succeeded") for s in seen) == 1
         assert drain(pg_engine) == ["add", "add__1", "add__2"]
     finally:

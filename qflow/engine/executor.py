@@ -181,8 +181,9 @@ class Executor:
                                                     finished.workflow))
         ended = None                              # published first: the next tasks start
         if finished.totals is not None:           # sooner; this was the run's last task
-            ended = self.store.transact(lifecycle.end_run, ctx.run_id, finished.workflow,
-                                        finished.totals)
+            end = (ctx.run_id, finished.workflow, finished.totals)
+            ended = self.store.transact(lifecycle.end_alone, *end) \
+                or self.store.transact(lifecycle.end_run, *end)
             self.engine.publish(ended.to_publish)
         self.engine.alerts.task_ended(ctx.run_id, ctx.workflow, ctx.node, ctx.attempt,
                                       ctx.params, tdef, outcome)

@@ -157,6 +157,20 @@ def end_run(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int
     return RunWriter(conn, run_id, workflow).end(totals)
 
 
+@query(autocommit=True)
+def end_alone(conn: Connection, run_id: str, workflow: str, totals: tuple[int, int]
+              ) -> Progress | None:
+    """:func:`end_run` as one statement committed on its own, where the end is all there
+    is to it (PostgreSQL; the usual run): its workflow has no max_active_runs (no place
+    to give back, no held run to admit) and no alert of it goes to the outbox. None
+    where it is not so, or the run had ended: :func:`end_run` then."""
+    final = S.run_state(*totals)
+    if conn.dialect.name != "postgresql" or outbox.wanted(conn, f"run_{final}"):
+        return None
+    ended = pools.end_unlimited(conn, run_id, workflow, final, utcnow())
+    return None if ended is None else Progress([], final)
+
+
 @query()
 def top_up(conn: Connection, run_id: str, workflow: str) -> list[Dispatch]:
     """:meth:`RunWriter.top_up` in a transaction of its own, for a run whose outcome was

@@ -201,6 +201,20 @@ def end_run(conn: Connection, run_id: str, workflow: str, final: str, now: dt.da
     return ended, None if ended is None else ended.room
 
 
+def end_unlimited(conn: Connection, run_id: str, workflow: str, final: str, now: dt.datetime):
+    """End an open run (as :func:`end_run`) only if it has no place to give back: not
+    held, and its workflow has no max_active_runs pool. Its (id, held) row, or None."""
+    stmt = run_transition_stmt(final, None, ("finished_at",))
+    return conn.execute(_unlimited(stmt), {"r_run_id": run_id, "r_finished_at": now,
+                                           "p_name": run_pool(workflow)}).first()
+
+
+@functools.lru_cache(maxsize=8)
+def _unlimited(run_ended: Update) -> Update:
+    return run_ended.where(runs.c.held.is_(False), ~exists().where(
+        pools.c.name == bindparam("p_name")))
+
+
 @functools.lru_cache(maxsize=8)
 def _ending_run(run_ended: Update) -> Select:
     """``run_ended`` (the UPDATE ending a run, returning its ``id`` and ``held``) and, if
