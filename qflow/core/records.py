@@ -38,6 +38,8 @@ class Claimed:
     alone: bool = False
     # A branch task's children (None for other tasks).
     children: tuple[str, ...] | None = None
+    # The children its row lists (None: not listed there; see store.children.children_of).
+    listed: tuple[str, ...] | None = None
     # The first attempt since the task last started afresh (a resume restarts the count).
     first_attempt: int = 1
 

@@ -159,7 +159,8 @@ class Executor:
             if alone:
                 finished = self.store.transact(attempts.finish_one, *args, outcome, fail_fast)
             else:
-                finished = self._finish(args, outcome, fail_fast, hand_on)
+                finished = self._finish(args, outcome, fail_fast, hand_on,
+                                        claimed.listed if claimed is not None else None)
         except DataError as exc:
             if outcomes.is_unrecordable(outcome):
                 raise
@@ -191,10 +192,11 @@ class Executor:
             self.engine.alerts.run_ended(ctx.run_id, ctx.workflow, ended.final)
         return outcome, kept
 
-    def _finish(self, args: tuple, outcome: Outcome, fail_fast: bool, hand_on: bool):
+    def _finish(self, args: tuple, outcome: Outcome, fail_fast: bool, hand_on: bool,
+                children: tuple[str, ...] | None):
         """:func:`attempts.finish`; for a crowded run, committed without holding the run's
         row through a disk flush where the DB can flush after (see qflow.store.flushing)."""
-        rest = (outcome, fail_fast, True, hand_on)
+        rest = (outcome, fail_fast, True, hand_on, children)
         if not flushing.lightly(self.store, args[0]):
             return self.store.transact(attempts.finish, *args, *rest)
         finished = self.store.transact(flushing.finish_lightly, *args, *rest)

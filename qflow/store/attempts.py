@@ -32,7 +32,7 @@ from qflow.core import states as S
 from qflow.core.dag import REF_KEY, refs_in
 from qflow.core.records import Claimed, Dispatch, Finished, Outcome, message_options
 from qflow.store import assets, outbox, pools, runinfo
-from qflow.store.children import counted_children, counting_in_children
+from qflow.store.children import FOLDED, counted_children, counting_in_children
 from qflow.store.counts import COUNT_IN_RUN, count_ended, count_params, totals_of
 from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, children_of, dispatch_of, dispatch_rows
@@ -191,6 +191,7 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None,
                    run.logical_time, _inputs(conn, run_id, call, inputs),
                    alone=row.children == "[]" and not row.pools and "outlets" not in options,
                    children=children,
+                   listed=None if row.children is None else tuple(json.loads(row.children)),
                    first_attempt=row.first_attempt or 1)
 
 
@@ -216,8 +217,8 @@ _EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "t
 
 @query(patient=True)
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-           fail_fast: bool = False, top_up: bool = True, hand_on: bool = False
-           ) -> Finished | None:
+           fail_fast: bool = False, top_up: bool = True, hand_on: bool = False,
+           children: tuple[str, ...] | None = None) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
     ended in the run.
 
@@ -230,13 +231,15 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     ``hand_on`` (a worker that runs the task it is handed itself, see
     qflow.engine.dispatch.Follow) the place goes at once to the next held-back task,
     taken first so that the run's row stays locked for as short a time as before.
+    ``children``: the children its row lists (Claimed.listed), counted by the outcome's
+    own statement on PostgreSQL if there are few (see _end_attempt).
     """
     now = utcnow()
     handed = hand_over(conn, run_id, now) if hand_on and outcome.state != S.RETRYING \
         and waiting(run_id) is not False else None
-    # The children are counted by the outcome's statement, unless fail_fast cancels them
-    # first (see below).
-    fold = not (fail_fast and outcome.state == S.FAILED)
+    # Unless fail_fast cancels the children first (see below).
+    fold = children if children and len(children) <= FOLDED and not (
+        fail_fast and outcome.state == S.FAILED) else None
     found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None, fold)
     if found is None and _lost_claim(conn, run_id, node, attempt, now):
         found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None,
@@ -305,12 +308,12 @@ def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: 
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime, handed: bool = False, fold: bool = True
+                 now: dt.datetime, handed: bool = False, fold: tuple[str, ...] | None = None
                  ) -> tuple[Any, Any, list | None] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
     own row, written once when the attempt ends, and, unless it will be retried, count the
     task as ended in its run (and give back its place in the run's window, or, if
-    ``handed``, count it as moved to a held-back task) and, with ``fold``, in its children
+    ``handed``, count it as moved to a held-back task) and in the children ``fold`` names
     (qflow.store.children.counting_in_children): one statement on PostgreSQL. Returns the
     task row, the run's counters as that count left them (None if not counted) and the
     children's rows as their count left them (None if not counted here), or None for a
@@ -333,10 +336,12 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
         if count:
             params.update(count_params(run_id, [(node, outcome.state)], *places))
         folded = outcome.state if count and fold else None
+        if folded:
+            params["k_nodes"] = list(fold)
         row = conn.execute(_with_attempt(ended, count, folded), params).first()
         if row is None:
             return None
-        return row, row if count else None, counted_children(row.kids if folded else None)
+        return row, row if count else None, counted_children(row.kids) if folded else None
     row = conn.execute(ended, params).first()
     if row is None:
         return None

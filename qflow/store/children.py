@@ -6,19 +6,14 @@ import json
 from collections import namedtuple
 
 from sqlalchemy import (
-    ARRAY,
     CTE,
-    JSON,
     Connection,
     ScalarSelect,
-    Text,
     Update,
     bindparam,
-    cast,
     exists,
     func,
     select,
-    true,
     update,
 )
 
@@ -65,34 +60,28 @@ FOLDED = 1000
 
 
 def counting_in_children(ended: CTE, after: CTE, state: str) -> ScalarSelect:
-    """Count a task that ended in ``state`` in each child its row lists, inside the
-    statement that records its outcome (PostgreSQL's data-modifying WITH: a round trip
-    less per parent), once ``after`` (the count in its run) has run: the rows are locked
-    in the order they always were, the task's, its run's, its children's, so parents
-    ending side by side cannot deadlock. ``ended``: the outcome's CTE, with the task's
-    ``children`` column. Returns the children's rows as the count left them, as a JSON
-    array for :func:`counted_children`; NULL where it counted none: no child listed, or
-    more than :data:`FOLDED` (:func:`count_in_children` counts those, in chunks)."""
-    listed = cast(ended.c.children, JSON)
-    child = func.json_array_elements_text(listed).table_valued("value").alias("listed")
-    # An array (cast: ANY of a bare subquery compares with each of its rows), compared
-    # with = ANY: a lookup per child in the (run_id, node) index,
-    # where an IN (subquery) may be planned as a scan of the run's tasks.
-    names = (select(func.array_agg(child.c.value)).select_from(ended).join(child, true())
-             .where(func.json_array_length(listed) <= FOLDED))
+    """Count a task that ended in ``state`` in its children (parameter ``k_nodes``, the
+    names its row lists: at most :data:`FOLDED`) inside the statement that records its
+    outcome (PostgreSQL's data-modifying WITH: a round trip less per parent), once
+    ``after`` (the count in its run, which follows the outcome ``ended``) has run: the
+    rows are locked in the order they always were, the task's, its run's, its
+    children's, so parents ending side by side cannot deadlock. The names are bound, as
+    in :func:`count_in_children`: an index lookup each, where names read from the row
+    inside the statement let the planner scan the whole run. Returns the children's
+    rows as the count left them, a JSON array for :func:`counted_children`."""
     column = getattr(tasks.c, _COUNTER[state])
     counted = (update(tasks)
                .where(tasks.c.run_id == bindparam("c_run_id"),
-                      tasks.c.node == func.any(cast(names.scalar_subquery(), ARRAY(Text))),
+                      tasks.c.node.in_(bindparam("k_nodes", expanding=True)),
                       exists(select(*after.c)))
                .values({column: column + 1})
                .returning(*_CHILD).cte(f"in_children_{state}"))
     return select(func.json_agg(counted.table_valued())).scalar_subquery()
 
 
-def counted_children(found: list[dict] | None) -> list | None:
-    """The children's rows :func:`counting_in_children` returned; None if it counted none."""
-    return None if found is None else [Child(**row) for row in found]
+def counted_children(found: list[dict] | None) -> list:
+    """The children's rows :func:`counting_in_children` returned."""
+    return [Child(**row) for row in found or ()]
 
 
 def verdict_on(child, picked: set[str] | None) -> str:
