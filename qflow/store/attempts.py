@@ -250,7 +250,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         return None
     outbox.record(conn, _EVENT[outcome.state], run_id, node, attempt, state=outcome.state,
                   error=outcome.short_error)
-    row, counted, children = found
+    row, counted, child_rows = found
     if outcome.state == S.SUCCEEDED and row.options and '"outlets"' in row.options:
         assets.record_updates(conn, json.loads(row.options)["outlets"], run_id, node, now)
     workflow = runinfo.of(conn, run_id).workflow
@@ -273,7 +273,7 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
         freed += canceled.to_publish
     chosen = {node: set(outcome.chosen)} if outcome.chosen is not None else {}
     step = writer.cascade(ended, chosen, {node: row.children},
-                          None if children is None else {node: children})
+                          None if child_rows is None else {node: child_rows})
     if step.ended[1:]:                # the task itself was counted with its outcome
         totals = count_ended(conn, run_id, step.ended[1:])
     if handed is not None and not (handed.pools and not pools.acquire(

@@ -196,17 +196,23 @@ def end_run(conn: Connection, run_id: str, workflow: str, final: str, now: dt.da
     end it, and what :func:`_give` said (:data:`ASK` where it was not asked yet)."""
     if conn.dialect.name != "postgresql":
         return set_run_state(conn, run_id, final, finished_at=now), ASK
-    ended = conn.execute(_ending_run(run_transition_stmt(final, None, ("finished_at",))), {
-        "r_run_id": run_id, "r_finished_at": now, "p_name": run_pool(workflow)}).first()
+    stmt, params = _run_ends(run_id, workflow, final, now)
+    ended = conn.execute(_ending_run(stmt), params).first()
     return ended, None if ended is None else ended.room
 
 
 def end_unlimited(conn: Connection, run_id: str, workflow: str, final: str, now: dt.datetime):
     """End an open run (as :func:`end_run`) only if it has no place to give back: not
     held, and its workflow has no max_active_runs pool. Its (id, held) row, or None."""
-    stmt = run_transition_stmt(final, None, ("finished_at",))
-    return conn.execute(_unlimited(stmt), {"r_run_id": run_id, "r_finished_at": now,
-                                           "p_name": run_pool(workflow)}).first()
+    stmt, params = _run_ends(run_id, workflow, final, now)
+    return conn.execute(_unlimited(stmt), params).first()
+
+
+def _run_ends(run_id: str, workflow: str, final: str, now: dt.datetime
+              ) -> tuple[Update, dict]:
+    """set_run_state's UPDATE ending a run, and its parameters with its pool's name."""
+    return run_transition_stmt(final, None, ("finished_at",)), {
+        "r_run_id": run_id, "r_finished_at": now, "p_name": run_pool(workflow)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -244,7 +250,7 @@ def next_run(conn: Connection, workflow: str, was_held: bool, room: object = ASK
               ) -> str | None:
     """A run ended: free its place and return the oldest held run that takes it.
     ``room``: what :func:`_give` said, where the run's end gave its place back already
-    (see :func:`ending_run`)."""
+    (see :func:`end_run`)."""
     # No statement more when the workflow has no max_active_runs (no pool row): every
     # run's end passes here.
     if not was_held:

@@ -162,7 +162,12 @@ class Window:
         k = room.take(len(nodes))
         if room.size is not None and k == len(nodes) and len(nodes) <= IN_CHUNK \
                 and self.conn.dialect.name == "postgresql":     # every one has a place
-            placed = self._release_placed(nodes, now, many=True)
+            # One statement, the run's count of them in it (as in _release_placed).
+            stmt, params = transition_stmt(self.run_id, S.QUEUED, expect=(S.PENDING,),
+                                           returning=(tasks.c.id, tasks.c.node),
+                                           by_nodes=True, queued_at=now, held_back=False)
+            params.update(t_nodes=nodes, w_run_id=self.run_id)
+            placed = self.conn.execute(_counting_place(stmt), params).all()
             room.in_flight -= k - len(placed)
             return [(row, False) for row in placed]
         placed, held = (
@@ -178,17 +183,9 @@ class Window:
                                   .values(room.counters(len(placed), len(held))))
         return [(row, False) for row in placed] + [(row, True) for row in held]
 
-    def _release_placed(self, node: str | list[str], now: dt.datetime, many: bool = False):
-        """The release of a task (or, ``many``, of the tasks ``node`` lists: then their
-        rows, with ``id`` and ``node``, and PostgreSQL only) and the run's count of it as
-        one statement on PostgreSQL (as many statements as a release without a window
-        costs), two elsewhere."""
-        if many:
-            stmt, params = transition_stmt(self.run_id, S.QUEUED, expect=(S.PENDING,),
-                                           returning=(tasks.c.id, tasks.c.node),
-                                           by_nodes=True, queued_at=now, held_back=False)
-            params.update(t_nodes=node, w_run_id=self.run_id)
-            return self.conn.execute(_counting_place(stmt), params).all()
+    def _release_placed(self, node: str, now: dt.datetime):
+        """The release and the run's count of it as one statement on PostgreSQL (as many
+        statements as a release without a window costs), two elsewhere."""
         stmt, params = transition_stmt(self.run_id, S.QUEUED, expect=(S.PENDING,), node=node,
                                        queued_at=now)
         if self.conn.dialect.name == "postgresql":
