@@ -31,10 +31,15 @@ def _a_run_as_0016_wrote_it(conn, run_id: str) -> None:
     conn.execute(sa.insert(runs).values(id=run_id, workflow="w", state="running",
                                         params="{}", created_at=NOW, tasks_total=2,
                                         tasks_left=1))
+    # The columns named, not the model's: it has columns 0016 had not.
+    old_tasks = sa.table("qflow_tasks", *map(sa.column, (
+        "run_id", "node", "task", "state", "trigger_rule", "call", "n_parents",
+        "up_succeeded", "up_failed", "up_skipped", "attempts")))
     for node, state in (("a", "succeeded"), ("b", "queued")):
-        conn.execute(sa.insert(tasks).values(run_id=run_id, node=node, task="t", state=state,
-                                             call="{}", n_parents=int(node == "b"),
-                                             attempts=int(node == "a")))
+        conn.execute(sa.insert(old_tasks).values(
+            run_id=run_id, node=node, task="t", state=state, trigger_rule="all_success",
+            call="{}", n_parents=int(node == "b"), up_succeeded=0, up_failed=0,
+            up_skipped=0, attempts=int(node == "a")))
     conn.execute(sa.insert(edges).values(run_id=run_id, parent="a", child="b"))
     task_a = conn.execute(sa.select(tasks.c.id).where(tasks.c.node == "a")).scalar_one()
     conn.execute(sa.insert(attempts).values(task_id=task_a, number=1, state="succeeded"))

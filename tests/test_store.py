@@ -77,6 +77,10 @@ def run_of(engine: Engine, run_id: str) -> dict:
         return read.get_run(conn, run_id)
 
 
+def task_of(engine: Engine, run_id: str, node: str) -> dict:
+    return {t["node"]: t for t in run_of(engine, run_id)["tasks"]}[node]
+
+
 def test_a_diamond_runs_in_dependency_order_and_succeeds(engine):
     run_id = engine.trigger("diamond", {"x": "5"})
     assert [d.node for d in engine.dispatcher.sent] == ["const"]
@@ -135,7 +139,28 @@ def test_a_stale_outcome_is_refused(engine):
         assert attempts.finish(conn, run_id, "const", 1, outcome) is None  # already recorded
 
 
-def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine):
+def test_a_task_is_marked_plain_only_if_each_child_runs_once_its_parents_succeeded(engine):
+    """branching: choose -> big_path, small_path; both -> merge_paths (another trigger
+    rule); big_path -> slow -> const. Only slow's one child runs on all_success alone."""
+    run_id = engine.trigger("branching", {"value": "5"})
+    with engine.store.read() as conn:
+        marked = dict(conn.execute(select(tasks.c.node, tasks.c.plain_children)
+                                   .where(tasks.c.run_id == run_id)).all())
+    # choose is a branch: it skips the child it does not choose, so its outcome does not
+    # release them in its own statement (see Claimed.releases), but they are plain
+    assert {node for node, plain in marked.items() if plain} == {"choose", "slow"}, marked
+    drain(engine)
+    run = run_of(engine, run_id)
+    assert run["state"] == "succeeded", run
+
+
+@pytest.mark.parametrize("released_by", ["outcome", "transaction"])
+def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine,
+                                                                          released_by):
+    """By their outcomes' own statements (each committed on its own, on PostgreSQL), or
+    by the transaction that records each outcome."""
+    engine.store.dispose()
+    engine.store.pool_size = 40         # each thread keeps its autocommit connection
     for _ in range(3):
         run_id = engine.trigger("fan_in", {"marker": "/dev/null", "width": "24"})
         parents = [d.node for d in engine.dispatcher.sent]
@@ -148,8 +173,12 @@ def test_parents_ending_at_the_same_moment_release_the_child_exactly_once(engine
 
         def finish(node, barrier=barrier, run_id=run_id, released=released):
             barrier.wait()
-            out = engine.store.transact(attempts.finish, run_id, node, 1,
-                                        Outcome("succeeded", result="0"))
+            outcome = Outcome("succeeded", result="0")
+            if released_by == "outcome":
+                out = engine.store.transact(attempts.finish_one, run_id, node, 1, outcome,
+                                            False, ("record",), True)
+            else:
+                out = engine.store.transact(attempts.finish, run_id, node, 1, outcome)
             released.extend(out.released)
 
         threads = [threading.Thread(target=finish, args=(n,)) for n in parents]
@@ -857,27 +886,31 @@ def statements_of(store: Store, fn, *args) -> tuple[object, list[str], int]:
             sa.event.remove(eng, "commit", committed)
 
 
-def test_a_parent_s_outcome_counts_it_in_its_children_in_the_same_statement(pg_engine):
+def test_a_success_records_itself_and_releases_its_children_in_one_statement(pg_engine):
+    """A small run (fewer tasks than any window it could have) of plain children: each
+    task is its claim and its outcome, each one statement committed on its own."""
     engine = pg_engine
     run_id = engine.trigger("diamond", {"x": "1"})
     executor = Executor(engine)
     const = engine.dispatcher.sent.pop(0)
     _, seen, commits = statements_of(engine.store, executor.execute, run_id, const.node, 1,
                                      "w")
-    # claim; then the outcome, counted in the run and in both children, and their release
-    assert [s.split()[0] for s in seen] == ["WITH", "WITH", "WITH"] and commits == 1, seen
+    # claim; then the outcome, counted in the run and in both children, which it queues
+    assert [s.split()[0] for s in seen] == ["WITH", "WITH"] and commits == 0, seen
     assert sorted(d.node for d in engine.dispatcher.sent) == ["add", "add__1"]
     first, second = engine.dispatcher.sent
     engine.dispatcher.sent.clear()
     _, seen, commits = statements_of(engine.store, executor.execute, run_id, first.node, 1,
                                      "w")
-    assert (len(seen), commits) == (2, 1)        # its child waits for the other parent
-    assert engine.dispatcher.sent == []
+    assert (len(seen), commits) == (2, 0)        # its child waits for the other parent
+    assert engine.dispatcher.sent == [] and task_of(engine, run_id, "add__2")["state"] == \
+        "pending"
     _, seen, commits = statements_of(engine.store, executor.execute, run_id, second.node, 1,
                                      "w")
-    assert (len(seen), commits) == (3, 1) and [d.node for d in engine.dispatcher.sent] == [
+    assert (len(seen), commits) == (2, 0) and [d.node for d in engine.dispatcher.sent] == [
         "add__2"]
     last = engine.dispatcher.sent.pop()
+    assert task_of(engine, run_id, "add__2")["state"] == "queued"
     _, seen, commits = statements_of(engine.store, executor.execute, run_id, last.node, 1,
                                      "w")
     # claim, outcome, the run's end: each a statement committed on its own
@@ -887,6 +920,36 @@ def test_a_parent_s_outcome_counts_it_in_its_children_in_the_same_statement(pg_e
     assert run["state"] == "succeeded" and run["tasks_done"] == 4
     with engine.store.read() as conn:
         assert read.results(conn, run_id, ["add__2"]) == {"add__2": 1 + 10 + 1 + 20}
+
+
+def test_in_a_run_with_a_window_an_outcome_counts_its_children_then_releases_them(
+        pg_server_url):
+    """A run that has a window (two places for four tasks) counts the places its tasks
+    take: a release is a statement of its own, in the outcome's transaction."""
+    store = migrated(new_pg_database(pg_server_url))
+    engine = Engine(Config(database_url=store.url, dispatch_window=2), store,
+                    StubDispatcher())
+    try:
+        run_id = engine.trigger("diamond", {"x": "1"})
+        executor = Executor(engine)
+        const = engine.dispatcher.sent.pop(0)
+        _, seen, commits = statements_of(engine.store, executor.execute, run_id, const.node,
+                                         1, "w")
+        # claim; the outcome, counted in the run and in both children; their release
+        assert [s.split()[0] for s in seen] == ["WITH", "WITH", "WITH"] and commits == 1, seen
+        first, second = engine.dispatcher.sent
+        engine.dispatcher.sent.clear()
+        _, seen, commits = statements_of(engine.store, executor.execute, run_id, first.node,
+                                         1, "w")
+        assert (len(seen), commits) == (2, 1) and engine.dispatcher.sent == []
+        _, seen, commits = statements_of(engine.store, executor.execute, run_id,
+                                         second.node, 1, "w")
+        assert (len(seen), commits) == (3, 1) and [
+            d.node for d in engine.dispatcher.sent] == ["add__2"]
+        assert drain(engine) == ["add__2"]
+        assert run_of(engine, run_id)["state"] == "succeeded"
+    finally:
+        store.dispose()
 
 
 def test_a_task_with_more_children_than_its_outcome_counts_still_releases_them(

@@ -84,13 +84,15 @@ def test_a_run_on_two_queues_counts_the_workers_of_either_once(auto, registry):
         return i
 
     @workflow
-    def two_queues():
-        render(1)
-        plain(2)
+    def two_queues():       # more tasks than the floor: a smaller run is not bounded
+        for i in range(2):
+            render(i)
+            plain(i)
 
     @workflow
     def gpu_only():
-        render(1)
+        for i in range(4):
+            render(i)
 
     beat(auto, "w1", "default", 1)
     beat(auto, "w2", "gpu", 1)
@@ -100,6 +102,43 @@ def test_a_run_on_two_queues_counts_the_workers_of_either_once(auto, registry):
     leaves(auto, "w2")
     leaves(auto, "w3")
     assert window_of(auto, auto.trigger("gpu_only")) == 3       # nobody serves gpu: the floor
+
+
+def test_a_run_that_cannot_outgrow_the_least_window_is_not_bounded(auto, registry):
+    """Three tasks and a floor of 3: whatever the workers, the window never holds them
+    back, so nothing is counted for the run (unless a map could grow it)."""
+    from qflow import task, workflow
+
+    @task
+    def plain(i: int) -> int:
+        return i
+
+    @task
+    def total(values: list) -> int:
+        return sum(values)
+
+    @workflow
+    def three():
+        for i in range(3):
+            plain(i)
+
+    @workflow
+    def mapped():
+        total(plain.map([1, 2]))
+
+    @workflow
+    def four():
+        total([plain(i) for i in range(3)])
+
+    beat(auto, "w1", "default", 1)                           # a window of 3
+    small = auto.trigger("three")
+    assert window_of(auto, small) is None and len(auto.dispatcher.sent) == 3
+    assert counters(auto, small) == (0, 0)                   # nothing counted for it
+    assert window_of(auto, auto.trigger("mapped")) == 3
+    bigger = auto.trigger("four")                            # four tasks, three roots
+    assert window_of(auto, bigger) == 3 and counters(auto, bigger) == (3, 0)
+    drain(auto)
+    assert {run_of(auto, r)["state"] for r in (small, bigger)} == {"succeeded"}
 
 
 def test_a_worker_not_heard_from_within_the_lost_timeout_does_not_count(windowed,  # noqa: F811

@@ -42,6 +42,10 @@ class Claimed:
     listed: tuple[str, ...] | None = None
     # The first attempt since the task last started afresh (a resume restarts the count).
     first_attempt: int = 1
+    # Its success touches its own rows and releases its children in one statement: they
+    # are plain (see qflow_tasks.plain_children) and listed, its run has no dispatch
+    # window, it takes no pool slots and updates no assets (PostgreSQL).
+    releases: bool = False
 
     def tries(self, attempt: int) -> int:
         """How many attempts ``attempt`` is, counted from :attr:`first_attempt`."""

@@ -24,6 +24,11 @@ class AutoWindow:
     def size(self, slots: int) -> int:
         return min(self.cap, max(self.floor, self.per_slot * slots))
 
+    @property
+    def least(self) -> int:
+        """The smallest size it can take, whatever the workers."""
+        return min(self.cap, self.floor)
+
     def queues_of(self, queues: Iterable[str | None]) -> str:
         """A run's queues as stored with it (sorted, comma-separated names)."""
         return ",".join(sorted({q or self.default_queue for q in queues}))

@@ -156,11 +156,7 @@ class Executor:
         # (a light commit, not a durable one then a top-up and a message).
         alone = alone and not (hand_on and flushing.lightly(self.store, ctx.run_id))
         try:
-            if alone:
-                finished = self.store.transact(attempts.finish_one, *args, outcome, fail_fast)
-            else:
-                finished = self._finish(args, outcome, fail_fast, hand_on,
-                                        claimed.listed if claimed is not None else None)
+            finished = self._finish(args, outcome, fail_fast, hand_on, claimed, alone)
         except DataError as exc:
             if outcomes.is_unrecordable(outcome):
                 raise
@@ -170,8 +166,7 @@ class Executor:
             outcome = outcomes.unrecordable(outcome, exc)
             finished = self.store.transact(attempts.finish, *args, outcome, fail_fast)
         if finished is None:
-            log.warning("outcome of %s/%s attempt %s refused: no longer current",
-                        ctx.run_id, ctx.node, ctx.attempt)
+            log.warning("outcome of %s/%s attempt %s refused: no longer current", *args)
             return None, None
         default = self.config.default_queue
         kept = next((item for item in finished.released
@@ -193,10 +188,15 @@ class Executor:
         return outcome, kept
 
     def _finish(self, args: tuple, outcome: Outcome, fail_fast: bool, hand_on: bool,
-                children: tuple[str, ...] | None):
-        """:func:`attempts.finish`; for a crowded run, committed without holding the run's
-        row through a disk flush where the DB can flush after (see qflow.store.flushing)."""
-        rest = (outcome, fail_fast, True, hand_on, children)
+                claimed: Claimed | None, alone: bool):
+        """:func:`attempts.finish`, or :func:`attempts.finish_one` where that ``alone``
+        records it; for a crowded run, committed without holding the run's row through a
+        disk flush where the DB can flush after (see qflow.store.flushing)."""
+        kids = (claimed.listed if claimed is not None else None,      # to count in, and
+                attempts.releasing(claimed, outcome))                  # to release at once?
+        if alone:
+            return self.store.transact(attempts.finish_one, *args, outcome, fail_fast, *kids)
+        rest = (outcome, fail_fast, True, hand_on, *kids)
         if not flushing.lightly(self.store, args[0]):
             return self.store.transact(attempts.finish, *args, *rest)
         finished = self.store.transact(flushing.finish_lightly, *args, *rest)

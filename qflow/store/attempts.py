@@ -151,7 +151,8 @@ def _with_run(claim_stmt: Update) -> CompoundSelect:
         row.c.call, _REFERS + cast(func.to_json(edges.c.parent), Text)) > 0)
     link = and_(edges.c.run_id == bindparam("r_run_id"), edges.c.child == bindparam("t_node"),
                 takes)
-    claim = [*row.c, runs.c.workflow, runs.c.params, runs.c.logical_time, runs.c.backlog]
+    claim = [*row.c, runs.c.workflow, runs.c.params, runs.c.logical_time, runs.c.backlog,
+             runs.c.dispatch_window]
     inputs = [parent.c.node, parent.c.state, parent.c.result, parent.c.result_ref]
     return union_all(
         select(*claim, *_nulls(inputs))
@@ -173,13 +174,15 @@ _SEARCHED = literal_column("2000")      # characters of a call searched for refe
 
 
 _CLAIMED = (tasks.c.id, tasks.c.task, tasks.c.call, tasks.c.options, tasks.c.children,
-            tasks.c.pools, tasks.c.first_attempt)
+            tasks.c.pools, tasks.c.first_attempt, tasks.c.plain_children)
 
 
 def _claimed(conn: Connection, run_id: str, node: str, row, run=None,
              inputs: dict | None = None) -> Claimed:
     """What a worker needs to run a task row it claimed (``run``: the run's info, and
-    ``inputs`` its parents' values, when the claim read them already)."""
+    ``inputs`` its parents' values, when the claim read them already; only then is it
+    known whether its run has a window, else it is taken to have one)."""
+    unbounded = run is not None and run.dispatch_window is None
     if run is None:
         run = runinfo.of(conn, run_id)
     else:                               # read by the claim: the outcome need not read it
@@ -187,12 +190,14 @@ def _claimed(conn: Connection, run_id: str, node: str, row, run=None,
     call, options = json.loads(row.call), json.loads(row.options or "{}")
     children = (tuple(sorted(children_of(conn, run_id, node, row.children)))
                 if options.get("branch") else None)
+    listed = None if row.children is None else tuple(json.loads(row.children))
+    own = not row.pools and "outlets" not in options
     return Claimed(row.id, row.task, call, options, run.workflow, json.loads(run.params),
                    run.logical_time, _inputs(conn, run_id, call, inputs),
-                   alone=row.children == "[]" and not row.pools and "outlets" not in options,
-                   children=children,
-                   listed=None if row.children is None else tuple(json.loads(row.children)),
-                   first_attempt=row.first_attempt or 1)
+                   alone=listed == () and own, children=children, listed=listed,
+                   first_attempt=row.first_attempt or 1,
+                   releases=bool(listed) and len(listed) <= FOLDED and own and unbounded
+                   and row.plain_children and not options.get("branch"))
 
 
 def _inputs(conn: Connection, run_id: str, call: dict, found: dict | None) -> dict:
@@ -205,11 +210,19 @@ def _inputs(conn: Connection, run_id: str, call: dict, found: dict | None) -> di
 
 def finishes_alone(claimed: Claimed, outcome: Outcome, fail_fast: bool,
                    outboxed: frozenset[str] = frozenset()) -> bool:
-    """Whether recording this outcome is a single statement (no children to count, no
-    pool slots to give back, no fail_fast cancellation, no alert to write with it in
+    """Whether recording this outcome is a single statement (no children to count, or a
+    success that releases its children in that statement, see :func:`finish`; no pool
+    slots to give back, no fail_fast cancellation, no alert to write with it in
     ``outboxed``): then :func:`finish_one`, which needs no transaction, records it."""
-    return (claimed.alone and not (fail_fast and outcome.state == S.FAILED)
+    return ((claimed.alone or releasing(claimed, outcome))
+            and not (fail_fast and outcome.state == S.FAILED)
             and _EVENT[outcome.state] not in outboxed)
+
+
+def releasing(claimed: Claimed | None, outcome: Outcome) -> bool:
+    """Whether this outcome's own statement releases the children it makes ready."""
+    return claimed is not None and claimed.releases and outcome.state == S.SUCCEEDED \
+        and outcome.chosen is None
 
 
 _EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "task_retry"}
@@ -218,7 +231,8 @@ _EVENT = {S.SUCCEEDED: "task_succeeded", S.FAILED: "task_failed", S.RETRYING: "t
 @query(patient=True)
 def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
            fail_fast: bool = False, top_up: bool = True, hand_on: bool = False,
-           children: tuple[str, ...] | None = None) -> Finished | None:
+           children: tuple[str, ...] | None = None, release: bool = False
+           ) -> Finished | None:
     """Record an attempt's outcome, release the children it makes ready and count what
     ended in the run.
 
@@ -232,7 +246,9 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     qflow.engine.dispatch.Follow) the place goes at once to the next held-back task,
     taken first so that the run's row stays locked for as short a time as before.
     ``children``: the children its row lists (Claimed.listed), counted by the outcome's
-    own statement on PostgreSQL if there are few (see _end_attempt).
+    own statement on PostgreSQL if there are few (see _end_attempt), which with
+    ``release`` (see :func:`releasing`) also queues those its success makes ready: then
+    the outcome is that one statement, nothing else to write.
     """
     now = utcnow()
     handed = hand_over(conn, run_id, now) if hand_on and outcome.state != S.RETRYING \
@@ -240,10 +256,11 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     # Unless fail_fast cancels the children first (see below).
     fold = children if children and len(children) <= FOLDED and not (
         fail_fast and outcome.state == S.FAILED) else None
-    found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None, fold)
+    release = bool(release and fold and outcome.state == S.SUCCEEDED)
+    ending = (conn, run_id, node, attempt, outcome, now, handed is not None, fold, release)
+    found = _end_attempt(*ending)
     if found is None and _lost_claim(conn, run_id, node, attempt, now):
-        found = _end_attempt(conn, run_id, node, attempt, outcome, now, handed is not None,
-                             fold)
+        found = _end_attempt(*ending)
     if found is None:
         if handed is not None:
             hand_back(conn, run_id, handed.id, counted=False)
@@ -279,7 +296,8 @@ def finish(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outc
     if handed is not None and not (handed.pools and not pools.acquire(
             conn, handed.id, json.loads(handed.pools), now)):   # else it waits for them
         freed += [dispatch_of(run_id, workflow, handed)]
-    released = freed + step.to_publish + (writer.top_up() if top_up else [])
+    queued = [dispatch_of(run_id, workflow, c) for c in child_rows or () if c.released]
+    released = freed + queued + step.to_publish + (writer.top_up() if top_up else [])
     note_waiting(run_id, writer.window.room.backlog > 0)
     return Finished(workflow, released, totals, top_up=writer.window.stalled)
 
@@ -299,25 +317,27 @@ def _lost_claim(conn: Connection, run_id: str, node: str, attempt: int,
 
 @query(autocommit=True, patient=True)
 def finish_one(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-               fail_fast: bool = False) -> Finished | None:
+               fail_fast: bool = False, children: tuple[str, ...] | None = None,
+               release: bool = False) -> Finished | None:
     """:func:`finish` for an outcome that :func:`finishes_alone`: each statement commits
     on its own (PostgreSQL), saving the BEGIN and COMMIT round trips; a top-up of its
     run's window, which needs one, is left to the caller (``Finished.top_up``)."""
     return finish(conn, run_id, node, attempt, outcome, fail_fast,
-                  top_up=conn.dialect.name != "postgresql")
+                  top_up=conn.dialect.name != "postgresql", children=children,
+                  release=release)
 
 
 def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
-                 now: dt.datetime, handed: bool = False, fold: tuple[str, ...] | None = None
-                 ) -> tuple[Any, Any, list | None] | None:
+                 now: dt.datetime, handed: bool = False, fold: tuple[str, ...] | None = None,
+                 release: bool = False) -> tuple[Any, Any, list | None] | None:
     """Write the outcome on the task row (if it still runs ``attempt``) and the attempt's
     own row, written once when the attempt ends, and, unless it will be retried, count the
     task as ended in its run (and give back its place in the run's window, or, if
     ``handed``, count it as moved to a held-back task) and in the children ``fold`` names
-    (qflow.store.children.counting_in_children): one statement on PostgreSQL. Returns the
-    task row, the run's counters as that count left them (None if not counted) and the
-    children's rows as their count left them (None if not counted here), or None for a
-    stale report.
+    (qflow.store.children.counting_in_children; with ``release`` it queues those now
+    ready): one statement on PostgreSQL. Returns the task row, the run's counters as that
+    count left them (None if not counted) and the children's rows as their count left
+    them (None if not counted here), or None for a stale report.
     """
     retrying = outcome.state == S.RETRYING
     count = not retrying
@@ -338,7 +358,9 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
         folded = outcome.state if count and fold else None
         if folded:
             params["k_nodes"] = list(fold)
-        row = conn.execute(_with_attempt(ended, count, folded), params).first()
+        if release:
+            params["k_now"] = now
+        row = conn.execute(_with_attempt(ended, count, folded, release), params).first()
         if row is None:
             return None
         return row, row if count else None, counted_children(row.kids) if folded else None
@@ -353,11 +375,12 @@ def _end_attempt(conn: Connection, run_id: str, node: str, attempt: int, outcome
 
 
 @functools.lru_cache(maxsize=32)
-def _with_attempt(ended: Update, count: bool, folded: str | None = None) -> Select:
+def _with_attempt(ended: Update, count: bool, folded: str | None = None,
+                  release: bool = False) -> Select:
     """``ended`` (an UPDATE of one task row), the INSERT of its attempt's row and, with
     ``count``, the run's count and, with ``folded`` (the state it ended in), the count in
-    its children (column ``kids``) as one statement (PostgreSQL's data-modifying WITH),
-    built once per outcome state."""
+    its children (column ``kids``; with ``release``, their release) as one statement
+    (PostgreSQL's data-modifying WITH), built once per outcome state."""
     row = ended.cte("outcome")
     cols = {"task_id": row.c.id, "worker": row.c.worker, "celery_id": row.c.celery_id,
             "started_at": row.c.started_at,
@@ -366,7 +389,8 @@ def _with_attempt(ended: Update, count: bool, folded: str | None = None) -> Sele
     if not count:
         return select(row).add_cte(write.cte("attempt"))
     run = COUNT_IN_RUN.where(exists(select(row.c.id))).cte("counted")
-    kids = [] if folded is None else [counting_in_children(row, run, folded).label("kids")]
+    kids = [] if folded is None else [
+        counting_in_children(row, run, folded, release).label("kids")]
     return (select(row, *run.c, *kids).select_from(row.join(run, true()))
             .add_cte(write.cte("attempt")))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
+from typing import Container
 
 from sqlalchemy import (
     CTE,
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ScalarSelect,
     Update,
     bindparam,
+    case,
     exists,
     func,
     select,
@@ -30,7 +32,8 @@ _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
 _CHILD = (tasks.c.node, tasks.c.state, tasks.c.trigger_rule, tasks.c.queue, tasks.c.options,
           tasks.c.attempts, tasks.c.pools, tasks.c.n_parents, tasks.c.up_succeeded,
           tasks.c.up_failed, tasks.c.up_skipped, tasks.c.children, tasks.c.expanded)
-Child = namedtuple("Child", [c.name for c in _CHILD])
+# ``released``: by the statement that counted the parent (see counting_in_children).
+Child = namedtuple("Child", [c.name for c in _CHILD] + ["released"], defaults=(False,))
 
 
 def _count_in_children(counter: str) -> Update:
@@ -59,7 +62,8 @@ def count_in_children(conn: Connection, run_id: str, state: str, children: list[
 FOLDED = 1000
 
 
-def counting_in_children(ended: CTE, after: CTE, state: str) -> ScalarSelect:
+def counting_in_children(ended: CTE, after: CTE, state: str, release: bool = False
+                         ) -> ScalarSelect:
     """Count a task that ended in ``state`` in its children (parameter ``k_nodes``, the
     names its row lists: at most :data:`FOLDED`) inside the statement that records its
     outcome (PostgreSQL's data-modifying WITH: a round trip less per parent), once
@@ -68,20 +72,44 @@ def counting_in_children(ended: CTE, after: CTE, state: str) -> ScalarSelect:
     children's, so parents ending side by side cannot deadlock. The names are bound, as
     in :func:`count_in_children`: an index lookup each, where names read from the row
     inside the statement let the planner scan the whole run. Returns the children's
-    rows as the count left them, a JSON array for :func:`counted_children`."""
+    rows as the count left them, a JSON array for :func:`counted_children`.
+
+    With ``release`` (a success, counted in plain children of a run without a window:
+    see qflow_tasks.plain_children), a child whose parents have now all succeeded is
+    queued by the same statement, at ``k_now``, and comes back ``released``: the row lock
+    that makes one parent see the last count makes it the one parent that releases it."""
     column = getattr(tasks.c, _COUNTER[state])
+    values, returning = {column: column + 1}, list(_CHILD)
+    if release:
+        S.check_transition(S.PENDING, S.QUEUED)        # as every state written is
+        now = bindparam("k_now", type_=tasks.c.queued_at.type)
+        ready = ((tasks.c.state == S.PENDING) & (tasks.c.trigger_rule == "all_success")
+                 & tasks.c.pools.is_(None) & (tasks.c.up_succeeded + 1 == tasks.c.n_parents))
+        values.update(state=case((ready, S.QUEUED), else_=tasks.c.state),
+                      queued_at=case((ready, now), else_=tasks.c.queued_at))
+        returning.append(((tasks.c.state == S.QUEUED) & (tasks.c.queued_at == now))
+                         .label("released"))
     counted = (update(tasks)
                .where(tasks.c.run_id == bindparam("c_run_id"),
                       tasks.c.node.in_(bindparam("k_nodes", expanding=True)),
                       exists(select(*after.c)))
-               .values({column: column + 1})
-               .returning(*_CHILD).cte(f"in_children_{state}"))
+               .values(values)
+               .returning(*returning).cte(f"in_children_{state}"))
     return select(func.json_agg(counted.table_valued())).scalar_subquery()
 
 
 def counted_children(found: list[dict] | None) -> list:
     """The children's rows :func:`counting_in_children` returned."""
     return [Child(**row) for row in found or ()]
+
+
+def plain_child(node, needs_pools: Container[str]) -> bool:
+    """Whether a new run's task (``node``) runs as soon as its parents all succeeded, with
+    nothing more to decide or take: the all_success rule, not mapped, no pool slots
+    (``needs_pools``: the nodes that need some). A task whose children all are is marked
+    so (qflow_tasks.plain_children): its success releases them in its own statement."""
+    return node.trigger_rule == "all_success" and "map" not in node.options \
+        and node.id not in needs_pools
 
 
 def verdict_on(child, picked: set[str] | None) -> str:

@@ -24,11 +24,13 @@ from qflow.store.window import waiting
 @query(durable=False, patient=True)
 def finish_lightly(conn: Connection, run_id: str, node: str, attempt: int, outcome: Outcome,
                    fail_fast: bool = False, top_up: bool = True, hand_on: bool = False,
-                   children: tuple[str, ...] | None = None) -> Finished | None:
+                   children: tuple[str, ...] | None = None, release: bool = False
+                   ) -> Finished | None:
     """:func:`~qflow.store.attempts.finish`, committed without waiting for the disk;
     the caller makes it durable with :func:`flush` before it acts on it, and records it
     again with ``finish`` if the flush failed (see the module)."""
-    return finish(conn, run_id, node, attempt, outcome, fail_fast, top_up, hand_on, children)
+    return finish(conn, run_id, node, attempt, outcome, fail_fast, top_up, hand_on, children,
+                  release)
 
 
 def crowded(run_id: str) -> bool:

@@ -12,16 +12,22 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import Connection, insert, select, update
 
 from qflow.core import states as S
 from qflow.core.dag import Graph, collection_paused
-from qflow.core.params import big_params, share_params
+from qflow.core.params import big_params
 from qflow.core.records import Dispatch, message_options
 from qflow.store import mapping, newrun, outbox, pools
-from qflow.store.children import children_of, count_in_children, followed, verdict_on
+from qflow.store.children import (
+    children_of,
+    count_in_children,
+    followed,
+    plain_child,
+    verdict_on,
+)
 from qflow.store.counts import Ended, count_ended
 from qflow.store.db import query
 from qflow.store.mapping import NEW_COUNTS
@@ -103,6 +109,8 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
     placed = placed_at_start(ready, new.window)          # None: every ready task
     held = 0 if placed is None else len(ready) - len(placed)
     needed = new.limits.register(conn, graph)
+    plain = {parent for parent, kids in children.items()
+             if all(plain_child(graph.nodes[kid], needed) for kid in kids)}
     started = pools.take_run_place(conn, graph.workflow, new.limits.max_active_runs)
     run = dict(
         id=run_id, workflow=graph.workflow, state=S.QUEUED, params=json.dumps(new.values),
@@ -115,12 +123,12 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
     # A big run's rows go to the DB as they are made (COPY), never all in memory.
     dumps, big = newrun.encoder(), big_params(new.values)
     rows = ((run_id, node.id, node.task, S.QUEUED if node.id in ready else S.PENDING,
-             node.trigger_rule, node.queue, *_call_and_options(node, new, big, dumps),
+             node.trigger_rule, node.queue, *newrun.call_and_options(node, new, big, dumps),
              dumps(needed[node.id]) if node.id in needed else None,
              n_parents[node.id], now if node.id in ready and started else None,  # start()
              dumps(children[node.id]) if node.id in children else "[]",
              placed is not None and node.id in ready and node.id not in placed,
-             priority_of(node.options), *NEW_COUNTS)
+             priority_of(node.options), *NEW_COUNTS, node.id in plain)
             for node in graph.nodes.values())
     # The edges in the order their parents were made, not the graph's (a set's, by hash):
     # consecutive rows then go next to each other in the primary key, whose pages stay in
@@ -128,26 +136,6 @@ def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool,
     links = ((run_id, parent, child) for parent in graph.nodes
              for child in children.get(parent, ()))
     return started, newrun.write(conn, run, rows, links, len(graph.nodes), len(graph.edges))
-
-
-def _call_and_options(node, new: NewRun, big: dict[str, str], dumps: Callable[[Any], str]
-                      ) -> tuple[str, str | None, float | None]:
-    """A task row's ``call``, ``options`` and ``deadline_s``. The call keeps big parameters
-    (``big``: see :func:`~qflow.core.params.share_params`) by reference, except a mapped
-    node's, kept as it is (its input list is read where the node expands), whose options
-    say how big it may grow. ``dumps``: json.dumps (see newrun.encoder). The deadline is
-    a float whatever number it was given as: a column's values go to PostgreSQL as one
-    array in a small run's statement, which cannot mix ints and floats."""
-    call = {"args": node.args, "kwargs": node.kwargs}
-    options = node.options
-    if "map" in options:
-        options = {**options, "map": {**options["map"], "max": new.max_map_size,
-                                      "result_max": new.result_max_bytes}}
-    else:
-        call = share_params(call, new.values, big)
-    deadline = options.get("deadline")
-    return (dumps(call), dumps(options) if options else None,
-            None if deadline is None else float(deadline))
 
 
 @query()

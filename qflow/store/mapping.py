@@ -26,7 +26,7 @@ from qflow.store.window import Room, priority_of
 # counters of its parents' outcomes and its attempts (0 when it is new) last.
 NEW_TASK = ("run_id", "node", "task", "state", "trigger_rule", "queue", "call", "options",
             "deadline_s", "pools", "n_parents", "queued_at", "children", "held_back",
-            "priority", "up_succeeded", "up_failed", "up_skipped", "attempts")
+            "priority", "up_succeeded", "up_failed", "up_skipped", "attempts", "plain_children")
 NEW_COUNTS = (0, 0, 0, 0)
 EDGE = ("run_id", "parent", "child")
 
@@ -104,7 +104,8 @@ def expand(conn: Connection, run_id: str, node: str, now: dt.datetime,
     bulk_insert(conn, tasks, NEW_TASK, (
         (run_id, eid, row.task, S.QUEUED, "all_success", row.queue,
          '{"args": [' + json.dumps(results.seal_item(item)) + after,
-         options_text, None, None, 0, now, children, i >= placed, priority, *NEW_COUNTS)
+         options_text, None, None, 0, now, children, i >= placed, priority, *NEW_COUNTS,
+         False)
         for i, (eid, item) in enumerate(zip(ids, items, strict=True))))
     bulk_insert(conn, edges, EDGE, ((run_id, eid, node) for eid in ids))
     conn.execute(update(tasks).where(tasks.c.run_id == run_id, tasks.c.node == node)

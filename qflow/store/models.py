@@ -171,6 +171,11 @@ tasks = Table(
     # takes first.
     Column("held_back", Boolean, default=False, server_default=false(), nullable=False),
     Column("priority", Integer, default=0, server_default=text("0"), nullable=False),
+    # Every child of this task runs once all its parents succeeded (all_success, not
+    # mapped, no pool slots): its success records itself and releases them in one
+    # statement (qflow.store.attempts.finish). Set when the run is written; false for
+    # rows from before 0020 and for a map's elements.
+    Column("plain_children", Boolean, default=False, server_default=false(), nullable=False),
     UniqueConstraint("run_id", "node", name="uq_qflow_tasks_run_node"),
 )
 

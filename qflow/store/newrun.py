@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from json.encoder import JSONEncoder, c_make_encoder, encode_basestring_ascii
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from sqlalchemy import (
     ARRAY,
@@ -28,9 +28,13 @@ from sqlalchemy import (
 )
 
 from qflow.core import states as S
+from qflow.core.params import share_params
 from qflow.store.db import bulk_insert
 from qflow.store.mapping import EDGE, NEW_TASK
 from qflow.store.models import edges, runs, tasks
+
+if TYPE_CHECKING:
+    from qflow.store.lifecycle import NewRun
 
 # Rows (tasks and edges together) up to which a run is written in one statement: its
 # arrays are built in memory, which COPY avoids for a big run.
@@ -66,6 +70,26 @@ def write(conn: Connection, run: dict[str, Any], task_rows: Iterable[Sequence],
     bulk_insert(conn, tasks, NEW_TASK, task_rows)
     bulk_insert(conn, edges, EDGE, edge_rows)
     return None
+
+
+def call_and_options(node, new: NewRun, big: dict[str, str], dumps: Callable[[Any], str]
+                      ) -> tuple[str, str | None, float | None]:
+    """A task row's ``call``, ``options`` and ``deadline_s``. The call keeps big parameters
+    (``big``: see :func:`~qflow.core.params.share_params`) by reference, except a mapped
+    node's, kept as it is (its input list is read where the node expands), whose options
+    say how big it may grow. ``dumps``: json.dumps (see :func:`encoder`). The deadline is
+    a float whatever number it was given as: a column's values go to PostgreSQL as one
+    array in a small run's statement, which cannot mix ints and floats."""
+    call = {"args": node.args, "kwargs": node.kwargs}
+    options = node.options
+    if "map" in options:
+        options = {**options, "map": {**options["map"], "max": new.max_map_size,
+                                      "result_max": new.result_max_bytes}}
+    else:
+        call = share_params(call, new.values, big)
+    deadline = options.get("deadline")
+    return (dumps(call), dumps(options) if options else None,
+            None if deadline is None else float(deadline))
 
 
 def encoder() -> Callable[[Any], str]:

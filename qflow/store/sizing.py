@@ -53,11 +53,21 @@ _SEEN = _Seen()
 def at_start(conn: Connection, window: int | AutoWindow | None, graph: Graph
              ) -> tuple[int | None, str | None]:
     """A new run's window size (None: no bound) and, if it follows the live workers, the
-    queues it follows (its tasks')."""
+    queues it follows (its tasks'). A run that can never have more tasks than its window
+    holds (no map to grow it, no more tasks than the least size the window can take) is
+    not bounded: nothing is counted for it then."""
+    if window is None or _never_full(graph, window):
+        return None, None
     if not isinstance(window, AutoWindow):
         return window, None
     queues = window.queues_of(set(map(attrgetter("queue"), graph.nodes.values())))
     return window.size(slots_for(queues, _SEEN.workers(conn, window.live_within))), queues
+
+
+def _never_full(graph: Graph, window: int | AutoWindow) -> bool:
+    least = window.least if isinstance(window, AutoWindow) else window
+    return len(graph.nodes) <= least and not any(
+        "map" in node.options for node in graph.nodes.values())
 
 
 @query(durable=False)       # a resize lost in a crash is made again at the next beat
