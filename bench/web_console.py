@@ -74,7 +74,7 @@ def add_map_run(url: str, n: int, failed_every: int = 997) -> str:
 
 def _insert(conn, table, rows: list[dict]) -> None:
     """``rows`` (dicts with the same keys, in the same order) as the store inserts a run's."""
-    from qflow.store.db import bulk_insert
+    from qflow.store.bulk import bulk_insert
     bulk_insert(conn, table, list(rows[0]), (tuple(r.values()) for r in rows))
 
 

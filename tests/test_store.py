@@ -21,7 +21,7 @@ from qflow.engine.client import Engine
 from qflow.engine.executor import Executor
 from qflow.engine.upkeep import Upkeep
 from qflow.errors import UserError
-from qflow.store import Store, attempts, db, read, transitions
+from qflow.store import Store, attempts, bulk, db, read, transitions
 from qflow.store.migrate import ensure_schema, upgrade
 from qflow.store.models import attempts as attempt_rows
 from qflow.store.models import tasks
@@ -815,7 +815,7 @@ def test_a_task_with_more_children_than_a_statement_takes_releases_every_one(eng
 
 def test_maps_and_children_split_into_several_statements_keep_order_and_errors(
         engine, registry, monkeypatch):
-    monkeypatch.setattr(db, "IN_CHUNK", 3)            # a statement takes 3 names here
+    monkeypatch.setattr(bulk, "IN_CHUNK", 3)          # a statement takes 3 names here
     registry.WORKFLOWS["mapped"] = flows.mapped
     run_id = engine.trigger("mapped", {"n": "10"})
     drain(engine)
@@ -979,6 +979,39 @@ def test_a_poll_for_a_run_survives_its_connection_being_dropped(pg_engine):
         conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
     admin.dispose()
     assert engine.wait(run_id, timeout=10)["state"] == "succeeded"
+
+
+def test_a_small_run_is_triggered_in_one_statement_committed_on_its_own(pg_engine):
+    engine = pg_engine
+    run_id, seen, commits = statements_of(engine.store, engine.trigger, "diamond",
+                                          {"x": "3"})
+    assert (len(seen), commits) == (1, 0), seen
+    assert [d.node for d in engine.dispatcher.sent] == ["const"]
+    assert run_of(engine, run_id)["state"] == "queued"
+    # a pool, a limit or a map makes it a transaction again (their statements with it)
+    engine.set_pool("warehouse", 2)
+    engine.trigger("pooled", {"n": "2"})
+    _, seen, commits = statements_of(engine.store, engine.trigger, "pooled", {"n": "2"})
+    assert len(seen) > 1 and commits == 1, seen
+    assert drain(engine)[0] == "const"
+    assert run_of(engine, run_id)["state"] == "succeeded"
+
+
+def test_a_kept_connection_idle_for_a_while_is_pinged_and_replaced_if_gone(pg_engine,
+                                                                            monkeypatch):
+    """The kept autocommit connection (a trigger's, a claim's) of a client that sat idle
+    while the server dropped it: the next write goes through on a fresh one."""
+    engine = pg_engine
+    engine.trigger("diamond", {"x": "1"})
+    pid = engine.store.read_once(lambda conn: conn.exec_driver_sql(
+        "SELECT pg_backend_pid()").scalar())
+    admin = sa.create_engine(engine.store.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar()
+    admin.dispose()
+    monkeypatch.setattr(db, "PING_IDLE", 0.0)        # idle long enough
+    run_id = engine.trigger("diamond", {"x": "2"})
+    assert run_of(engine, run_id)["state"] == "queued"
 
 
 def test_an_outcome_in_a_big_run_reads_a_few_rows_not_the_whole_run(pg_engine):

@@ -27,6 +27,7 @@ from qflow.engine.dispatch import Dispatcher, PublishError
 from qflow.errors import UnreachableError, UserError
 from qflow.results import codec, secrets
 from qflow.store import Store, control, lifecycle, liveness, read, sizing
+from qflow.store.db import query
 
 log = logging.getLogger("qflow.engine")
 
@@ -75,7 +76,9 @@ class Engine:
                                self.config.result_max_bytes, bool(self.config.security_key),
                                wdef.options.get("deadline"))
         self.dispatcher.check()
-        refused, started = self.store.transact(_insert, new, guard, self.config.window())
+        insert = _insert_at_once if guard is None and self.store.dialect == "postgresql" \
+            and lifecycle.written_at_once(new) else _insert
+        refused, started = self.store.transact(insert, new, guard, self.config.window())
         if refused is not None:
             return Created(new.run_id, refused)
         published = self.publish(started.to_publish)
@@ -152,10 +155,19 @@ class Engine:
 
 
 def _insert(conn: Connection, new: lifecycle.NewRun, guard: Guard | None,
-            window: int | AutoWindow | None) -> tuple[str | None, lifecycle.Started | None]:
+            window: int | AutoWindow | None) -> tuple[str | None, lifecycle.Progress | None]:
     """``window``: the config's (see Config.window), sized here for the new run."""
     refused = guard(conn, new) if guard is not None else None
     if refused is not None:
         return refused, None
     size, queues = sizing.at_start(conn, window, new.graph)
     return None, lifecycle.insert_run(conn, replace(new, window=size, window_queues=queues))
+
+
+@query(autocommit=True)
+def _insert_at_once(conn: Connection, new: lifecycle.NewRun, guard: None,
+                    window: int | AutoWindow | None
+                    ) -> tuple[str | None, lifecycle.Progress | None]:
+    """:func:`_insert` of a run it writes in one statement (lifecycle.written_at_once),
+    committed on its own: no BEGIN and COMMIT round trips for a small run."""
+    return _insert(conn, new, guard, window)

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 
 from qflow.core import states as S
-from qflow.store.db import in_chunks
+from qflow.store.bulk import in_chunks
 from qflow.store.models import edges, tasks
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -51,7 +51,7 @@ _COUNT_IN_CHILDREN = {c: _count_in_children(c) for c in set(_COUNTER.values())}
 def count_in_children(conn: Connection, run_id: str, state: str, children: list[str]
                       ) -> list:
     """Count a parent that ended in ``state`` in each of its children, in one statement
-    (one per :data:`~qflow.store.db.IN_CHUNK` children); returns the children's rows as
+    (one per :data:`~qflow.store.bulk.IN_CHUNK` children); returns the children's rows as
     the count left them."""
     statement = _COUNT_IN_CHILDREN[_COUNTER[state]]
     return [row for chunk in in_chunks(children)

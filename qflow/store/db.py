@@ -8,23 +8,10 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    DateTime,
-    Float,
-    Integer,
-    SmallInteger,
-    String,
-    Table,
-    create_engine,
-    event,
-    text,
-)
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -56,8 +43,7 @@ class Store:
         # engine sets them from the notifiers configured; see qflow.store.outbox).
         self.outbox: frozenset[str] = frozenset()
         self._engines: dict[tuple[bool, bool], Engine] = {}
-        self._pinned = threading.local()
-        self._all_pinned: set[Connection] = set()      # every thread's, for dispose()
+        self._kept = _Kept()
         self._pid = 0
         self.dialect = _dialect_of(url)
 
@@ -71,8 +57,7 @@ class Store:
             # A forked child must not reuse the parent's pooled connections.
             for engine in self._engines.values():
                 engine.dispose(close=False)
-            self._engines, self._pid = {}, os.getpid()
-            self._pinned, self._all_pinned = threading.local(), set()
+            self._engines, self._pid, self._kept = {}, os.getpid(), _Kept()
         if self.dialect == "sqlite":
             # One engine: WAL + synchronous=NORMAL already; every write is a transaction.
             durable, autocommit = True, False
@@ -106,11 +91,10 @@ class Store:
                             "(for PostgreSQL: pip install 'qflow[postgres]')") from None
 
     def dispose(self) -> None:
-        for conn in self._all_pinned:
-            conn.close()
+        self._kept.close_all()
         for engine in self._engines.values():
             engine.dispose()
-        self._engines, self._pinned, self._all_pinned = {}, threading.local(), set()
+        self._engines, self._kept = {}, _Kept()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -220,27 +204,65 @@ class Store:
     def _autocommitted(self, durable: bool) -> Iterator[Connection]:
         """This thread's connection of the autocommit engine, kept checked out between
         calls (a worker sends two such statements per task; a pool checkout and check-in
-        costs about as much Python as one of them). Dropped after any error, so the next
-        call starts from a fresh one."""
-        engine = self._engine_for(durable, autocommit=True)
+        costs about as much Python as one of them; see :class:`_Kept`). Dropped after any
+        error, so the next call starts from a fresh one."""
+        engine = self._engine_for(durable, autocommit=True)       # forgets them after fork
         slot = "durable" if durable else "relaxed"
-        conn = getattr(self._pinned, slot, None)
-        if conn is None or conn.closed:
-            conn = self._open(engine)
-            setattr(self._pinned, slot, conn)
-            self._all_pinned.add(conn)
+        conn = self._kept.get(slot) or self._open(engine)
         try:
             yield conn
         except BaseException:
-            setattr(self._pinned, slot, None)
-            self._all_pinned.discard(conn)
-            conn.close()
+            self._kept.drop(slot, conn)
             raise
+        self._kept.used(slot, conn)
 
     def ping(self) -> None:
         """Raise UnreachableError unless the DB answers."""
         with self.read() as conn:
             conn.execute(text("SELECT 1"))
+
+
+# Seconds a kept autocommit connection may sit unused before it is pinged before use.
+PING_IDLE = 1.0
+
+
+class _Kept:
+    """Each thread's kept connections of the autocommit engines, by slot, and when each
+    was last used; every thread's, to close them all. One that sat idle for
+    :data:`PING_IDLE` seconds is pinged before it is used again, as the pool pings one it
+    hands out (the server may have dropped it meanwhile): a busy worker or a client
+    triggering many runs sends no ping."""
+
+    def __init__(self):
+        self.local = threading.local()
+        self.all: set[Connection] = set()
+
+    def get(self, slot: str) -> Connection | None:
+        """This thread's connection for ``slot``; None if it has none, or none that
+        answers."""
+        conn, used = getattr(self.local, slot, None) or (None, 0.0)
+        if conn is None or conn.closed:
+            return None
+        if time.monotonic() - used > PING_IDLE:
+            try:
+                conn.exec_driver_sql("SELECT 1")
+            except DBAPIError:
+                self.drop(slot, conn)
+                return None
+        return conn
+
+    def used(self, slot: str, conn: Connection) -> None:
+        setattr(self.local, slot, (conn, time.monotonic()))
+        self.all.add(conn)
+
+    def drop(self, slot: str, conn: Connection) -> None:
+        setattr(self.local, slot, None)
+        self.all.discard(conn)
+        conn.close()
+
+    def close_all(self) -> None:
+        for conn in self.all:
+            conn.close()
 
 
 @dataclass(frozen=True)
@@ -270,73 +292,6 @@ def query(durable: bool = True, autocommit: bool = False, in_doubt: Callable | N
         fn.policy = Policy(durable, autocommit, in_doubt, patient)
         return fn
     return mark
-
-
-INSERT_CHUNK = 5000     # rows per executemany INSERT where there is no COPY
-# PostgreSQL takes at most 65,535 bind parameters a statement (psycopg refuses more before
-# sending it), SQLite 32,766 or 250,000 as built: a list for an IN goes in parts of this.
-IN_CHUNK = 10_000
-
-
-def in_chunks(values: Iterable) -> Iterator[list]:
-    """``values`` in lists of at most :data:`IN_CHUNK`, for one ``IN (...)`` each: a map
-    of 100,000 elements or a task with 100,000 children is several statements, not one
-    that the driver refuses."""
-    values, size = iter(values), IN_CHUNK
-    while chunk := list(islice(values, size)):
-        yield chunk
-
-
-def bulk_insert(conn: Connection, table: Table, columns: Sequence[str],
-                rows: Iterable[Sequence]) -> None:
-    """Insert rows of ``table``, each a sequence of values in the order of ``columns``, in
-    the current transaction as they come: a run of a million tasks is never a list of a
-    million rows in memory. With COPY on PostgreSQL (several times faster than INSERT for
-    a big run's rows), executemany INSERTs of :data:`INSERT_CHUNK` rows elsewhere."""
-    if conn.dialect.name != "postgresql":
-        statement, rows = table.insert(), iter(rows)
-        while chunk := [dict(zip(columns, row, strict=True))
-                         for row in islice(rows, INSERT_CHUNK)]:
-            conn.execute(statement, chunk)
-        return
-    quote = conn.dialect.identifier_preparer
-    names = ", ".join(quote.quote(n) for n in columns)
-    types = _binary_types(table, columns)
-    binary = " (FORMAT BINARY)" if types else ""
-    cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {quote.format_table(table)} ({names}) FROM STDIN{binary}") as copy:
-        if types:
-            copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
-
-
-# COPY's binary format, where every column's type is one of these: psycopg writes a row
-# of a million-task run's in a third of the time it takes in the text format (1M task
-# rows and 2M edges: ~12 s less of the client's CPU), and the server reads it with less
-# work. Both formats store the same values (a string too long for its column, a number
-# out of range fail either way).
-_BINARY = ((BigInteger, "int8"), (SmallInteger, "int2"), (Integer, "int4"), (String, "text"),
-           (Boolean, "bool"))
-
-
-def _binary_types(table: Table, columns: Sequence[str]) -> list[str] | None:
-    """The PostgreSQL type of each column, for a binary COPY; None if one is of a type
-    not listed in :data:`_BINARY` (the text format then)."""
-    found = []
-    for name in columns:
-        kind = table.c[name].type
-        if isinstance(kind, DateTime):
-            found.append("timestamptz" if kind.timezone else "timestamp")
-            continue
-        if isinstance(kind, Float) and (kind.precision or 53) > 24:     # not a real
-            found.append("float8")
-            continue
-        pg = next((pg for sa, pg in _BINARY if isinstance(kind, sa)), None)
-        if pg is None:
-            return None
-        found.append(pg)
-    return found
 
 
 def _dialect_of(url: str) -> str:

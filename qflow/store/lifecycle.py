@@ -90,6 +90,17 @@ def insert_run(conn: Connection, new: NewRun) -> Progress:
     return RunWriter(conn, new.run_id, new.workflow, now).start(rows=first)
 
 
+def written_at_once(new: NewRun) -> bool:
+    """Whether :func:`insert_run` writes ``new`` in one statement on PostgreSQL (and reads
+    at most the live workers): a small run (see qflow.store.newrun.AT_ONCE) that no
+    limit, pool or map adds a statement to. It may then commit on its own."""
+    graph, limits = new.graph, new.limits
+    return (len(graph.nodes) + len(graph.edges) <= newrun.AT_ONCE and not limits.pools
+            and limits.max_active_tasks is None and limits.max_active_runs is None
+            and not any("pool" in n.options or "map" in n.options
+                        for n in graph.nodes.values()))
+
+
 def _insert_rows(conn: Connection, new: NewRun, now: dt.datetime) -> tuple[bool, list | None]:
     """The run's row, its task rows and edges; whether it starts now (not held), and the
     rows that start it if the write returned them (see qflow.store.newrun)."""

@@ -9,7 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from qflow.core import states as S
 from qflow.core.records import Dispatch, message_options
 from qflow.store import window
-from qflow.store.db import in_chunks, query
+from qflow.store.bulk import in_chunks
+from qflow.store.db import query
 from qflow.store.lifecycle import RunWriter, top_up
 from qflow.store.models import OPEN_TASK, attempts, runs, tasks, workers
 from qflow.store.transitions import count_tasks, utcnow

@@ -16,7 +16,7 @@ from qflow.core import states as S
 from qflow.core.dag import substitute
 from qflow.results import codec
 from qflow.results.codec import Stored
-from qflow.store.db import bulk_insert, in_chunks
+from qflow.store.bulk import bulk_insert, in_chunks
 from qflow.store.mapcount import element_id
 from qflow.store.models import edges, runs, tasks
 from qflow.store.transitions import set_task_state

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, cast, null, select, union_all
 
 from qflow.core import states as S
-from qflow.store.db import in_chunks
+from qflow.store.bulk import in_chunks
 from qflow.store.mapcount import MOVING, element_counts, other_parents
 from qflow.store.mapping import element_id, element_ids
 from qflow.store.models import OPEN_TASK, edges, one_of, runs, tasks

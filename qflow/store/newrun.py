@@ -4,7 +4,7 @@ A small run on PostgreSQL is one statement (data-modifying WITH, the task rows a
 as arrays, unnested), which also returns the task rows that start the run: a trigger of
 a four-node run is then one round trip to the DB inside its transaction, where the run
 row, two COPYs and the read of its first tasks took about ten (bench/trigger_cost.py).
-A bigger run goes by COPY (see :func:`~qflow.store.db.bulk_insert`), its rows never all
+A bigger run goes by COPY (see :func:`~qflow.store.bulk.bulk_insert`), its rows never all
 in memory, and its first tasks are read after.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sqlalchemy import (
 
 from qflow.core import states as S
 from qflow.core.params import share_params
-from qflow.store.db import bulk_insert
+from qflow.store.bulk import bulk_insert
 from qflow.store.mapping import EDGE, NEW_TASK
 from qflow.store.models import edges, runs, tasks
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from qflow.core import states as S
 from qflow.core.dag import Graph
 from qflow.errors import UserError
-from qflow.store.db import in_chunks
+from qflow.store.bulk import in_chunks
 from qflow.store.models import pool_waits, pools, runs, tasks
 from qflow.store.transitions import run_transition_stmt, set_run_state
 

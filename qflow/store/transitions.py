@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Update, bindparam, func, select, update
 from qflow.core import states as S
 from qflow.core.dag import refs_in
 from qflow.results.codec import Stored
-from qflow.store.db import in_chunks
+from qflow.store.bulk import in_chunks
 from qflow.store.models import one_of, runs, tasks
 
 
@@ -28,7 +28,7 @@ def transition(conn: Connection, run_id: str, new: str, expect: Iterable[str] | 
     """Move tasks of a run to ``new`` if in an allowed (or the ``expect``ed) state.
 
     ``node`` narrows it to one task, ``nodes`` to these (one statement per
-    :data:`~qflow.store.db.IN_CHUNK` of them); ``attempt`` to that attempt number
+    :data:`~qflow.store.bulk.IN_CHUNK` of them); ``attempt`` to that attempt number
     (fencing). Returns the ``returning`` columns of the rows this call changed.
     """
     stmt, params = transition_stmt(run_id, new, expect, node, attempt, returning,

@@ -41,7 +41,7 @@ from sqlalchemy import (
 )
 
 from qflow.core import states as S
-from qflow.store.db import IN_CHUNK
+from qflow.store.bulk import IN_CHUNK
 from qflow.store.models import runs, tasks
 from qflow.store.transitions import set_task_state, transition, transition_stmt
 
@@ -155,7 +155,7 @@ class Window:
     def release_many(self, nodes: list[str], now: dt.datetime) -> list[tuple[Any, bool]]:
         """:meth:`release` of many children of one parent at once: the first ones with
         the free places, the others held back, each group one statement per
-        :data:`~qflow.store.db.IN_CHUNK` names, and the run's counters one more (a task
+        :data:`~qflow.store.bulk.IN_CHUNK` names, and the run's counters one more (a task
         with 100,000 children is a few statements, not 200,000). Returns (row, held back)
         for those this transaction released; rows have ``id`` and ``node``."""
         room = self.room
