@@ -21,6 +21,7 @@ from sqlalchemy import (
 
 from qflow.core import states as S
 from qflow.store.bulk import in_chunks
+from qflow.store.mapping import is_mapped
 from qflow.store.models import edges, tasks
 
 _COUNTER = {S.SUCCEEDED: "up_succeeded", S.FAILED: "up_failed",
@@ -108,7 +109,7 @@ def plain_child(node, needs_pools: Container[str]) -> bool:
     nothing more to decide or take: the all_success rule, not mapped, no pool slots
     (``needs_pools``: the nodes that need some). A task whose children all are is marked
     so (qflow_tasks.plain_children): its success releases them in its own statement."""
-    return node.trigger_rule == "all_success" and "map" not in node.options \
+    return node.trigger_rule == "all_success" and not is_mapped(node.options) \
         and node.id not in needs_pools
 
 

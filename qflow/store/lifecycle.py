@@ -97,7 +97,7 @@ def written_at_once(new: NewRun) -> bool:
     graph, limits = new.graph, new.limits
     return (len(graph.nodes) + len(graph.edges) <= newrun.AT_ONCE and not limits.pools
             and limits.max_active_tasks is None and limits.max_active_runs is None
-            and not any("pool" in n.options or "map" in n.options
+            and not any("pool" in n.options or mapping.is_mapped(n.options)
                         for n in graph.nodes.values()))
 
 

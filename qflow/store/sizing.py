@@ -24,6 +24,7 @@ from qflow.core.dag import Graph
 from qflow.core.sizing import AutoWindow, slots_for
 from qflow.store.db import query
 from qflow.store.liveness import live_workers
+from qflow.store.mapping import is_mapped
 from qflow.store.models import runs
 
 CACHE_SECONDS = 5.0       # how stale a new run's view of the workers may be
@@ -67,7 +68,7 @@ def at_start(conn: Connection, window: int | AutoWindow | None, graph: Graph
 def _never_full(graph: Graph, window: int | AutoWindow) -> bool:
     least = window.least if isinstance(window, AutoWindow) else window
     return len(graph.nodes) <= least and not any(
-        "map" in node.options for node in graph.nodes.values())
+        is_mapped(node.options) for node in graph.nodes.values())
 
 
 @query(durable=False)       # a resize lost in a crash is made again at the next beat
